@@ -1,0 +1,71 @@
+//! Readiness as the probes see it: the dependencies answer, and the service's own loops are
+//! not stuck retrying.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use serde_json::{json, Value};
+
+/// A check run on each `/readyz`: blocking (it may call librdkafka), run on a blocking thread.
+pub type KafkaProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Shared between a service's loops (which report trouble) and its `/readyz`.
+#[derive(Clone)]
+pub struct Health {
+    redis: Option<(Pool, Duration)>,
+    kafka: Option<KafkaProbe>,
+    trouble: Arc<Mutex<Option<String>>>,
+}
+
+impl Health {
+    pub fn new(redis: Option<(Pool, Duration)>, kafka: Option<KafkaProbe>) -> Self {
+        Health { redis, kafka, trouble: Arc::new(Mutex::new(None)) }
+    }
+
+    /// Marks the service not ready, saying why (e.g. "redis unavailable, retrying").
+    pub fn set_trouble(&self, why: impl Into<String>) {
+        *self.trouble.lock().expect("health lock") = Some(why.into());
+    }
+
+    pub fn clear_trouble(&self) {
+        let mut t = self.trouble.lock().expect("health lock");
+        if t.take().is_some() {
+            tracing::info!("recovered");
+        }
+    }
+
+    /// Runs every check; `Ok` when all pass, otherwise the report of each.
+    pub async fn check(&self) -> Result<Value, Value> {
+        let mut report = serde_json::Map::new();
+        let mut ready = true;
+        if let Some((pool, timeout)) = &self.redis {
+            let r = crate::store::ping(pool, *timeout).await.map_err(|e| e.to_string());
+            ready &= r.is_ok();
+            report.insert("redis".into(), status(r));
+        }
+        if let Some(probe) = &self.kafka {
+            let probe = probe.clone();
+            let r = tokio::task::spawn_blocking(move || probe()).await.unwrap_or_else(|e| Err(e.to_string()));
+            ready &= r.is_ok();
+            report.insert("kafka".into(), status(r));
+        }
+        if let Some(why) = self.trouble.lock().expect("health lock").clone() {
+            ready = false;
+            report.insert("processing".into(), json!(why));
+        }
+        let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": report});
+        if ready {
+            Ok(body)
+        } else {
+            Err(body)
+        }
+    }
+}
+
+fn status(r: Result<(), String>) -> Value {
+    match r {
+        Ok(()) => json!("ok"),
+        Err(e) => json!(e),
+    }
+}

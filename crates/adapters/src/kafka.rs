@@ -1,0 +1,143 @@
+//! Kafka clients, set up once here so every service talks to the broker the same way.
+//!
+//! Producers are idempotent with `acks=all`. Consumers never auto-commit: services commit an
+//! offset only after that message's effects are done ([`commit_offsets`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::settings::KafkaSettings;
+
+fn base_config(k: &KafkaSettings, extra: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers);
+    for (key, value) in k.properties.iter().chain(extra) {
+        c.set(key, value);
+    }
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    c
+}
+
+/// An idempotent producer (`acks=all`) whose deliveries fail after `kafka.produce_timeout_ms`.
+///
+/// # Errors
+/// When librdkafka rejects the configuration.
+pub fn producer(k: &KafkaSettings) -> anyhow::Result<FutureProducer> {
+    let mut c = base_config(k, &BTreeMap::new());
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", k.produce_timeout_ms.to_string());
+    for (key, value) in &k.producer_properties {
+        c.set(key, value);
+    }
+    c.create().context("creating Kafka producer")
+}
+
+/// Logs rebalances, so operators can see partitions move between instances.
+pub struct LoggingContext;
+
+impl ClientContext for LoggingContext {}
+
+impl ConsumerContext for LoggingContext {
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!(partitions = %describe(tpl), "partitions assigned"),
+            Rebalance::Revoke(tpl) => tracing::info!(partitions = %describe(tpl), "partitions revoked"),
+            Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance error"),
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements().iter().map(|e| format!("{}[{}]", e.topic(), e.partition())).collect::<Vec<_>>().join(",")
+}
+
+pub type GroupConsumer = StreamConsumer<LoggingContext>;
+
+/// A consumer in `group_id`, subscribed to `topics`, that starts at the earliest offset of a new
+/// group and never commits on its own.
+///
+/// # Errors
+/// When librdkafka rejects the configuration or the subscription.
+pub fn consumer(k: &KafkaSettings, group_id: &str, topics: &[&str]) -> anyhow::Result<GroupConsumer> {
+    let mut c = base_config(k, &k.consumer_properties);
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    for (key, value) in &k.consumer_properties {
+        c.set(key, value);
+    }
+    let consumer: GroupConsumer =
+        c.create_with_context(LoggingContext).context("creating Kafka consumer")?;
+    consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
+    Ok(consumer)
+}
+
+/// Creates the pipeline's topics that do not exist yet, with the configured partitions.
+///
+/// # Errors
+/// When the broker cannot be reached or refuses to create a topic.
+pub async fn ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
+    let admin: AdminClient<_> =
+        base_config(k, &BTreeMap::new()).create().context("creating Kafka admin client")?;
+    let topics: Vec<NewTopic<'_>> = k
+        .topics
+        .all()
+        .iter()
+        .map(|t| NewTopic::new(t, k.partitions, TopicReplication::Fixed(k.replication_factor)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(&topics, &opts).await.context("creating topics")?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, partitions = k.partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Commits, for each partition, the offset after the last of `messages`.
+///
+/// # Errors
+/// The commit error (the messages will then be redelivered: at least once).
+pub fn commit_offsets<'a>(
+    consumer: &GroupConsumer,
+    messages: impl IntoIterator<Item = &'a OwnedMessage>,
+    mode: rdkafka::consumer::CommitMode,
+) -> Result<(), KafkaError> {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for m in messages {
+        let e = next.entry((m.topic().to_owned(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.commit(&tpl, mode)
+}
+
+/// Checks that the broker answers, within `timeout` (blocking: call from `spawn_blocking`).
+///
+/// # Errors
+/// The broker's or the network's error.
+pub fn probe<C: ClientContext>(client: &rdkafka::client::Client<C>, topic: &str, timeout: Duration) -> Result<(), String> {
+    client.fetch_metadata(Some(topic), timeout).map(|_| ()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,37 @@
+//! The I/O every metastream service shares, so each service holds only its own logic.
+//!
+//! - [`settings`]: layered configuration (`config/default.yaml`, `config/{env}.yaml`,
+//!   `METASTREAM__SECTION__KEY`), validated at start with the bad key named.
+//! - [`kafka`]: producer, consumer and admin set-up; librdkafka properties passed through.
+//! - [`store`]: the Redis pool and timeouts around Redis calls.
+//! - [`sources`]: source configs in Redis (seeding, loading) and the cached, refreshed catalog.
+//! - [`http`]: the JSON error shape, bearer auth, health endpoints.
+//! - [`health`]: readiness, as the probes see it.
+//! - [`telemetry`]: `tracing` set-up, with optional OTLP trace export.
+//! - [`shutdown`]: the SIGTERM/SIGINT signal `main` hands to the services.
+//! - [`retry`]: capped exponential backoff with jitter.
+
+pub mod health;
+pub mod http;
+pub mod kafka;
+pub mod retry;
+pub mod settings;
+pub mod shutdown;
+pub mod sources;
+pub mod store;
+pub mod telemetry;
+
+pub use health::Health;
+pub use settings::{Secret, Settings};
+pub use sources::{SourceCatalog, SourceStore};
+
+/// The build version every service reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// This process's instance name: `$HOSTNAME` (the pod name in Kubernetes) or a random id.
+pub fn instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("local-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+}

@@ -1,0 +1,381 @@
+//! Layered configuration: `config/default.yaml`, then `config/{METASTREAM_ENV}.yaml`, then
+//! environment variables `METASTREAM__SECTION__KEY`. Each service validates what it uses at
+//! start, and exits naming the bad key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use domain::Topics;
+use serde::Deserialize;
+
+/// A value that must never be printed or logged: `Debug` and `Display` show `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub redis: RedisSettings,
+    pub sources: SourcesSettings,
+    pub auth: AuthSettings,
+    pub gateway: GatewaySettings,
+    pub pre_transformer: TransformerSettings,
+    pub post_transformer: TransformerSettings,
+    pub consumer_api: ConsumerApiSettings,
+    pub telemetry: TelemetrySettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub topics: Topics,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub create_topics: bool,
+    pub produce_timeout_ms: u64,
+    /// librdkafka properties for every client. Keys may use `_` for `.` (environment variables
+    /// cannot hold dots): `METASTREAM__KAFKA__PROPERTIES__SECURITY_PROTOCOL=SASL_SSL`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    pub fn produce_timeout(&self) -> Duration {
+        Duration::from_millis(self.produce_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub key_prefix: String,
+    pub pool_size: usize,
+    pub timeout_ms: u64,
+}
+
+impl RedisSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSettings {
+    /// Relative paths are resolved against the parent of the config directory.
+    pub seed_file: PathBuf,
+    pub refresh_ms: u64,
+    pub unknown: UnknownSourcePolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSourcePolicy {
+    /// Answer 422 at ingest.
+    Reject,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub tokens: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub retry_after_s: u32,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerSettings {
+    pub group_id: String,
+    pub listen: String,
+    pub batch_size: usize,
+    pub batch_linger_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerApiSettings {
+    pub listen: String,
+    pub group_prefix: String,
+    pub default_group: String,
+    pub default_batch: usize,
+    pub max_batch: usize,
+    pub default_wait_ms: u64,
+    pub max_wait_ms: u64,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub otlp_endpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub deadline_ms: u64,
+}
+
+impl ShutdownSettings {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}
+
+/// Which service is asking, so validation checks only what that service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Gateway,
+    PreTransformer,
+    PostTransformer,
+    ConsumerApi,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::PreTransformer => "pre-transformer",
+            Service::PostTransformer => "post-transformer",
+            Service::ConsumerApi => "consumer-api",
+        }
+    }
+}
+
+/// Configuration that cannot be loaded or is invalid; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+impl Settings {
+    /// Loads from `$METASTREAM_CONFIG_DIR` (default `config`), `$METASTREAM_ENV` and the
+    /// environment.
+    ///
+    /// # Errors
+    /// When a file cannot be read or a value has the wrong type (the key is named).
+    pub fn load() -> Result<Settings, SettingsError> {
+        let dir = std::env::var("METASTREAM_CONFIG_DIR").unwrap_or_else(|_| "config".into());
+        let env = std::env::var("METASTREAM_ENV").ok().filter(|e| !e.is_empty());
+        Settings::load_from(Path::new(&dir), env.as_deref())
+    }
+
+    /// Loads `dir/default.yaml`, then `dir/{env}.yaml` if `env` is given, then the environment.
+    ///
+    /// # Errors
+    /// See [`Settings::load`].
+    pub fn load_from(dir: &Path, env: Option<&str>) -> Result<Settings, SettingsError> {
+        let mut builder =
+            config::Config::builder().add_source(config::File::from(dir.join("default.yaml")));
+        if let Some(env) = env {
+            builder = builder.add_source(config::File::from(dir.join(format!("{env}.yaml"))).required(false));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("METASTREAM")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("auth.tokens"),
+        );
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        if settings.sources.seed_file.is_relative() {
+            let root = dir.parent().unwrap_or(Path::new("."));
+            settings.sources.seed_file = root.join(&settings.sources.seed_file);
+        }
+        for props in [
+            &mut settings.kafka.properties,
+            &mut settings.kafka.producer_properties,
+            &mut settings.kafka.consumer_properties,
+        ] {
+            *props = std::mem::take(props).into_iter().map(|(k, v)| (k.replace('_', "."), v)).collect();
+        }
+        Ok(settings)
+    }
+
+    /// Checks what `service` uses.
+    ///
+    /// # Errors
+    /// Every problem, each naming its key.
+    pub fn validate(&self, service: Service) -> Result<(), SettingsError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                errors.push(msg.to_owned());
+            }
+        };
+        let k = &self.kafka;
+        check(!k.bootstrap_servers.trim().is_empty(), "kafka.bootstrap_servers: must not be empty");
+        check(k.partitions >= 1, "kafka.partitions: must be at least 1");
+        check(k.replication_factor >= 1, "kafka.replication_factor: must be at least 1");
+        check(k.produce_timeout_ms >= 100, "kafka.produce_timeout_ms: must be at least 100");
+        for (name, topic) in [
+            ("ingest", &k.topics.ingest),
+            ("processed", &k.topics.processed),
+            ("output", &k.topics.output),
+            ("dead_letter", &k.topics.dead_letter),
+        ] {
+            check(valid_topic(topic), &format!("kafka.topics.{name}: `{topic}` is not a valid Kafka topic name"));
+        }
+        let url = self.redis.url.expose();
+        check(
+            ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p)),
+            "redis.url: must start with redis://, rediss:// or unix://",
+        );
+        check(self.redis.pool_size >= 1, "redis.pool_size: must be at least 1");
+        check(self.redis.timeout_ms >= 1, "redis.timeout_ms: must be at least 1");
+        check(self.sources.refresh_ms >= 10, "sources.refresh_ms: must be at least 10");
+        check(self.shutdown.deadline_ms >= 1, "shutdown.deadline_ms: must be at least 1");
+        let needs_tokens = matches!(service, Service::Gateway | Service::ConsumerApi);
+        check(
+            !needs_tokens || !self.auth.tokens.is_empty(),
+            "auth.tokens: no token configured; set METASTREAM__AUTH__TOKENS (comma-separated)",
+        );
+        check(
+            self.auth.tokens.iter().all(|t| !t.expose().is_empty()),
+            "auth.tokens: tokens must not be empty",
+        );
+        match service {
+            Service::Gateway => {
+                let g = &self.gateway;
+                check(g.listen.parse::<SocketAddr>().is_ok(), "gateway.listen: must be host:port");
+                check(g.max_body_bytes >= 1024, "gateway.max_body_bytes: must be at least 1024");
+                check(g.workers >= 1, "gateway.workers: must be at least 1");
+            }
+            Service::PreTransformer | Service::PostTransformer => {
+                let (key, t) = if service == Service::PreTransformer {
+                    ("pre_transformer", &self.pre_transformer)
+                } else {
+                    ("post_transformer", &self.post_transformer)
+                };
+                check(!t.group_id.is_empty(), &format!("{key}.group_id: must not be empty"));
+                check(t.listen.parse::<SocketAddr>().is_ok(), &format!("{key}.listen: must be host:port"));
+                check(t.batch_size >= 1, &format!("{key}.batch_size: must be at least 1"));
+            }
+            Service::ConsumerApi => {
+                let c = &self.consumer_api;
+                check(c.listen.parse::<SocketAddr>().is_ok(), "consumer_api.listen: must be host:port");
+                check(c.max_batch >= 1, "consumer_api.max_batch: must be at least 1");
+                check(
+                    (1..=c.max_batch).contains(&c.default_batch),
+                    "consumer_api.default_batch: must be between 1 and consumer_api.max_batch",
+                );
+                check(
+                    c.default_wait_ms <= c.max_wait_ms,
+                    "consumer_api.default_wait_ms: must not exceed consumer_api.max_wait_ms",
+                );
+                check(c.workers >= 1, "consumer_api.workers: must be at least 1");
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(errors))
+        }
+    }
+}
+
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
+    }
+
+    #[test]
+    fn defaults_load_and_dev_has_the_prototype_token() {
+        let s = Settings::load_from(&config_dir(), Some("dev")).unwrap();
+        assert_eq!(s.kafka.topics.ingest, "pre_process_meta_data_events");
+        assert_eq!(s.kafka.partitions, 6);
+        assert_eq!(s.auth.tokens, vec![Secret::new("your-secret-key")]);
+        assert_eq!(s.kafka.producer_properties.get("linger.ms").map(String::as_str), Some("5"));
+        assert!(s.sources.seed_file.ends_with("config/sources.yaml"));
+        s.validate(Service::Gateway).unwrap();
+    }
+
+    #[test]
+    fn production_without_tokens_is_refused_naming_the_key() {
+        let s = Settings::load_from(&config_dir(), Some("production")).unwrap();
+        let err = s.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("auth.tokens"), "{err}");
+        // Transformers need no token.
+        s.validate(Service::PreTransformer).unwrap();
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let mut s = Settings::load_from(&config_dir(), Some("dev")).unwrap();
+        s.kafka.topics.output = "bad topic".into();
+        s.redis.url = Secret::new("http://x");
+        let err = s.validate(Service::PostTransformer).unwrap_err().to_string();
+        assert!(err.contains("kafka.topics.output"), "{err}");
+        assert!(err.contains("redis.url"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::load_from(&config_dir(), Some("dev")).unwrap();
+        assert!(!format!("{s:?}").contains("your-secret-key"));
+    }
+}

@@ -1,0 +1,331 @@
+//! The event envelope: what a client posts to `/ingest` and what travels through the pipeline.
+//!
+//! Values are parsed, not checked: an [`EventId`] is never empty and a [`SourceName`] is always a
+//! safe name, so code that holds one needs no further validation.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Longest accepted event id, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+/// Longest accepted source name, in bytes.
+pub const MAX_SOURCE_LEN: usize = 64;
+
+/// An event as it moves through metastream.
+///
+/// Clients send `id`, `source`, `payload` and optionally `metadata`; the gateway adds
+/// `received_at`; the stages add `provenance`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub id: EventId,
+    pub source: SourceName,
+    pub payload: Map<String, Value>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// When the gateway accepted the event (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Provenance::is_empty")]
+    pub provenance: Provenance,
+}
+
+/// Where a processed record came from: the Kafka position assigned at ingest and the config
+/// versions of its source that processed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_partition: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_offset: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_config_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_config_version: Option<u64>,
+}
+
+impl Provenance {
+    fn is_empty(&self) -> bool {
+        *self == Provenance::default()
+    }
+}
+
+/// Why a client's event was refused. Each variant names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("body is not valid JSON: {0}")]
+    Malformed(String),
+    #[error("body must be a JSON object")]
+    NotAnObject,
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}` {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("unknown field `{0}`; allowed fields: id, source, payload, metadata")]
+    UnknownField(String),
+}
+
+impl EventError {
+    /// The field the error is about, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            EventError::Missing(f) | EventError::Invalid { field: f, .. } => Some(f),
+            EventError::UnknownField(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl Event {
+    /// Parses a client's request body: `{id, source, payload, metadata?}` and nothing else.
+    ///
+    /// # Errors
+    /// An [`EventError`] naming the first field that is missing, ill-typed or unknown.
+    pub fn parse_client(body: &[u8]) -> Result<Event, EventError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| EventError::Malformed(e.to_string()))?;
+        Event::from_client_value(value)
+    }
+
+    /// Like [`Event::parse_client`], for an already-parsed JSON value (one element of a batch).
+    ///
+    /// # Errors
+    /// See [`Event::parse_client`].
+    pub fn from_client_value(value: Value) -> Result<Event, EventError> {
+        let Value::Object(mut obj) = value else {
+            return Err(EventError::NotAnObject);
+        };
+        let id = match obj.remove("id") {
+            None | Some(Value::Null) => return Err(EventError::Missing("id")),
+            Some(Value::String(s)) => EventId::parse(s)?,
+            Some(other) => return Err(invalid("id", format!("must be a string, got {}", kind(&other)))),
+        };
+        let source = match obj.remove("source") {
+            None | Some(Value::Null) => return Err(EventError::Missing("source")),
+            Some(Value::String(s)) => SourceName::parse(s)?,
+            Some(other) => {
+                return Err(invalid("source", format!("must be a string, got {}", kind(&other))))
+            }
+        };
+        let payload = match obj.remove("payload") {
+            None | Some(Value::Null) => return Err(EventError::Missing("payload")),
+            Some(Value::Object(m)) => m,
+            Some(other) => {
+                return Err(invalid("payload", format!("must be an object, got {}", kind(&other))))
+            }
+        };
+        let metadata = match obj.remove("metadata") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(other) => {
+                return Err(invalid("metadata", format!("must be an object, got {}", kind(&other))))
+            }
+        };
+        if let Some(extra) = obj.keys().next() {
+            return Err(EventError::UnknownField(extra.clone()));
+        }
+        Ok(Event { id, source, payload, metadata, received_at: None, provenance: Provenance::default() })
+    }
+
+    /// Parses an event as the pipeline writes it to Kafka and Redis.
+    ///
+    /// # Errors
+    /// The JSON error when the bytes are not such an event.
+    pub fn from_wire(bytes: &[u8]) -> Result<Event, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Serializes the event for Kafka and Redis.
+    pub fn to_wire(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an Event always serializes")
+    }
+
+    /// The key that identifies this event's entity: every update of one entity shares it.
+    pub fn entity_key(&self) -> String {
+        crate::schema::entity_key(&self.source, &self.id)
+    }
+}
+
+fn invalid(field: &'static str, problem: String) -> EventError {
+    EventError::Invalid { field, problem }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// An event id: 1 to 256 bytes, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EventId(String);
+
+impl EventId {
+    /// # Errors
+    /// When the id is empty, too long or holds control characters.
+    pub fn parse(s: impl Into<String>) -> Result<EventId, EventError> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(invalid("id", "must not be empty".into()));
+        }
+        if s.len() > MAX_ID_LEN {
+            return Err(invalid("id", format!("must be at most {MAX_ID_LEN} bytes")));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(invalid("id", "must not contain control characters".into()));
+        }
+        Ok(EventId(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A source name: 1 to 64 of `A-Z a-z 0-9 _ . -`, starting with a letter or digit.
+///
+/// Source names never contain `:`, which keeps Redis keys and Kafka keys built from
+/// `<source>:<id>` unambiguous.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SourceName(String);
+
+impl SourceName {
+    /// # Errors
+    /// When the name is empty, too long, or uses other characters.
+    pub fn parse(s: impl Into<String>) -> Result<SourceName, EventError> {
+        let s = s.into();
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if s.is_empty() {
+            return Err(invalid("source", "must not be empty".into()));
+        }
+        if s.len() > MAX_SOURCE_LEN {
+            return Err(invalid("source", format!("must be at most {MAX_SOURCE_LEN} bytes")));
+        }
+        if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) || !s.chars().all(ok_char) {
+            return Err(invalid(
+                "source",
+                "may hold only letters, digits, `_`, `.` and `-`, starting with a letter or digit"
+                    .into(),
+            ));
+        }
+        Ok(SourceName(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! string_newtype {
+    ($t:ty) => {
+        impl TryFrom<String> for $t {
+            type Error = EventError;
+            fn try_from(s: String) -> Result<Self, EventError> {
+                <$t>::parse(s)
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+string_newtype!(EventId);
+string_newtype!(SourceName);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Event, EventError> {
+        Event::parse_client(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn accepts_the_prototype_event() {
+        let e = parse(json!({"id":"12345","source":"jira","payload":{"title":"Fix login bug"},
+            "metadata":{"created_at":"2024-07-20T12:34:56Z"}}))
+        .unwrap();
+        assert_eq!(e.id.as_str(), "12345");
+        assert_eq!(e.source.as_str(), "jira");
+        assert_eq!(e.payload["title"], "Fix login bug");
+        assert_eq!(e.metadata["created_at"], "2024-07-20T12:34:56Z");
+        assert_eq!(e.entity_key(), "jira:12345");
+    }
+
+    #[test]
+    fn metadata_is_optional() {
+        let e = parse(json!({"id":"1","source":"github","payload":{}})).unwrap();
+        assert!(e.metadata.is_empty());
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (json!({"source":"jira","payload":{}}), "missing required field `id`"),
+            (json!({"id":"","source":"jira","payload":{}}), "field `id` must not be empty"),
+            (json!({"id":7,"source":"jira","payload":{}}), "field `id` must be a string, got a number"),
+            (json!({"id":"1","payload":{}}), "missing required field `source`"),
+            (json!({"id":"1","source":"ji ra","payload":{}}), "field `source` may hold only"),
+            (json!({"id":"1","source":"jira"}), "missing required field `payload`"),
+            (json!({"id":"1","source":"jira","payload":"x"}), "field `payload` must be an object, got a string"),
+            (json!({"id":"1","source":"jira","payload":{},"metadata":[1]}), "field `metadata` must be an object, got an array"),
+            (json!({"id":"1","source":"jira","payload":{},"extra":1}), "unknown field `extra`"),
+            (json!([1, 2]), "body must be a JSON object"),
+        ];
+        for (input, expected) in cases {
+            let err = parse(input.clone()).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{input}: got {err:?}, expected {expected:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_reported() {
+        let err = Event::parse_client(b"{\"id\": ").unwrap_err();
+        assert!(matches!(err, EventError::Malformed(_)), "{err:?}");
+    }
+
+    #[test]
+    fn ids_keep_unicode_and_reject_control_characters() {
+        assert!(EventId::parse("ünïcødé-✓").is_ok());
+        assert!(EventId::parse("a\nb").is_err());
+        assert!(EventId::parse("x".repeat(MAX_ID_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn wire_form_round_trips() {
+        let mut e = parse(json!({"id":"a:b","source":"serviceX","payload":{"n":1}})).unwrap();
+        e.received_at = Some("2024-01-01T00:00:00Z".into());
+        e.provenance.ingest_offset = Some(42);
+        let back = Event::from_wire(&e.to_wire()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn wire_form_rejects_invalid_names() {
+        let bad = br#"{"id":"1","source":"a:b","payload":{}}"#;
+        assert!(Event::from_wire(bad).is_err());
+    }
+}

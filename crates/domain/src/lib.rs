@@ -1,0 +1,25 @@
+//! metastream's pure core, shared by every service.
+//!
+//! - [`event`]: the event envelope clients send, its validated id and source, and how it is parsed.
+//! - [`source`]: a source's configuration (pre and post operation lists, error policy, version).
+//! - [`operations`]: the operation catalog; one file per operation.
+//! - [`pipeline`]: compiles a [`SourceConfig`] into runnable operations and applies them.
+//! - [`path`]: the field-path syntax operations use to address an event.
+//! - [`schema`]: topic names, the Redis key schema and the Kafka header names.
+//! - [`messages`]: what travels between stages on Kafka besides the event itself.
+//!
+//! This crate does no I/O: no tokio, rdkafka or redis anywhere in its dependency tree.
+
+pub mod event;
+pub mod messages;
+pub mod operations;
+pub mod path;
+pub mod pipeline;
+pub mod schema;
+pub mod source;
+
+pub use event::{Event, EventError, EventId, Provenance, SourceName};
+pub use messages::ProcessedNotice;
+pub use pipeline::{CompiledSource, ConfigError, Context, Outcome, RunError, Stage};
+pub use schema::{KeySchema, Topics};
+pub use source::{OnError, OperationSpec, SourceConfig};

@@ -1,0 +1,84 @@
+//! `add_processing_info`: records which stage, service, instance, build and source-config version
+//! processed the event, and when.
+//!
+//! Params: `target` (a path, default `metadata.processing_info`).
+
+use chrono::SecondsFormat;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{parse_params, parse_path, Effect, Operation, OperationKind, ParamError};
+use crate::event::Event;
+use crate::path::FieldPath;
+use crate::pipeline::Context;
+
+pub(super) const KIND: OperationKind = OperationKind {
+    name: "add_processing_info",
+    summary: "Write {stage, service, instance, version, config_version, processed_at} at a path.",
+    compile,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default = "default_target")]
+    target: String,
+}
+
+fn default_target() -> String {
+    "metadata.processing_info".into()
+}
+
+#[derive(Debug)]
+struct AddProcessingInfo {
+    target: FieldPath,
+}
+
+fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
+    let p: Params = parse_params(params)?;
+    Ok(Box::new(AddProcessingInfo { target: parse_path(&p.target, "target")? }))
+}
+
+impl Operation for AddProcessingInfo {
+    fn apply(&self, event: &mut Event, ctx: &Context<'_>) -> Result<Effect, String> {
+        let info = json!({
+            "stage": ctx.stage.as_str(),
+            "service": ctx.service,
+            "instance": ctx.instance,
+            "version": ctx.version,
+            "config_version": ctx.config_version,
+            "processed_at": ctx.now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        });
+        self.target.set(event, info).map_err(|e| e.0)?;
+        Ok(Effect::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::testing::{event, run};
+
+    #[test]
+    fn table() {
+        let cases: &[(Value, Value, &str, Result<Value, &str>)] = &[
+            (
+                json!(null),
+                json!({}),
+                "metadata.processing_info",
+                Ok(json!({"stage":"post","service":"test","instance":"i-1","version":"0.0.0",
+                          "config_version":7,"processed_at":"2024-07-20T12:34:56.789Z"})),
+            ),
+            (json!({"target": "payload.info"}), json!({"x": "ü"}), "payload.x", Ok(json!("ü"))),
+            (json!({"target": "payload.x.y"}), json!({"x": [1]}), "", Err("cannot set")),
+        ];
+        for (params, payload, path, expected) in cases {
+            let result = run(&compile, params, event(payload.clone()));
+            match (result, expected) {
+                (Ok(e), Ok(v)) => assert_eq!(FieldPath::parse(path).unwrap().get(&e), Some(v), "{params}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{params}: {got}"),
+                (got, want) => panic!("{params}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}

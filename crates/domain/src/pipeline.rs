@@ -1,0 +1,220 @@
+//! Compiling a [`SourceConfig`] into runnable operations, and running them on events.
+//!
+//! A config is compiled when it is written and when a service loads it: every problem of every
+//! operation is collected, each with its location (`pre[2].params.target`), rather than stopping
+//! at the first.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::event::Event;
+use crate::operations::{self, Effect, Operation};
+use crate::source::{OperationSpec, SourceConfig};
+
+/// Which list of a source's operations runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Pre,
+    Post,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Pre => "pre",
+            Stage::Post => "post",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What operations may know about where and when they run.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    pub stage: Stage,
+    pub service: &'a str,
+    pub instance: &'a str,
+    /// The service's build version.
+    pub version: &'a str,
+    /// The version of the source config being applied.
+    pub config_version: u64,
+    pub now: DateTime<Utc>,
+}
+
+/// A problem in a source config, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    /// e.g. `pre[2].params.target` or `post[0].op`.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// An operation failed on an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{stage}[{index}] {op}: {message}")]
+pub struct RunError {
+    pub stage: Stage,
+    pub index: usize,
+    pub op: &'static str,
+    pub message: String,
+}
+
+/// What became of an event after a stage ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Keep,
+    /// An operation dropped it on purpose.
+    Dropped { index: usize, op: &'static str },
+}
+
+/// A source config whose operations are compiled and ready to run.
+#[derive(Debug)]
+pub struct CompiledSource {
+    config: SourceConfig,
+    pre: Vec<Step>,
+    post: Vec<Step>,
+}
+
+#[derive(Debug)]
+struct Step {
+    name: &'static str,
+    op: Box<dyn Operation>,
+}
+
+impl CompiledSource {
+    /// Compiles every operation of the config.
+    ///
+    /// # Errors
+    /// Every problem found, each located.
+    pub fn compile(config: SourceConfig) -> Result<CompiledSource, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let pre = compile_list(Stage::Pre, &config.pre, &mut errors);
+        let post = compile_list(Stage::Post, &config.post, &mut errors);
+        if errors.is_empty() {
+            Ok(CompiledSource { config, pre, post })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn config(&self) -> &SourceConfig {
+        &self.config
+    }
+
+    pub fn version(&self) -> u64 {
+        self.config.version
+    }
+
+    /// Runs the stage's operations on the event, in order.
+    ///
+    /// # Errors
+    /// The first operation that failed; the event is then partly transformed and should be
+    /// discarded in favour of the original.
+    pub fn run(&self, stage: Stage, event: &mut Event, ctx: &Context<'_>) -> Result<Outcome, RunError> {
+        let steps = match stage {
+            Stage::Pre => &self.pre,
+            Stage::Post => &self.post,
+        };
+        for (index, step) in steps.iter().enumerate() {
+            match step.op.apply(event, ctx) {
+                Ok(Effect::Continue) => {}
+                Ok(Effect::Drop) => return Ok(Outcome::Dropped { index, op: step.name }),
+                Err(message) => return Err(RunError { stage, index, op: step.name, message }),
+            }
+        }
+        Ok(Outcome::Keep)
+    }
+}
+
+fn compile_list(stage: Stage, specs: &[OperationSpec], errors: &mut Vec<ConfigError>) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let Some(kind) = operations::lookup(&spec.op) else {
+            let known: Vec<_> = operations::catalog().iter().map(|k| k.name).collect();
+            errors.push(ConfigError {
+                location: format!("{stage}[{i}].op"),
+                message: format!("unknown operation `{}`; known: {}", spec.op, known.join(", ")),
+            });
+            continue;
+        };
+        match (kind.compile)(&spec.params) {
+            Ok(op) => steps.push(Step { name: kind.name, op }),
+            Err(problems) => errors.extend(problems.into_iter().map(|p| ConfigError {
+                location: if p.at.is_empty() {
+                    format!("{stage}[{i}].params")
+                } else {
+                    format!("{stage}[{i}].params.{}", p.at)
+                },
+                message: p.message,
+            })),
+        }
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::testing::{context, event};
+    use serde_json::json;
+
+    fn config(v: serde_json::Value) -> SourceConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn runs_pre_then_post() {
+        let c = CompiledSource::compile(config(json!({
+            "source": "jira",
+            "pre": [{"op": "add_timestamp"}],
+            "post": [{"op": "add_processing_info"}],
+        })))
+        .unwrap();
+        let mut e = event(json!({"title": "x"}));
+        assert_eq!(c.run(Stage::Pre, &mut e, &context()).unwrap(), Outcome::Keep);
+        assert!(e.metadata.contains_key("processed_at"));
+        assert!(!e.metadata.contains_key("processing_info"));
+        c.run(Stage::Post, &mut e, &context()).unwrap();
+        assert_eq!(e.metadata["processing_info"]["stage"], "post");
+        assert_eq!(e.payload["title"], "x");
+    }
+
+    #[test]
+    fn collects_every_problem_with_its_location() {
+        let errs = CompiledSource::compile(config(json!({
+            "source": "jira",
+            "pre": [{"op": "add_timestamp"}, {"op": "nope"}, {"op": "add_timestamp", "params": {"target": "x"}}],
+            "post": [{"op": "add_processing_info", "params": {"bogus": 1}}],
+        })))
+        .unwrap_err();
+        let locations: Vec<_> = errs.iter().map(|e| e.location.as_str()).collect();
+        assert_eq!(locations, ["pre[1].op", "pre[2].params.target", "post[0].params"]);
+        assert!(errs[0].message.contains("unknown operation `nope`"));
+        assert!(errs[2].message.contains("bogus"));
+    }
+
+    #[test]
+    fn reports_the_failing_step() {
+        let c = CompiledSource::compile(config(json!({
+            "source": "jira",
+            "pre": [{"op": "add_timestamp"}, {"op": "add_timestamp", "params": {"target": "payload.a.b"}}],
+        })))
+        .unwrap();
+        let err = c.run(Stage::Pre, &mut event(json!({"a": "scalar"})), &context()).unwrap_err();
+        assert_eq!((err.stage, err.index, err.op), (Stage::Pre, 1, "add_timestamp"));
+    }
+}

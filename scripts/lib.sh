@@ -1,0 +1,49 @@
+# Shared helpers for metastream's scripts. Source it; do not run it.
+# Everything the scripts start keeps its data, logs and pid file under $VAR (ignored by git).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VAR="${METASTREAM_VAR:-$ROOT/var}"
+CACHE="${METASTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/metastream}"
+
+log() { printf '\033[1;34m[metastream]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[metastream] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# port_open HOST PORT — true when something accepts TCP connections there.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# wait_port HOST PORT SECONDS WHAT — wait for a listener, fail loudly on timeout.
+wait_port() {
+  local host=$1 port=$2 secs=$3 what=$4 i
+  for ((i = 0; i < secs * 10; i++)); do
+    port_open "$host" "$port" && return 0
+    sleep 0.1
+  done
+  die "$what did not start listening on $host:$port within ${secs}s"
+}
+
+# pid_alive FILE — true when FILE names a running process.
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop_pid FILE WHAT — stop a process we started (TERM, then KILL after 20 s); ignore others.
+stop_pid() {
+  local file=$1 what=$2 pid i
+  if ! pid_alive "$file"; then rm -f "$file"; return 0; fi
+  pid=$(cat "$file")
+  log "stopping $what (pid $pid)"
+  kill "$pid" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+  rm -f "$file"
+}
+
+# apt_install PKG... — install Debian packages when a command is missing (CI machines start bare).
+apt_install() {
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  log "installing $* from Debian's packages"
+  if ! $sudo apt-get install -y -qq "$@" >/dev/null 2>&1; then
+    $sudo apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null \
+      || die "could not install $* with apt-get"
+  fi
+}
