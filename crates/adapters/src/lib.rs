@@ -10,6 +10,7 @@
 //! - [`telemetry`]: `tracing` set-up, with optional OTLP trace export.
 //! - [`shutdown`]: the SIGTERM/SIGINT signal `main` hands to the services.
 //! - [`retry`]: capped exponential backoff with jitter.
+//! - [`stage`]: what both transformers share: batches, produce-and-wait, retries, commits.
 
 pub mod health;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod kafka;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;
+pub mod stage;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -172,3 +172,49 @@ impl SourceCatalog {
         })
     }
 }
+
+impl SourceCatalog {
+    /// Seeds Redis from `sources.seed_file`, loads the catalog and keeps it refreshed until
+    /// `shutdown`. If Redis is unreachable now, seeding and loading are retried in the
+    /// background (the catalog reports [`SourceCatalog::is_loaded`] false meanwhile).
+    ///
+    /// # Errors
+    /// When the seed file is missing or invalid: that is a deployment error, not a transient one.
+    pub async fn start(
+        settings: &crate::Settings,
+        pool: Pool,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<SourceCatalog>> {
+        let store = SourceStore::new(pool, KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout());
+        let catalog = SourceCatalog::new(store.clone());
+        let seed_file = settings.sources.seed_file.clone();
+        let first = async {
+            store.seed_from_file(&seed_file).await?;
+            catalog.refresh().await?;
+            anyhow::Ok(())
+        };
+        match first.await {
+            Ok(()) => {}
+            Err(err) if err.downcast_ref::<StoreError>().is_some() => {
+                tracing::warn!(error = %err, "redis unavailable at start; seeding and loading source configs in the background");
+                let (store, catalog, shutdown) = (store.clone(), catalog.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    let mut backoff = crate::retry::Backoff::infra();
+                    while !shutdown.is_cancelled() {
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        match store.seed_from_file(&seed_file).await {
+                            Ok(_) => {
+                                let _ = catalog.refresh().await;
+                                return;
+                            }
+                            Err(err) => tracing::warn!(error = %err, "seeding source configs failed; retrying"),
+                        }
+                    }
+                });
+            }
+            Err(err) => return Err(err),
+        }
+        catalog.spawn_refresh(Duration::from_millis(settings.sources.refresh_ms), shutdown);
+        Ok(catalog)
+    }
+}

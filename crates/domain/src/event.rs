@@ -149,6 +149,11 @@ impl Event {
     }
 }
 
+/// The current time as RFC 3339 UTC with milliseconds, the form metastream writes timestamps in.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn invalid(field: &'static str, problem: String) -> EventError {
     EventError::Invalid { field, problem }
 }

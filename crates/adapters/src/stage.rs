@@ -1,0 +1,385 @@
+//! The machinery both transformers share: take a batch of messages, and, once their effects are
+//! done, produce what they lead to and commit their offsets. Every effect is retried with
+//! backoff until it succeeds or the service shuts down; nothing is committed before its effects.
+
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use domain::schema::headers;
+use domain::Stage;
+use futures_util::future::join_all;
+use rdkafka::consumer::CommitMode;
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+
+use crate::health::Health;
+use crate::kafka::GroupConsumer;
+use crate::retry::Backoff;
+use crate::shutdown::CancellationToken;
+use crate::store::StoreError;
+
+/// The service is shutting down; the batch was not finished and must not be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shutting down before the batch was done")]
+pub struct Interrupted;
+
+/// Waits for the next message, then takes whatever else arrives within `linger`, up to `max`.
+/// Returns `None` once `shutdown` is cancelled.
+pub async fn next_batch(
+    consumer: &GroupConsumer,
+    max: usize,
+    linger: Duration,
+    shutdown: &CancellationToken,
+) -> Option<Vec<OwnedMessage>> {
+    let first = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            received = consumer.recv() => match received {
+                Ok(m) => break m.detach(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "kafka consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    let mut batch = Vec::with_capacity(max.min(1024));
+    batch.push(first);
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "kafka consumer error");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// A message to produce, owned so it can be retried.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub topic: String,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: OwnedHeaders,
+}
+
+/// The dead-letter form of `original`: same key and payload, with headers naming the stage,
+/// the reason, the error and where the message came from.
+pub fn dead_letter(original: &OwnedMessage, topic: &str, stage: Stage, reason: &str, error: &str) -> Outgoing {
+    let mut h = OwnedHeaders::new_with_capacity(8);
+    if let Some(orig) = original.headers() {
+        for header in orig.iter() {
+            h = h.insert(Header { key: header.key, value: header.value });
+        }
+    }
+    let partition = original.partition().to_string();
+    let offset = original.offset().to_string();
+    h = h
+        .insert(Header { key: headers::DLQ_STAGE, value: Some(stage.as_str()) })
+        .insert(Header { key: headers::DLQ_REASON, value: Some(reason) })
+        .insert(Header { key: headers::DLQ_ERROR, value: Some(error) })
+        .insert(Header { key: headers::DLQ_TOPIC, value: Some(original.topic()) })
+        .insert(Header { key: headers::DLQ_PARTITION, value: Some(&partition) })
+        .insert(Header { key: headers::DLQ_OFFSET, value: Some(&offset) });
+    Outgoing {
+        topic: topic.to_owned(),
+        key: original.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        payload: original.payload().unwrap_or_default().to_vec(),
+        headers: h,
+    }
+}
+
+/// Headers naming the event, for messages about one event.
+pub fn event_headers(id: &str, source: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(2)
+        .insert(Header { key: headers::EVENT_ID, value: Some(id) })
+        .insert(Header { key: headers::SOURCE, value: Some(source) })
+}
+
+/// Produces every message and waits for Kafka's acks; retries the ones that failed, with
+/// backoff, until all are acknowledged.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes first.
+pub async fn produce_all(
+    producer: &FutureProducer,
+    messages: &[Outgoing],
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Result<(), Interrupted> {
+    let mut pending: Vec<&Outgoing> = messages.iter().collect();
+    let mut backoff = Backoff::infra();
+    while !pending.is_empty() {
+        let results = join_all(pending.iter().map(|m| {
+            let mut record = FutureRecord::to(&m.topic).payload(&m.payload).headers(m.headers.clone());
+            if let Some(key) = &m.key {
+                record = record.key(key);
+            }
+            producer.send(record, Timeout::Never)
+        }))
+        .await;
+        let mut failed = Vec::new();
+        let mut last_error = None;
+        for (m, result) in pending.into_iter().zip(results) {
+            if let Err((err, _)) = result {
+                last_error = Some(err);
+                failed.push(m);
+            }
+        }
+        pending = failed;
+        if let Some(err) = last_error {
+            tracing::warn!(error = %err, failed = pending.len(), "kafka did not acknowledge; retrying");
+            health.set_trouble(format!("kafka produce failing: {err}"));
+            pause(&mut backoff, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a Redis operation until it succeeds, with backoff; reports not ready meanwhile.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes first.
+pub async fn with_redis_retry<T, F, Fut>(
+    pool: &Pool,
+    health: &Health,
+    shutdown: &CancellationToken,
+    mut op: F,
+) -> Result<T, Interrupted>
+where
+    F: FnMut(Pool) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = Backoff::infra();
+    loop {
+        match op(pool.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(err) => {
+                tracing::warn!(error = %err, "redis call failed; retrying");
+                health.set_trouble(format!("redis failing: {err}"));
+                pause(&mut backoff, shutdown).await?;
+            }
+        }
+    }
+}
+
+/// Sleeps for the next backoff delay, unless shutdown comes first.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes first.
+pub async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> Result<(), Interrupted> {
+    tokio::select! {
+        _ = shutdown.cancelled() => Err(Interrupted),
+        _ = tokio::time::sleep(backoff.next_delay()) => Ok(()),
+    }
+}
+
+/// Commits the batch's offsets (after its effects are done).
+pub fn commit(consumer: &GroupConsumer, batch: &[OwnedMessage], mode: CommitMode) {
+    if let Err(err) = crate::kafka::commit_offsets(consumer, batch, mode) {
+        // The messages will be redelivered to whoever owns the partition: at least once.
+        tracing::warn!(error = %err, "offset commit failed; the batch may be redelivered");
+    }
+}
+
+/// What a transformer does with a batch; the [`StageRunner`] does the rest.
+pub trait Processor {
+    /// Makes every effect of the batch durable (Redis written, messages acknowledged).
+    ///
+    /// # Errors
+    /// [`Interrupted`] when shutdown came first: the batch is then not committed.
+    fn process(&self, batch: &[OwnedMessage]) -> impl std::future::Future<Output = Result<(), Interrupted>> + Send;
+}
+
+/// The clients a transformer's processing uses; cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    pub producer: FutureProducer,
+    pub pool: Pool,
+    pub catalog: std::sync::Arc<crate::SourceCatalog>,
+    pub health: Health,
+    pub keys: domain::KeySchema,
+    pub topics: domain::Topics,
+    pub redis_timeout: Duration,
+    pub instance: String,
+    pub shutdown: CancellationToken,
+}
+
+/// A transformer's consume loop: batches in, [`Processor`] over them, offsets committed after.
+pub struct StageRunner {
+    consumer: GroupConsumer,
+    shared: Shared,
+    health_server: actix_web::dev::Server,
+    port: u16,
+    settings: crate::settings::TransformerSettings,
+    input_topic: String,
+    deadline: Duration,
+}
+
+impl StageRunner {
+    /// Creates the clients of `service` (a transformer), loads source configs and binds the
+    /// health endpoint.
+    ///
+    /// # Errors
+    /// When the settings are invalid or a client cannot be created.
+    pub async fn build(
+        settings: crate::Settings,
+        service: crate::settings::Service,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        use crate::settings::Service;
+        settings.validate(service)?;
+        let (t, input_topic) = match service {
+            Service::PreTransformer => (&settings.pre_transformer, &settings.kafka.topics.ingest),
+            Service::PostTransformer => (&settings.post_transformer, &settings.kafka.topics.processed),
+            other => anyhow::bail!("{} is not a transformer", other.name()),
+        };
+        if settings.kafka.create_topics {
+            crate::kafka::ensure_topics(&settings.kafka).await?;
+        }
+        let producer = crate::kafka::producer(&settings.kafka)?;
+        let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic])?;
+        let pool = crate::store::pool(&settings.redis)?;
+        let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone()).await?;
+        let probe_producer = producer.clone();
+        let topic = input_topic.clone();
+        let probe: crate::health::KafkaProbe =
+            std::sync::Arc::new(move || crate::kafka::probe(probe_producer.client(), &topic, Duration::from_secs(2)));
+        let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
+        let (health_server, port) = crate::http::health_server(&t.listen, health.clone())?;
+        Ok(StageRunner {
+            consumer,
+            shared: Shared {
+                producer,
+                pool,
+                catalog,
+                health,
+                keys: domain::KeySchema::new(&settings.redis.key_prefix),
+                topics: settings.kafka.topics.clone(),
+                redis_timeout: settings.redis.timeout(),
+                instance: crate::instance_id(),
+                shutdown,
+            },
+            health_server,
+            port,
+            settings: t.clone(),
+            input_topic: input_topic.clone(),
+            deadline: settings.shutdown.deadline(),
+        })
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The port of `/healthz` and `/readyz`.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs batches through `processor` until shutdown; then commits what is done
+    /// synchronously and flushes the producer.
+    ///
+    /// # Errors
+    /// When the health server fails.
+    pub async fn run(self, processor: impl Processor) -> anyhow::Result<()> {
+        let handle = self.health_server.handle();
+        let server = tokio::spawn(self.health_server);
+        let s = &self.shared;
+        tracing::info!(group = %self.settings.group_id, topic = %self.input_topic, "consuming");
+        let linger = Duration::from_millis(self.settings.batch_linger_ms);
+        let mut last_done: Vec<OwnedMessage> = Vec::new();
+        while let Some(batch) = next_batch(&self.consumer, self.settings.batch_size, linger, &s.shutdown).await {
+            match processor.process(&batch).await {
+                Ok(()) => {
+                    s.health.clear_trouble();
+                    commit(&self.consumer, &batch, CommitMode::Async);
+                    last_done = batch;
+                }
+                Err(Interrupted) => break,
+            }
+        }
+        tracing::info!("stopping: committing finished work and flushing the producer");
+        commit(&self.consumer, &last_done, CommitMode::Sync);
+        let producer = s.producer.clone();
+        let deadline = self.deadline;
+        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || producer.flush(deadline)).await {
+            tracing::warn!(error = %err, "flushing the producer failed");
+        }
+        handle.stop(true).await;
+        server.await??;
+        Ok(())
+    }
+}
+
+/// What a stage's operations made of an event.
+#[derive(Debug)]
+pub enum Applied {
+    /// Transformed, by the source config of the given version.
+    Keep(domain::Event, u64),
+    /// An operation dropped it on purpose.
+    Filtered,
+    /// An operation failed and the source's policy is `skip`.
+    Skipped,
+    /// To the dead-letter topic, for this reason.
+    DeadLetter { reason: &'static str, error: String },
+}
+
+/// Applies `stage`'s operations of the event's source, following the source's `on_error`
+/// policy. Under `fail`, waits (reporting not ready) until a config change lets it through.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes while waiting.
+pub async fn apply(
+    s: &Shared,
+    stage: Stage,
+    service: crate::settings::Service,
+    original: &domain::Event,
+) -> Result<Applied, Interrupted> {
+    use domain::{OnError, Outcome};
+    let mut backoff = Backoff::infra();
+    loop {
+        let Some(source) = s.catalog.get(original.source.as_str()) else {
+            let error = format!("source `{}` has no configuration", original.source);
+            return Ok(Applied::DeadLetter { reason: "missing_config", error });
+        };
+        let mut event = original.clone();
+        let ctx = domain::Context {
+            stage,
+            service: service.name(),
+            instance: &s.instance,
+            version: crate::VERSION,
+            config_version: source.version(),
+            now: chrono::Utc::now(),
+        };
+        let (id, src) = (&original.id, &original.source);
+        match source.run(stage, &mut event, &ctx) {
+            Ok(Outcome::Keep) => return Ok(Applied::Keep(event, source.version())),
+            Ok(Outcome::Dropped { index, op }) => {
+                tracing::debug!(event_id = %id, source = %src, index, op, "event filtered");
+                return Ok(Applied::Filtered);
+            }
+            Err(err) => match source.config().on_error {
+                OnError::DeadLetter => {
+                    return Ok(Applied::DeadLetter { reason: "operation_failed", error: err.to_string() })
+                }
+                OnError::Skip => {
+                    tracing::warn!(event_id = %id, source = %src, error = %err, "operation failed; skipping the event (on_error: skip)");
+                    return Ok(Applied::Skipped);
+                }
+                OnError::Fail => {
+                    tracing::error!(event_id = %id, source = %src, error = %err, "operation failed; holding until the config is fixed (on_error: fail)");
+                    s.health.set_trouble(format!("source {src} failing: {err}"));
+                    pause(&mut backoff, &s.shutdown).await?;
+                }
+            },
+        }
+    }
+}

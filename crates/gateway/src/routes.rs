@@ -1,0 +1,91 @@
+//! `POST /ingest`.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use adapters::http::{read_body, require_json, ApiError};
+use domain::schema::headers;
+use domain::event::now_rfc3339;
+use domain::Event;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use serde_json::json;
+
+use crate::State;
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ingest", web::post().to(ingest));
+}
+
+/// How long a produce may wait for room in the producer's local queue before it is refused:
+/// a full queue means Kafka is not keeping up, and the client should back off.
+const QUEUE_WAIT: Duration = Duration::from_millis(100);
+
+async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    state.tokens.verify(&req)?;
+    require_json(&req)?;
+    let body = read_body(&req, body, state.max_body_bytes).await?;
+    let mut event = Event::parse_client(&body).map_err(|e| ApiError::InvalidEvent(e.to_string()))?;
+    if !state.catalog.is_loaded() {
+        return Err(ApiError::Unavailable {
+            what: "source configurations are not loaded yet (redis unreachable)".into(),
+            retry_after_s: state.retry_after_s,
+        });
+    }
+    if state.catalog.get(event.source.as_str()).is_none() {
+        return Err(ApiError::UnknownSource(format!(
+            "source `{}` has no configuration; add it to the sources seed file (config/sources.yaml) \
+             or store one in the redis hash `sources`",
+            event.source
+        )));
+    }
+    event.received_at = Some(now_rfc3339());
+
+    let key = event.entity_key();
+    let payload = event.to_wire();
+    let record = FutureRecord::to(&state.ingest_topic)
+        .key(&key)
+        .payload(&payload)
+        .headers(
+            OwnedHeaders::new()
+                .insert(Header { key: headers::EVENT_ID, value: Some(event.id.as_str()) })
+                .insert(Header { key: headers::SOURCE, value: Some(event.source.as_str()) }),
+        );
+    let delivery = tokio::time::timeout(
+        state.produce_timeout + Duration::from_secs(1),
+        state.producer.send(record, Timeout::After(QUEUE_WAIT)),
+    )
+    .await;
+    match delivery {
+        Ok(Ok(d)) => {
+            tracing::debug!(event_id = %event.id, source = %event.source, partition = d.partition, offset = d.offset, "event accepted");
+            Ok(HttpResponse::Accepted().json(json!({
+                "status": "accepted",
+                "id": event.id,
+                "source": event.source,
+                "topic": state.ingest_topic,
+                "partition": d.partition,
+                "offset": d.offset,
+            })))
+        }
+        Ok(Err((err, _))) => {
+            tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka did not take the event");
+            Err(unavailable(&err, state.retry_after_s))
+        }
+        Err(_) => {
+            tracing::warn!(event_id = %event.id, source = %event.source, "kafka ack timed out");
+            Err(ApiError::Unavailable { what: "kafka did not acknowledge the event in time".into(), retry_after_s: state.retry_after_s })
+        }
+    }
+}
+
+fn unavailable(err: &KafkaError, retry_after_s: u32) -> ApiError {
+    let what = match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => "the gateway's Kafka queue is full".to_owned(),
+        Some(RDKafkaErrorCode::MessageTimedOut) => "kafka did not acknowledge the event in time".to_owned(),
+        _ => format!("kafka did not acknowledge the event ({err})"),
+    };
+    ApiError::Unavailable { what, retry_after_s }
+}
