@@ -134,10 +134,17 @@ pub fn commit_offsets<'a>(
     consumer.commit(&tpl, mode)
 }
 
-/// Checks that the broker answers, within `timeout` (blocking: call from `spawn_blocking`).
+/// A readiness check that the broker answers (metadata of `topic` within 2 s), on a client of
+/// its own so probes never wait behind the service's traffic.
 ///
 /// # Errors
-/// The broker's or the network's error.
-pub fn probe<C: ClientContext>(client: &rdkafka::client::Client<C>, topic: &str, timeout: Duration) -> Result<(), String> {
-    client.fetch_metadata(Some(topic), timeout).map(|_| ()).map_err(|e| e.to_string())
+/// When librdkafka rejects the configuration.
+pub fn probe(k: &KafkaSettings, topic: &str) -> anyhow::Result<crate::health::KafkaProbe> {
+    let client: rdkafka::producer::BaseProducer =
+        base_config(k, &BTreeMap::new()).create().context("creating Kafka probe client")?;
+    let topic = topic.to_owned();
+    Ok(std::sync::Arc::new(move || {
+        use rdkafka::producer::Producer as _;
+        client.client().fetch_metadata(Some(&topic), Duration::from_secs(2)).map(|_| ()).map_err(|e| e.to_string())
+    }))
 }

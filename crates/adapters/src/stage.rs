@@ -248,10 +248,7 @@ impl StageRunner {
         let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic])?;
         let pool = crate::store::pool(&settings.redis)?;
         let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone()).await?;
-        let probe_producer = producer.clone();
-        let topic = input_topic.clone();
-        let probe: crate::health::KafkaProbe =
-            std::sync::Arc::new(move || crate::kafka::probe(probe_producer.client(), &topic, Duration::from_secs(2)));
+        let probe = crate::kafka::probe(&settings.kafka, input_topic)?;
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
         let (health_server, port) = crate::http::health_server(&t.listen, health.clone())?;
         Ok(StageRunner {

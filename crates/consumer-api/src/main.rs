@@ -1,1 +1,11 @@
-fn main() {}
+//! `consumer-api`: see the crate docs in `lib.rs`.
+
+use adapters::settings::Service;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = adapters::Settings::load()?;
+    let _telemetry = adapters::telemetry::init(Service::ConsumerApi.name(), &settings.telemetry)?;
+    let shutdown = adapters::shutdown::on_signal();
+    consumer_api::Application::build(settings, shutdown).await?.run_until_stopped().await
+}

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
-use adapters::health::KafkaProbe;
 use adapters::http::{health_routes, not_found, Tokens};
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
@@ -53,11 +52,7 @@ impl Application {
         let pool = adapters::store::pool(&settings.redis)?;
         let catalog = SourceCatalog::start(&settings, pool.clone(), shutdown.clone()).await?;
 
-        let probe_producer = producer.clone();
-        let probe_topic = settings.kafka.topics.ingest.clone();
-        let kafka_probe: KafkaProbe = Arc::new(move || {
-            adapters::kafka::probe(probe_producer.client(), &probe_topic, Duration::from_secs(2))
-        });
+        let kafka_probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.ingest)?;
         let health = web::Data::new(Health::new(Some((pool, settings.redis.timeout())), Some(kafka_probe)));
         let state = web::Data::new(State {
             producer: producer.clone(),

@@ -1,0 +1,83 @@
+//! `GET /consume` and `GET /metadata/{source}/{id}`.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use adapters::http::ApiError;
+use deadpool_redis::redis::AsyncCommands as _;
+use domain::{EventId, SourceName};
+use rdkafka::message::Message;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::State;
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/consume", web::get().to(consume))
+        .route("/metadata/{source}/{id}", web::get().to(metadata));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsumeQuery {
+    group: Option<String>,
+    max: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    state.tokens.verify(&req)?;
+    let limits = &state.limits;
+    let group = query.group.clone().unwrap_or_else(|| limits.default_group.clone());
+    SourceName::parse(group.as_str())
+        .map_err(|_| ApiError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
+    let max = query.max.unwrap_or(limits.default_batch);
+    if !(1..=limits.max_batch).contains(&max) {
+        return Err(ApiError::BadRequest(format!("`max` must be between 1 and {}", limits.max_batch)));
+    }
+    let wait_ms = query.wait_ms.unwrap_or(limits.default_wait_ms);
+    if wait_ms > limits.max_wait_ms {
+        return Err(ApiError::BadRequest(format!("`wait_ms` must be at most {}", limits.max_wait_ms)));
+    }
+    let api_group = state.groups.get(&group).map_err(|e| ApiError::Unavailable {
+        what: format!("cannot create a Kafka consumer: {e}"),
+        retry_after_s: state.retry_after_s,
+    })?;
+    let messages = api_group.next(max, Duration::from_millis(wait_ms)).await;
+    let events: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let event = m
+                .payload()
+                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                .unwrap_or(Value::Null);
+            json!({
+                "topic": m.topic(),
+                "partition": m.partition(),
+                "offset": m.offset(),
+                "key": m.key().map(String::from_utf8_lossy),
+                "event": event,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"group": group, "count": events.len(), "events": events})))
+}
+
+async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    state.tokens.verify(&req)?;
+    let (source, id) = path.into_inner();
+    let source = SourceName::parse(source).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let id = EventId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let key = state.keys.processed(&source, &id);
+    let record: Option<Vec<u8>> = adapters::store::timed(state.redis_timeout, async {
+        let mut conn = state.pool.get().await?;
+        let v: Option<Vec<u8>> = conn.get(&key).await?;
+        Ok::<_, adapters::store::StoreError>(v)
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable { what: format!("cannot read the record: {e}"), retry_after_s: state.retry_after_s })?;
+    match record {
+        Some(bytes) => Ok(HttpResponse::Ok().content_type("application/json").body(bytes)),
+        None => Err(ApiError::NotFound(format!("no processed record for source `{source}` and id `{id}`"))),
+    }
+}
