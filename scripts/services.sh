@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 SERVICES=(gateway pre-transformer post-transformer consumer-api)
 declare -A PORTS=([gateway]=8081 [pre-transformer]=8082 [post-transformer]=8083 [consumer-api]=8084)
 EDGE_PORT="${EDGE_PORT:-8080}"
-BIN="${METASTREAM_BIN:-$ROOT/target/debug}"
+BIN="${METASTREAM_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
 RUN="$VAR/run"
 LOGS="$VAR/log"
 

@@ -49,7 +49,7 @@ fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let mut t = base_settings().telemetry;
-        t.log_level = std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into());
+        t.log_level = std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,librdkafka=off,rdkafka=off".into());
         t.log_format = adapters::settings::LogFormat::Text;
         let _ = adapters::telemetry::init("e2e", &t).map(std::mem::forget);
     });
