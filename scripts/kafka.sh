@@ -10,7 +10,8 @@ VERSION="${KAFKA_VERSION:-4.3.1}"
 HOST=127.0.0.1
 PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
-LIBS="$CACHE/kafka-$VERSION/libs"
+# The cache folder changes with the pom, so a changed dependency list is resolved again.
+LIBS="$CACHE/kafka-$VERSION-$(sha1sum "$ROOT/scripts/kafka/pom.xml" | cut -c1-8)/libs"
 DIR="$VAR/kafka"
 PID="$DIR/kafka.pid"
 
@@ -50,6 +51,7 @@ start() {
     kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$DIR/server.properties" \
       > "$DIR/logs/format.log" 2>&1 || { cat "$DIR/logs/format.log" >&2; die "formatting Kafka storage failed"; }
   fi
+  [[ -f "$DIR/logs/server.log" ]] && mv "$DIR/logs/server.log" "$DIR/logs/server.log.1"
   log "starting kafka $VERSION on $HOST:$PORT (logs in $DIR/logs)"
   nohup java "${JAVA_OPTS[@]}" kafka.Kafka "$DIR/server.properties" > "$DIR/logs/stdout.log" 2>&1 &
   echo $! > "$PID"
@@ -60,7 +62,14 @@ start() {
     sleep 0.1
   done
   port_open "$HOST" "$PORT" || die "kafka did not listen on $HOST:$PORT within 60s (see $DIR/logs)"
-  log "kafka listening on $HOST:$PORT"
+  # The port opens before the broker has joined its own quorum: wait for the start-up line.
+  for ((i = 0; i < 600; i++)); do
+    grep -q "Kafka Server started" "$DIR/logs/server.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q "Kafka Server started" "$DIR/logs/server.log" 2>/dev/null \
+    || die "kafka did not finish starting within 60s (see $DIR/logs/server.log)"
+  log "kafka ready on $HOST:$PORT"
 }
 
 case "${1:-}" in

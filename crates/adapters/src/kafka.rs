@@ -86,10 +86,26 @@ pub fn consumer(k: &KafkaSettings, group_id: &str, topics: &[&str]) -> anyhow::R
 }
 
 /// Creates the pipeline's topics that do not exist yet, with the configured partitions.
+/// A broker that is still starting is waited for, up to a minute.
 ///
 /// # Errors
-/// When the broker cannot be reached or refuses to create a topic.
+/// When the broker cannot be reached in that time or refuses to create a topic.
 pub async fn ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
+    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    loop {
+        match try_ensure_topics(k).await {
+            Ok(()) => return Ok(()),
+            Err(err) if started.elapsed() < Duration::from_secs(60) => {
+                tracing::warn!(error = %format!("{err:#}"), "creating topics failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn try_ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
     let admin: AdminClient<_> =
         base_config(k, &BTreeMap::new()).create().context("creating Kafka admin client")?;
     let topics: Vec<NewTopic<'_>> = k
