@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Validates metastream's deployment files offline (make k8s-validate, part of make test):
+#   - renders every Kubernetes overlay (k8s/overlays/*, and each with the components its
+#     kustomization lists commented out, e.g. prod with components/keda) with `kubectl kustomize`;
+#   - validates every object against the Kubernetes JSON schemas (kubernetes-validate, pinned in
+#     scripts/k8s-validate.requirements.txt, installed into var/venv); CRDs without a built-in schema
+#     (KEDA ScaledObject, prometheus-operator ServiceMonitor/PodMonitor) are skipped by name;
+#   - runs metastream's own checks (scripts/k8s_checks.py): probes, limits, security contexts,
+#     transformer replicas <= kafka.partitions, METASTREAM__* variables are config keys, shutdown
+#     grace, the topic Job, Ingress routes, NetworkPolicies, the Dockerfile against CI's build;
+#   - checks deploy/docker-compose.yml with `docker compose config` and against the manifests.
+# Ends with "N passed, M failed"; exits non-zero on any failure. Needs python3 and kubectl; uses
+# docker compose when installed, else builds an equivalent from compose-go (the library docker
+# compose uses) with Go, else skips that check and says so.
+# Usage: scripts/k8s-validate.sh            validate
+#        scripts/k8s-validate.sh sync-config  copy config/*.yaml into k8s/base/config/ (the ConfigMap's source)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+K8S_VERSION="${K8S_VERSION:-1.31.0}"
+WORK="$VAR/k8s-validate"
+VENV="$VAR/venv"
+REQUIREMENTS="$ROOT/scripts/k8s-validate.requirements.txt"
+
+banner() { printf '\033[1;33m%s\033[0m\n' "!!! $*" >&2; }
+
+if [[ ${1:-} == sync-config ]]; then
+  rm -f k8s/base/config/*.yaml
+  cp config/*.yaml k8s/base/config/
+  log "copied $(ls config/*.yaml | tr '\n' ' ')into k8s/base/config/"
+  log "list any new file under metastream-config in k8s/base/kustomization.yaml"
+  exit 0
+fi
+[[ $# -eq 0 ]] || die "usage: $0 [sync-config]"
+
+fail_early() { printf '[k8s-validate] error: %s\n0 passed, 1 failed\n' "$*" >&2; exit 1; }
+
+command -v kubectl >/dev/null \
+  || fail_early "kubectl not found: install it (Debian: kubectl from Kubernetes' apt repository, or the google-cloud-sdk package) — it renders the overlays with 'kubectl kustomize'"
+command -v python3 >/dev/null || fail_early "python3 not found (Debian: apt-get install python3)"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || fail_early "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); scripts/k8s_checks.py needs 3.11 or newer (tomllib)"
+
+# --- Python tools, pinned, in var/venv (or var/pylib when no venv can be made) -------------------
+stamp() { sha256sum "$REQUIREMENTS" | cut -d' ' -f1; }
+PY=""
+if [[ -x $VENV/bin/python && -f $VENV/.requirements && $(cat "$VENV/.requirements") == "$(stamp)" ]]; then
+  PY="$VENV/bin/python"
+elif [[ -f $VAR/pylib/.requirements && $(cat "$VAR/pylib/.requirements") == "$(stamp)" ]]; then
+  PY="python3"; export PYTHONPATH="$VAR/pylib${PYTHONPATH:+:$PYTHONPATH}"
+else
+  rm -rf "$VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    log "python3 -m venv failed: installing python3-venv"
+    (apt_install python3-venv) || true
+    python3 -m venv "$VENV" >/dev/null 2>&1 || rm -rf "$VENV"
+  fi
+  if [[ -x $VENV/bin/python ]]; then
+    log "installing $(grep -c '==' "$REQUIREMENTS") pinned packages into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$REQUIREMENTS" \
+      || fail_early "pip could not install scripts/k8s-validate.requirements.txt into $VENV"
+    stamp > "$VENV/.requirements"
+    PY="$VENV/bin/python"
+  else
+    banner "no virtual environment possible: installing the pinned packages into $VAR/pylib (pip --target)"
+    python3 -m pip --version >/dev/null 2>&1 || (apt_install python3-pip) || true
+    rm -rf "$VAR/pylib"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$VAR/pylib" -r "$REQUIREMENTS" \
+      || fail_early "pip could not install scripts/k8s-validate.requirements.txt into $VAR/pylib"
+    stamp > "$VAR/pylib/.requirements"
+    PY="python3"; export PYTHONPATH="$VAR/pylib${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+fi
+
+# --- a `docker compose config` ----------------------------------------------------------------------
+COMPOSE="" COMPOSE_SKIP=""
+if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then
+  COMPOSE="docker compose"
+elif command -v docker-compose >/dev/null && [[ $(docker-compose version --short 2>/dev/null) == 2.* ]]; then
+  COMPOSE="docker-compose"
+elif command -v go >/dev/null; then
+  # The compose plugin is not installed (the docker CLI alone has no `compose`): build the same
+  # loader and validator from compose-go, the library docker compose is made of (Go module proxy).
+  tool="$VAR/bin/compose-config"
+  src="$ROOT/scripts/compose-config"
+  if [[ ! -x $tool || -n $(find "$src" -newer "$tool" -type f 2>/dev/null) ]]; then
+    command -v docker >/dev/null || banner "docker CLI not found"
+    log "docker compose is not installed: building scripts/compose-config (compose-go) into $tool"
+    mkdir -p "$VAR/bin"
+    if ! (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go build -o "$tool" .) >"$WORK.go-build.log" 2>&1; then
+      cat "$WORK.go-build.log" >&2
+      rm -f "$tool"
+    fi
+  fi
+  if [[ -x $tool ]]; then
+    COMPOSE="$tool"
+  else
+    COMPOSE_SKIP="docker compose is not installed and scripts/compose-config did not build (see above)"
+  fi
+else
+  COMPOSE_SKIP="neither docker compose nor Go (to build its compose-go equivalent) is installed"
+fi
+if [[ -n $COMPOSE_SKIP ]]; then
+  banner "THE COMPOSE CHECK IS SKIPPED: $COMPOSE_SKIP."
+  banner "deploy/docker-compose.yml is NOT validated on this machine."
+fi
+
+# --- the variants to render ---------------------------------------------------------------------------
+rm -rf "$WORK"
+mkdir -p "$WORK/variants" "$WORK/trees"
+for overlay in k8s/overlays/*/; do
+  overlay=${overlay%/}
+  name=$(basename "$overlay")
+  mkdir -p "$WORK/variants/$name"
+  printf 'resources:\n  - %s\n' "$(realpath --relative-to="$WORK/variants/$name" "$overlay")" \
+    > "$WORK/variants/$name/kustomization.yaml"
+  # Each optional component the overlay lists commented out: a copy of k8s/ with it enabled.
+  for comp in $(sed -n 's|^[[:space:]]*#[[:space:]]*-[[:space:]]*\.\./\.\./components/\([A-Za-z0-9_-]*\).*|\1|p' "$overlay/kustomization.yaml"); do
+    tree="$WORK/trees/$name+$comp"
+    mkdir -p "$tree"
+    cp -r k8s "$tree/"
+    sed -i "s|^\([[:space:]]*\)#[[:space:]]*-[[:space:]]*\(\.\./\.\./components/$comp\)|\1- \2|" \
+      "$tree/k8s/overlays/$name/kustomization.yaml"
+    mkdir -p "$WORK/variants/$name+$comp"
+    printf 'resources:\n  - %s\n' "$(realpath --relative-to="$WORK/variants/$name+$comp" "$tree/k8s/overlays/$name")" \
+      > "$WORK/variants/$name+$comp/kustomization.yaml"
+  done
+done
+
+log "kubectl $(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: //p' | sed 's/^/kustomize /'), kubernetes-validate $("$PY" -c 'import kubernetes_validate.version as v; print(v.__version__)' 2>/dev/null || echo '?'), schemas of Kubernetes $K8S_VERSION"
+exec "$PY" "$ROOT/scripts/k8s_checks.py" --root "$ROOT" --variants "$WORK/variants" \
+  --k8s-version "$K8S_VERSION" --compose "$COMPOSE" --compose-skip "$COMPOSE_SKIP"
