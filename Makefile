@@ -2,13 +2,15 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run stop status build infra infra-stop test test-unit test-e2e smoke fmt lint clean
+.PHONY: help run stop status build infra infra-stop test test-unit test-e2e smoke fmt lint clean images k8s-validate
 
 help:
 	@echo "make run        start Kafka, Redis, the four services and the edge on :8080 (dev config)"
 	@echo "make stop       stop everything 'make run' started"
 	@echo "make test       start Kafka and Redis if needed, run every test (unit, end-to-end, smoke)"
 	@echo "make infra      start only Kafka and Redis"
+	@echo "make images       build the metastream image (needs a Docker engine)"
+	@echo "make k8s-validate render and validate the Kubernetes manifests and the compose file"
 
 build:
 	$(CARGO) build --workspace --bins
@@ -36,7 +38,7 @@ stop:
 
 # Everything: unit tests, end-to-end tests against the real broker and Redis, and a smoke run of
 # the dev stack with the prototype's two curl calls.
-test: infra
+test: infra k8s-validate
 	$(CARGO) test --workspace --no-fail-fast
 	scripts/smoke.sh
 
@@ -57,3 +59,18 @@ lint:
 
 clean:
 	rm -rf var
+
+# One image with the four services and the admin CLI; the command picks the program. Tagged with
+# the workspace version and :dev (the tag k8s/overlays/dev and deploy/docker-compose.yml use).
+# Needs a Docker engine (BuildKit); none runs in CI, where k8s-validate checks the Dockerfile instead.
+IMAGE ?= metastream
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+TAG ?= $(VERSION)
+
+images:
+	docker build -f deploy/Dockerfile -t $(IMAGE):$(TAG) -t $(IMAGE):dev .
+
+# Renders every k8s overlay, validates each object offline against the Kubernetes schemas, runs
+# the project's own checks, validates deploy/docker-compose.yml; ends with "N passed, M failed".
+k8s-validate:
+	scripts/k8s-validate.sh

@@ -5,7 +5,9 @@
 
 mod harness;
 
+mod admin;
 mod delivery;
+mod guarantees;
 mod errors;
 mod prototype;
 mod sources;

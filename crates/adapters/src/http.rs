@@ -30,6 +30,16 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     UnknownSource(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    IdempotencyMismatch(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("the source configuration has {} error(s)", .0.len())]
+    InvalidConfig(Vec<domain::ConfigError>),
     #[error("{what}; retry later")]
     Unavailable { what: String, retry_after_s: u32 },
     #[error("internal error")]
@@ -46,6 +56,11 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::UnknownSource(_) => "unknown_source",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::IdempotencyMismatch(_) => "idempotency_key_reused",
+            ApiError::PreconditionFailed(_) => "version_mismatch",
+            ApiError::InvalidConfig(_) => "invalid_config",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -61,6 +76,11 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnknownSource(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,7 +98,11 @@ impl ResponseError for ApiError {
             ApiError::Internal(err) => tracing::error!(error = ?err, "internal error"),
             _ => {}
         }
-        response.json(json!({"error": self.code(), "message": self.to_string()}))
+        let mut body = json!({"error": self.code(), "message": self.to_string()});
+        if let ApiError::InvalidConfig(errors) = self {
+            body["errors"] = json!(errors);
+        }
+        response.json(body)
     }
 }
 

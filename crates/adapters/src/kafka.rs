@@ -85,6 +85,17 @@ pub fn consumer(k: &KafkaSettings, group_id: &str, topics: &[&str]) -> anyhow::R
     Ok(consumer)
 }
 
+/// Client settings for a consumer that only reads assigned partitions (no group membership,
+/// no commits), e.g. to browse the dead-letter topic.
+pub fn reader_config(k: &KafkaSettings) -> ClientConfig {
+    let mut c = base_config(k, &k.consumer_properties);
+    c.set("group.id", "metastream-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    c
+}
+
 /// Creates the pipeline's topics that do not exist yet, with the configured partitions.
 /// A broker that is still starting is waited for, up to a minute.
 ///

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use domain::Topics;
+use domain::{SourceName, Topics};
 use serde::Deserialize;
 
 /// A value that must never be printed or logged: `Debug` and `Display` show `***`.
@@ -99,6 +99,8 @@ pub struct SourcesSettings {
     pub seed_file: PathBuf,
     pub refresh_ms: u64,
     pub unknown: UnknownSourcePolicy,
+    /// The source config applied to unknown sources when `unknown` is `default`.
+    pub default_config: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -106,12 +108,16 @@ pub struct SourcesSettings {
 pub enum UnknownSourcePolicy {
     /// Answer 422 at ingest.
     Reject,
+    /// Accept, and process with the config named by `sources.default_config`.
+    Default,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub tokens: Vec<Secret>,
+    /// Tokens for the admin API (`/v1/...`); distinct from ingest tokens. None: admin API off.
+    pub admin_tokens: Vec<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +127,10 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     pub retry_after_s: u32,
     pub workers: usize,
+    /// Requests past this many in flight are answered 503 at once.
+    pub max_in_flight: usize,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_window_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,7 +238,8 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .list_separator(",")
-                .with_list_parse_key("auth.tokens"),
+                .with_list_parse_key("auth.tokens")
+                .with_list_parse_key("auth.admin_tokens"),
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         if settings.sources.seed_file.is_relative() {
@@ -284,8 +295,16 @@ impl Settings {
             "auth.tokens: no token configured; set METASTREAM__AUTH__TOKENS (comma-separated)",
         );
         check(
-            self.auth.tokens.iter().all(|t| !t.expose().is_empty()),
+            self.auth.tokens.iter().chain(&self.auth.admin_tokens).all(|t| !t.expose().is_empty()),
             "auth.tokens: tokens must not be empty",
+        );
+        check(
+            !self.auth.admin_tokens.iter().any(|a| self.auth.tokens.contains(a)),
+            "auth.admin_tokens: an admin token must not also be an ingest token",
+        );
+        check(
+            SourceName::parse(self.sources.default_config.as_str()).is_ok(),
+            "sources.default_config: must be a valid source name",
         );
         match service {
             Service::Gateway => {
@@ -293,6 +312,8 @@ impl Settings {
                 check(g.listen.parse::<SocketAddr>().is_ok(), "gateway.listen: must be host:port");
                 check(g.max_body_bytes >= 1024, "gateway.max_body_bytes: must be at least 1024");
                 check(g.workers >= 1, "gateway.workers: must be at least 1");
+                check(g.max_in_flight >= 1, "gateway.max_in_flight: must be at least 1");
+                check(g.idempotency_window_s >= 1, "gateway.idempotency_window_s: must be at least 1");
             }
             Service::PreTransformer | Service::PostTransformer => {
                 let (key, t) = if service == Service::PreTransformer {

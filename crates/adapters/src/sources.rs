@@ -46,11 +46,10 @@ impl SourceStore {
     pub async fn seed_from_file(&self, path: &Path) -> anyhow::Result<usize> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading source seed file {}", path.display()))?;
-        let seed: SeedFile = config::Config::builder()
-            .add_source(config::File::from_str(&text, config::FileFormat::Yaml))
-            .build()
-            .and_then(config::Config::try_deserialize)
-            .with_context(|| format!("parsing {}", path.display()))?;
+        // Not through the `config` crate: it lowercases keys and splits them on dots, and
+        // operation params hold field paths as keys (`cast: {fields: {payload.n: int}}`).
+        let seed: SeedFile =
+            serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         for config in &seed.sources {
             if let Err(errors) = CompiledSource::compile(config.clone()) {
                 let list: Vec<_> = errors.iter().map(ToString::to_string).collect();
@@ -81,6 +80,75 @@ impl SourceStore {
         .await
     }
 
+    /// The channel on which every change of a source config is announced (payload: the source).
+    pub fn changes_channel(&self) -> String {
+        format!("{}:changed", self.keys.sources())
+    }
+
+    /// The stored config of `source`, if any.
+    ///
+    /// # Errors
+    /// When Redis fails or the stored JSON is not a config.
+    pub async fn get(&self, source: &str) -> Result<Option<SourceConfig>, StoreError> {
+        let raw: Option<String> = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let raw: Option<String> = conn.hget(self.keys.sources(), source).await?;
+            Ok::<_, StoreError>(raw)
+        })
+        .await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("source `{source}`: {e}"))))
+            .transpose()
+    }
+
+    /// Stores `config` with the next version, unless `expected` is given and differs from the
+    /// stored version (0 when absent). Announces the change on [`SourceStore::changes_channel`].
+    /// Atomic: one Lua script.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn put(&self, config: &SourceConfig, expected: Option<u64>) -> Result<Versioned, StoreError> {
+        let mut body = serde_json::to_value(config).expect("a SourceConfig serializes");
+        body.as_object_mut().expect("an object").remove("version");
+        let (written, version): (i64, u64) = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let r = PUT_SCRIPT
+                .key(self.keys.sources())
+                .arg(config.source.as_str())
+                .arg(body.to_string())
+                .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+                .arg(self.changes_channel())
+                .invoke_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(r)
+        })
+        .await?;
+        Ok(if written == 1 { Versioned::Done(version) } else { Versioned::Conflict(version) })
+    }
+
+    /// Deletes the config of `source`, unless `expected` differs from its version.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn delete(&self, source: &str, expected: Option<u64>) -> Result<Option<Versioned>, StoreError> {
+        let (deleted, version): (i64, u64) = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let r = DELETE_SCRIPT
+                .key(self.keys.sources())
+                .arg(source)
+                .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+                .arg(self.changes_channel())
+                .invoke_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(r)
+        })
+        .await?;
+        Ok(match deleted {
+            1 => Some(Versioned::Done(version)),
+            0 => Some(Versioned::Conflict(version)),
+            _ => None,
+        })
+    }
+
     /// Every stored config, as raw JSON by source name.
     ///
     /// # Errors
@@ -95,15 +163,70 @@ impl SourceStore {
     }
 }
 
+/// The result of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versioned {
+    /// Written; the version now stored.
+    Done(u64),
+    /// Not written: the stored version is another one.
+    Conflict(u64),
+}
+
+/// Compare-and-set of one config: the stored version must equal ARGV[3] (when given; 0 when
+/// absent); the new JSON is ARGV[2] without its version, which the script appends.
+static PUT_SCRIPT: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
+    deadpool_redis::redis::Script::new(
+        r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local curv = 0
+if cur then curv = tonumber(cjson.decode(cur)['version']) or 0 end
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= curv then return {0, curv} end
+local newv = curv + 1
+local body = string.sub(ARGV[2], 1, -2)
+local sep = ','
+if body == '{' then sep = '' end
+redis.call('HSET', KEYS[1], ARGV[1], body .. sep .. '"version":' .. newv .. '}')
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+return {1, newv}
+"#,
+    )
+});
+
+static DELETE_SCRIPT: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
+    deadpool_redis::redis::Script::new(
+        r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return {-1, 0} end
+local curv = tonumber(cjson.decode(cur)['version']) or 0
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= curv then return {0, curv} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return {1, curv}
+"#,
+    )
+});
+
 /// The compiled configs of every source, refreshed from Redis.
 pub struct SourceCatalog {
     store: SourceStore,
     sources: RwLock<Option<HashMap<String, Arc<CompiledSource>>>>,
+    /// The config applied to sources that have none (`sources.unknown: default`).
+    fallback: Option<String>,
 }
 
 impl SourceCatalog {
-    pub fn new(store: SourceStore) -> Arc<Self> {
-        Arc::new(SourceCatalog { store, sources: RwLock::new(None) })
+    pub fn new(store: SourceStore, fallback: Option<String>) -> Arc<Self> {
+        Arc::new(SourceCatalog { store, sources: RwLock::new(None), fallback })
+    }
+
+    pub fn store(&self) -> &SourceStore {
+        &self.store
+    }
+
+    /// The config that applies to events of `source`: its own, or the default config when the
+    /// unknown-source policy is `default`.
+    pub fn resolve(&self, source: &str) -> Option<Arc<CompiledSource>> {
+        self.get(source).or_else(|| self.fallback.as_deref().and_then(|f| self.get(f)))
     }
 
     /// The compiled config of `source`, if it has a valid one.
@@ -186,7 +309,11 @@ impl SourceCatalog {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<SourceCatalog>> {
         let store = SourceStore::new(pool, KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout());
-        let catalog = SourceCatalog::new(store.clone());
+        let fallback = match settings.sources.unknown {
+            crate::settings::UnknownSourcePolicy::Reject => None,
+            crate::settings::UnknownSourcePolicy::Default => Some(settings.sources.default_config.clone()),
+        };
+        let catalog = SourceCatalog::new(store.clone(), fallback);
         let seed_file = settings.sources.seed_file.clone();
         let first = async {
             store.seed_from_file(&seed_file).await?;
@@ -214,7 +341,56 @@ impl SourceCatalog {
             }
             Err(err) => return Err(err),
         }
-        catalog.spawn_refresh(Duration::from_millis(settings.sources.refresh_ms), shutdown);
+        catalog.spawn_refresh(Duration::from_millis(settings.sources.refresh_ms), shutdown.clone());
+        catalog.spawn_change_listener(settings.redis.url.expose().to_owned(), shutdown);
         Ok(catalog)
+    }
+
+    /// Re-reads the configs as soon as a change is announced on Redis pub/sub, so a change
+    /// reaches every service within milliseconds; the periodic refresh heals a missed message.
+    fn spawn_change_listener(self: &Arc<Self>, url: String, shutdown: CancellationToken) {
+        use futures_util::StreamExt as _;
+        let catalog = self.clone();
+        let channel = self.store.changes_channel();
+        tokio::spawn(async move {
+            let mut backoff = crate::retry::Backoff::infra();
+            while !shutdown.is_cancelled() {
+                let subscribed = async {
+                    let client = deadpool_redis::redis::Client::open(url.as_str())?;
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, deadpool_redis::redis::RedisError>(pubsub)
+                };
+                let mut pubsub = match subscribed.await {
+                    Ok(p) => p,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "subscribing to source config changes failed; retrying");
+                        if crate::stage::pause(&mut backoff, &shutdown).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                backoff = crate::retry::Backoff::infra();
+                // Anything announced while we were not subscribed.
+                let _ = catalog.refresh().await;
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        msg = messages.next() => match msg {
+                            Some(msg) => {
+                                tracing::debug!(source = msg.get_payload::<String>().unwrap_or_default(), "source config changed");
+                                if let Err(err) = catalog.refresh().await {
+                                    tracing::warn!(error = %err, "reloading source configs failed");
+                                }
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                tracing::warn!("source config change subscription lost; resubscribing");
+            }
+        });
     }
 }

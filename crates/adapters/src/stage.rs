@@ -103,8 +103,71 @@ pub fn event_headers(id: &str, source: &str) -> OwnedHeaders {
         .insert(Header { key: headers::SOURCE, value: Some(source) })
 }
 
+/// The event's headers plus those its operations decided (`routing.headers`).
+pub fn output_headers(event: &domain::Event) -> OwnedHeaders {
+    let mut h = event_headers(event.id.as_str(), event.source.as_str());
+    for (name, value) in &event.routing.headers {
+        if name != headers::EVENT_ID && name != headers::SOURCE {
+            h = h.insert(Header { key: name, value: Some(value) });
+        }
+    }
+    h
+}
+
+/// The headers of a consumed message, as (name, UTF-8 value) pairs.
+pub fn message_headers(message: &OwnedMessage) -> Vec<(String, String)> {
+    message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a produce error will not go away by retrying (a routed topic that does not exist,
+/// a message the broker refuses): such a message is dead-lettered instead of blocking.
+fn permanent(err: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        err.rdkafka_error_code(),
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::InvalidTopic | C::MessageSizeTooLarge | C::InvalidRecord | C::TopicAuthorizationFailed)
+    )
+}
+
+/// Produces what a batch led to and waits for every ack. A message Kafka refuses for good is
+/// replaced by a dead letter of the batch message it came from (`origin`), reason
+/// `produce_failed`; everything else is retried until acknowledged.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes first.
+pub async fn deliver(s: &Shared, batch: &[OwnedMessage], stage: Stage, outgoing: Vec<(Outgoing, Option<usize>)>) -> Result<(), Interrupted> {
+    let (messages, origins): (Vec<Outgoing>, Vec<Option<usize>>) = outgoing.into_iter().unzip();
+    let refused = produce_all(&s.producer, &messages, &s.health, &s.shutdown).await?;
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let mut dead = Vec::new();
+    for (index, err) in refused {
+        let m = &messages[index];
+        tracing::warn!(topic = %m.topic, error = %err, "kafka refused a message for good; dead-lettering its source message");
+        if let Some(origin) = origins[index].and_then(|o| batch.get(o)) {
+            dead.push(dead_letter(origin, &s.topics.dead_letter, stage, "produce_failed", &format!("{}: {err}", m.topic)));
+        }
+    }
+    let still = produce_all(&s.producer, &dead, &s.health, &s.shutdown).await?;
+    if !still.is_empty() {
+        // The dead-letter topic itself refuses: hold the batch (it will be retried), loudly.
+        s.health.set_trouble("the dead-letter topic refuses messages");
+        tracing::error!("the dead-letter topic refuses messages; holding the batch");
+        return Err(Interrupted);
+    }
+    Ok(())
+}
+
 /// Produces every message and waits for Kafka's acks; retries the ones that failed, with
-/// backoff, until all are acknowledged.
+/// backoff, until all are acknowledged — except those Kafka refuses for good, returned by index.
 ///
 /// # Errors
 /// [`Interrupted`] when shutdown comes first.
@@ -113,11 +176,12 @@ pub async fn produce_all(
     messages: &[Outgoing],
     health: &Health,
     shutdown: &CancellationToken,
-) -> Result<(), Interrupted> {
-    let mut pending: Vec<&Outgoing> = messages.iter().collect();
+) -> Result<Vec<(usize, rdkafka::error::KafkaError)>, Interrupted> {
+    let mut refused = Vec::new();
+    let mut pending: Vec<(usize, &Outgoing)> = messages.iter().enumerate().collect();
     let mut backoff = Backoff::infra();
     while !pending.is_empty() {
-        let results = join_all(pending.iter().map(|m| {
+        let results = join_all(pending.iter().map(|(_, m)| {
             let mut record = FutureRecord::to(&m.topic).payload(&m.payload).headers(m.headers.clone());
             if let Some(key) = &m.key {
                 record = record.key(key);
@@ -127,10 +191,14 @@ pub async fn produce_all(
         .await;
         let mut failed = Vec::new();
         let mut last_error = None;
-        for (m, result) in pending.into_iter().zip(results) {
-            if let Err((err, _)) = result {
-                last_error = Some(err);
-                failed.push(m);
+        for ((i, m), result) in pending.into_iter().zip(results) {
+            match result {
+                Ok(_) => {}
+                Err((err, _)) if permanent(&err) => refused.push((i, err)),
+                Err((err, _)) => {
+                    last_error = Some(err);
+                    failed.push((i, m));
+                }
             }
         }
         pending = failed;
@@ -140,7 +208,7 @@ pub async fn produce_all(
             pause(&mut backoff, shutdown).await?;
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// Runs a Redis operation until it succeeds, with backoff; reports not ready meanwhile.
@@ -339,11 +407,12 @@ pub async fn apply(
     stage: Stage,
     service: crate::settings::Service,
     original: &domain::Event,
+    input: Option<domain::Input<'_>>,
 ) -> Result<Applied, Interrupted> {
     use domain::{OnError, Outcome};
     let mut backoff = Backoff::infra();
     loop {
-        let Some(source) = s.catalog.get(original.source.as_str()) else {
+        let Some(source) = s.catalog.resolve(original.source.as_str()) else {
             let error = format!("source `{}` has no configuration", original.source);
             return Ok(Applied::DeadLetter { reason: "missing_config", error });
         };
@@ -355,6 +424,7 @@ pub async fn apply(
             version: crate::VERSION,
             config_version: source.version(),
             now: chrono::Utc::now(),
+            input,
         };
         let (id, src) = (&original.id, &original.source);
         match source.run(stage, &mut event, &ctx) {

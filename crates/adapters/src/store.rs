@@ -34,6 +34,8 @@ pub enum StoreError {
     Pool(#[from] deadpool_redis::PoolError),
     #[error("redis: {0}")]
     Redis(#[from] deadpool_redis::redis::RedisError),
+    #[error("unexpected data in redis: {0}")]
+    Corrupt(String),
 }
 
 /// Runs a Redis call with a deadline.

@@ -16,7 +16,7 @@ pub const MAX_SOURCE_LEN: usize = 64;
 /// An event as it moves through metastream.
 ///
 /// Clients send `id`, `source`, `payload` and optionally `metadata`; the gateway adds
-/// `received_at`; the stages add `provenance`.
+/// `received_at`; the stages add `provenance` and, through operations, `routing`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
@@ -30,6 +30,52 @@ pub struct Event {
     pub received_at: Option<String>,
     #[serde(default, skip_serializing_if = "Provenance::is_empty")]
     pub provenance: Provenance,
+    /// What operations decided about the downstream Kafka message. Never taken from a client.
+    #[serde(default, skip_serializing_if = "Routing::is_empty")]
+    pub routing: Routing,
+}
+
+/// The downstream Kafka message's key, topic and headers as operations set them (`set_key`,
+/// `route`, `insert_header`, …). `None` and empty mean "the stage's default".
+///
+/// The services fill `headers` from the incoming Kafka message before the pre stage, so
+/// conditions and header operations see them; the record keeps them for the post stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// In order; names are unique (see [`Routing::set_header`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+}
+
+impl Routing {
+    /// Whether nothing was decided: no key, no topic, no header.
+    pub fn is_empty(&self) -> bool {
+        self.key.is_none() && self.topic.is_none() && self.headers.is_empty()
+    }
+
+    /// The value of the header `name` (exact, case-sensitive match).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Sets a header: replaces the value in place when the name exists, else appends.
+    pub fn set_header(&mut self, name: &str, value: String) {
+        match self.headers.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = value,
+            None => self.headers.push((name.to_owned(), value)),
+        }
+    }
+
+    /// Removes the header `name`, returning its value.
+    pub fn remove_header(&mut self, name: &str) -> Option<String> {
+        let at = self.headers.iter().position(|(n, _)| n == name)?;
+        Some(self.headers.remove(at).1)
+    }
 }
 
 /// Where a processed record came from: the Kafka position assigned at ingest and the config
@@ -127,7 +173,15 @@ impl Event {
         if let Some(extra) = obj.keys().next() {
             return Err(EventError::UnknownField(extra.clone()));
         }
-        Ok(Event { id, source, payload, metadata, received_at: None, provenance: Provenance::default() })
+        Ok(Event {
+            id,
+            source,
+            payload,
+            metadata,
+            received_at: None,
+            provenance: Provenance::default(),
+            routing: Routing::default(),
+        })
     }
 
     /// Parses an event as the pipeline writes it to Kafka and Redis.
@@ -298,6 +352,8 @@ mod tests {
             (json!({"id":"1","source":"jira","payload":"x"}), "field `payload` must be an object, got a string"),
             (json!({"id":"1","source":"jira","payload":{},"metadata":[1]}), "field `metadata` must be an object, got an array"),
             (json!({"id":"1","source":"jira","payload":{},"extra":1}), "unknown field `extra`"),
+            (json!({"id":"1","source":"jira","payload":{},"routing":{"topic":"x"}}), "unknown field `routing`"),
+            (json!({"id":"1","source":"jira","payload":{},"received_at":"2024-01-01T00:00:00Z"}), "unknown field `received_at`"),
             (json!([1, 2]), "body must be a JSON object"),
         ];
         for (input, expected) in cases {
@@ -326,6 +382,27 @@ mod tests {
         e.provenance.ingest_offset = Some(42);
         let back = Event::from_wire(&e.to_wire()).unwrap();
         assert_eq!(back, e);
+        assert!(!String::from_utf8(e.to_wire()).unwrap().contains("routing"));
+
+        e.routing.key = Some("k".into());
+        e.routing.set_header("h", "1".into());
+        let back = Event::from_wire(&e.to_wire()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn headers_keep_order_and_unique_names() {
+        let mut r = Routing::default();
+        assert!(r.is_empty());
+        r.set_header("a", "1".into());
+        r.set_header("b", "2".into());
+        r.set_header("a", "3".into());
+        assert_eq!(r.headers, [("a".to_string(), "3".to_string()), ("b".into(), "2".into())]);
+        assert_eq!(r.header("a"), Some("3"));
+        assert_eq!(r.header("A"), None);
+        assert_eq!(r.remove_header("a").as_deref(), Some("3"));
+        assert_eq!(r.remove_header("a"), None);
+        assert!(!r.is_empty());
     }
 
     #[test]

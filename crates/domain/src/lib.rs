@@ -5,11 +5,13 @@
 //! - [`operations`]: the operation catalog; one file per operation.
 //! - [`pipeline`]: compiles a [`SourceConfig`] into runnable operations and applies them.
 //! - [`path`]: the field-path syntax operations use to address an event.
+//! - [`condition`]: the `when` predicates that decide whether an operation runs.
 //! - [`schema`]: topic names, the Redis key schema and the Kafka header names.
 //! - [`messages`]: what travels between stages on Kafka besides the event itself.
 //!
 //! This crate does no I/O: no tokio, rdkafka or redis anywhere in its dependency tree.
 
+pub mod condition;
 pub mod event;
 pub mod messages;
 pub mod operations;
@@ -18,8 +20,10 @@ pub mod pipeline;
 pub mod schema;
 pub mod source;
 
-pub use event::{Event, EventError, EventId, Provenance, SourceName};
+pub use condition::Condition;
+pub use event::{Event, EventError, EventId, Provenance, Routing, SourceName};
 pub use messages::ProcessedNotice;
-pub use pipeline::{CompiledSource, ConfigError, Context, Outcome, RunError, Stage};
+pub use operations::{describe_catalog, OperationKind, ParamDoc};
+pub use pipeline::{CompiledSource, ConfigError, Context, Input, Outcome, RunError, Stage};
 pub use schema::{KeySchema, Topics};
 pub use source::{OnError, OperationSpec, SourceConfig};

@@ -2,15 +2,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{EventId, SourceName};
+use crate::event::{Event, EventId, SourceName};
 
 /// Published by the pre-transformer on the `processed` topic once the record is in Redis;
 /// tells the post-transformer which record to pick up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It carries the record as stored, so the post stage publishes exactly this update even when a
+/// newer update of the entity has replaced it in Redis meanwhile (every acknowledged update
+/// reaches the output topic, in order). A notice without a record (older producers) makes the
+/// post stage read the record from Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessedNotice {
     pub source: SourceName,
     pub id: EventId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Event>,
 }
 
 impl ProcessedNotice {

@@ -1,14 +1,18 @@
 //! Compiling a [`SourceConfig`] into runnable operations, and running them on events.
 //!
 //! A config is compiled when it is written and when a service loads it: every problem of every
-//! operation is collected, each with its location (`pre[2].params.target`), rather than stopping
-//! at the first.
+//! operation is collected, each with its location (`pre[2].params.fields[0]`,
+//! `post[1].when.all[0].matches.regex`), rather than stopping at the first.
+//!
+//! Running a stage applies its operations in order; an operation whose `when` does not hold is
+//! skipped. The first error stops the stage, and so does a `filter` that drops the event.
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::condition::Condition;
 use crate::event::Event;
 use crate::operations::{self, Effect, Operation};
 use crate::source::{OperationSpec, SourceConfig};
@@ -47,6 +51,16 @@ pub struct Context<'a> {
     /// The version of the source config being applied.
     pub config_version: u64,
     pub now: DateTime<Utc>,
+    /// The Kafka position of the message being processed; `None` in previews.
+    pub input: Option<Input<'a>>,
+}
+
+/// Where the message being processed was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Input<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// A problem in a source config, with where it is.
@@ -93,6 +107,7 @@ pub struct CompiledSource {
 struct Step {
     name: &'static str,
     op: Box<dyn Operation>,
+    when: Option<Condition>,
 }
 
 impl CompiledSource {
@@ -130,6 +145,9 @@ impl CompiledSource {
             Stage::Post => &self.post,
         };
         for (index, step) in steps.iter().enumerate() {
+            if step.when.as_ref().is_some_and(|c| !c.eval(event)) {
+                continue;
+            }
             match step.op.apply(event, ctx) {
                 Ok(Effect::Continue) => {}
                 Ok(Effect::Drop) => return Ok(Outcome::Dropped { index, op: step.name }),
@@ -143,24 +161,40 @@ impl CompiledSource {
 fn compile_list(stage: Stage, specs: &[OperationSpec], errors: &mut Vec<ConfigError>) -> Vec<Step> {
     let mut steps = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
-        let Some(kind) = operations::lookup(&spec.op) else {
-            let known: Vec<_> = operations::catalog().iter().map(|k| k.name).collect();
-            errors.push(ConfigError {
-                location: format!("{stage}[{i}].op"),
-                message: format!("unknown operation `{}`; known: {}", spec.op, known.join(", ")),
-            });
-            continue;
+        let located = |base: String, at: String| if at.is_empty() { base } else { format!("{base}.{at}") };
+        let op = match operations::lookup(&spec.op) {
+            None => {
+                let known: Vec<_> = operations::catalog().iter().map(|k| k.name).collect();
+                errors.push(ConfigError {
+                    location: format!("{stage}[{i}].op"),
+                    message: format!("unknown operation `{}`; known: {}", spec.op, known.join(", ")),
+                });
+                None
+            }
+            Some(kind) => match (kind.compile)(&spec.params) {
+                Ok(op) => Some((kind.name, op)),
+                Err(problems) => {
+                    errors.extend(problems.into_iter().map(|p| ConfigError {
+                        location: located(format!("{stage}[{i}].params"), p.at),
+                        message: p.message,
+                    }));
+                    None
+                }
+            },
         };
-        match (kind.compile)(&spec.params) {
-            Ok(op) => steps.push(Step { name: kind.name, op }),
-            Err(problems) => errors.extend(problems.into_iter().map(|p| ConfigError {
-                location: if p.at.is_empty() {
-                    format!("{stage}[{i}].params")
-                } else {
-                    format!("{stage}[{i}].params.{}", p.at)
-                },
-                message: p.message,
-            })),
+        let when = match spec.when.as_ref().map(Condition::compile) {
+            None => Ok(None),
+            Some(Ok(c)) => Ok(Some(c)),
+            Some(Err(problems)) => {
+                errors.extend(problems.into_iter().map(|p| ConfigError {
+                    location: located(format!("{stage}[{i}].when"), p.at),
+                    message: p.message,
+                }));
+                Err(())
+            }
+        };
+        if let (Some((name, op)), Ok(when)) = (op, when) {
+            steps.push(Step { name, op, when });
         }
     }
     steps
@@ -202,9 +236,47 @@ mod tests {
         })))
         .unwrap_err();
         let locations: Vec<_> = errs.iter().map(|e| e.location.as_str()).collect();
-        assert_eq!(locations, ["pre[1].op", "pre[2].params.target", "post[0].params"]);
+        assert_eq!(locations, ["pre[1].op", "pre[2].params.target", "post[0].params.bogus"]);
         assert!(errs[0].message.contains("unknown operation `nope`"));
         assert!(errs[2].message.contains("bogus"));
+    }
+
+    #[test]
+    fn locates_problems_in_conditions_and_params() {
+        let errs = CompiledSource::compile(config(json!({
+            "source": "jira",
+            "pre": [
+                {"op": "add_timestamp", "when": {"all": [{"matches": {"path": "payload.a", "regex": "("}}]}},
+                {"op": "mask_field", "params": {"fields": ["payload.a", "title", "id"], "mode": "sha256", "salt": "s"}},
+                {"op": "nope", "when": {"bogus": 1}},
+            ],
+        })))
+        .unwrap_err();
+        let locations: Vec<_> = errs.iter().map(|e| e.location.as_str()).collect();
+        assert_eq!(
+            locations,
+            ["pre[0].when.all[0].matches.regex", "pre[1].params.fields[1]", "pre[1].params.fields[2]", "pre[2].op", "pre[2].when"]
+        );
+        assert!(errs[2].message.contains("read-only"), "{errs:?}");
+    }
+
+    #[test]
+    fn skips_operations_whose_condition_does_not_hold() {
+        let c = CompiledSource::compile(config(json!({
+            "source": "jira",
+            "pre": [
+                {"op": "insert_field", "params": {"target": "payload.a", "value": 1}, "when": {"source": "github"}},
+                {"op": "insert_field", "params": {"target": "payload.b", "value": 2}, "when": {"not": {"exists": "payload.a"}}},
+                {"op": "filter", "params": {"drop_when": {"equals": {"path": "payload.b", "value": 3}}}},
+                {"op": "insert_field", "params": {"target": "payload.b", "value": 3}},
+                {"op": "filter", "params": {"drop_when": {"equals": {"path": "payload.b", "value": 3}}}},
+                {"op": "insert_field", "params": {"target": "payload.c", "value": 4}},
+            ],
+        })))
+        .unwrap();
+        let mut e = event(json!({}));
+        assert_eq!(c.run(Stage::Pre, &mut e, &context()).unwrap(), Outcome::Dropped { index: 4, op: "filter" });
+        assert_eq!(serde_json::Value::Object(e.payload), json!({"b": 3}));
     }
 
     #[test]

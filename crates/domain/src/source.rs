@@ -28,13 +28,16 @@ fn first_version() -> u64 {
     1
 }
 
-/// One operation in a list: its name in the catalog and its parameters.
+/// One operation in a list: its name in the catalog, its parameters, and the condition under
+/// which it runs (see [`crate::condition`]; always, when absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperationSpec {
     pub op: String,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub params: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Value>,
 }
 
 /// What a stage does with an event an operation fails on.
@@ -67,6 +70,8 @@ mod tests {
         assert_eq!(c.version, 1);
         assert!(c.post.is_empty());
         assert_eq!(c.pre[0].params, Value::Null);
+        assert_eq!(c.pre[0].when, None);
+        assert_eq!(c.to_json(), r#"{"source":"jira","pre":[{"op":"add_timestamp"}],"post":[],"on_error":"dead_letter","version":1}"#);
     }
 
     #[test]

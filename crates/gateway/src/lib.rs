@@ -1,11 +1,17 @@
 //! The gateway: authenticates clients' events, validates them, and writes them to Kafka.
 //!
 //! - [`Application`]: builds the HTTP server from [`Settings`] and runs it until shutdown.
-//! - `routes::ingest`: `POST /ingest`.
+//! - `routes`: `POST /ingest`.
+//! - `admin`: the admin API (`/v1/sources`, `/v1/operations`, preview), behind admin tokens.
+//! - `preview`: runs a source's operations on a sample event, as the transformers would.
 //!
 //! An event is answered `202 Accepted` only after Kafka acknowledged it (`acks=all`, idempotent
 //! producer). When Kafka cannot take it in time, the answer is `503` with `Retry-After`.
 
+mod admin;
+mod dead_letters;
+mod idempotency;
+mod preview;
 mod routes;
 
 use std::sync::Arc;
@@ -23,10 +29,20 @@ pub(crate) struct State {
     pub producer: FutureProducer,
     pub catalog: Arc<SourceCatalog>,
     pub tokens: Tokens,
+    pub admin_tokens: Option<Tokens>,
+    pub instance: String,
     pub ingest_topic: String,
     pub max_body_bytes: usize,
     pub retry_after_s: u32,
     pub produce_timeout: Duration,
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub pool: deadpool_redis::Pool,
+    pub key_prefix: String,
+    pub redis_timeout: Duration,
+    pub idempotency_window: Duration,
+    pub dead_letter_topic: String,
+    /// Client config for reading the dead-letter topic outside any group.
+    pub reader_config: rdkafka::ClientConfig,
 }
 
 /// A built gateway, listening, not yet serving.
@@ -53,15 +69,25 @@ impl Application {
         let catalog = SourceCatalog::start(&settings, pool.clone(), shutdown.clone()).await?;
 
         let kafka_probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.ingest)?;
-        let health = web::Data::new(Health::new(Some((pool, settings.redis.timeout())), Some(kafka_probe)));
+        let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(kafka_probe)));
         let state = web::Data::new(State {
             producer: producer.clone(),
             catalog,
             tokens: Tokens::new(settings.auth.tokens.clone()),
+            admin_tokens: (!settings.auth.admin_tokens.is_empty())
+                .then(|| Tokens::new(settings.auth.admin_tokens.clone())),
+            instance: adapters::instance_id(),
             ingest_topic: settings.kafka.topics.ingest.clone(),
             max_body_bytes: settings.gateway.max_body_bytes,
             retry_after_s: settings.gateway.retry_after_s,
             produce_timeout: settings.kafka.produce_timeout(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.gateway.max_in_flight)),
+            pool: pool.clone(),
+            key_prefix: settings.redis.key_prefix.clone(),
+            redis_timeout: settings.redis.timeout(),
+            idempotency_window: Duration::from_secs(settings.gateway.idempotency_window_s),
+            dead_letter_topic: settings.kafka.topics.dead_letter.clone(),
+            reader_config: adapters::kafka::reader_config(&settings.kafka),
         });
 
         let (listener, port) = adapters::http::bind(&settings.gateway.listen)?;
@@ -72,6 +98,8 @@ impl Application {
                 .app_data(health.clone())
                 .configure(health_routes)
                 .configure(routes::configure)
+                .configure(admin::configure)
+                .configure(dead_letters::configure)
                 .default_service(web::to(not_found))
         })
         .workers(settings.gateway.workers)

@@ -13,7 +13,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::json;
 
-use crate::State;
+use crate::{idempotency, State};
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ingest", web::post().to(ingest));
@@ -26,15 +26,43 @@ const QUEUE_WAIT: Duration = Duration::from_millis(100);
 async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     state.tokens.verify(&req)?;
     require_json(&req)?;
+    // Bound what is in flight: past the limit, refuse rather than queue without end.
+    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| ApiError::Unavailable {
+        what: "the gateway is at capacity (gateway.max_in_flight)".into(),
+        retry_after_s: state.retry_after_s,
+    })?;
     let body = read_body(&req, body, state.max_body_bytes).await?;
-    let mut event = Event::parse_client(&body).map_err(|e| ApiError::InvalidEvent(e.to_string()))?;
+    let idempotency_key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("").to_owned());
+    let claim = match &idempotency_key {
+        Some(key) => match idempotency::claim(&state, key, &body).await? {
+            idempotency::Claim::Replay(status, answer) => {
+                let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::ACCEPTED);
+                return Ok(HttpResponse::build(status).insert_header(("Idempotent-Replayed", "true")).json(answer));
+            }
+            idempotency::Claim::New(redis_key) => Some(redis_key),
+        },
+        None => None,
+    };
+    let result = accept(&state, &body).await;
+    if let Some(redis_key) = claim {
+        match &result {
+            Ok(answer) => idempotency::complete(&state, &redis_key, &body, 202, answer).await,
+            Err(_) => idempotency::release(&state, &redis_key).await,
+        }
+    }
+    Ok(HttpResponse::Accepted().json(result?))
+}
+
+/// Validates the event and waits for Kafka's ack; the answer body on success.
+async fn accept(state: &State, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let mut event = Event::parse_client(body).map_err(|e| ApiError::InvalidEvent(e.to_string()))?;
     if !state.catalog.is_loaded() {
         return Err(ApiError::Unavailable {
             what: "source configurations are not loaded yet (redis unreachable)".into(),
             retry_after_s: state.retry_after_s,
         });
     }
-    if state.catalog.get(event.source.as_str()).is_none() {
+    if state.catalog.resolve(event.source.as_str()).is_none() {
         return Err(ApiError::UnknownSource(format!(
             "source `{}` has no configuration; add it to the sources seed file (config/sources.yaml) \
              or store one in the redis hash `sources`",
@@ -61,14 +89,14 @@ async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     match delivery {
         Ok(Ok(d)) => {
             tracing::debug!(event_id = %event.id, source = %event.source, partition = d.partition, offset = d.offset, "event accepted");
-            Ok(HttpResponse::Accepted().json(json!({
+            Ok(json!({
                 "status": "accepted",
                 "id": event.id,
                 "source": event.source,
                 "topic": state.ingest_topic,
                 "partition": d.partition,
                 "offset": d.offset,
-            })))
+            }))
         }
         Ok(Err((err, _))) => {
             tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka did not take the event");

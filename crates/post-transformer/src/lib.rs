@@ -9,7 +9,7 @@ use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::stage::{self, Applied, Interrupted, Outgoing, Processor, Shared, StageRunner};
 use adapters::Settings;
-use domain::{Event, ProcessedNotice, Stage};
+use domain::{Event, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
 
 /// A built post-transformer: consumer subscribed, health endpoint bound, not yet running.
@@ -47,65 +47,82 @@ impl Processor for PostProcessor {
     async fn process(&self, batch: &[OwnedMessage]) -> Result<(), Interrupted> {
         let s = &self.0;
         let mut outgoing = Vec::with_capacity(batch.len());
-        // Parse every notice first, so the records can be read in one round trip.
+        // Notices carry their record; only older notices without one need a Redis read, and
+        // those are read together in one round trip.
         let mut notices = Vec::with_capacity(batch.len());
-        for message in batch {
+        for (index, message) in batch.iter().enumerate() {
             match message.payload().map(ProcessedNotice::from_wire) {
-                Some(Ok(notice)) => notices.push((message, notice)),
-                Some(Err(err)) => outgoing.push(dead_letter(s, message, "unparseable", &err.to_string())),
-                None => outgoing.push(dead_letter(s, message, "unparseable", "message has no payload")),
+                Some(Ok(notice)) => notices.push((index, notice)),
+                Some(Err(err)) => outgoing.push((dead_letter(s, message, "unparseable", &err.to_string()), None)),
+                None => outgoing.push((dead_letter(s, message, "unparseable", "message has no payload"), None)),
             }
         }
-        let keys: Vec<String> = notices.iter().map(|(_, n)| s.keys.processed(&n.source, &n.id)).collect();
-        let records: Vec<Option<Vec<u8>>> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            let timeout = s.redis_timeout;
-            stage::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| {
-                let keys = &keys;
-                async move {
-                    adapters::store::timed(timeout, async move {
-                        let mut conn = pool.get().await?;
-                        let values: Vec<Option<Vec<u8>>> =
-                            deadpool_redis::redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
-                        Ok::<_, adapters::store::StoreError>(values)
-                    })
-                    .await
-                }
-            })
-            .await?
-        };
-        for ((message, notice), record) in notices.into_iter().zip(records) {
-            let Some(record) = record else {
-                let error = format!("no processed record for {}:{} in redis", notice.source, notice.id);
-                outgoing.push(dead_letter(s, message, "record_missing", &error));
-                continue;
-            };
-            match Event::from_wire(&record) {
-                Ok(event) => {
-                    if let Some(out) = self.transform(message, event).await? {
-                        outgoing.push(out);
+        let keys: Vec<String> = notices
+            .iter()
+            .filter(|(_, n)| n.record.is_none())
+            .map(|(_, n)| s.keys.processed(&n.source, &n.id))
+            .collect();
+        let mut fetched = self.fetch(&keys).await?.into_iter();
+        for (index, notice) in notices {
+            let message = &batch[index];
+            let record = match notice.record {
+                Some(record) => record,
+                None => match fetched.next().flatten().map(|bytes| Event::from_wire(&bytes)) {
+                    Some(Ok(record)) => record,
+                    Some(Err(err)) => {
+                        outgoing.push((dead_letter(s, message, "unparseable_record", &err.to_string()), None));
+                        continue;
                     }
-                }
-                Err(err) => outgoing.push(dead_letter(s, message, "unparseable_record", &err.to_string())),
+                    None => {
+                        let error = format!("no processed record for {}:{} in redis", notice.source, notice.id);
+                        outgoing.push((dead_letter(s, message, "record_missing", &error), None));
+                        continue;
+                    }
+                },
+            };
+            if let Some(out) = self.transform(message, record).await? {
+                outgoing.push((out, Some(index)));
             }
         }
-        stage::produce_all(&s.producer, &outgoing, &s.health, &s.shutdown).await
+        stage::deliver(s, batch, Stage::Post, outgoing).await
     }
 }
 
 impl PostProcessor {
+    /// Reads records from Redis in one round trip (retrying until Redis answers).
+    async fn fetch(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Interrupted> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = &self.0;
+        let timeout = s.redis_timeout;
+        stage::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| async move {
+            adapters::store::timed(timeout, async move {
+                let mut conn = pool.get().await?;
+                let values: Vec<Option<Vec<u8>>> = deadpool_redis::redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
+                Ok::<_, adapters::store::StoreError>(values)
+            })
+            .await
+        })
+        .await
+    }
+
     /// Applies the post operations; `None` when the event is filtered or skipped.
     async fn transform(&self, message: &OwnedMessage, original: Event) -> Result<Option<Outgoing>, Interrupted> {
         let s = &self.0;
-        Ok(match stage::apply(s, Stage::Post, Service::PostTransformer, &original).await? {
+        let input = Input { topic: message.topic(), partition: message.partition(), offset: message.offset() };
+        Ok(match stage::apply(s, Stage::Post, Service::PostTransformer, &original, Some(input)).await? {
             Applied::Keep(mut event, version) => {
                 event.provenance.post_config_version = Some(version);
+                // What the operations decided about the Kafka message travels as its topic, key
+                // and headers, not inside the published event.
+                let routing = std::mem::take(&mut event.routing);
+                let headers = stage::output_headers(&Event { routing: routing.clone(), ..event.clone() });
                 Some(Outgoing {
-                    topic: s.topics.output.clone(),
-                    key: Some(event.entity_key()),
+                    topic: routing.topic.unwrap_or_else(|| s.topics.output.clone()),
+                    key: Some(routing.key.unwrap_or_else(|| event.entity_key())),
                     payload: event.to_wire(),
-                    headers: stage::event_headers(event.id.as_str(), event.source.as_str()),
+                    headers,
                 })
             }
             Applied::Filtered | Applied::Skipped => None,

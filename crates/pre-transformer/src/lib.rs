@@ -10,7 +10,7 @@ use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::stage::{self, Applied, Interrupted, Outgoing, Processor, Shared, StageRunner};
 use adapters::Settings;
-use domain::{Event, ProcessedNotice, Stage};
+use domain::{Event, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
 
 /// A built pre-transformer: consumer subscribed, health endpoint bound, not yet running.
@@ -44,6 +44,41 @@ impl PreTransformer {
 
 struct PreProcessor(Shared);
 
+/// A processed record to store, with the ingest position that orders the entity's updates.
+struct StoredRecord {
+    key: String,
+    partition: i32,
+    offset: i64,
+    value: Vec<u8>,
+}
+
+/// Writes each record unless the store already holds a newer update of the entity: one from
+/// the same ingest partition with a higher offset (every update of an entity goes to one
+/// partition, so its offsets order them). A redelivered or stale update never overwrites a
+/// newer one. ARGV holds partition, offset, record per key. Returns how many were stale.
+static STORE_SCRIPT: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
+    deadpool_redis::redis::Script::new(
+        r#"
+local stale = 0
+for i = 1, #KEYS do
+  local partition = tonumber(ARGV[3 * i - 2])
+  local offset = tonumber(ARGV[3 * i - 1])
+  local current = redis.call('GET', KEYS[i])
+  local newer = false
+  if current then
+    local ok, doc = pcall(cjson.decode, current)
+    local p = ok and doc['provenance'] or nil
+    if p and p['ingest_partition'] == partition and p['ingest_offset'] and p['ingest_offset'] > offset then
+      newer = true
+    end
+  end
+  if newer then stale = stale + 1 else redis.call('SET', KEYS[i], ARGV[3 * i]) end
+end
+return stale
+"#,
+    )
+});
+
 /// What one consumed message leads to.
 enum Disposition {
     Store(Box<Event>),
@@ -54,47 +89,53 @@ enum Disposition {
 impl Processor for PreProcessor {
     async fn process(&self, batch: &[OwnedMessage]) -> Result<(), Interrupted> {
         let s = &self.0;
-        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut outgoing: Vec<Outgoing> = Vec::new();
-        for message in batch {
+        let mut records: Vec<StoredRecord> = Vec::new();
+        let mut outgoing: Vec<(Outgoing, Option<usize>)> = Vec::new();
+        for (index, message) in batch.iter().enumerate() {
             match self.decide(message).await? {
                 Disposition::Store(event) => {
-                    let notice = ProcessedNotice { source: event.source.clone(), id: event.id.clone() };
-                    records.push((s.keys.processed(&event.source, &event.id), event.to_wire()));
-                    outgoing.push(Outgoing {
-                        topic: s.topics.processed.clone(),
-                        key: Some(event.entity_key()),
-                        payload: notice.to_wire(),
-                        headers: stage::event_headers(event.id.as_str(), event.source.as_str()),
+                    records.push(StoredRecord {
+                        key: s.keys.processed(&event.source, &event.id),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        value: event.to_wire(),
                     });
+                    let key = Some(event.entity_key());
+                    let headers = stage::event_headers(event.id.as_str(), event.source.as_str());
+                    let notice = ProcessedNotice { source: event.source.clone(), id: event.id.clone(), record: Some(*event) };
+                    let out = Outgoing { topic: s.topics.processed.clone(), key, payload: notice.to_wire(), headers };
+                    outgoing.push((out, Some(index)));
                 }
                 Disposition::DeadLetter { reason, error } => {
                     tracing::warn!(reason, error = %error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
-                    outgoing.push(stage::dead_letter(message, &s.topics.dead_letter, Stage::Pre, reason, &error));
+                    outgoing.push((stage::dead_letter(message, &s.topics.dead_letter, Stage::Pre, reason, &error), None));
                 }
                 Disposition::Skip => {}
             }
         }
         if !records.is_empty() {
             let timeout = s.redis_timeout;
-            stage::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| {
+            let stale: i64 = stage::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| {
                 let records = &records;
                 async move {
                     adapters::store::timed(timeout, async move {
                         let mut conn = pool.get().await?;
-                        let mut pipe = deadpool_redis::redis::pipe();
-                        for (key, value) in records {
-                            pipe.set(key, value).ignore();
+                        let mut invocation = STORE_SCRIPT.prepare_invoke();
+                        for r in records {
+                            invocation.key(&r.key).arg(r.partition).arg(r.offset).arg(&r.value);
                         }
-                        pipe.query_async::<()>(&mut conn).await?;
-                        Ok::<_, adapters::store::StoreError>(())
+                        let stale: i64 = invocation.invoke_async(&mut conn).await?;
+                        Ok::<_, adapters::store::StoreError>(stale)
                     })
                     .await
                 }
             })
             .await?;
+            if stale > 0 {
+                tracing::info!(stale, "kept newer stored versions over redelivered updates");
+            }
         }
-        stage::produce_all(&s.producer, &outgoing, &s.health, &s.shutdown).await
+        stage::deliver(s, batch, Stage::Pre, outgoing).await
     }
 }
 
@@ -105,11 +146,14 @@ impl PreProcessor {
         let Some(bytes) = message.payload() else {
             return Ok(Disposition::DeadLetter { reason: "unparseable", error: "message has no payload".into() });
         };
-        let original = match Event::from_wire(bytes) {
+        let mut original = match Event::from_wire(bytes) {
             Ok(e) => e,
             Err(err) => return Ok(Disposition::DeadLetter { reason: "unparseable", error: err.to_string() }),
         };
-        Ok(match stage::apply(s, Stage::Pre, Service::PreTransformer, &original).await? {
+        // Operations may read the incoming headers, and decide the downstream ones.
+        original.routing.headers = stage::message_headers(message);
+        let input = Input { topic: message.topic(), partition: message.partition(), offset: message.offset() };
+        Ok(match stage::apply(s, Stage::Pre, Service::PreTransformer, &original, Some(input)).await? {
             Applied::Keep(mut event, version) => {
                 event.provenance.ingest_partition = Some(message.partition());
                 event.provenance.ingest_offset = Some(message.offset());

@@ -7,7 +7,7 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_params, parse_path, Effect, Operation, OperationKind, ParamError};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -15,6 +15,14 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "add_processing_info",
     summary: "Write {stage, service, instance, version, config_version, processed_at} at a path.",
+    params: &[ParamDoc {
+        name: "target",
+        ty: "path",
+        required: false,
+        default: Some("\"metadata.processing_info\""),
+        description: "Where to write the object; a field below payload or metadata.",
+    }],
+    example: r#"{"op": "add_processing_info", "params": {"target": "metadata.processing_info"}}"#,
     compile,
 };
 
@@ -36,7 +44,10 @@ struct AddProcessingInfo {
 
 fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
     let p: Params = parse_params(params)?;
-    Ok(Box::new(AddProcessingInfo { target: parse_path(&p.target, "target")? }))
+    let mut problems = Problems::default();
+    let target = problems.path(&p.target, "target", Access::Field);
+    problems.done()?;
+    Ok(Box::new(AddProcessingInfo { target: target.expect("checked") }))
 }
 
 impl Operation for AddProcessingInfo {
@@ -75,7 +86,9 @@ mod tests {
         for (params, payload, path, expected) in cases {
             let result = run(&compile, params, event(payload.clone()));
             match (result, expected) {
-                (Ok(e), Ok(v)) => assert_eq!(FieldPath::parse(path).unwrap().get(&e), Some(v), "{params}"),
+                (Ok(e), Ok(v)) => {
+                    assert_eq!(FieldPath::parse(path).unwrap().get(&e).map(|v| v.to_value()).as_ref(), Some(v), "{params}")
+                }
                 (Err(got), Err(want)) => assert!(got.contains(want), "{params}: {got}"),
                 (got, want) => panic!("{params}: got {got:?}, want {want:?}"),
             }

@@ -7,7 +7,7 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, parse_path, Effect, Operation, OperationKind, ParamError};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -15,6 +15,23 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "add_timestamp",
     summary: "Write the processing time (rfc3339, epoch_ms or epoch_s) at a path.",
+    params: &[
+        ParamDoc {
+            name: "target",
+            ty: "path",
+            required: false,
+            default: Some("\"metadata.processed_at\""),
+            description: "Where to write the time; a field below payload or metadata.",
+        },
+        ParamDoc {
+            name: "format",
+            ty: "enum: rfc3339|epoch_ms|epoch_s",
+            required: false,
+            default: Some("\"rfc3339\""),
+            description: "rfc3339: UTC with milliseconds (`2024-07-20T12:34:56.789Z`); epoch_ms / epoch_s: an integer.",
+        },
+    ],
+    example: r#"{"op": "add_timestamp", "params": {"target": "metadata.ingested_ms", "format": "epoch_ms"}}"#,
     compile,
 };
 
@@ -48,7 +65,10 @@ struct AddTimestamp {
 
 fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
     let p: Params = parse_params(params)?;
-    Ok(Box::new(AddTimestamp { target: parse_path(&p.target, "target")?, format: p.format }))
+    let mut problems = Problems::default();
+    let target = problems.path(&p.target, "target", Access::Field);
+    problems.done()?;
+    Ok(Box::new(AddTimestamp { target: target.expect("checked"), format: p.format }))
 }
 
 impl Operation for AddTimestamp {
@@ -81,7 +101,9 @@ mod tests {
         for (params, payload, path, expected) in cases {
             let result = run(&compile, params, event(payload.clone()));
             match (result, expected) {
-                (Ok(e), Ok(v)) => assert_eq!(FieldPath::parse(path).unwrap().get(&e), Some(v), "{params}"),
+                (Ok(e), Ok(v)) => {
+                    assert_eq!(FieldPath::parse(path).unwrap().get(&e).map(|v| v.to_value()).as_ref(), Some(v), "{params}")
+                }
                 (Err(got), Err(want)) => assert!(got.contains(want), "{params}: {got}"),
                 (got, want) => panic!("{params}: got {got:?}, want {want:?}"),
             }
@@ -95,5 +117,9 @@ mod tests {
         let errs = compile(&json!({"format": "iso"})).unwrap_err();
         assert!(errs[0].message.contains("unknown variant `iso`"), "{:?}", errs);
         assert!(compile(&json!({"targt": "payload.x"})).is_err());
+        let errs = compile(&json!({"target": "received_at"})).unwrap_err();
+        assert!(errs[0].message.contains("read-only"), "{:?}", errs);
+        let errs = compile(&json!({"target": "metadata"})).unwrap_err();
+        assert!(errs[0].message.contains("below its root"), "{:?}", errs);
     }
 }

@@ -1,21 +1,76 @@
 //! The operation catalog. Each operation lives in one file holding its parameters (with
-//! `deny_unknown_fields`), its compiled form, and its table-driven tests; adding an operation is
-//! adding that file and naming it in [`catalog`].
+//! `deny_unknown_fields`), their documentation, an example, its compiled form, and its
+//! table-driven tests; adding an operation is adding that file and naming it in [`catalog`].
+//!
+//! Operations address the event through [paths](crate::path). Every operation also takes an
+//! optional [`when`](crate::condition) (on the [`OperationSpec`](crate::OperationSpec), not in
+//! its params): when it does not hold, the operation is skipped.
+//!
+//! Conventions shared by the operations:
+//! - An operation that changes an existing value (`cast`, `mask_field`, `timestamp_convert`,
+//!   `flatten`, `replace_field`, `hoist_field`) does nothing when the path is missing; one that
+//!   needs a value to read (`copy_field`, `move_field`, `extract_field`, `set_key`,
+//!   `header_from`, `validate.required`) fails on the event.
+//! - Values become text (keys, headers, topic parts, hashes) as the string itself for strings
+//!   and compact JSON for anything else.
 
 use std::fmt;
 
+use regex::Regex;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{json, Value};
 
+use crate::condition::Condition;
 use crate::event::Event;
+use crate::path::FieldPath;
 use crate::pipeline::Context;
 
 mod add_processing_info;
 mod add_timestamp;
+mod cast;
+mod classify;
+mod copy_field;
+mod drop_headers;
+mod extract_field;
+mod filter;
+mod flatten;
+mod header_from;
+mod hoist_field;
+mod insert_field;
+mod insert_header;
+mod mask_field;
+mod move_field;
+mod replace_field;
+mod route;
+mod set_key;
+mod timestamp_convert;
+mod validate;
 
 /// Every operation metastream knows, by name.
 pub fn catalog() -> &'static [OperationKind] {
-    static CATALOG: &[OperationKind] = &[add_timestamp::KIND, add_processing_info::KIND];
+    static CATALOG: &[OperationKind] = &[
+        add_timestamp::KIND,
+        add_processing_info::KIND,
+        insert_field::KIND,
+        replace_field::KIND,
+        copy_field::KIND,
+        move_field::KIND,
+        mask_field::KIND,
+        cast::KIND,
+        timestamp_convert::KIND,
+        flatten::KIND,
+        extract_field::KIND,
+        hoist_field::KIND,
+        set_key::KIND,
+        insert_header::KIND,
+        drop_headers::KIND,
+        header_from::KIND,
+        filter::KIND,
+        route::KIND,
+        classify::KIND,
+        validate::KIND,
+    ];
     CATALOG
 }
 
@@ -24,12 +79,74 @@ pub fn lookup(name: &str) -> Option<&'static OperationKind> {
     catalog().iter().find(|k| k.name == name)
 }
 
-/// An entry of the catalog: how to compile an operation from its parameters.
+/// The catalog as JSON for `GET /v1/operations`:
+/// `{"operations": [{name, summary, params: [ParamDoc…], example}], "conditions": [{example,
+/// description}], "paths": "<syntax>"}`, where each `example` is a parsed JSON value.
+pub fn describe_catalog() -> Value {
+    let operations: Vec<Value> = catalog()
+        .iter()
+        .map(|k| {
+            json!({
+                "name": k.name,
+                "summary": k.summary,
+                "params": k.params,
+                "example": serde_json::from_str::<Value>(k.example).expect("examples are JSON (tested)"),
+            })
+        })
+        .collect();
+    let conditions: Vec<Value> = crate::condition::FORMS
+        .iter()
+        .map(|(form, description)| {
+            json!({
+                "example": serde_json::from_str::<Value>(form).expect("forms are JSON (tested)"),
+                "description": description,
+            })
+        })
+        .collect();
+    json!({
+        "operations": operations,
+        "conditions": conditions,
+        "paths": PATH_SYNTAX,
+    })
+}
+
+/// The path syntax in one paragraph, for the catalog endpoint (the long form is in
+/// [`crate::path`]).
+pub const PATH_SYNTAX: &str = "A path starts at `payload` or `metadata` and descends with `.name` \
+into objects and `[n]` into arrays (from 0): `payload.owners[0].email`. Quote a name holding `.` \
+or `[`: `payload.\"a.b\"`. `payload` and `metadata` alone address the whole object. `id`, \
+`source` and `received_at` address the envelope and are read-only.";
+
+/// An entry of the catalog: how to compile an operation from its parameters, and its
+/// documentation.
 pub struct OperationKind {
     pub name: &'static str,
     pub summary: &'static str,
+    pub params: &'static [ParamDoc],
+    /// A complete `OperationSpec` using the operation, as JSON; it compiles (tested).
+    pub example: &'static str,
     /// Compiles parameters into a runnable operation, or reports every problem found.
     pub compile: fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
+}
+
+impl fmt::Debug for OperationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperationKind").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The documentation of one parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ParamDoc {
+    pub name: &'static str,
+    /// e.g. `path`, `string`, `enum: rfc3339|epoch_ms|epoch_s`, `list<path>`,
+    /// `map<string,string>`, `json`, `condition`.
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub required: bool,
+    /// The default as written in JSON, when there is one.
+    pub default: Option<&'static str>,
+    pub description: &'static str,
 }
 
 /// A compiled operation, ready to run on events.
@@ -63,20 +180,159 @@ impl ParamError {
     }
 }
 
-/// Deserializes an operation's parameters; absent parameters mean `{}`.
+/// Deserializes an operation's parameters; absent parameters mean `{}`. A type error is
+/// located at the parameter it is about (`fields[1]`).
 fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, Vec<ParamError>> {
-    let value = if params.is_null() { Value::Object(Default::default()) } else { params.clone() };
-    serde_json::from_value(value).map_err(|e| vec![ParamError::new("", e.to_string())])
+    let empty = Value::Object(serde_json::Map::new());
+    let value = match params {
+        Value::Null => &empty,
+        Value::Object(_) => params,
+        other => {
+            let kind = crate::path::kind(other);
+            return Err(vec![ParamError::new("", format!("params must be an object, got {kind}"))]);
+        }
+    };
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = e.path().to_string();
+        let at = if at == "." { String::new() } else { at };
+        vec![ParamError::new(at, e.into_inner().to_string())]
+    })
 }
 
-/// Parses a field path parameter, locating the error at `at`.
-fn parse_path(text: &str, at: &str) -> Result<crate::path::FieldPath, Vec<ParamError>> {
-    crate::path::FieldPath::parse(text).map_err(|e| vec![ParamError::new(at, e.0)])
+/// Compiles a user-given regex with a bound on its compiled size.
+///
+/// # Errors
+/// The regex crate's message when the pattern is invalid or too big.
+pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("invalid regex: {e}"))
+}
+
+/// How an operation uses a path, which decides what paths it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Any path, envelope fields and roots included.
+    Read,
+    /// Not an envelope field; `payload` and `metadata` themselves are fine.
+    Write,
+    /// A field below `payload` or `metadata`.
+    Field,
+}
+
+/// Collects the problems of an operation's parameters while they are compiled one by one.
+#[derive(Debug, Default)]
+struct Problems(Vec<ParamError>);
+
+impl Problems {
+    fn push(&mut self, at: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ParamError::new(at, message));
+    }
+
+    fn path(&mut self, text: &str, at: &str, access: Access) -> Option<FieldPath> {
+        let path = match FieldPath::parse(text) {
+            Ok(p) => p,
+            Err(e) => {
+                self.push(at, e.0);
+                return None;
+            }
+        };
+        if access != Access::Read && path.is_read_only() {
+            self.push(at, format!("`{text}` is read-only"));
+            return None;
+        }
+        if access == Access::Field && path.is_root() {
+            self.push(at, format!("path `{text}` must name a field below its root"));
+            return None;
+        }
+        Some(path)
+    }
+
+    fn regex(&mut self, pattern: &str, at: &str) -> Option<Regex> {
+        compile_regex(pattern).map_err(|e| self.push(at, e)).ok()
+    }
+
+    fn condition(&mut self, value: &Value, at: &str) -> Option<Condition> {
+        match Condition::compile(value) {
+            Ok(c) => Some(c),
+            Err(errors) => {
+                for e in errors {
+                    let loc = if e.at.is_empty() { at.to_owned() } else { format!("{at}.{}", e.at) };
+                    self.push(loc, e.message);
+                }
+                None
+            }
+        }
+    }
+
+    /// `Ok` when no problem was found; every problem otherwise.
+    fn done(self) -> Result<(), Vec<ParamError>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
+    }
+}
+
+/// An attribute of the event or of its Kafka position, for `insert_field` and `insert_header`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Attribute {
+    Source,
+    Id,
+    ReceivedAt,
+    Topic,
+    Partition,
+    Offset,
+}
+
+impl Attribute {
+    /// The attribute's value: strings for source, id, received_at and topic; numbers for
+    /// partition and offset.
+    fn value(self, event: &Event, ctx: &Context<'_>) -> Result<Value, String> {
+        let input = || ctx.input.ok_or_else(|| format!("`{}` is unknown: the event has no Kafka position here", self.name()));
+        Ok(match self {
+            Attribute::Source => Value::from(event.source.as_str()),
+            Attribute::Id => Value::from(event.id.as_str()),
+            Attribute::ReceivedAt => match &event.received_at {
+                Some(t) => Value::from(t.as_str()),
+                None => return Err("the event has no `received_at`".into()),
+            },
+            Attribute::Topic => Value::from(input()?.topic),
+            Attribute::Partition => Value::from(input()?.partition),
+            Attribute::Offset => Value::from(input()?.offset),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Attribute::Source => "source",
+            Attribute::Id => "id",
+            Attribute::ReceivedAt => "received_at",
+            Attribute::Topic => "topic",
+            Attribute::Partition => "partition",
+            Attribute::Offset => "offset",
+        }
+    }
+}
+
+/// The value at `path` as text (see the module docs), or an error naming the missing path.
+fn text_at(path: &FieldPath, event: &Event, out: &mut String) -> Result<(), String> {
+    match path.get(event) {
+        Some(v) => {
+            v.write_text(out);
+            Ok(())
+        }
+        None => Err(format!("`{path}` is missing")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::OperationSpec;
 
     #[test]
     fn names_are_unique() {
@@ -85,33 +341,159 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), catalog().len());
     }
+
+    #[test]
+    fn every_example_compiles_and_uses_documented_params() {
+        for kind in catalog() {
+            let spec: OperationSpec = serde_json::from_str(kind.example)
+                .unwrap_or_else(|e| panic!("{}: example is not an OperationSpec: {e}", kind.name));
+            assert_eq!(spec.op, kind.name, "{}: example names another op", kind.name);
+            if let Err(e) = (kind.compile)(&spec.params) {
+                panic!("{}: example does not compile: {e:?}", kind.name);
+            }
+            if let Some(when) = &spec.when {
+                Condition::compile(when).unwrap_or_else(|e| panic!("{}: example `when`: {e:?}", kind.name));
+            }
+            if let Value::Object(params) = &spec.params {
+                for key in params.keys() {
+                    assert!(
+                        kind.params.iter().any(|p| p.name == key),
+                        "{}: example uses undocumented param `{key}`",
+                        kind.name
+                    );
+                }
+            }
+            for doc in kind.params {
+                assert!(!doc.description.is_empty() && !doc.ty.is_empty(), "{}.{}", kind.name, doc.name);
+                assert!(!(doc.required && doc.default.is_some()), "{}.{}: required with a default", kind.name, doc.name);
+            }
+            assert!(!kind.summary.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_catalog_describes_itself() {
+        let doc = describe_catalog();
+        let ops = doc["operations"].as_array().unwrap();
+        assert_eq!(ops.len(), catalog().len());
+        let ts = ops.iter().find(|o| o["name"] == "add_timestamp").unwrap();
+        assert_eq!(ts["params"][1]["name"], "format");
+        assert_eq!(ts["params"][1]["type"], "enum: rfc3339|epoch_ms|epoch_s");
+        assert_eq!(ts["params"][1]["default"], "\"rfc3339\"");
+        assert_eq!(ts["example"]["op"], "add_timestamp");
+        assert!(!doc["conditions"].as_array().unwrap().is_empty());
+        assert!(doc["paths"].as_str().unwrap().contains("read-only"));
+    }
+
+    #[test]
+    fn type_errors_are_located_at_their_param() {
+        let errs = parse_params::<add_params::P>(&serde_json::json!({"fields": ["a", 5]})).unwrap_err();
+        assert_eq!(errs[0].at, "fields[1]");
+        assert!(errs[0].message.contains("invalid type: integer `5`"), "{errs:?}");
+        let errs = parse_params::<add_params::P>(&serde_json::json!({"fieldz": []})).unwrap_err();
+        assert!(errs[0].message.contains("unknown field `fieldz`"), "{errs:?}");
+        assert_eq!(errs[0].at, "fieldz");
+        let errs = parse_params::<add_params::P>(&serde_json::json!([1])).unwrap_err();
+        assert_eq!(errs[0], ParamError::new("", "params must be an object, got an array"));
+    }
+
+    mod add_params {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct P {
+            #[allow(dead_code)]
+            pub fields: Vec<String>,
+        }
+    }
 }
 
 /// Helpers for the operations' table-driven tests.
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
-    use crate::pipeline::Stage;
+    use crate::pipeline::{Input, Stage};
     use chrono::TimeZone;
 
     pub fn event(payload: Value) -> Event {
         Event::from_client_value(serde_json::json!({"id":"1","source":"s","payload":payload})).unwrap()
     }
 
+    /// An event with the given payload and metadata.
+    pub fn event_with(payload: Value, metadata: Value) -> Event {
+        Event::from_client_value(serde_json::json!({"id":"1","source":"s","payload":payload,"metadata":metadata}))
+            .unwrap()
+    }
+
+    /// A post-stage context at 2024-07-20T12:34:56.789Z, processing offset 42 of partition 3
+    /// of `pre_process_meta_data_events`.
     pub fn context() -> Context<'static> {
         let now = chrono::Utc.with_ymd_and_hms(2024, 7, 20, 12, 34, 56).unwrap()
             + chrono::Duration::milliseconds(789);
-        Context { stage: Stage::Post, service: "test", instance: "i-1", version: "0.0.0", config_version: 7, now }
+        Context {
+            stage: Stage::Post,
+            service: "test",
+            instance: "i-1",
+            version: "0.0.0",
+            config_version: 7,
+            now,
+            input: Some(Input { topic: "pre_process_meta_data_events", partition: 3, offset: 42 }),
+        }
     }
 
     /// Compiles `params` and applies the operation to `event`.
     pub fn run(
         compile: &dyn Fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
         params: &Value,
+        event: Event,
+    ) -> Result<Event, String> {
+        run_in(compile, params, event, &context())
+    }
+
+    /// Like [`run`], with a given context.
+    pub fn run_in(
+        compile: &dyn Fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
+        params: &Value,
         mut event: Event,
+        ctx: &Context<'_>,
     ) -> Result<Event, String> {
         let op = compile(params).map_err(|e| format!("{e:?}"))?;
-        op.apply(&mut event, &context())?;
+        op.apply(&mut event, ctx)?;
         Ok(event)
+    }
+
+    /// Runs table rows of `(params, input payload, expected payload or error fragment)`.
+    #[track_caller]
+    pub fn check_payloads(
+        compile: &dyn Fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
+        cases: &[(Value, Value, Result<Value, &str>)],
+    ) {
+        for (params, payload, expected) in cases {
+            match (run(compile, params, event(payload.clone())), expected) {
+                (Ok(e), Ok(want)) => assert_eq!(&Value::Object(e.payload), want, "{params} on {payload}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{params} on {payload}: {got}"),
+                (got, want) => panic!("{params} on {payload}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// Asserts that compiling `params` fails with problems at exactly `expected` locations, each
+    /// message containing its fragment.
+    #[track_caller]
+    pub fn check_errors(
+        compile: &dyn Fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
+        cases: &[(Value, &[(&str, &str)])],
+    ) {
+        for (params, expected) in cases {
+            let errs = match compile(params) {
+                Ok(op) => panic!("{params}: compiled to {op:?}, expected errors"),
+                Err(errs) => errs,
+            };
+            let got: Vec<_> = errs.iter().map(|e| e.at.as_str()).collect();
+            let want: Vec<_> = expected.iter().map(|(at, _)| *at).collect();
+            assert_eq!(got, want, "{params}: {errs:?}");
+            for (err, (_, message)) in errs.iter().zip(expected.iter()) {
+                assert!(err.message.contains(message), "{params}: {err:?} should mention {message:?}");
+            }
+        }
     }
 }

@@ -1,0 +1,346 @@
+//! `classify`: tags the event when field names or values look like a kind of data, e.g. `PII`
+//! when a field is called `email` or a value looks like a social security number, so that a
+//! downstream system enforcing access control learns at once what an asset holds.
+//!
+//! Params: `rules` (each `{tag, field_names: [regex…], values: [regex…]}`, at least one regex;
+//! at most 64 rules), `scope` (what to look through, default `payload`; any path), `target`
+//! (where the tags go, default `metadata.tags`).
+//!
+//! The scope is walked recursively, through objects and arrays. A rule matches when any field
+//! name matches one of its `field_names` or any string or number (as written in JSON) matches
+//! one of its `values`. Regexes search (unanchored; use `^…$` for whole names) and are
+//! case-sensitive unless they start with `(?i)`. The target is an array of strings: existing
+//! tags are kept, and each matching rule's tag is appended once, in rule order, when not already
+//! there (insertion order, no duplicates). When no rule matches, the target is not touched. A
+//! target holding something other than an array (or `null`) fails the event.
+
+use regex::{RegexSet, RegexSetBuilder};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use crate::event::Event;
+use crate::path::{kind, FieldPath, ValueRef};
+use crate::pipeline::Context;
+
+pub(super) const KIND: OperationKind = OperationKind {
+    name: "classify",
+    summary: "Add tags (e.g. PII, GDPR) when field names or values anywhere in the payload match configured regexes.",
+    params: &[
+        ParamDoc {
+            name: "rules",
+            ty: "list<{tag: string, field_names: list<regex>, values: list<regex>}>",
+            required: true,
+            default: None,
+            description: "A rule adds its tag when any field name matches one of field_names or any string/number value matches one of values.",
+        },
+        ParamDoc { name: "scope", ty: "path", required: false, default: Some("\"payload\""), description: "The part of the event to look through, recursively." },
+        ParamDoc {
+            name: "target",
+            ty: "path",
+            required: false,
+            default: Some("\"metadata.tags\""),
+            description: "The array of tags; existing tags are kept, new ones appended once in rule order.",
+        },
+    ],
+    example: r#"{"op": "classify", "params": {"rules": [
+        {"tag": "PII", "field_names": ["(?i)e-?mail", "(?i)^(ssn|social_security_number)$", "(?i)phone"],
+         "values": ["[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}", "\\b\\d{3}-\\d{2}-\\d{4}\\b"]},
+        {"tag": "GDPR", "field_names": ["(?i)^(first_?name|last_?name|birth_?date|home_?address)$"]}
+    ]}}"#,
+    compile,
+};
+
+const MAX_RULES: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    rules: Vec<RuleParams>,
+    #[serde(default = "default_scope")]
+    scope: String,
+    #[serde(default = "default_target")]
+    target: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleParams {
+    tag: String,
+    #[serde(default)]
+    field_names: Vec<String>,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+fn default_scope() -> String {
+    "payload".into()
+}
+
+fn default_target() -> String {
+    "metadata.tags".into()
+}
+
+#[derive(Debug)]
+struct Rule {
+    tag: String,
+    names: Option<RegexSet>,
+    values: Option<RegexSet>,
+}
+
+#[derive(Debug)]
+struct Classify {
+    rules: Vec<Rule>,
+    /// Every rule's `field_names` (`values`) together: most names and values match none, and
+    /// one search over the set says so.
+    any_name: Option<RegexSet>,
+    any_value: Option<RegexSet>,
+    /// Bits of the rules with `field_names` (`values`).
+    name_rules: u64,
+    value_rules: u64,
+    scope: FieldPath,
+    target: FieldPath,
+}
+
+/// The patterns as one set; `None` when there are none. Each pattern compiled alone already, so
+/// only the set's total size can fail.
+fn set(patterns: &[String], problems: &mut Problems) -> Option<RegexSet> {
+    if patterns.is_empty() {
+        return None;
+    }
+    RegexSetBuilder::new(patterns)
+        .size_limit(8 << 20)
+        .build()
+        .map_err(|e| problems.push("rules", format!("the regexes together are too big: {e}")))
+        .ok()
+}
+
+fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
+    let p: Params = parse_params(params)?;
+    let mut problems = Problems::default();
+    let scope = problems.path(&p.scope, "scope", Access::Read);
+    let target = problems.path(&p.target, "target", Access::Field);
+    if p.rules.is_empty() {
+        problems.push("rules", "must list at least one rule");
+    }
+    if p.rules.len() > MAX_RULES {
+        problems.push("rules", format!("at most {MAX_RULES} rules"));
+    }
+    for (i, rule) in p.rules.iter().enumerate() {
+        if rule.tag.is_empty() {
+            problems.push(format!("rules[{i}].tag"), "must not be empty");
+        }
+        if rule.field_names.is_empty() && rule.values.is_empty() {
+            problems.push(format!("rules[{i}]"), "needs at least one regex in `field_names` or `values`");
+        }
+        for (list, patterns) in [("field_names", &rule.field_names), ("values", &rule.values)] {
+            for (j, pattern) in patterns.iter().enumerate() {
+                problems.regex(pattern, &format!("rules[{i}].{list}[{j}]"));
+            }
+        }
+    }
+    problems.done()?;
+    let all = |pick: fn(&RuleParams) -> &Vec<String>| -> Vec<String> {
+        p.rules.iter().flat_map(|r| pick(r).iter().cloned()).collect()
+    };
+    let bits = |pick: fn(&RuleParams) -> &Vec<String>| {
+        p.rules.iter().enumerate().filter(|(_, r)| !pick(r).is_empty()).fold(0u64, |acc, (i, _)| acc | 1 << i)
+    };
+    let mut problems = Problems::default();
+    let any_name = set(&all(|r| &r.field_names), &mut problems);
+    let any_value = set(&all(|r| &r.values), &mut problems);
+    let name_rules = bits(|r| &r.field_names);
+    let value_rules = bits(|r| &r.values);
+    let rules = p
+        .rules
+        .iter()
+        .map(|r| Rule {
+            tag: r.tag.clone(),
+            names: set(&r.field_names, &mut problems),
+            values: set(&r.values, &mut problems),
+        })
+        .collect();
+    problems.done()?;
+    Ok(Box::new(Classify {
+        rules,
+        any_name,
+        any_value,
+        name_rules,
+        value_rules,
+        scope: scope.expect("checked"),
+        target: target.expect("checked"),
+    }))
+}
+
+/// The walk's state: which rules matched so far, and a buffer for numbers as text.
+struct Walk {
+    found: u64,
+    number: String,
+}
+
+impl Classify {
+    fn done(&self, w: &Walk) -> bool {
+        w.found & (self.name_rules | self.value_rules) == self.name_rules | self.value_rules
+    }
+
+    fn name(&self, w: &mut Walk, name: &str) {
+        if w.found & self.name_rules == self.name_rules || !self.any_name.as_ref().is_some_and(|s| s.is_match(name)) {
+            return;
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if w.found & (1 << i) == 0 && rule.names.as_ref().is_some_and(|s| s.is_match(name)) {
+                w.found |= 1 << i;
+            }
+        }
+    }
+
+    fn text(&self, w: &mut Walk, text: &str) {
+        if w.found & self.value_rules == self.value_rules || !self.any_value.as_ref().is_some_and(|s| s.is_match(text)) {
+            return;
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if w.found & (1 << i) == 0 && rule.values.as_ref().is_some_and(|s| s.is_match(text)) {
+                w.found |= 1 << i;
+            }
+        }
+    }
+
+    fn object(&self, w: &mut Walk, map: &Map<String, Value>) {
+        for (k, v) in map {
+            if self.done(w) {
+                return;
+            }
+            self.name(w, k);
+            self.value(w, v);
+        }
+    }
+
+    fn value(&self, w: &mut Walk, v: &Value) {
+        match v {
+            Value::Object(m) => self.object(w, m),
+            Value::Array(items) => {
+                for item in items {
+                    if self.done(w) {
+                        return;
+                    }
+                    self.value(w, item);
+                }
+            }
+            Value::String(s) => self.text(w, s),
+            Value::Number(n) if self.any_value.is_some() => {
+                use std::fmt::Write as _;
+                let mut buf = std::mem::take(&mut w.number);
+                buf.clear();
+                let _ = write!(buf, "{n}");
+                self.text(w, &buf);
+                w.number = buf;
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Operation for Classify {
+    fn apply(&self, event: &mut Event, _ctx: &Context<'_>) -> Result<Effect, String> {
+        let mut w = Walk { found: 0, number: String::new() };
+        match self.scope.get(event) {
+            None => {}
+            Some(ValueRef::Object(m)) => self.object(&mut w, m),
+            Some(ValueRef::Json(v)) => self.value(&mut w, v),
+            Some(ValueRef::Str(s)) => self.text(&mut w, s),
+        }
+        if w.found == 0 {
+            return Ok(Effect::Continue);
+        }
+        let mut tags = match self.target.remove(event).map_err(|e| e.0)? {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(tags)) => tags,
+            Some(other) => return Err(format!("`{}` must be an array to hold tags, not {}", self.target, kind(&other))),
+        };
+        for (i, rule) in self.rules.iter().enumerate() {
+            if w.found & (1 << i) != 0 && !tags.iter().any(|t| t.as_str() == Some(&rule.tag)) {
+                tags.push(Value::String(rule.tag.clone()));
+            }
+        }
+        self.target.set(event, Value::Array(tags)).map_err(|e| e.0)?;
+        Ok(Effect::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::testing::{check_errors, event_with, run};
+    use serde_json::json;
+
+    fn rules() -> Value {
+        json!([
+            {"tag": "PII", "field_names": ["(?i)e-?mail", "(?i)^ssn$"], "values": ["[a-z0-9.]+@[a-z0-9.-]+\\.[a-z]{2,}", "^\\d{3}-\\d{2}-\\d{4}$"]},
+            {"tag": "GDPR", "field_names": ["(?i)^(first|last)_?name$"]},
+            {"tag": "CARD", "values": ["^4\\d{15}$"]},
+        ])
+    }
+
+    #[test]
+    fn table() {
+        // (payload, metadata before, params beyond the rules, expected metadata or error)
+        let cases: &[(Value, Value, Value, Result<Value, &str>)] = &[
+            (json!({"title": "x"}), json!({}), json!({}), Ok(json!({}))),
+            (json!({"Email": "x"}), json!({}), json!({}), Ok(json!({"tags": ["PII"]}))),
+            (json!({"owner": {"contact": "me@example.org"}}), json!({}), json!({}), Ok(json!({"tags": ["PII"]}))),
+            (json!({"list": [{"a": ["zz", "123-45-6789"]}]}), json!({}), json!({}), Ok(json!({"tags": ["PII"]}))),
+            (json!({"ssn_hint": "x"}), json!({}), json!({}), Ok(json!({}))),
+            (json!({"LastName": "Müller", "e-mail": null}), json!({}), json!({}), Ok(json!({"tags": ["PII", "GDPR"]}))),
+            (json!({"first_name": "Zoë"}), json!({"tags": ["internal", "GDPR"]}), json!({}), Ok(json!({"tags": ["internal", "GDPR"]}))),
+            (json!({"first_name": "Zoë"}), json!({"tags": ["internal"]}), json!({}), Ok(json!({"tags": ["internal", "GDPR"]}))),
+            (json!({"first_name": "Zoë"}), json!({"tags": null}), json!({}), Ok(json!({"tags": ["GDPR"]}))),
+            (json!({"card": 4_111_111_111_111_111_u64}), json!({}), json!({}), Ok(json!({"tags": ["CARD"]}))),
+            (json!({"n": u64::MAX, "f": 1.5}), json!({}), json!({}), Ok(json!({}))),
+            (json!({"first_name": "x"}), json!({"tags": "GDPR"}), json!({}), Err("`metadata.tags` must be an array to hold tags, not a string")),
+            (json!({"first_name": "x"}), json!({}), json!({"target": "metadata.c.tags"}), Ok(json!({"c": {"tags": ["GDPR"]}}))),
+            (json!({"first_name": "x", "o": {"email": 1}}), json!({}), json!({"scope": "payload.o"}), Ok(json!({"tags": ["PII"]}))),
+            (json!({"o": "me@example.org"}), json!({}), json!({"scope": "payload.o"}), Ok(json!({"tags": ["PII"]}))),
+            (json!({}), json!({"email": 1}), json!({"scope": "metadata"}), Ok(json!({"email": 1, "tags": ["PII"]}))),
+            (json!({"a": 1}), json!({}), json!({"scope": "payload.missing"}), Ok(json!({}))),
+        ];
+        for (payload, metadata, extra, expected) in cases {
+            let mut params = json!({"rules": rules()});
+            params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            match (run(&compile, &params, event_with(payload.clone(), metadata.clone())), expected) {
+                (Ok(e), Ok(want)) => assert_eq!(&Value::Object(e.metadata), want, "{payload} {extra}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{payload}: {got}"),
+                (got, want) => panic!("{payload}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_tags_pii() {
+        let spec: crate::source::OperationSpec = serde_json::from_str(KIND.example).unwrap();
+        let payload = json!({"reporter": {"name": "x", "contact": "zoë@example.com"}, "body": "my ssn is 123-45-6789", "first_name": "Zoë"});
+        let e = run(&compile, &spec.params, event_with(payload, json!({}))).unwrap();
+        assert_eq!(e.metadata["tags"], json!(["PII", "GDPR"]));
+    }
+
+    #[test]
+    fn bad_params_are_located() {
+        check_errors(
+            &compile,
+            &[
+                (json!({"rules": []}), &[("rules", "at least one rule")]),
+                (
+                    json!({"rules": [{"tag": "", "field_names": ["ok", "("]}, {"tag": "T"}, {"tag": "U", "values": ["[z-a]"]}], "scope": "x", "target": "payload"}),
+                    &[
+                        ("scope", "must start with"),
+                        ("target", "below its root"),
+                        ("rules[0].tag", "must not be empty"),
+                        ("rules[0].field_names[1]", "invalid regex"),
+                        ("rules[1]", "at least one regex"),
+                        ("rules[2].values[0]", "invalid regex"),
+                    ],
+                ),
+                (json!({"rules": [{"tag": "T", "names": ["x"]}]}), &[("rules[0].names", "unknown field `names`")]),
+            ],
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! `extract_field`: replaces a value with one of its parts, e.g. the payload with
+//! `payload.after` (unwrapping an envelope).
+//!
+//! Params: `field` (the part to keep; any path), `target` (what it replaces, default
+//! `payload`). When `target` is `payload` or `metadata` the part must be an object. A missing
+//! `field` fails.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use crate::event::Event;
+use crate::path::FieldPath;
+use crate::pipeline::Context;
+
+pub(super) const KIND: OperationKind = OperationKind {
+    name: "extract_field",
+    summary: "Replace a value (the payload by default) with the value at a path inside the event.",
+    params: &[
+        ParamDoc { name: "field", ty: "path", required: true, default: None, description: "The value to keep; missing = error." },
+        ParamDoc {
+            name: "target",
+            ty: "path",
+            required: false,
+            default: Some("\"payload\""),
+            description: "What it replaces; payload and metadata need an object.",
+        },
+    ],
+    example: r#"{"op": "extract_field", "params": {"field": "payload.after"}}"#,
+    compile,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    field: String,
+    #[serde(default = "default_target")]
+    target: String,
+}
+
+fn default_target() -> String {
+    "payload".into()
+}
+
+#[derive(Debug)]
+struct ExtractField {
+    field: FieldPath,
+    target: FieldPath,
+}
+
+fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
+    let p: Params = parse_params(params)?;
+    let mut problems = Problems::default();
+    let field = problems.path(&p.field, "field", Access::Read);
+    let target = problems.path(&p.target, "target", Access::Write);
+    problems.done()?;
+    Ok(Box::new(ExtractField { field: field.expect("checked"), target: target.expect("checked") }))
+}
+
+impl Operation for ExtractField {
+    fn apply(&self, event: &mut Event, _ctx: &Context<'_>) -> Result<Effect, String> {
+        let value = self.field.get(event).ok_or_else(|| format!("`{}` is missing", self.field))?.to_value();
+        self.target.set(event, value).map_err(|e| e.0)?;
+        Ok(Effect::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::testing::{check_errors, check_payloads, event, run};
+    use serde_json::json;
+
+    #[test]
+    fn table() {
+        check_payloads(
+            &compile,
+            &[
+                (json!({"field": "payload.after"}), json!({"before": {}, "after": {"a": "ü"}}), Ok(json!({"a": "ü"}))),
+                (json!({"field": "payload.after"}), json!({"after": {}}), Ok(json!({}))),
+                (json!({"field": "payload.l[0]"}), json!({"l": [{"x": 1}]}), Ok(json!({"x": 1}))),
+                (json!({"field": "payload.after"}), json!({"after": [1]}), Err("cannot set `payload` to an array")),
+                (json!({"field": "payload.after"}), json!({"after": null}), Err("cannot set `payload` to null")),
+                (json!({"field": "payload.after"}), json!({}), Err("`payload.after` is missing")),
+                (json!({"field": "payload.w.v", "target": "payload.w"}), json!({"w": {"v": 5}, "k": 1}), Ok(json!({"w": 5, "k": 1}))),
+                (json!({"field": "payload.w.v", "target": "payload.w"}), json!({"w": {"v": null}}), Ok(json!({"w": null}))),
+            ],
+        );
+    }
+
+    #[test]
+    fn extracts_into_metadata() {
+        let e = run(&compile, &json!({"field": "payload.meta", "target": "metadata"}), event(json!({"meta": {"k": 1}}))).unwrap();
+        assert_eq!(Value::Object(e.metadata), json!({"k": 1}));
+    }
+
+    #[test]
+    fn bad_params_are_located() {
+        check_errors(&compile, &[(json!({"field": "after", "target": "id"}), &[("field", "must start with"), ("target", "read-only")])]);
+    }
+}

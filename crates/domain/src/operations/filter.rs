@@ -1,0 +1,101 @@
+//! `filter`: drops events on purpose. A dropped event is not an error: the stage stops, does
+//! not store or publish it, and counts it as filtered.
+//!
+//! Params: exactly one of `drop_when` (drop the events the [condition](crate::condition)
+//! holds for) or `keep_when` (drop the others). The operation's own `when`, if any, is checked
+//! first: when it does not hold, nothing is dropped.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{parse_params, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use crate::condition::Condition;
+use crate::event::Event;
+use crate::pipeline::Context;
+
+pub(super) const KIND: OperationKind = OperationKind {
+    name: "filter",
+    summary: "Drop the event (counted as filtered, not an error) when a condition holds, or unless it holds.",
+    params: &[
+        ParamDoc { name: "drop_when", ty: "condition", required: false, default: None, description: "Drop the event when this holds. Exactly one of drop_when and keep_when." },
+        ParamDoc { name: "keep_when", ty: "condition", required: false, default: None, description: "Drop the event unless this holds." },
+    ],
+    example: r#"{"op": "filter", "params": {"drop_when": {"any": [{"equals": {"path": "payload.status", "value": "draft"}}, {"header": {"name": "x-test", "exists": true}}]}}}"#,
+    compile,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default)]
+    drop_when: Option<Value>,
+    #[serde(default)]
+    keep_when: Option<Value>,
+}
+
+#[derive(Debug)]
+struct Filter {
+    condition: Condition,
+    /// Drop when the condition holds (`drop_when`) or when it does not (`keep_when`).
+    drop_if: bool,
+}
+
+fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
+    let p: Params = parse_params(params)?;
+    let mut problems = Problems::default();
+    let (condition, drop_if) = match (&p.drop_when, &p.keep_when) {
+        (Some(c), None) => (problems.condition(c, "drop_when"), true),
+        (None, Some(c)) => (problems.condition(c, "keep_when"), false),
+        _ => {
+            problems.push("", "needs exactly one of `drop_when` and `keep_when`");
+            (None, true)
+        }
+    };
+    problems.done()?;
+    Ok(Box::new(Filter { condition: condition.expect("checked"), drop_if }))
+}
+
+impl Operation for Filter {
+    fn apply(&self, event: &mut Event, _ctx: &Context<'_>) -> Result<Effect, String> {
+        Ok(if self.condition.eval(event) == self.drop_if { Effect::Drop } else { Effect::Continue })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::testing::{check_errors, context, event};
+    use serde_json::json;
+
+    #[test]
+    fn table() {
+        let draft = json!({"equals": {"path": "payload.status", "value": "draft"}});
+        let cases: &[(Value, Value, Effect)] = &[
+            (json!({"drop_when": draft}), json!({"status": "draft"}), Effect::Drop),
+            (json!({"drop_when": draft}), json!({"status": "open"}), Effect::Continue),
+            (json!({"drop_when": draft}), json!({}), Effect::Continue),
+            (json!({"keep_when": draft}), json!({"status": "draft"}), Effect::Continue),
+            (json!({"keep_when": draft}), json!({"status": null}), Effect::Drop),
+            (json!({"keep_when": {"source": ["s", "jira"]}}), json!({}), Effect::Continue),
+            (json!({"drop_when": {"not": {"matches": {"path": "payload.t", "regex": "^[\\p{L} ]+$"}}}}), json!({"t": "Grüße aus Köln"}), Effect::Continue),
+        ];
+        for (params, payload, expected) in cases {
+            let op = compile(params).unwrap();
+            let mut e = event(payload.clone());
+            assert_eq!(op.apply(&mut e, &context()).unwrap(), *expected, "{params} on {payload}");
+        }
+    }
+
+    #[test]
+    fn bad_params_are_located() {
+        check_errors(
+            &compile,
+            &[
+                (json!({}), &[("", "exactly one of")]),
+                (json!({"drop_when": {"source": "a"}, "keep_when": {"source": "b"}}), &[("", "exactly one of")]),
+                (json!({"drop_when": {"all": [{"matches": {"path": "payload.a", "regex": ")"}}]}}), &[("drop_when.all[0].matches.regex", "regex")]),
+                (json!({"keep_when": {"exists": "nope"}}), &[("keep_when.exists", "must start with")]),
+            ],
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! `header_from`: sets downstream Kafka headers from field values.
+//!
+//! Params: `fields`, a list of `{path, header}`. Each header gets the value at its path as text
+//! (strings as they are, anything else as compact JSON), replacing a header of the same name.
+//! A missing path fails.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::insert_header::check_header_name;
+use super::{parse_params, text_at, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use crate::event::Event;
+use crate::path::FieldPath;
+use crate::pipeline::Context;
+
+pub(super) const KIND: OperationKind = OperationKind {
+    name: "header_from",
+    summary: "Set downstream Kafka headers from field values.",
+    params: &[ParamDoc {
+        name: "fields",
+        ty: "list<{path: path, header: string}>",
+        required: true,
+        default: None,
+        description: "Each header and the path its value comes from; missing = error.",
+    }],
+    example: r#"{"op": "header_from", "params": {"fields": [{"path": "payload.tenant", "header": "x-tenant"}, {"path": "id", "header": "x-entity-id"}]}}"#,
+    compile,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    fields: Vec<Mapping>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mapping {
+    path: String,
+    header: String,
+}
+
+#[derive(Debug)]
+struct HeaderFrom {
+    fields: Vec<(FieldPath, String)>,
+}
+
+fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
+    let p: Params = parse_params(params)?;
+    let mut problems = Problems::default();
+    if p.fields.is_empty() {
+        problems.push("fields", "must list at least one {path, header}");
+    }
+    let mut fields = Vec::with_capacity(p.fields.len());
+    for (i, m) in p.fields.into_iter().enumerate() {
+        let path = problems.path(&m.path, &format!("fields[{i}].path"), Access::Read);
+        check_header_name(&m.header, &format!("fields[{i}].header"), &mut problems);
+        if let Some(path) = path {
+            fields.push((path, m.header));
+        }
+    }
+    problems.done()?;
+    Ok(Box::new(HeaderFrom { fields }))
+}
+
+impl Operation for HeaderFrom {
+    fn apply(&self, event: &mut Event, _ctx: &Context<'_>) -> Result<Effect, String> {
+        for (path, header) in &self.fields {
+            let mut text = String::new();
+            text_at(path, event, &mut text)?;
+            event.routing.set_header(header, text);
+        }
+        Ok(Effect::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::testing::{check_errors, event, run};
+    use serde_json::json;
+
+    #[test]
+    fn table() {
+        let f = |path: &str, header: &str| json!({"path": path, "header": header});
+        let cases: &[(Value, Value, Result<&[(&str, &str)], &str>)] = &[
+            (json!({"fields": [f("payload.t", "x-t"), f("source", "x-s")]}), json!({"t": "ü"}), Ok(&[("x-t", "ü"), ("x-s", "s")])),
+            (json!({"fields": [f("payload.n", "n"), f("payload.z", "z")]}), json!({"n": i64::MIN, "z": null}), Ok(&[("n", "-9223372036854775808"), ("z", "null")])),
+            (json!({"fields": [f("payload.o", "o"), f("payload.l[0]", "l")]}), json!({"o": {"a": 1}, "l": [[1]]}), Ok(&[("o", r#"{"a":1}"#), ("l", "[1]")])),
+            (json!({"fields": [f("payload.a", "a"), f("payload.a", "a")]}), json!({"a": 1}), Ok(&[("a", "1")])),
+            (json!({"fields": [f("payload.missing", "m")]}), json!({}), Err("`payload.missing` is missing")),
+        ];
+        for (params, payload, expected) in cases {
+            match (run(&compile, params, event(payload.clone())), expected) {
+                (Ok(e), Ok(want)) => {
+                    let got: Vec<_> = e.routing.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    assert_eq!(got, *want, "{params}");
+                }
+                (Err(got), Err(want)) => assert!(got.contains(want), "{params}: {got}"),
+                (got, want) => panic!("{params}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_params_are_located() {
+        check_errors(
+            &compile,
+            &[
+                (json!({"fields": []}), &[("fields", "at least one")]),
+                (
+                    json!({"fields": [{"path": "payload.a", "header": "a"}, {"path": "nope", "header": ""}]}),
+                    &[("fields[1].path", "must start with"), ("fields[1].header", "must not be empty")],
+                ),
+                (json!({"fields": [{"path": "payload.a"}]}), &[("fields[0]", "missing field `header`")]),
+            ],
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! `insert_header`: sets a header of the downstream Kafka message (replacing one of the same
+//! name, in place).
+//!
+//! Params: `name`, and exactly one of `value` (a string) or `attribute` (`source`, `id`,
+//! `received_at`, `topic`, `partition`, `offset`; see `insert_field`). Header names are
+//! case-sensitive.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{parse_params, Attribute, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use crate::event::Event;
+use crate::path::ValueRef;
+use crate::pipeline::Context;
+
+pub(super) const KIND: OperationKind = OperationKind {
+    name: "insert_header",
+    summary: "Set a downstream Kafka header to a static string or an event attribute.",
+    params: &[
+        ParamDoc { name: "name", ty: "string", required: true, default: None, description: "The header name (case-sensitive)." },
+        ParamDoc { name: "value", ty: "string", required: false, default: None, description: "The header value. Exactly one of value and attribute." },
+        ParamDoc {
+            name: "attribute",
+            ty: "enum: source|id|received_at|topic|partition|offset",
+            required: false,
+            default: None,
+            description: "An attribute to use as the value; topic, partition and offset are the Kafka position being processed.",
+        },
+    ],
+    example: r#"{"op": "insert_header", "params": {"name": "x-origin", "attribute": "source"}}"#,
+    compile,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    attribute: Option<Attribute>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Value(String),
+    Attribute(Attribute),
+}
+
+#[derive(Debug)]
+struct InsertHeader {
+    name: String,
+    source: Source,
+}
+
+/// Checks a header name: not empty, no control characters.
+pub(super) fn check_header_name(name: &str, at: &str, problems: &mut Problems) {
+    if name.is_empty() {
+        problems.push(at, "a header name must not be empty");
+    } else if name.chars().any(char::is_control) {
+        problems.push(at, "a header name must not contain control characters");
+    }
+}
+
+fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
+    let p: Params = parse_params(params)?;
+    let mut problems = Problems::default();
+    check_header_name(&p.name, "name", &mut problems);
+    let source = match (p.value, p.attribute) {
+        (Some(v), None) => Some(Source::Value(v)),
+        (None, Some(a)) => Some(Source::Attribute(a)),
+        _ => {
+            problems.push("", "needs exactly one of `value` and `attribute`");
+            None
+        }
+    };
+    problems.done()?;
+    Ok(Box::new(InsertHeader { name: p.name, source: source.expect("checked") }))
+}
+
+impl Operation for InsertHeader {
+    fn apply(&self, event: &mut Event, ctx: &Context<'_>) -> Result<Effect, String> {
+        let value = match &self.source {
+            Source::Value(v) => v.clone(),
+            Source::Attribute(a) => {
+                let mut text = String::new();
+                ValueRef::Json(&a.value(event, ctx)?).write_text(&mut text);
+                text
+            }
+        };
+        event.routing.set_header(&self.name, value);
+        Ok(Effect::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::testing::{check_errors, event, run};
+    use serde_json::json;
+
+    #[test]
+    fn table() {
+        let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        let cases: &[(Value, &[(&str, &str)], Result<Vec<(String, String)>, &str>)] = &[
+            (json!({"name": "x-a", "value": "ünï"}), &[], Ok(vec![pair("x-a", "ünï")])),
+            (json!({"name": "x-a", "value": "2"}), &[("x-a", "1"), ("x-b", "0")], Ok(vec![pair("x-a", "2"), pair("x-b", "0")])),
+            (json!({"name": "X-A", "value": "2"}), &[("x-a", "1")], Ok(vec![pair("x-a", "1"), pair("X-A", "2")])),
+            (json!({"name": "src", "attribute": "source"}), &[], Ok(vec![pair("src", "s")])),
+            (json!({"name": "off", "attribute": "offset"}), &[], Ok(vec![pair("off", "42")])),
+            (json!({"name": "p", "attribute": "partition"}), &[], Ok(vec![pair("p", "3")])),
+            (json!({"name": "r", "attribute": "received_at"}), &[], Err("no `received_at`")),
+        ];
+        for (params, before, expected) in cases {
+            let mut e = event(json!({}));
+            for (n, v) in *before {
+                e.routing.set_header(n, (*v).to_owned());
+            }
+            match (run(&compile, params, e), expected) {
+                (Ok(e), Ok(want)) => assert_eq!(&e.routing.headers, want, "{params}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{params}: {got}"),
+                (got, want) => panic!("{params}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_params_are_located() {
+        check_errors(
+            &compile,
+            &[
+                (json!({"name": "", "value": "x"}), &[("name", "must not be empty")]),
+                (json!({"name": "a\nb", "value": "x", "attribute": "id"}), &[("name", "control characters"), ("", "exactly one")]),
+                (json!({"name": "a", "value": 1}), &[("value", "invalid type")]),
+            ],
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! `set_key`: decides the downstream Kafka message key from field values.
+//!
+//! Params: `fields` (paths, envelope fields included), `separator` (default `:`). The key is the
+//! values as text (strings as they are, anything else as compact JSON) joined by the separator,
+//! e.g. `["source", "payload.project"]` → `jira:PROJ`. A missing field fails. Without `set_key`
+//! the stage keeps its default key (`<source>:<id>`).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{parse_params, text_at, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use crate::event::Event;
+use crate::path::FieldPath;
+use crate::pipeline::Context;
+
+pub(super) const KIND: OperationKind = OperationKind {
+    name: "set_key",
+    summary: "Set the downstream Kafka key to field values joined with `:`.",
+    params: &[
+        ParamDoc { name: "fields", ty: "list<path>", required: true, default: None, description: "The values making the key, in order; missing = error." },
+        ParamDoc { name: "separator", ty: "string", required: false, default: Some("\":\""), description: "Joins the values." },
+    ],
+    example: r#"{"op": "set_key", "params": {"fields": ["source", "payload.project"]}}"#,
+    compile,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    fields: Vec<String>,
+    #[serde(default = "default_separator")]
+    separator: String,
+}
+
+fn default_separator() -> String {
+    ":".into()
+}
+
+#[derive(Debug)]
+struct SetKey {
+    fields: Vec<FieldPath>,
+    separator: String,
+}
+
+fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
+    let p: Params = parse_params(params)?;
+    let mut problems = Problems::default();
+    if p.fields.is_empty() {
+        problems.push("fields", "must list at least one field");
+    }
+    let fields: Vec<_> = p
+        .fields
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| problems.path(f, &format!("fields[{i}]"), Access::Read))
+        .collect();
+    problems.done()?;
+    Ok(Box::new(SetKey { fields, separator: p.separator }))
+}
+
+impl Operation for SetKey {
+    fn apply(&self, event: &mut Event, _ctx: &Context<'_>) -> Result<Effect, String> {
+        let mut key = event.routing.key.take().unwrap_or_default();
+        key.clear();
+        for (i, field) in self.fields.iter().enumerate() {
+            if i > 0 {
+                key.push_str(&self.separator);
+            }
+            text_at(field, event, &mut key)?;
+        }
+        event.routing.key = Some(key);
+        Ok(Effect::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::testing::{check_errors, event, run};
+    use serde_json::json;
+
+    #[test]
+    fn table() {
+        let cases: &[(Value, Value, Result<&str, &str>)] = &[
+            (json!({"fields": ["source", "id"]}), json!({}), Ok("s:1")),
+            (json!({"fields": ["payload.p"]}), json!({"p": "PRÖJ"}), Ok("PRÖJ")),
+            (json!({"fields": ["payload.n", "payload.b", "payload.z"]}), json!({"n": u64::MAX, "b": true, "z": null}), Ok("18446744073709551615:true:null")),
+            (json!({"fields": ["payload.o", "payload.l[1]"], "separator": "|"}), json!({"o": {"b": [1, "x"]}, "l": [0, 2.5]}), Ok(r#"{"b":[1,"x"]}|2.5"#)),
+            (json!({"fields": ["payload.p", "payload.q"]}), json!({"p": "x"}), Err("`payload.q` is missing")),
+            (json!({"fields": ["received_at"]}), json!({}), Err("`received_at` is missing")),
+        ];
+        for (params, payload, expected) in cases {
+            match (run(&compile, params, event(payload.clone())), expected) {
+                (Ok(e), Ok(want)) => assert_eq!(e.routing.key.as_deref(), Some(*want), "{params}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{params}: {got}"),
+                (got, want) => panic!("{params}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_params_are_located() {
+        check_errors(
+            &compile,
+            &[
+                (json!({"fields": []}), &[("fields", "at least one")]),
+                (json!({"fields": ["payload.a", "key", "payload..b"]}), &[("fields[1]", "must start with"), ("fields[2]", "empty field name")]),
+            ],
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! What a scenario proves, read from Kafka and Redis directly.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use deadpool_redis::redis::AsyncCommands as _;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::{Headers as _, Message as _};
+use serde_json::Value;
+
+use crate::load::{Acked, Plan};
+use crate::stack::{Stack, SOURCE};
+use crate::Outcome;
+
+/// Reads a topic from the start until `enough` says so, or nothing came for `idle`.
+async fn read_topic(stack: &Stack, topic: &str, idle: Duration, mut take: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack.kafka)
+        .set("group.id", format!("{topic}.check-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(idle, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                if take(&m) {
+                    return Ok(());
+                }
+            }
+            Ok(Err(err)) => eprintln!("   reading {topic}: {err}"),
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result<Outcome> {
+    // Output topic: every acknowledged update, in order per entity.
+    let mut first_seen: HashSet<(String, u64)> = HashSet::new();
+    let mut highest: HashMap<String, u64> = HashMap::new();
+    let mut out_of_order_entities: HashSet<String> = HashSet::new();
+    let mut delivered = 0usize;
+    let want = acked.updates.len();
+    read_topic(stack, &stack.output_topic, Duration::from_secs(20), |m| {
+        let Some(event) = m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()) else { return false };
+        let (Some(id), Some(seq)) = (event["id"].as_str(), event["payload"]["seq"].as_u64()) else { return false };
+        delivered += 1;
+        if first_seen.insert((id.to_owned(), seq)) {
+            let top = highest.entry(id.to_owned()).or_insert(0);
+            if seq < *top {
+                out_of_order_entities.insert(id.to_owned());
+            }
+            *top = (*top).max(seq);
+        }
+        acked.updates.iter().len() == want && acked.updates.iter().all(|u| first_seen.contains(u))
+    })
+    .await?;
+    let lost = acked.updates.iter().filter(|u| !first_seen.contains(*u)).count();
+
+    // The store: each entity's record is its last acknowledged update.
+    let pool = deadpool_redis::Config::from_url(&stack.redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let mut conn = pool.get().await?;
+    let mut stale_store = 0;
+    let entities: Vec<(&String, &u64)> = acked.last.iter().collect();
+    for chunk in entities.chunks(500) {
+        let keys: Vec<String> = chunk.iter().map(|(e, _)| format!("{}processed:{SOURCE}:{e}", stack.key_prefix)).collect();
+        let values: Vec<Option<String>> = conn.mget(&keys).await?;
+        for ((_, last), value) in chunk.iter().zip(values) {
+            let seq = value.and_then(|v| serde_json::from_str::<Value>(&v).ok()).and_then(|v| v["payload"]["seq"].as_u64());
+            if seq != Some(**last) {
+                stale_store += 1;
+            }
+        }
+    }
+
+    // The dead-letter topic: exactly the poison events.
+    let mut dead: HashSet<String> = HashSet::new();
+    let poison_wanted = acked.poison.len();
+    read_topic(stack, &stack.dead_letter_topic, Duration::from_secs(10), |m| {
+        let id = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == domain_event_id()).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())));
+        if let Some(id) = id {
+            dead.insert(id);
+        }
+        dead.len() >= poison_wanted
+    })
+    .await?;
+    let unexpected = dead.iter().filter(|id| !plan.poison.contains(id)).count();
+
+    Ok(Outcome {
+        acknowledged: acked.updates.len() + acked.poison.len(),
+        delivered,
+        lost,
+        duplicates: delivered - first_seen.len(),
+        out_of_order: out_of_order_entities.len(),
+        stale_store,
+        dead_letters: dead.len() - unexpected,
+        unexpected_dead_letters: unexpected,
+        poison: acked.poison.len(),
+        ..Default::default()
+    })
+}
+
+fn domain_event_id() -> &'static str {
+    "metastream-event-id"
+}

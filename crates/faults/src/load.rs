@@ -1,0 +1,192 @@
+//! The load: updates of many entities, each entity's updates in order, each retried with its
+//! `Idempotency-Key` until the gateway acknowledges it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt as _};
+use serde_json::{json, Value};
+
+use crate::stack::{SOURCE, TOKEN};
+use crate::Args;
+
+pub struct Plan {
+    pub entities: Vec<String>,
+    pub updates: u64,
+    pub poison: Vec<String>,
+}
+
+impl Plan {
+    pub fn new(args: &Args, run_id: &str) -> Plan {
+        let entities = args.entities.max(1);
+        let _ = run_id;
+        Plan {
+            entities: (0..entities).map(|i| format!("e{i}")).collect(),
+            updates: (args.events / entities).max(1) as u64,
+            poison: (0..args.poison).map(|i| format!("poison-{i}")).collect(),
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.entities.len() * self.updates as usize + self.poison.len()
+    }
+}
+
+/// What the gateway acknowledged.
+#[derive(Debug, Default)]
+pub struct Acked {
+    /// (entity, seq) of every acknowledged update.
+    pub updates: HashSet<(String, u64)>,
+    /// The last acknowledged seq of each entity.
+    pub last: HashMap<String, u64>,
+    pub poison: HashSet<String>,
+}
+
+#[derive(Default)]
+pub struct Progress {
+    acked: AtomicUsize,
+    retries: AtomicUsize,
+    done: AtomicBool,
+}
+
+impl Progress {
+    pub async fn wait_for(&self, n: usize) {
+        while self.acked.load(Ordering::Relaxed) < n && !self.done.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Prints progress every 2 s until the load is done.
+    pub async fn report(&self, scenario: &str, total: usize, started: Instant) {
+        while !self.done.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let acked = self.acked.load(Ordering::Relaxed);
+            eprintln!(
+                "   [{scenario}] {acked}/{total} acknowledged, {} retries, {:.0}s",
+                self.retries.load(Ordering::Relaxed),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Where the load goes: owned, so the scenario can restart services while the load runs.
+#[derive(Clone)]
+pub struct Target {
+    pub http: reqwest::Client,
+    pub gateway_url: String,
+    pub run_id: String,
+}
+
+/// Sends one event until acknowledged (up to two minutes of retries).
+async fn send(stack: &Target, body: &Value, key: &str, progress: &Progress) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let result = stack
+            .http
+            .post(format!("{}/ingest", stack.gateway_url))
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await;
+        match result {
+            Ok(r) if r.status().as_u16() == 202 => {
+                progress.acked.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 409 => {
+                eprintln!("   refused {key}: {} {}", r.status(), r.text().await.unwrap_or_default());
+                return false;
+            }
+            // 503, 409 (the first try is still in flight), connection refused or reset.
+            _ => {
+                progress.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    false
+}
+
+/// Drives the plan; returns what was acknowledged.
+pub async fn drive(plan: &Plan, stack: &Target, concurrency: usize, progress: &Progress) -> anyhow::Result<Acked> {
+    let acked = Mutex::new(Acked::default());
+    stream::iter(plan.entities.iter())
+        .for_each_concurrent(concurrency, |entity| {
+            let acked = &acked;
+            async move {
+                for seq in 1..=plan.updates {
+                    let body = json!({"id": entity, "source": SOURCE, "payload": {"seq": seq, "n": seq}});
+                    if !send(stack, &body, &format!("{}:{entity}:{seq}", stack.run_id), progress).await {
+                        // Later updates would overtake this one: stop the entity here.
+                        return;
+                    }
+                    let mut a = acked.lock().unwrap();
+                    a.updates.insert((entity.clone(), seq));
+                    a.last.insert(entity.clone(), seq);
+                }
+            }
+        })
+        .await;
+    stream::iter(plan.poison.iter())
+        .for_each_concurrent(concurrency, |id| {
+            let acked = &acked;
+            async move {
+                let body = json!({"id": id, "source": SOURCE, "payload": {"n": "poison"}});
+                if send(stack, &body, &format!("{}:{id}", stack.run_id), progress).await {
+                    acked.lock().unwrap().poison.insert(id.clone());
+                }
+            }
+        })
+        .await;
+    progress.done.store(true, Ordering::Relaxed);
+    Ok(acked.into_inner().unwrap())
+}
+
+/// A downstream client reading `/consume` throughout the scenario.
+pub struct Reader {
+    seen: Arc<Mutex<HashSet<(String, u64)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reader {
+    pub fn spawn(base: String) -> Reader {
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        let into = seen.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            loop {
+                let r = http.get(format!("{base}/consume?group=faults-reader&max=1000&wait_ms=500")).bearer_auth(TOKEN).send().await;
+                let Ok(r) = r else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                let Ok(body) = r.json::<Value>().await else { continue };
+                let mut seen = into.lock().unwrap();
+                for item in body["events"].as_array().into_iter().flatten() {
+                    let e = &item["event"];
+                    if let (Some(id), Some(seq)) = (e["id"].as_str(), e["payload"]["seq"].as_u64()) {
+                        seen.insert((id.to_owned(), seq));
+                    }
+                }
+            }
+        });
+        Reader { seen, task }
+    }
+
+    /// Waits until the reader has every acknowledged update or `within` passes; returns how
+    /// many it never got.
+    pub async fn finish(self, acked: &Acked, within: Duration) -> usize {
+        let started = Instant::now();
+        let missing = || acked.updates.iter().filter(|u| !self.seen.lock().unwrap().contains(*u)).count();
+        while missing() > 0 && started.elapsed() < within {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let n = missing();
+        self.task.abort();
+        n
+    }
+}

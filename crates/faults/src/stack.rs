@@ -1,0 +1,300 @@
+//! The stack under test, as processes: the four services started from their binaries with a
+//! scenario's own topics, groups and Redis prefix, and the broker and Redis that
+//! `scripts/kafka.sh` / `scripts/redis.sh` started (pid files in `var/`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use deadpool_redis::redis::AsyncCommands as _;
+use tokio::process::{Child, Command};
+
+use crate::Args;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    Broker,
+    Redis,
+    Gateway,
+    Pre,
+    Post,
+    ConsumerApi,
+}
+
+impl Component {
+    fn binary(self) -> &'static str {
+        match self {
+            Component::Gateway => "gateway",
+            Component::Pre => "pre-transformer",
+            Component::Post => "post-transformer",
+            Component::ConsumerApi => "consumer-api",
+            Component::Broker | Component::Redis => unreachable!("not a service"),
+        }
+    }
+
+    /// The config section holding the service's listen address.
+    fn section(self) -> &'static str {
+        match self {
+            Component::Gateway => "GATEWAY",
+            Component::Pre => "PRE_TRANSFORMER",
+            Component::Post => "POST_TRANSFORMER",
+            Component::ConsumerApi => "CONSUMER_API",
+            Component::Broker | Component::Redis => unreachable!("not a service"),
+        }
+    }
+
+    /// HTTP port of instance 0 (and +10 for instance 1).
+    fn port(self) -> u16 {
+        match self {
+            Component::Gateway => 18081,
+            Component::Pre => 18082,
+            Component::Post => 18083,
+            Component::ConsumerApi => 18084,
+            Component::Broker | Component::Redis => unreachable!("not a service"),
+        }
+    }
+}
+
+pub const SOURCE: &str = "faults";
+pub const TOKEN: &str = "your-secret-key";
+
+pub struct Stack {
+    pub run_id: String,
+    pub kafka: String,
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    env: Vec<(String, String)>,
+    bin: PathBuf,
+    logs: PathBuf,
+    root: PathBuf,
+    procs: HashMap<(Component, u16), Child>,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    /// Stores the `faults` source config and starts the four services.
+    pub async fn start(args: &Args, scenario: &str) -> anyhow::Result<Stack> {
+        let root = std::env::current_dir()?;
+        let run_id = format!("faults-{}-{}", scenario, &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let kafka = std::env::var("METASTREAM_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let redis_url = std::env::var("METASTREAM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let key_prefix = format!("{run_id}:");
+        let topic = |t: &str| format!("{run_id}.{t}");
+        let env = vec![
+            ("METASTREAM_ENV", "dev".to_owned()),
+            ("METASTREAM_CONFIG_DIR", root.join("config").display().to_string()),
+            ("METASTREAM__KAFKA__BOOTSTRAP_SERVERS", kafka.clone()),
+            ("METASTREAM__KAFKA__TOPICS__INGEST", topic("ingest")),
+            ("METASTREAM__KAFKA__TOPICS__PROCESSED", topic("processed")),
+            ("METASTREAM__KAFKA__TOPICS__OUTPUT", topic("output")),
+            ("METASTREAM__KAFKA__TOPICS__DEAD_LETTER", topic("dead-letter")),
+            ("METASTREAM__KAFKA__CONSUMER_PROPERTIES__SESSION_TIMEOUT_MS", "6000".into()),
+            ("METASTREAM__KAFKA__CONSUMER_PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000".into()),
+            ("METASTREAM__REDIS__URL", redis_url.clone()),
+            ("METASTREAM__REDIS__KEY_PREFIX", key_prefix.clone()),
+            ("METASTREAM__SOURCES__REFRESH_MS", "500".into()),
+            ("METASTREAM__PRE_TRANSFORMER__GROUP_ID", topic("pre")),
+            ("METASTREAM__POST_TRANSFORMER__GROUP_ID", topic("post")),
+            ("METASTREAM__CONSUMER_API__GROUP_PREFIX", topic("consume-")),
+            ("METASTREAM__SHUTDOWN__DEADLINE_MS", "10000".into()),
+            ("RUST_LOG", "info,librdkafka=warn".into()),
+        ];
+        let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let logs = root.join(&args.out).join(scenario);
+        std::fs::create_dir_all(&logs)?;
+        let output_topic = topic("output");
+        let dead_letter_topic = topic("dead-letter");
+        let mut stack = Stack {
+            run_id: run_id.clone(),
+            kafka,
+            redis_url,
+            key_prefix,
+            output_topic,
+            dead_letter_topic,
+            env,
+            bin: root.join(&args.bin),
+            logs,
+            root,
+            procs: HashMap::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?,
+        };
+        stack.put_source_config().await?;
+        for c in [Component::Gateway, Component::Pre, Component::Post, Component::ConsumerApi] {
+            stack.spawn(c, 0)?;
+        }
+        for c in [Component::Gateway, Component::Pre, Component::Post, Component::ConsumerApi] {
+            stack.wait_ready(c.port(), Duration::from_secs(90)).await.with_context(|| format!("{} not ready", c.binary()))?;
+        }
+        Ok(stack)
+    }
+
+    /// The `faults` source: a cast that fails on poison events (dead-lettered), a timestamp,
+    /// processing info.
+    async fn put_source_config(&self) -> anyhow::Result<()> {
+        let pool = deadpool_redis::Config::from_url(&self.redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+        let mut conn = pool.get().await.context("redis unreachable")?;
+        let config = serde_json::json!({
+            "source": SOURCE,
+            "pre": [{"op": "cast", "params": {"fields": {"payload.n": "int"}}}, {"op": "add_timestamp"}],
+            "post": [{"op": "add_processing_info"}],
+            "on_error": "dead_letter",
+            "version": 1
+        });
+        let _: () = conn.hset(format!("{}sources", self.key_prefix), SOURCE, config.to_string()).await?;
+        Ok(())
+    }
+
+    /// Where the load goes.
+    pub fn target(&self) -> crate::load::Target {
+        crate::load::Target { http: self.http.clone(), gateway_url: self.gateway_url(), run_id: self.run_id.clone() }
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", Component::Gateway.port())
+    }
+
+    pub fn consumer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", Component::ConsumerApi.port())
+    }
+
+    fn spawn(&mut self, c: Component, instance: u16) -> anyhow::Result<()> {
+        let port = c.port() + 10 * instance;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{}-{instance}.log", c.binary())))?;
+        let child = Command::new(self.bin.join(c.binary()))
+            .current_dir(&self.root)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(format!("METASTREAM__{}__LISTEN", c.section()), format!("127.0.0.1:{port}"))
+            .env("HOSTNAME", format!("{}-{instance}", c.binary()))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} (run `make build` first)", self.bin.join(c.binary()).display()))?;
+        self.procs.insert((c, instance), child);
+        Ok(())
+    }
+
+    /// A second instance of a transformer in the same group.
+    pub async fn start_second(&mut self, c: Component) -> anyhow::Result<()> {
+        self.spawn(c, 1)?;
+        self.wait_ready(c.port() + 10, Duration::from_secs(60)).await
+    }
+
+    async fn wait_ready(&self, port: u16, within: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Ok(r) = self.http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("port {port} not ready within {within:?}")
+    }
+
+    fn pid_file(&self, c: Component) -> PathBuf {
+        match c {
+            Component::Broker => self.root.join("var/kafka/kafka.pid"),
+            _ => self.root.join("var/redis/redis.pid"),
+        }
+    }
+
+    /// SIGKILL: the component gets no chance to clean up.
+    pub async fn kill(&mut self, c: Component) -> anyhow::Result<()> {
+        match c {
+            Component::Broker | Component::Redis => {
+                let file = self.pid_file(c);
+                let pid = std::fs::read_to_string(&file)
+                    .with_context(|| format!("{} has no pid file: not started by the project's scripts", file.display()))?;
+                signal(pid.trim(), "-KILL").await?;
+                // Wait until it is gone.
+                for _ in 0..100 {
+                    if !alive(pid.trim()).await {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(())
+            }
+            _ => {
+                let mut child = self.procs.remove(&(c, 0)).context("not running")?;
+                child.kill().await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn terminate(&mut self, c: Component) -> anyhow::Result<()> {
+        let mut child = self.procs.remove(&(c, 0)).context("not running")?;
+        let pid = child.id().context("no pid")?.to_string();
+        signal(&pid, "-TERM").await?;
+        match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    bail!("{} exited with {status} on SIGTERM", c.binary());
+                }
+                Ok(())
+            }
+            Err(_) => bail!("{} did not exit within 30 s of SIGTERM", c.binary()),
+        }
+    }
+
+    /// Starts the component again; returns how long until the pipeline is ready again.
+    pub async fn restart(&mut self, c: Component) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        match c {
+            Component::Broker | Component::Redis => {
+                let script = if c == Component::Broker { "scripts/kafka.sh" } else { "scripts/redis.sh" };
+                let status = Command::new(self.root.join(script)).arg("start").current_dir(&self.root).status().await?;
+                if !status.success() {
+                    bail!("{script} start failed");
+                }
+                for s in [Component::Gateway, Component::Pre, Component::Post, Component::ConsumerApi] {
+                    self.wait_ready(s.port(), Duration::from_secs(120)).await?;
+                }
+            }
+            _ => {
+                self.spawn(c, 0)?;
+                self.wait_ready(c.port(), Duration::from_secs(90)).await?;
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// SIGTERM every service still running.
+    pub async fn stop(mut self) {
+        let keys: Vec<_> = self.procs.keys().copied().collect();
+        for key in keys {
+            if let Some(mut child) = self.procs.remove(&key) {
+                if let Some(pid) = child.id() {
+                    let _ = signal(&pid.to_string(), "-TERM").await;
+                }
+                if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+async fn signal(pid: &str, sig: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill").arg(sig).arg(pid).status().await?;
+    if !status.success() {
+        bail!("kill {sig} {pid} failed");
+    }
+    Ok(())
+}
+
+async fn alive(pid: &str) -> bool {
+    Command::new("kill").arg("-0").arg(pid).stderr(Stdio::null()).status().await.map(|s| s.success()).unwrap_or(false)
+}

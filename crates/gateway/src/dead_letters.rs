@@ -1,0 +1,259 @@
+//! Dead letters in the admin API:
+//!
+//! - `GET /v1/dead-letters?source=&reason=&limit=&cursor=`: a page of the dead-letter topic,
+//!   oldest first, with the headers that say why; `next_cursor` continues.
+//! - `POST /v1/dead-letters/replay` with `{"items": [{"partition", "offset"}…]}` or
+//!   `{"source": "...", "reason"?: "..."}`: sends each selected message back to the topic it
+//!   came from, unchanged (same key, same event id), e.g. after a config fix. A message is
+//!   replayed once; `"force": true` replays it again.
+//!
+//! Reading uses a consumer outside any group (assigned partitions), so it never moves anyone's
+//! offsets.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use adapters::http::{read_body, require_json, ApiError};
+use deadpool_redis::redis::AsyncCommands as _;
+use domain::schema::headers;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::State;
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/dead-letters", web::get().to(list)).route("/v1/dead-letters/replay", web::post().to(replay));
+}
+
+/// The longest a page read may take.
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+const MAX_PAGE: usize = 1000;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filter {
+    source: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    source: Option<String>,
+    reason: Option<String>,
+    limit: Option<usize>,
+    /// `partition:offset,...`: where the previous page stopped.
+    cursor: Option<String>,
+}
+
+fn header<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    m.headers()?.iter().find(|h| h.key == name).and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+fn matches(m: &OwnedMessage, f: &Filter) -> bool {
+    f.source.as_deref().is_none_or(|s| header(m, headers::SOURCE) == Some(s))
+        && f.reason.as_deref().is_none_or(|r| header(m, headers::DLQ_REASON) == Some(r))
+}
+
+fn describe(m: &OwnedMessage) -> Value {
+    let payload = m.payload().unwrap_or_default();
+    json!({
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "key": m.key().map(String::from_utf8_lossy),
+        "source": header(m, headers::SOURCE),
+        "event_id": header(m, headers::EVENT_ID),
+        "stage": header(m, headers::DLQ_STAGE),
+        "reason": header(m, headers::DLQ_REASON),
+        "error": header(m, headers::DLQ_ERROR),
+        "original": {
+            "topic": header(m, headers::DLQ_TOPIC),
+            "partition": header(m, headers::DLQ_PARTITION).and_then(|p| p.parse::<i32>().ok()),
+            "offset": header(m, headers::DLQ_OFFSET).and_then(|o| o.parse::<i64>().ok()),
+        },
+        "payload": serde_json::from_slice::<Value>(payload).unwrap_or_else(|_| json!(String::from_utf8_lossy(payload))),
+    })
+}
+
+/// Reads the dead-letter topic from `start` (per partition), keeping messages `keep` accepts,
+/// until `limit` are kept, every partition is read to its end, or the deadline passes.
+/// Returns the kept messages and where each partition stopped.
+fn scan(
+    state: &State,
+    start: &BTreeMap<i32, i64>,
+    limit: usize,
+    keep: impl Fn(&OwnedMessage) -> bool,
+) -> anyhow::Result<(Vec<OwnedMessage>, BTreeMap<i32, i64>)> {
+    let topic = &state.dead_letter_topic;
+    let consumer: BaseConsumer = state.reader_config.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let partitions: Vec<i32> = metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+    let mut position = BTreeMap::new();
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?;
+        let from = start.get(&p).copied().unwrap_or(low).max(low);
+        position.insert(p, from);
+        if from < high {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Offset(from))?;
+        }
+    }
+    let mut kept = Vec::new();
+    if ends.is_empty() {
+        return Ok((kept, position));
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + READ_DEADLINE;
+    while kept.len() < limit && !ends.is_empty() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let m = m.detach();
+                position.insert(m.partition(), m.offset() + 1);
+                if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+                    ends.remove(&m.partition());
+                }
+                if keep(&m) {
+                    kept.push(m);
+                }
+            }
+            Some(Err(err)) => anyhow::bail!("reading the dead-letter topic: {err}"),
+            None => {}
+        }
+    }
+    Ok((kept, position))
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, ApiError> {
+    let mut out = BTreeMap::new();
+    for part in cursor.unwrap_or("").split(',').filter(|s| !s.is_empty()) {
+        let (p, o) = part.split_once(':').ok_or_else(|| ApiError::BadRequest("cursor must be `partition:offset,...`".into()))?;
+        let p = p.parse().map_err(|_| ApiError::BadRequest("cursor partition must be a number".into()))?;
+        let o = o.parse().map_err(|_| ApiError::BadRequest("cursor offset must be a number".into()))?;
+        out.insert(p, o);
+    }
+    Ok(out)
+}
+
+fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable { what: format!("kafka: {err}"), retry_after_s: state.retry_after_s }
+}
+
+async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    crate::admin::authorize(&req, &state)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE}")));
+    }
+    let start = parse_cursor(query.cursor.as_deref())?;
+    let filter = Filter { source: query.source.clone(), reason: query.reason.clone() };
+    let st = state.clone();
+    let (kept, position) = web::block(move || scan(&st, &start, limit, |m| matches(m, &filter)))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?
+        .map_err(|e| kafka_unavailable(&state, e))?;
+    let cursor: Vec<String> = position.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "dead_letters": kept.iter().map(describe).collect::<Vec<_>>(),
+        "count": kept.len(),
+        "next_cursor": cursor.join(","),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    #[serde(default)]
+    items: Vec<Item>,
+    source: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    crate::admin::authorize(&req, &state)?;
+    require_json(&req)?;
+    let body = read_body(&req, body, state.max_body_bytes).await?;
+    let request: ReplayRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid replay request: {e}")))?;
+    if request.items.is_empty() && request.source.is_none() {
+        return Err(ApiError::BadRequest("name `items` to replay, or a `source` (optionally with a `reason`)".into()));
+    }
+    let wanted: std::collections::HashSet<(i32, i64)> = request.items.iter().map(|i| (i.partition, i.offset)).collect();
+    let filter = Filter { source: request.source.clone(), reason: request.reason.clone() };
+    let st = state.clone();
+    let (selected, _) = web::block(move || {
+        scan(&st, &BTreeMap::new(), usize::MAX, |m| {
+            if wanted.is_empty() { matches(m, &filter) } else { wanted.contains(&(m.partition(), m.offset())) }
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?
+    .map_err(|e| kafka_unavailable(&state, e))?;
+
+    let mut replayed = Vec::new();
+    let mut skipped = Vec::new();
+    for m in &selected {
+        let Some(topic) = header(m, headers::DLQ_TOPIC) else {
+            skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "no original topic header"}));
+            continue;
+        };
+        let marker = format!("{}dead-letters:replayed:{}:{}", state.key_prefix, m.partition(), m.offset());
+        if !request.force {
+            let first: bool = adapters::store::timed(state.redis_timeout, async {
+                let mut conn = state.pool.get().await?;
+                let set: bool = conn.set_nx(&marker, adapters::VERSION).await?;
+                Ok::<_, adapters::store::StoreError>(set)
+            })
+            .await
+            .map_err(|e| ApiError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s })?;
+            if !first {
+                skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "already replayed (use force)"}));
+                continue;
+            }
+        }
+        // The original headers, without the dead-letter ones, plus where the replay came from.
+        let mut h = OwnedHeaders::new();
+        if let Some(orig) = m.headers() {
+            for hd in orig.iter().filter(|hd| !hd.key.starts_with("metastream-dlq-")) {
+                h = h.insert(Header { key: hd.key, value: hd.value });
+            }
+        }
+        let from = format!("{}/{}/{}", state.dead_letter_topic, m.partition(), m.offset());
+        h = h.insert(Header { key: "metastream-replayed-from", value: Some(&from) });
+        let mut record = FutureRecord::to(topic).payload(m.payload().unwrap_or_default()).headers(h);
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        match state.producer.send(record, Timeout::After(Duration::from_secs(1))).await {
+            Ok(d) => replayed.push(json!({"partition": m.partition(), "offset": m.offset(), "to": {"topic": topic, "partition": d.partition, "offset": d.offset}})),
+            Err((err, _)) => {
+                // Free the marker so the replay can be retried.
+                let _ = adapters::store::timed(state.redis_timeout, async {
+                    let mut conn = state.pool.get().await?;
+                    let _: () = conn.del(&marker).await?;
+                    Ok::<_, adapters::store::StoreError>(())
+                })
+                .await;
+                return Err(kafka_unavailable(&state, err));
+            }
+        }
+    }
+    tracing::info!(replayed = replayed.len(), skipped = skipped.len(), "dead letters replayed");
+    Ok(HttpResponse::Ok().json(json!({"replayed": replayed, "skipped": skipped})))
+}
