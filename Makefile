@@ -1,13 +1,19 @@
 # metastream — two commands do everything: `make run` and `make test`.
 SHELL := /bin/bash
 CARGO ?= cargo
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+BIN_DIR := $(TARGET_DIR)/debug
+# The fault-injection suite: full size for `make test-faults`, reduced inside `make test`.
+FAULTS_FULL := --events 20000 --entities 2000 --poison 50
+FAULTS_QUICK := --events 3000 --entities 300 --poison 20
 
-.PHONY: help run stop status build infra infra-stop test test-unit test-e2e smoke fmt lint clean images k8s-validate
+.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults smoke fmt lint clean images k8s-validate
 
 help:
 	@echo "make run        start Kafka, Redis, the four services and the edge on :8080 (dev config)"
 	@echo "make stop       stop everything 'make run' started"
-	@echo "make test       start Kafka and Redis if needed, run every test (unit, end-to-end, smoke)"
+	@echo "make test       start Kafka and Redis if needed, run every test (unit, end-to-end, smoke, k8s, reduced fault suite)"
+	@echo "make test-faults  the full fault-injection suite (20,000 events per scenario)"
 	@echo "make infra      start only Kafka and Redis"
 	@echo "make images       build the metastream image (needs a Docker engine)"
 	@echo "make k8s-validate render and validate the Kubernetes manifests and the compose file"
@@ -36,11 +42,17 @@ stop:
 	scripts/kafka.sh stop
 	scripts/redis.sh stop
 
-# Everything: unit tests, end-to-end tests against the real broker and Redis, and a smoke run of
-# the dev stack with the prototype's two curl calls.
-test: infra k8s-validate
+# Everything: unit tests, end-to-end tests against the real broker and Redis, a smoke run of
+# the dev stack with the prototype's two curl calls, the manifests, and the fault-injection
+# suite at reduced size.
+test: infra build k8s-validate
 	$(CARGO) test --workspace --no-fail-fast
 	scripts/smoke.sh
+	$(BIN_DIR)/metastream-faults --bin $(BIN_DIR) $(FAULTS_QUICK)
+
+# Kills and restarts each component under load; checks nothing acknowledged is lost.
+test-faults: infra build
+	$(BIN_DIR)/metastream-faults --bin $(BIN_DIR) $(FAULTS_FULL)
 
 test-unit:
 	$(CARGO) test --workspace --lib --bins

@@ -2,13 +2,14 @@
 //! done, produce what they lead to and commit their offsets. Every effect is retried with
 //! backoff until it succeeds or the service shuts down; nothing is committed before its effects.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use deadpool_redis::Pool;
 use domain::schema::headers;
 use domain::Stage;
 use futures_util::future::join_all;
-use rdkafka::consumer::CommitMode;
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
@@ -70,9 +71,26 @@ pub struct Outgoing {
     pub headers: OwnedHeaders,
 }
 
+/// Why a message is dead-lettered.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// A stable word: `unparseable`, `missing_config`, `operation_failed`, `produce_failed`, ...
+    pub reason: &'static str,
+    pub error: String,
+    /// The failing operation's index in its list and its name, for `operation_failed`.
+    pub operation: Option<(usize, &'static str)>,
+}
+
+impl Failure {
+    pub fn new(reason: &'static str, error: impl Into<String>) -> Self {
+        Failure { reason, error: error.into(), operation: None }
+    }
+}
+
 /// The dead-letter form of `original`: same key and payload, with headers naming the stage,
-/// the reason, the error and where the message came from.
-pub fn dead_letter(original: &OwnedMessage, topic: &str, stage: Stage, reason: &str, error: &str) -> Outgoing {
+/// the reason, the failing operation, the error and where the message came from.
+pub fn dead_letter(original: &OwnedMessage, topic: &str, stage: Stage, failure: &Failure) -> Outgoing {
+    let (reason, error) = (failure.reason, failure.error.as_str());
     let mut h = OwnedHeaders::new_with_capacity(8);
     if let Some(orig) = original.headers() {
         for header in orig.iter() {
@@ -88,6 +106,12 @@ pub fn dead_letter(original: &OwnedMessage, topic: &str, stage: Stage, reason: &
         .insert(Header { key: headers::DLQ_TOPIC, value: Some(original.topic()) })
         .insert(Header { key: headers::DLQ_PARTITION, value: Some(&partition) })
         .insert(Header { key: headers::DLQ_OFFSET, value: Some(&offset) });
+    if let Some((index, op)) = failure.operation {
+        let index = index.to_string();
+        h = h
+            .insert(Header { key: headers::DLQ_OPERATION_INDEX, value: Some(&index) })
+            .insert(Header { key: headers::DLQ_OPERATION, value: Some(op) });
+    }
     Outgoing {
         topic: topic.to_owned(),
         key: original.key().map(|k| String::from_utf8_lossy(k).into_owned()),
@@ -153,7 +177,7 @@ pub async fn deliver(s: &Shared, batch: &[OwnedMessage], stage: Stage, outgoing:
         let m = &messages[index];
         tracing::warn!(topic = %m.topic, error = %err, "kafka refused a message for good; dead-lettering its source message");
         if let Some(origin) = origins[index].and_then(|o| batch.get(o)) {
-            dead.push(dead_letter(origin, &s.topics.dead_letter, stage, "produce_failed", &format!("{}: {err}", m.topic)));
+            dead.push(dead_letter(origin, &s.topics.dead_letter, stage, &Failure::new("produce_failed", format!("{}: {err}", m.topic))));
         }
     }
     let still = produce_all(&s.producer, &dead, &s.health, &s.shutdown).await?;
@@ -289,6 +313,60 @@ pub struct StageRunner {
     settings: crate::settings::TransformerSettings,
     input_topic: String,
     deadline: Duration,
+    /// Whether this stage writes the store (the pre-transformer), and so must redo recent work
+    /// when Redis restarts having lost its last writes.
+    guards_store: bool,
+}
+
+/// Closes the window Redis' `appendfsync everysec` leaves: a Redis that crashes may lose up to
+/// about a second of acknowledged writes whose Kafka offsets are already committed. The guard
+/// remembers the offsets of the batches of the last [`StoreGuard::WINDOW`]; when Redis' `run_id`
+/// changes (it restarted), it seeks each partition back to the oldest of them, so those events
+/// are processed and stored again. The store's versioned writes keep newer records; the output
+/// topic may see duplicates (at least once).
+#[derive(Default)]
+struct StoreGuard {
+    run_id: Option<String>,
+    recent: std::collections::VecDeque<(std::time::Instant, Vec<(String, i32, i64)>)>,
+}
+
+impl StoreGuard {
+    const WINDOW: Duration = Duration::from_secs(5);
+
+    fn record(&mut self, batch: &[OwnedMessage]) {
+        let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for m in batch {
+            let e = first.entry((m.topic().to_owned(), m.partition())).or_insert(m.offset());
+            *e = (*e).min(m.offset());
+        }
+        let now = std::time::Instant::now();
+        self.recent.push_back((now, first.into_iter().map(|((t, p), o)| (t, p, o)).collect()));
+        while self.recent.front().is_some_and(|(at, _)| now.duration_since(*at) > Self::WINDOW) {
+            self.recent.pop_front();
+        }
+    }
+
+    async fn check(&mut self, s: &Shared, consumer: &GroupConsumer) {
+        let Ok(current) = crate::store::run_id(&s.pool, s.redis_timeout).await else { return };
+        let restarted = self.run_id.as_ref().is_some_and(|known| *known != current);
+        self.run_id = Some(current);
+        if !restarted {
+            return;
+        }
+        let mut rewind: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for (_, parts) in self.recent.drain(..) {
+            for (t, p, o) in parts {
+                let e = rewind.entry((t, p)).or_insert(o);
+                *e = (*e).min(o);
+            }
+        }
+        for ((topic, partition), offset) in rewind {
+            match consumer.seek(&topic, partition, rdkafka::Offset::Offset(offset), Duration::from_secs(5)) {
+                Ok(()) => tracing::warn!(topic, partition, offset, "redis restarted: reprocessing recent events it may have lost"),
+                Err(err) => tracing::warn!(topic, partition, error = %err, "redis restarted but rewinding failed"),
+            }
+        }
+    }
 }
 
 impl StageRunner {
@@ -337,6 +415,7 @@ impl StageRunner {
             settings: t.clone(),
             input_topic: input_topic.clone(),
             deadline: settings.shutdown.deadline(),
+            guards_store: service == Service::PreTransformer,
         })
     }
 
@@ -361,11 +440,18 @@ impl StageRunner {
         tracing::info!(group = %self.settings.group_id, topic = %self.input_topic, "consuming");
         let linger = Duration::from_millis(self.settings.batch_linger_ms);
         let mut last_done: Vec<OwnedMessage> = Vec::new();
+        let mut guard = self.guards_store.then(StoreGuard::default);
         while let Some(batch) = next_batch(&self.consumer, self.settings.batch_size, linger, &s.shutdown).await {
+            if let Some(guard) = guard.as_mut() {
+                guard.check(s, &self.consumer).await;
+            }
             match processor.process(&batch).await {
                 Ok(()) => {
                     s.health.clear_trouble();
                     commit(&self.consumer, &batch, CommitMode::Async);
+                    if let Some(guard) = guard.as_mut() {
+                        guard.record(&batch);
+                    }
                     last_done = batch;
                 }
                 Err(Interrupted) => break,
@@ -394,7 +480,7 @@ pub enum Applied {
     /// An operation failed and the source's policy is `skip`.
     Skipped,
     /// To the dead-letter topic, for this reason.
-    DeadLetter { reason: &'static str, error: String },
+    DeadLetter(Failure),
 }
 
 /// Applies `stage`'s operations of the event's source, following the source's `on_error`
@@ -414,7 +500,7 @@ pub async fn apply(
     loop {
         let Some(source) = s.catalog.resolve(original.source.as_str()) else {
             let error = format!("source `{}` has no configuration", original.source);
-            return Ok(Applied::DeadLetter { reason: "missing_config", error });
+            return Ok(Applied::DeadLetter(Failure::new("missing_config", error)));
         };
         let mut event = original.clone();
         let ctx = domain::Context {
@@ -435,7 +521,8 @@ pub async fn apply(
             }
             Err(err) => match source.config().on_error {
                 OnError::DeadLetter => {
-                    return Ok(Applied::DeadLetter { reason: "operation_failed", error: err.to_string() })
+                    let operation = Some((err.index, err.op));
+                    return Ok(Applied::DeadLetter(Failure { reason: "operation_failed", error: err.to_string(), operation }));
                 }
                 OnError::Skip => {
                     tracing::warn!(event_id = %id, source = %src, error = %err, "operation failed; skipping the event (on_error: skip)");

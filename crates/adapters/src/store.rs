@@ -64,3 +64,17 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), StoreError> {
     })
     .await
 }
+
+/// Redis' `run_id`: changes when the server restarts.
+///
+/// # Errors
+/// When Redis does not answer.
+pub async fn run_id(pool: &Pool, timeout: Duration) -> Result<String, StoreError> {
+    timed(timeout, async {
+        let mut conn = pool.get().await?;
+        let info: String = deadpool_redis::redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+        let id = info.lines().find_map(|l| l.strip_prefix("run_id:")).unwrap_or_default().trim().to_owned();
+        Ok::<_, StoreError>(id)
+    })
+    .await
+}

@@ -81,6 +81,8 @@ pub mod headers {
     pub const DLQ_TOPIC: &str = "metastream-dlq-original-topic";
     pub const DLQ_PARTITION: &str = "metastream-dlq-original-partition";
     pub const DLQ_OFFSET: &str = "metastream-dlq-original-offset";
+    pub const DLQ_OPERATION: &str = "metastream-dlq-operation";
+    pub const DLQ_OPERATION_INDEX: &str = "metastream-dlq-operation-index";
 }
 
 #[cfg(test)]

@@ -72,6 +72,8 @@ fn describe(m: &OwnedMessage) -> Value {
         "stage": header(m, headers::DLQ_STAGE),
         "reason": header(m, headers::DLQ_REASON),
         "error": header(m, headers::DLQ_ERROR),
+        "operation": header(m, headers::DLQ_OPERATION),
+        "operation_index": header(m, headers::DLQ_OPERATION_INDEX).and_then(|i| i.parse::<usize>().ok()),
         "original": {
             "topic": header(m, headers::DLQ_TOPIC),
             "partition": header(m, headers::DLQ_PARTITION).and_then(|p| p.parse::<i32>().ok()),

@@ -7,7 +7,7 @@
 
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
-use adapters::stage::{self, Applied, Interrupted, Outgoing, Processor, Shared, StageRunner};
+use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processor, Shared, StageRunner};
 use adapters::Settings;
 use domain::{Event, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
@@ -53,8 +53,8 @@ impl Processor for PostProcessor {
         for (index, message) in batch.iter().enumerate() {
             match message.payload().map(ProcessedNotice::from_wire) {
                 Some(Ok(notice)) => notices.push((index, notice)),
-                Some(Err(err)) => outgoing.push((dead_letter(s, message, "unparseable", &err.to_string()), None)),
-                None => outgoing.push((dead_letter(s, message, "unparseable", "message has no payload"), None)),
+                Some(Err(err)) => outgoing.push((dead_letter(s, message, Failure::new("unparseable", err.to_string())), None)),
+                None => outgoing.push((dead_letter(s, message, Failure::new("unparseable", "message has no payload")), None)),
             }
         }
         let keys: Vec<String> = notices
@@ -70,12 +70,12 @@ impl Processor for PostProcessor {
                 None => match fetched.next().flatten().map(|bytes| Event::from_wire(&bytes)) {
                     Some(Ok(record)) => record,
                     Some(Err(err)) => {
-                        outgoing.push((dead_letter(s, message, "unparseable_record", &err.to_string()), None));
+                        outgoing.push((dead_letter(s, message, Failure::new("unparseable_record", err.to_string())), None));
                         continue;
                     }
                     None => {
                         let error = format!("no processed record for {}:{} in redis", notice.source, notice.id);
-                        outgoing.push((dead_letter(s, message, "record_missing", &error), None));
+                        outgoing.push((dead_letter(s, message, Failure::new("record_missing", error)), None));
                         continue;
                     }
                 },
@@ -126,12 +126,12 @@ impl PostProcessor {
                 })
             }
             Applied::Filtered | Applied::Skipped => None,
-            Applied::DeadLetter { reason, error } => Some(dead_letter(s, message, reason, &error)),
+            Applied::DeadLetter(failure) => Some(dead_letter(s, message, failure)),
         })
     }
 }
 
-fn dead_letter(s: &Shared, message: &OwnedMessage, reason: &str, error: &str) -> Outgoing {
-    tracing::warn!(reason, error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
-    stage::dead_letter(message, &s.topics.dead_letter, Stage::Post, reason, error)
+fn dead_letter(s: &Shared, message: &OwnedMessage, failure: Failure) -> Outgoing {
+    tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
+    stage::dead_letter(message, &s.topics.dead_letter, Stage::Post, &failure)
 }

@@ -8,7 +8,7 @@
 
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
-use adapters::stage::{self, Applied, Interrupted, Outgoing, Processor, Shared, StageRunner};
+use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processor, Shared, StageRunner};
 use adapters::Settings;
 use domain::{Event, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
@@ -82,7 +82,7 @@ return stale
 /// What one consumed message leads to.
 enum Disposition {
     Store(Box<Event>),
-    DeadLetter { reason: &'static str, error: String },
+    DeadLetter(Failure),
     Skip,
 }
 
@@ -106,9 +106,9 @@ impl Processor for PreProcessor {
                     let out = Outgoing { topic: s.topics.processed.clone(), key, payload: notice.to_wire(), headers };
                     outgoing.push((out, Some(index)));
                 }
-                Disposition::DeadLetter { reason, error } => {
-                    tracing::warn!(reason, error = %error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
-                    outgoing.push((stage::dead_letter(message, &s.topics.dead_letter, Stage::Pre, reason, &error), None));
+                Disposition::DeadLetter(failure) => {
+                    tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
+                    outgoing.push((stage::dead_letter(message, &s.topics.dead_letter, Stage::Pre, &failure), None));
                 }
                 Disposition::Skip => {}
             }
@@ -144,11 +144,11 @@ impl PreProcessor {
     async fn decide(&self, message: &OwnedMessage) -> Result<Disposition, Interrupted> {
         let s = &self.0;
         let Some(bytes) = message.payload() else {
-            return Ok(Disposition::DeadLetter { reason: "unparseable", error: "message has no payload".into() });
+            return Ok(Disposition::DeadLetter(Failure::new("unparseable", "message has no payload")));
         };
         let mut original = match Event::from_wire(bytes) {
             Ok(e) => e,
-            Err(err) => return Ok(Disposition::DeadLetter { reason: "unparseable", error: err.to_string() }),
+            Err(err) => return Ok(Disposition::DeadLetter(Failure::new("unparseable", err.to_string()))),
         };
         // Operations may read the incoming headers, and decide the downstream ones.
         original.routing.headers = stage::message_headers(message);
@@ -161,7 +161,7 @@ impl PreProcessor {
                 Disposition::Store(Box::new(event))
             }
             Applied::Filtered | Applied::Skipped => Disposition::Skip,
-            Applied::DeadLetter { reason, error } => Disposition::DeadLetter { reason, error },
+            Applied::DeadLetter(failure) => Disposition::DeadLetter(failure),
         })
     }
 }
