@@ -169,3 +169,55 @@ async fn unknown_sources_can_fall_back_to_a_default_config() {
     assert_eq!(events[0]["source"], "newcomer");
     assert!(events[0]["payload"]["seen"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_sends_events_to_the_routed_topic_and_filter_drops_exactly_the_matching_ones() {
+    let stack = Stack::start().await;
+    let routed = format!("{}.pii", stack.settings.kafka.topics.output);
+    // Routed topics are created by operators, like the pipeline's own.
+    let mut k = stack.settings.kafka.clone();
+    k.topics.output = routed.clone();
+    adapters::kafka::ensure_topics(&k).await.unwrap();
+
+    let config = json!({
+        "pre": [
+            {"op": "filter", "params": {"drop_when": {"equals": {"path": "payload.status", "value": "draft"}}}},
+            {"op": "classify", "params": {"rules": [{"tag": "PII", "field_names": ["(?i)e-?mail"]}]}}
+        ],
+        "post": [
+            {"op": "route", "params": {"topic": routed.clone()}, "when": {"exists": "payload.email"}},
+            {"op": "set_key", "params": {"fields": ["payload.owner"]}, "when": {"exists": "payload.owner"}},
+            {"op": "insert_header", "params": {"name": "x-classified", "value": "yes"}}
+        ]
+    });
+    let (status, _, body) = stack.admin(Method::PUT, "/v1/sources/github", Some(config), None).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let events = [
+        json!({"id": "r-1", "source": "github", "payload": {"status": "open", "email": "a@b.c", "owner": "team-a"}}),
+        json!({"id": "r-2", "source": "github", "payload": {"status": "draft", "email": "x@y.z"}}),
+        json!({"id": "r-3", "source": "github", "payload": {"status": "open"}}),
+        json!({"id": "r-4", "source": "github", "payload": {"status": "draft"}}),
+        json!({"id": "r-5", "source": "github", "payload": {"status": "merged"}}),
+    ];
+    for e in &events {
+        assert_eq!(stack.ingest(e).await.0, 202);
+    }
+    // The PII event goes to the routed topic, with the key and header the operations chose...
+    let pii = stack.read_topic(&routed, 1, Duration::from_secs(20)).await;
+    assert_eq!(pii.len(), 1);
+    let e: Value = serde_json::from_slice(&pii[0].payload).unwrap();
+    assert_eq!(e["id"], "r-1");
+    assert_eq!(e["metadata"]["tags"], json!(["PII"]), "{e}");
+    assert_eq!(pii[0].header("x-classified"), Some("yes"));
+    assert!(e.get("routing").is_none(), "routing travels as the Kafka message's topic, key and headers");
+    // ...the others to the output topic, and the drafts nowhere.
+    let rest = stack.consume("default", 2, Duration::from_secs(20)).await;
+    let ids: Vec<_> = rest.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"r-3") && ids.contains(&"r-5"), "{ids:?}");
+    let (_, late) = stack.get("/consume?wait_ms=1500").await;
+    assert_eq!(late["count"], 0, "filtered events must not appear: {late}");
+    assert!(stack.stored("github", "r-2").await.is_none(), "a filtered event is not stored");
+}
