@@ -8,6 +8,7 @@ mod harness;
 mod admin;
 mod delivery;
 mod guarantees;
+mod observability;
 mod errors;
 mod prototype;
 mod sources;

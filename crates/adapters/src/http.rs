@@ -195,9 +195,42 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
 }
 
-/// Registers `/healthz` and `/readyz`.
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn metrics(metrics: web::Data<std::sync::Arc<crate::metrics::Metrics>>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
+}
+
+/// Registers `/healthz`, `/readyz` and `/metrics`.
 pub fn health_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// Middleware counting requests and timing them by route pattern, method and status
+/// (`actix_web::middleware::from_fn(adapters::http::record_metrics)`).
+///
+/// # Errors
+/// Whatever the wrapped service returns.
+pub async fn record_metrics(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let metrics = req.app_data::<web::Data<std::sync::Arc<crate::metrics::Metrics>>>().cloned();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    if let Some(m) = metrics {
+        let attrs = [
+            opentelemetry::KeyValue::new("route", route),
+            opentelemetry::KeyValue::new("method", method),
+            opentelemetry::KeyValue::new("status", i64::from(res.status().as_u16())),
+        ];
+        m.http_requests.add(1, &attrs);
+        m.http_duration.record(started.elapsed().as_secs_f64(), &attrs);
+    }
+    Ok(res)
 }
 
 /// Binds `listen` (port 0 picks a free port) and returns the listener with its port.
@@ -214,12 +247,19 @@ pub fn bind(listen: &str) -> anyhow::Result<(TcpListener, u16)> {
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub fn health_server(listen: &str, health: Health) -> anyhow::Result<(actix_web::dev::Server, u16)> {
+pub fn health_server(
+    listen: &str,
+    health: Health,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<(actix_web::dev::Server, u16)> {
     let (listener, port) = bind(listen)?;
     let health = web::Data::new(health);
+    let metrics = web::Data::new(metrics);
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(health.clone())
+            .app_data(metrics.clone())
+            .wrap(actix_web::middleware::from_fn(record_metrics))
             .configure(health_routes)
             .default_service(web::to(not_found))
     })

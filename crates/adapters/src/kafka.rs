@@ -43,13 +43,37 @@ pub fn producer(k: &KafkaSettings) -> anyhow::Result<FutureProducer> {
     c.create().context("creating Kafka producer")
 }
 
-/// Logs rebalances, so operators can see partitions move between instances.
-pub struct LoggingContext;
+/// Logs and counts rebalances, so operators can see partitions move between instances, and
+/// turns librdkafka's statistics into consumer-lag gauges.
+pub struct LoggingContext {
+    group: String,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+}
 
-impl ClientContext for LoggingContext {}
+impl ClientContext for LoggingContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(metrics) = &self.metrics else { return };
+        let lags = statistics.topics.values().flat_map(|t| {
+            t.partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                .map(|p| (t.topic.clone(), p.partition, p.consumer_lag))
+                .collect::<Vec<_>>()
+        });
+        metrics.set_lags(&self.group, lags);
+    }
+}
 
 impl ConsumerContext for LoggingContext {
     fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Some(m) = &self.metrics {
+            let kind = match rebalance {
+                Rebalance::Assign(_) => "assign",
+                Rebalance::Revoke(_) => "revoke",
+                Rebalance::Error(_) => "error",
+            };
+            m.rebalances.add(1, &[opentelemetry::KeyValue::new("group", self.group.clone()), opentelemetry::KeyValue::new("kind", kind)]);
+        }
         match rebalance {
             Rebalance::Assign(tpl) => tracing::info!(partitions = %describe(tpl), "partitions assigned"),
             Rebalance::Revoke(tpl) => tracing::info!(partitions = %describe(tpl), "partitions revoked"),
@@ -69,18 +93,27 @@ pub type GroupConsumer = StreamConsumer<LoggingContext>;
 ///
 /// # Errors
 /// When librdkafka rejects the configuration or the subscription.
-pub fn consumer(k: &KafkaSettings, group_id: &str, topics: &[&str]) -> anyhow::Result<GroupConsumer> {
+pub fn consumer(
+    k: &KafkaSettings,
+    group_id: &str,
+    topics: &[&str],
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+) -> anyhow::Result<GroupConsumer> {
     let mut c = base_config(k, &k.consumer_properties);
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky");
+    if metrics.is_some() {
+        // Consumer lag comes from librdkafka's own statistics.
+        c.set("statistics.interval.ms", "5000");
+    }
     for (key, value) in &k.consumer_properties {
         c.set(key, value);
     }
-    let consumer: GroupConsumer =
-        c.create_with_context(LoggingContext).context("creating Kafka consumer")?;
+    let context = LoggingContext { group: group_id.to_owned(), metrics };
+    let consumer: GroupConsumer = c.create_with_context(context).context("creating Kafka consumer")?;
     consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
     Ok(consumer)
 }

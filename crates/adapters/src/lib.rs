@@ -7,6 +7,7 @@
 //! - [`sources`]: source configs in Redis (seeding, loading) and the cached, refreshed catalog.
 //! - [`http`]: the JSON error shape, bearer auth, health endpoints.
 //! - [`health`]: readiness, as the probes see it.
+//! - [`metrics`]: instruments, OTLP export and the Prometheus `/metrics` text.
 //! - [`telemetry`]: `tracing` set-up, with optional OTLP trace export.
 //! - [`shutdown`]: the SIGTERM/SIGINT signal `main` hands to the services.
 //! - [`retry`]: capped exponential backoff with jitter.
@@ -15,6 +16,7 @@
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

@@ -209,6 +209,7 @@ return {1, curv}
 /// The compiled configs of every source, refreshed from Redis.
 pub struct SourceCatalog {
     store: SourceStore,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     sources: RwLock<Option<HashMap<String, Arc<CompiledSource>>>>,
     /// The config applied to sources that have none (`sources.unknown: default`).
     fallback: Option<String>,
@@ -216,7 +217,7 @@ pub struct SourceCatalog {
 
 impl SourceCatalog {
     pub fn new(store: SourceStore, fallback: Option<String>) -> Arc<Self> {
-        Arc::new(SourceCatalog { store, sources: RwLock::new(None), fallback })
+        Arc::new(SourceCatalog { store, metrics: None, sources: RwLock::new(None), fallback })
     }
 
     pub fn store(&self) -> &SourceStore {
@@ -262,6 +263,9 @@ impl SourceCatalog {
                 Ok(c) => {
                     if old.get(&name).is_none_or(|o| o.version() != c.version()) {
                         tracing::info!(source = %name, version = c.version(), "source config loaded");
+                        if let Some(m) = &self.metrics {
+                            m.config_reloads.add(1, &[]);
+                        }
                     }
                     next.insert(name, c);
                 }
@@ -307,13 +311,24 @@ impl SourceCatalog {
         settings: &crate::Settings,
         pool: Pool,
         shutdown: CancellationToken,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<Arc<SourceCatalog>> {
         let store = SourceStore::new(pool, KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout());
         let fallback = match settings.sources.unknown {
             crate::settings::UnknownSourcePolicy::Reject => None,
             crate::settings::UnknownSourcePolicy::Default => Some(settings.sources.default_config.clone()),
         };
-        let catalog = SourceCatalog::new(store.clone(), fallback);
+        let catalog = Arc::new(SourceCatalog { store: store.clone(), metrics: Some(metrics.clone()), sources: RwLock::new(None), fallback });
+        let weak = Arc::downgrade(&catalog);
+        metrics.gauge("metastream_source_config_version", "The config version each source runs with", move || {
+            let Some(c) = weak.upgrade() else { return Vec::new() };
+            let sources = c.sources.read().expect("catalog lock");
+            sources
+                .iter()
+                .flat_map(|m| m.iter())
+                .map(|(name, s)| (s.version() as i64, vec![opentelemetry::KeyValue::new("source", name.clone())]))
+                .collect()
+        });
         let seed_file = settings.sources.seed_file.clone();
         let first = async {
             store.seed_from_file(&seed_file).await?;

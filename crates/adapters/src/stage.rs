@@ -168,7 +168,7 @@ fn permanent(err: &rdkafka::error::KafkaError) -> bool {
 /// [`Interrupted`] when shutdown comes first.
 pub async fn deliver(s: &Shared, batch: &[OwnedMessage], stage: Stage, outgoing: Vec<(Outgoing, Option<usize>)>) -> Result<(), Interrupted> {
     let (messages, origins): (Vec<Outgoing>, Vec<Option<usize>>) = outgoing.into_iter().unzip();
-    let refused = produce_all(&s.producer, &messages, &s.health, &s.shutdown).await?;
+    let refused = produce_all(s, &messages).await?;
     if refused.is_empty() {
         return Ok(());
     }
@@ -177,10 +177,11 @@ pub async fn deliver(s: &Shared, batch: &[OwnedMessage], stage: Stage, outgoing:
         let m = &messages[index];
         tracing::warn!(topic = %m.topic, error = %err, "kafka refused a message for good; dead-lettering its source message");
         if let Some(origin) = origins[index].and_then(|o| batch.get(o)) {
+            s.count_dead_letter(stage, &source_of(origin), "produce_failed");
             dead.push(dead_letter(origin, &s.topics.dead_letter, stage, &Failure::new("produce_failed", format!("{}: {err}", m.topic))));
         }
     }
-    let still = produce_all(&s.producer, &dead, &s.health, &s.shutdown).await?;
+    let still = produce_all(s, &dead).await?;
     if !still.is_empty() {
         // The dead-letter topic itself refuses: hold the batch (it will be retried), loudly.
         s.health.set_trouble("the dead-letter topic refuses messages");
@@ -195,12 +196,8 @@ pub async fn deliver(s: &Shared, batch: &[OwnedMessage], stage: Stage, outgoing:
 ///
 /// # Errors
 /// [`Interrupted`] when shutdown comes first.
-pub async fn produce_all(
-    producer: &FutureProducer,
-    messages: &[Outgoing],
-    health: &Health,
-    shutdown: &CancellationToken,
-) -> Result<Vec<(usize, rdkafka::error::KafkaError)>, Interrupted> {
+pub async fn produce_all(s: &Shared, messages: &[Outgoing]) -> Result<Vec<(usize, rdkafka::error::KafkaError)>, Interrupted> {
+    let (producer, health, shutdown) = (&s.producer, &s.health, &s.shutdown);
     let mut refused = Vec::new();
     let mut pending: Vec<(usize, &Outgoing)> = messages.iter().enumerate().collect();
     let mut backoff = Backoff::infra();
@@ -216,6 +213,9 @@ pub async fn produce_all(
         let mut failed = Vec::new();
         let mut last_error = None;
         for ((i, m), result) in pending.into_iter().zip(results) {
+            if result.is_err() {
+                s.metrics.delivery_errors.add(1, &[opentelemetry::KeyValue::new("topic", m.topic.clone())]);
+            }
             match result {
                 Ok(_) => {}
                 Err((err, _)) if permanent(&err) => refused.push((i, err)),
@@ -281,6 +281,44 @@ pub fn commit(consumer: &GroupConsumer, batch: &[OwnedMessage], mode: CommitMode
     }
 }
 
+impl Shared {
+    /// Counts an event's outcome in a stage: `stored`, `published`, `filtered`, `skipped`,
+    /// `dead_lettered`.
+    pub fn count(&self, stage: Stage, source: &str, outcome: &'static str) {
+        self.metrics.events_processed.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("stage", stage.as_str()),
+                opentelemetry::KeyValue::new("source", source.to_owned()),
+                opentelemetry::KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+
+    /// Counts a dead letter (and the `dead_lettered` outcome).
+    pub fn count_dead_letter(&self, stage: Stage, source: &str, reason: &'static str) {
+        self.count(stage, source, "dead_lettered");
+        self.metrics.dead_letters.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("stage", stage.as_str()),
+                opentelemetry::KeyValue::new("source", source.to_owned()),
+                opentelemetry::KeyValue::new("reason", reason),
+            ],
+        );
+    }
+}
+
+/// The source a consumed message names in its headers, or `unknown`.
+pub fn source_of(message: &OwnedMessage) -> String {
+    message
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == headers::SOURCE).and_then(|h| h.value))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
 /// What a transformer does with a batch; the [`StageRunner`] does the rest.
 pub trait Processor {
     /// Makes every effect of the batch durable (Redis written, messages acknowledged).
@@ -302,6 +340,7 @@ pub struct Shared {
     pub redis_timeout: Duration,
     pub instance: String,
     pub shutdown: CancellationToken,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// A transformer's consume loop: batches in, [`Processor`] over them, offsets committed after.
@@ -316,6 +355,7 @@ pub struct StageRunner {
     /// Whether this stage writes the store (the pre-transformer), and so must redo recent work
     /// when Redis restarts having lost its last writes.
     guards_store: bool,
+    stage: Stage,
 }
 
 /// Closes the window Redis' `appendfsync everysec` leaves: a Redis that crashes may lose up to
@@ -390,13 +430,15 @@ impl StageRunner {
         if settings.kafka.create_topics {
             crate::kafka::ensure_topics(&settings.kafka).await?;
         }
+        let metrics = crate::metrics::Metrics::new(service.name(), &settings.telemetry.otlp_endpoint);
         let producer = crate::kafka::producer(&settings.kafka)?;
-        let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic])?;
+        let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic], Some(metrics.clone()))?;
         let pool = crate::store::pool(&settings.redis)?;
-        let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone()).await?;
+        crate::metrics::register_client_gauges(&metrics, &producer, &pool);
+        let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
         let probe = crate::kafka::probe(&settings.kafka, input_topic)?;
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
-        let (health_server, port) = crate::http::health_server(&t.listen, health.clone())?;
+        let (health_server, port) = crate::http::health_server(&t.listen, health.clone(), metrics.clone())?;
         Ok(StageRunner {
             consumer,
             shared: Shared {
@@ -409,6 +451,7 @@ impl StageRunner {
                 redis_timeout: settings.redis.timeout(),
                 instance: crate::instance_id(),
                 shutdown,
+                metrics,
             },
             health_server,
             port,
@@ -416,6 +459,7 @@ impl StageRunner {
             input_topic: input_topic.clone(),
             deadline: settings.shutdown.deadline(),
             guards_store: service == Service::PreTransformer,
+            stage: if service == Service::PreTransformer { Stage::Pre } else { Stage::Post },
         })
     }
 
@@ -445,7 +489,12 @@ impl StageRunner {
             if let Some(guard) = guard.as_mut() {
                 guard.check(s, &self.consumer).await;
             }
-            match processor.process(&batch).await {
+            let started = std::time::Instant::now();
+            let stage_attr = [opentelemetry::KeyValue::new("stage", self.stage.as_str())];
+            let result = processor.process(&batch).await;
+            s.metrics.batch_duration.record(started.elapsed().as_secs_f64(), &stage_attr);
+            s.metrics.batch_size.record(batch.len() as u64, &stage_attr);
+            match result {
                 Ok(()) => {
                     s.health.clear_trouble();
                     commit(&self.consumer, &batch, CommitMode::Async);
@@ -519,7 +568,17 @@ pub async fn apply(
                 tracing::debug!(event_id = %id, source = %src, index, op, "event filtered");
                 return Ok(Applied::Filtered);
             }
-            Err(err) => match source.config().on_error {
+            Err(err) => match {
+                s.metrics.operation_failures.add(
+                    1,
+                    &[
+                        opentelemetry::KeyValue::new("stage", stage.as_str()),
+                        opentelemetry::KeyValue::new("source", src.to_string()),
+                        opentelemetry::KeyValue::new("operation", err.op),
+                    ],
+                );
+                source.config().on_error
+            } {
                 OnError::DeadLetter => {
                     let operation = Some((err.index, err.op));
                     return Ok(Applied::DeadLetter(Failure { reason: "operation_failed", error: err.to_string(), operation }));

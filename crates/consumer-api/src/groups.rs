@@ -14,6 +14,7 @@ use rdkafka::message::OwnedMessage;
 pub(crate) struct Groups {
     kafka: KafkaSettings,
     prefix: String,
+    metrics: std::sync::Arc<adapters::metrics::Metrics>,
     groups: Mutex<HashMap<String, Arc<ApiGroup>>>,
 }
 
@@ -24,8 +25,8 @@ pub(crate) struct ApiGroup {
 }
 
 impl Groups {
-    pub fn new(kafka: KafkaSettings, prefix: String) -> Self {
-        Groups { kafka, prefix, groups: Mutex::new(HashMap::new()) }
+    pub fn new(kafka: KafkaSettings, prefix: String, metrics: std::sync::Arc<adapters::metrics::Metrics>) -> Self {
+        Groups { kafka, prefix, metrics, groups: Mutex::new(HashMap::new()) }
     }
 
     /// The group's consumer, created and subscribed on first use.
@@ -38,7 +39,7 @@ impl Groups {
             return Ok(g.clone());
         }
         let group_id = format!("{}{name}", self.prefix);
-        let consumer = adapters::kafka::consumer(&self.kafka, &group_id, &[&self.kafka.topics.output])?;
+        let consumer = adapters::kafka::consumer(&self.kafka, &group_id, &[&self.kafka.topics.output], Some(self.metrics.clone()))?;
         tracing::info!(group = %group_id, "api consumer group created");
         let g = Arc::new(ApiGroup { consumer, handed_out: tokio::sync::Mutex::new(Vec::new()) });
         groups.insert(name.to_owned(), g.clone());

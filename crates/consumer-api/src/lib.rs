@@ -30,6 +30,7 @@ pub(crate) struct State {
     pub redis_timeout: Duration,
     pub limits: ConsumerApiSettings,
     pub retry_after_s: u32,
+    pub metrics: std::sync::Arc<adapters::metrics::Metrics>,
 }
 
 /// A built consumer-api, listening, not yet serving.
@@ -50,7 +51,9 @@ impl Application {
             adapters::kafka::ensure_topics(&settings.kafka).await?;
         }
         let pool = adapters::store::pool(&settings.redis)?;
-        let groups = groups::Groups::new(settings.kafka.clone(), settings.consumer_api.group_prefix.clone());
+        let metrics = adapters::metrics::Metrics::new(Service::ConsumerApi.name(), &settings.telemetry.otlp_endpoint);
+        adapters::metrics::register_pool_gauge(&metrics, &pool);
+        let groups = groups::Groups::new(settings.kafka.clone(), settings.consumer_api.group_prefix.clone(), metrics.clone());
         // Join the default group now, so the first call does not wait for it.
         groups.get(&settings.consumer_api.default_group)?;
         let probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.output)?;
@@ -63,12 +66,16 @@ impl Application {
             redis_timeout: settings.redis.timeout(),
             limits: settings.consumer_api.clone(),
             retry_after_s: settings.gateway.retry_after_s,
+            metrics: metrics.clone(),
         });
+        let metrics_data = web::Data::new(metrics);
         let (listener, port) = adapters::http::bind(&settings.consumer_api.listen)?;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(health.clone())
+                .app_data(metrics_data.clone())
+                .wrap(actix_web::middleware::from_fn(adapters::http::record_metrics))
                 .app_data(web::QueryConfig::default().error_handler(|err, _| ApiError::BadRequest(err.to_string()).into()))
                 .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::BadRequest(err.to_string()).into()))
                 .configure(health_routes)

@@ -44,6 +44,7 @@ async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::
         retry_after_s: state.retry_after_s,
     })?;
     let messages = api_group.next(max, Duration::from_millis(wait_ms)).await;
+    state.metrics.events_delivered.add(messages.len() as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
     let events: Vec<Value> = messages
         .iter()
         .map(|m| {
@@ -69,13 +70,15 @@ async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: we
     let source = SourceName::parse(source).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let id = EventId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let key = state.keys.processed(&source, &id);
-    let record: Option<Vec<u8>> = adapters::store::timed(state.redis_timeout, async {
+    let started = std::time::Instant::now();
+    let record: Result<Option<Vec<u8>>, _> = adapters::store::timed(state.redis_timeout, async {
         let mut conn = state.pool.get().await?;
         let v: Option<Vec<u8>> = conn.get(&key).await?;
         Ok::<_, adapters::store::StoreError>(v)
     })
-    .await
-    .map_err(|e| ApiError::Unavailable { what: format!("cannot read the record: {e}"), retry_after_s: state.retry_after_s })?;
+    .await;
+    state.metrics.redis("get", started, &record);
+    let record = record.map_err(|e| ApiError::Unavailable { what: format!("cannot read the record: {e}"), retry_after_s: state.retry_after_s })?;
     match record {
         Some(bytes) => Ok(HttpResponse::Ok().content_type("application/json").body(bytes)),
         None => Err(ApiError::NotFound(format!("no processed record for source `{source}` and id `{id}`"))),

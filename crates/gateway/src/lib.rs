@@ -36,6 +36,7 @@ pub(crate) struct State {
     pub retry_after_s: u32,
     pub produce_timeout: Duration,
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub metrics: Arc<adapters::metrics::Metrics>,
     pub pool: deadpool_redis::Pool,
     pub key_prefix: String,
     pub redis_timeout: Duration,
@@ -66,7 +67,14 @@ impl Application {
             adapters::kafka::ensure_topics(&settings.kafka).await?;
         }
         let pool = adapters::store::pool(&settings.redis)?;
-        let catalog = SourceCatalog::start(&settings, pool.clone(), shutdown.clone()).await?;
+        let metrics = adapters::metrics::Metrics::new(Service::Gateway.name(), &settings.telemetry.otlp_endpoint);
+        adapters::metrics::register_client_gauges(&metrics, &producer, &pool);
+        let catalog = SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(settings.gateway.max_in_flight));
+        let (gauge_sem, max) = (in_flight.clone(), settings.gateway.max_in_flight);
+        metrics.gauge("metastream_in_flight_requests", "Ingest requests in flight", move || {
+            vec![((max - gauge_sem.available_permits()) as i64, Vec::new())]
+        });
 
         let kafka_probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.ingest)?;
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(kafka_probe)));
@@ -81,7 +89,8 @@ impl Application {
             max_body_bytes: settings.gateway.max_body_bytes,
             retry_after_s: settings.gateway.retry_after_s,
             produce_timeout: settings.kafka.produce_timeout(),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.gateway.max_in_flight)),
+            in_flight,
+            metrics: metrics.clone(),
             pool: pool.clone(),
             key_prefix: settings.redis.key_prefix.clone(),
             redis_timeout: settings.redis.timeout(),
@@ -90,12 +99,15 @@ impl Application {
             reader_config: adapters::kafka::reader_config(&settings.kafka),
         });
 
+        let metrics_data = web::Data::new(metrics);
         let (listener, port) = adapters::http::bind(&settings.gateway.listen)?;
         let deadline = settings.shutdown.deadline();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(health.clone())
+                .app_data(metrics_data.clone())
+                .wrap(actix_web::middleware::from_fn(adapters::http::record_metrics))
                 .configure(health_routes)
                 .configure(routes::configure)
                 .configure(admin::configure)

@@ -24,6 +24,14 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 const QUEUE_WAIT: Duration = Duration::from_millis(100);
 
 async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let result = handle(req, body, &state).await;
+    if let Err(err) = &result {
+        state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
+    }
+    result
+}
+
+async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<HttpResponse, ApiError> {
     state.tokens.verify(&req)?;
     require_json(&req)?;
     // Bound what is in flight: past the limit, refuse rather than queue without end.
@@ -34,7 +42,7 @@ async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     let body = read_body(&req, body, state.max_body_bytes).await?;
     let idempotency_key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("").to_owned());
     let claim = match &idempotency_key {
-        Some(key) => match idempotency::claim(&state, key, &body).await? {
+        Some(key) => match idempotency::claim(state, key, &body).await? {
             idempotency::Claim::Replay(status, answer) => {
                 let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::ACCEPTED);
                 return Ok(HttpResponse::build(status).insert_header(("Idempotent-Replayed", "true")).json(answer));
@@ -43,11 +51,11 @@ async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
         },
         None => None,
     };
-    let result = accept(&state, &body).await;
+    let result = accept(state, &body).await;
     if let Some(redis_key) = claim {
         match &result {
-            Ok(answer) => idempotency::complete(&state, &redis_key, &body, 202, answer).await,
-            Err(_) => idempotency::release(&state, &redis_key).await,
+            Ok(answer) => idempotency::complete(state, &redis_key, &body, 202, answer).await,
+            Err(_) => idempotency::release(state, &redis_key).await,
         }
     }
     Ok(HttpResponse::Accepted().json(result?))
@@ -88,6 +96,7 @@ async fn accept(state: &State, body: &[u8]) -> Result<serde_json::Value, ApiErro
     .await;
     match delivery {
         Ok(Ok(d)) => {
+            state.metrics.events_ingested.add(1, &[opentelemetry::KeyValue::new("source", event.source.to_string())]);
             tracing::debug!(event_id = %event.id, source = %event.source, partition = d.partition, offset = d.offset, "event accepted");
             Ok(json!({
                 "status": "accepted",

@@ -43,10 +43,19 @@ impl PostTransformer {
 
 struct PostProcessor(Shared);
 
+/// What the post operations made of a record.
+enum Transformed {
+    Publish(Outgoing),
+    DeadLetter(&'static str, Outgoing),
+    /// Filtered or skipped (the outcome counted).
+    Dropped(&'static str),
+}
+
 impl Processor for PostProcessor {
     async fn process(&self, batch: &[OwnedMessage]) -> Result<(), Interrupted> {
         let s = &self.0;
         let mut outgoing = Vec::with_capacity(batch.len());
+        let mut published: Vec<(String, Option<String>)> = Vec::with_capacity(batch.len());
         // Notices carry their record; only older notices without one need a Redis read, and
         // those are read together in one round trip.
         let mut notices = Vec::with_capacity(batch.len());
@@ -80,11 +89,31 @@ impl Processor for PostProcessor {
                     }
                 },
             };
-            if let Some(out) = self.transform(message, record).await? {
-                outgoing.push((out, Some(index)));
+            let source = record.source.to_string();
+            let received_at = record.received_at.clone();
+            match self.transform(message, record).await? {
+                Transformed::Publish(out) => {
+                    published.push((source, received_at));
+                    outgoing.push((out, Some(index)));
+                }
+                Transformed::DeadLetter(reason, out) => {
+                    s.count_dead_letter(Stage::Post, &source, reason);
+                    outgoing.push((out, None));
+                }
+                Transformed::Dropped(outcome) => s.count(Stage::Post, &source, outcome),
             }
         }
-        stage::deliver(s, batch, Stage::Post, outgoing).await
+        stage::deliver(s, batch, Stage::Post, outgoing).await?;
+        // Published and acknowledged: count them, and how long each took since the gateway's ack.
+        let now = chrono::Utc::now();
+        for (source, received_at) in published {
+            s.count(Stage::Post, &source, "published");
+            if let Some(at) = received_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()) {
+                let latency = (now - at.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                s.metrics.e2e_latency.record(latency, &[opentelemetry::KeyValue::new("source", source)]);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -97,18 +126,21 @@ impl PostProcessor {
         let s = &self.0;
         let timeout = s.redis_timeout;
         stage::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| async move {
-            adapters::store::timed(timeout, async move {
+            let started = std::time::Instant::now();
+            let result = adapters::store::timed(timeout, async move {
                 let mut conn = pool.get().await?;
                 let values: Vec<Option<Vec<u8>>> = deadpool_redis::redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
                 Ok::<_, adapters::store::StoreError>(values)
             })
-            .await
+            .await;
+            s.metrics.redis("mget", started, &result);
+            result
         })
         .await
     }
 
-    /// Applies the post operations; `None` when the event is filtered or skipped.
-    async fn transform(&self, message: &OwnedMessage, original: Event) -> Result<Option<Outgoing>, Interrupted> {
+    /// Applies the post operations.
+    async fn transform(&self, message: &OwnedMessage, original: Event) -> Result<Transformed, Interrupted> {
         let s = &self.0;
         let input = Input { topic: message.topic(), partition: message.partition(), offset: message.offset() };
         Ok(match stage::apply(s, Stage::Post, Service::PostTransformer, &original, Some(input)).await? {
@@ -118,20 +150,24 @@ impl PostProcessor {
                 // and headers, not inside the published event.
                 let routing = std::mem::take(&mut event.routing);
                 let headers = stage::output_headers(&Event { routing: routing.clone(), ..event.clone() });
-                Some(Outgoing {
+                Transformed::Publish(Outgoing {
                     topic: routing.topic.unwrap_or_else(|| s.topics.output.clone()),
                     key: Some(routing.key.unwrap_or_else(|| event.entity_key())),
                     payload: event.to_wire(),
                     headers,
                 })
             }
-            Applied::Filtered | Applied::Skipped => None,
-            Applied::DeadLetter(failure) => Some(dead_letter(s, message, failure)),
+            Applied::Filtered => Transformed::Dropped("filtered"),
+            Applied::Skipped => Transformed::Dropped("skipped"),
+            Applied::DeadLetter(failure) => Transformed::DeadLetter(failure.reason, dead_letter(s, message, failure)),
         })
     }
 }
 
 fn dead_letter(s: &Shared, message: &OwnedMessage, failure: Failure) -> Outgoing {
+    if failure.reason != "operation_failed" && failure.reason != "missing_config" {
+        s.count_dead_letter(Stage::Post, &stage::source_of(message), failure.reason);
+    }
     tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
     stage::dead_letter(message, &s.topics.dead_letter, Stage::Post, &failure)
 }

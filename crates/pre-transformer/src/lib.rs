@@ -83,7 +83,8 @@ return stale
 enum Disposition {
     Store(Box<Event>),
     DeadLetter(Failure),
-    Skip,
+    /// Filtered or skipped (the outcome counted).
+    Skip(&'static str),
 }
 
 impl Processor for PreProcessor {
@@ -94,6 +95,7 @@ impl Processor for PreProcessor {
         for (index, message) in batch.iter().enumerate() {
             match self.decide(message).await? {
                 Disposition::Store(event) => {
+                    s.count(Stage::Pre, event.source.as_str(), "stored");
                     records.push(StoredRecord {
                         key: s.keys.processed(&event.source, &event.id),
                         partition: message.partition(),
@@ -107,18 +109,21 @@ impl Processor for PreProcessor {
                     outgoing.push((out, Some(index)));
                 }
                 Disposition::DeadLetter(failure) => {
+                    s.count_dead_letter(Stage::Pre, &stage::source_of(message), failure.reason);
                     tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
                     outgoing.push((stage::dead_letter(message, &s.topics.dead_letter, Stage::Pre, &failure), None));
                 }
-                Disposition::Skip => {}
+                Disposition::Skip(outcome) => s.count(Stage::Pre, &stage::source_of(message), outcome),
             }
         }
         if !records.is_empty() {
             let timeout = s.redis_timeout;
+            let metrics = &s.metrics;
             let stale: i64 = stage::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| {
                 let records = &records;
                 async move {
-                    adapters::store::timed(timeout, async move {
+                    let started = std::time::Instant::now();
+                    let result = adapters::store::timed(timeout, async move {
                         let mut conn = pool.get().await?;
                         let mut invocation = STORE_SCRIPT.prepare_invoke();
                         for r in records {
@@ -127,7 +132,9 @@ impl Processor for PreProcessor {
                         let stale: i64 = invocation.invoke_async(&mut conn).await?;
                         Ok::<_, adapters::store::StoreError>(stale)
                     })
-                    .await
+                    .await;
+                    metrics.redis("store_records", started, &result);
+                    result
                 }
             })
             .await?;
@@ -160,7 +167,8 @@ impl PreProcessor {
                 event.provenance.pre_config_version = Some(version);
                 Disposition::Store(Box::new(event))
             }
-            Applied::Filtered | Applied::Skipped => Disposition::Skip,
+            Applied::Filtered => Disposition::Skip("filtered"),
+            Applied::Skipped => Disposition::Skip("skipped"),
             Applied::DeadLetter(failure) => Disposition::DeadLetter(failure),
         })
     }

@@ -212,6 +212,9 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
 struct Collected<'e> {
     names: String,
     values: String,
+    /// Lines in `names` and `values` (a text of one empty line is not an empty text).
+    name_count: usize,
+    value_count: usize,
     odd_names: Vec<&'e str>,
     odd_values: Vec<&'e str>,
 }
@@ -224,6 +227,7 @@ impl<'e> Collected<'e> {
             } else {
                 self.names.push_str(k);
                 self.names.push('\n');
+                self.name_count += 1;
             }
             self.value(v);
         }
@@ -237,6 +241,7 @@ impl<'e> Collected<'e> {
             Value::Number(n) => {
                 use std::fmt::Write as _;
                 let _ = writeln!(self.values, "{n}");
+                self.value_count += 1;
             }
             Value::Bool(_) | Value::Null => {}
         }
@@ -248,6 +253,7 @@ impl<'e> Collected<'e> {
         } else {
             self.values.push_str(s);
             self.values.push('\n');
+            self.value_count += 1;
         }
     }
 }
@@ -256,13 +262,14 @@ impl Classify {
     /// The bits of the rules that match what was collected.
     fn matching(&self, c: &Collected<'_>) -> u64 {
         let mut found = 0u64;
-        let names_may_match = self.any_name.as_ref().is_none_or(|s| s.is_match(&c.names)) || !c.odd_names.is_empty();
+        let names_may_match = c.name_count > 0 && self.any_name.as_ref().is_none_or(|s| s.is_match(&c.names));
         for (i, rule) in self.rules.iter().enumerate() {
             let by_name = |p: &Patterns| {
                 (names_may_match && p.matches(&c.names)) || c.odd_names.iter().any(|n| p.exact.is_match(n))
             };
-            let by_value =
-                |p: &Patterns| p.matches(&c.values) || c.odd_values.iter().any(|v| p.exact.is_match(v));
+            let by_value = |p: &Patterns| {
+                (c.value_count > 0 && p.matches(&c.values)) || c.odd_values.iter().any(|v| p.exact.is_match(v))
+            };
             if rule.names.as_ref().is_some_and(by_name) || rule.values.as_ref().is_some_and(by_value) {
                 found |= 1 << i;
             }
@@ -281,15 +288,11 @@ impl Operation for Classify {
                 Some(ValueRef::Json(v)) => c.value(v),
                 Some(ValueRef::Str(s)) => c.text(s),
             }
-            // The text ends with a line break, so its last line is empty: drop it, or `^$`
-            // would match a name that is not there.
+            // Each line ends with a line break, so the last line would be an empty one that is
+            // not there (and `^$` would match it): drop the last break.
             c.names.pop();
             c.values.pop();
-            if c.names.is_empty() && c.odd_names.is_empty() && c.values.is_empty() && c.odd_values.is_empty() {
-                0
-            } else {
-                self.matching(&c)
-            }
+            self.matching(&c)
         };
         if found == 0 {
             return Ok(Effect::Continue);
@@ -344,6 +347,9 @@ mod tests {
             (json!({"o": "me@example.org"}), json!({}), json!({"scope": "payload.o"}), Ok(json!({"tags": ["PII"]}))),
             (json!({}), json!({"email": 1}), json!({"scope": "metadata"}), Ok(json!({"email": 1, "tags": ["PII"]}))),
             (json!({"a": 1}), json!({}), json!({"scope": "payload.missing"}), Ok(json!({}))),
+            (json!({"a\nemail": 1}), json!({}), json!({}), Ok(json!({"tags": ["PII"]}))),
+            (json!({"note": "line one\nmail me@example.org"}), json!({}), json!({}), Ok(json!({"tags": ["PII"]}))),
+            (json!({"x": "me@example\n.org"}), json!({}), json!({}), Ok(json!({}))),
         ];
         for (payload, metadata, extra, expected) in cases {
             let mut params = json!({"rules": rules()});
@@ -362,6 +368,42 @@ mod tests {
         let payload = json!({"reporter": {"name": "x", "contact": "zoë@example.com"}, "body": "my ssn is 123-45-6789", "first_name": "Zoë"});
         let e = run(&compile, &spec.params, event_with(payload, json!({}))).unwrap();
         assert_eq!(e.metadata["tags"], json!(["PII", "GDPR"]));
+    }
+
+    /// Patterns that behave differently on the text of all lines than on one line still give the
+    /// answer of checking each name alone.
+    #[test]
+    fn joined_search_is_exact() {
+        let cases: &[(&str, Value, bool)] = &[
+            ("^$", json!({"": 1}), true),
+            ("^$", json!({"a": 1}), false),
+            ("^$", json!({}), false),
+            ("\\Aemail\\z", json!({"a": 1, "email": 2, "z": 3}), true),
+            ("\\Aemail\\z", json!({"xemail": 2}), false),
+            ("(?-m)^name$", json!({"a": 1, "name": 2, "z": 3}), true),
+            ("(?s)a.*b", json!({"a": 1, "b": 2}), false),
+            ("(?s)a.*b", json!({"a": 1, "xab": 2}), true),
+            ("a\\sb", json!({"a": 1, "b": 2}), false),
+            ("[^x]+", json!({"x": 1}), false),
+            ("[^x]+", json!({"x": 1, "xy": 2}), true),
+            ("\\bname\\b", json!({"name": 1}), true),
+            ("\\bname\\b", json!({"names": 1}), false),
+            ("(?i)^ÉMAIL$", json!({"a": {"é": [{"émail": 1}]}}), true),
+            ("(?i)^ÉMAIL$", json!({"a": {"é": [{"email": 1}]}}), false),
+        ];
+        for (pattern, payload, tagged) in cases {
+            let params = json!({"rules": [{"tag": "T", "field_names": [pattern]}, {"tag": "V", "values": [pattern]}]});
+            let e = run(&compile, &params, event_with(payload.clone(), json!({}))).unwrap();
+            let tags = e.metadata.get("tags").cloned().unwrap_or(json!([]));
+            assert_eq!(tags.as_array().unwrap().contains(&json!("T")), *tagged, "{pattern} on {payload}: {tags}");
+            // The same strings as values.
+            let keys: Vec<Value> = payload.as_object().unwrap().keys().map(|k| json!(k)).collect();
+            let e = run(&compile, &params, event_with(json!({"l": keys}), json!({}))).unwrap();
+            let tags = e.metadata.get("tags").cloned().unwrap_or(json!([]));
+            if payload.as_object().unwrap().values().all(|v| !v.is_object()) {
+                assert_eq!(tags.as_array().unwrap().contains(&json!("V")), *tagged, "values: {pattern} on {keys:?}: {tags}");
+            }
+        }
     }
 
     #[test]

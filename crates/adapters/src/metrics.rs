@@ -1,0 +1,319 @@
+//! Metrics: instruments recorded through the OpenTelemetry API, exported over OTLP when an
+//! endpoint is configured and rendered on `GET /metrics` in the Prometheus text format.
+//!
+//! Each service builds its own [`Metrics`] (not a global), so services started in one process
+//! (the end-to-end tests) keep separate counts. Every sample carries `service="<name>"`.
+//! Names follow Prometheus conventions: units in the name, `_total` for counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality};
+
+/// Latency buckets, in seconds: 0.5 ms to 30 s.
+const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const SIZES: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+
+/// A [`ManualReader`] shared between the meter provider and `/metrics`.
+#[derive(Debug, Clone)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline);
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// Every instrument metastream records. Instruments a service never touches export nothing.
+pub struct Metrics {
+    service: &'static str,
+    provider: SdkMeterProvider,
+    reader: SharedReader,
+    meter: Meter,
+    pub http_requests: Counter<u64>,
+    pub http_duration: Histogram<f64>,
+    pub redis_duration: Histogram<f64>,
+    pub redis_errors: Counter<u64>,
+    pub config_reloads: Counter<u64>,
+    pub delivery_errors: Counter<u64>,
+    pub events_ingested: Counter<u64>,
+    pub ingest_rejected: Counter<u64>,
+    pub events_processed: Counter<u64>,
+    pub dead_letters: Counter<u64>,
+    pub operation_failures: Counter<u64>,
+    pub batch_duration: Histogram<f64>,
+    pub batch_size: Histogram<u64>,
+    pub e2e_latency: Histogram<f64>,
+    pub rebalances: Counter<u64>,
+    pub events_delivered: Counter<u64>,
+    /// Latest consumer lag per (group, topic, partition), from librdkafka's statistics.
+    lags: Mutex<HashMap<(String, String, i32), i64>>,
+}
+
+impl Metrics {
+    /// The metrics of `service`; also exported over OTLP/HTTP when `otlp_endpoint` (or the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT`) is set.
+    pub fn new(service: &'static str, otlp_endpoint: &str) -> Arc<Metrics> {
+        let reader = SharedReader(Arc::new(ManualReader::builder().build()));
+        let mut builder = SdkMeterProvider::builder().with_reader(reader.clone());
+        if let Some(exporter) = otlp_exporter(otlp_endpoint) {
+            builder = builder.with_reader(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build());
+        }
+        let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+        let provider = builder.with_resource(resource).build();
+        let meter = provider.meter("metastream");
+        let counter = |name: &'static str, help: &'static str| meter.u64_counter(name).with_description(help).build();
+        let seconds = |name: &'static str, help: &'static str| {
+            meter.f64_histogram(name).with_description(help).with_unit("s").with_boundaries(SECONDS.to_vec()).build()
+        };
+        Arc::new(Metrics {
+            service,
+            http_requests: counter("http_server_requests_total", "HTTP requests by route, method and status"),
+            http_duration: seconds("http_server_request_duration_seconds", "HTTP request duration"),
+            redis_duration: seconds("metastream_redis_command_duration_seconds", "Redis call duration"),
+            redis_errors: counter("metastream_redis_errors_total", "Redis calls that failed"),
+            config_reloads: counter("metastream_config_reloads_total", "Source config changes loaded"),
+            delivery_errors: counter("metastream_kafka_delivery_errors_total", "Kafka produce failures (before retry)"),
+            events_ingested: counter("metastream_events_ingested_total", "Events acknowledged by the gateway"),
+            ingest_rejected: counter("metastream_ingest_rejected_total", "Ingest requests refused, by reason"),
+            events_processed: counter("metastream_events_processed_total", "Events by stage and outcome"),
+            dead_letters: counter("metastream_dead_letters_total", "Messages sent to the dead-letter topic"),
+            operation_failures: counter("metastream_operation_failures_total", "Operations that failed on an event"),
+            batch_duration: seconds("metastream_batch_duration_seconds", "Time to process a batch, effects included"),
+            batch_size: meter
+                .u64_histogram("metastream_batch_size_messages")
+                .with_description("Messages per batch")
+                .with_boundaries(SIZES.to_vec())
+                .build(),
+            e2e_latency: seconds("metastream_e2e_latency_seconds", "Gateway acknowledgement to publication on the output topic"),
+            rebalances: counter("metastream_kafka_rebalances_total", "Consumer group rebalances"),
+            events_delivered: counter("metastream_events_delivered_total", "Events handed out by GET /consume"),
+            lags: Mutex::new(HashMap::new()),
+            reader,
+            provider,
+            meter,
+        })
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Registers a gauge read at each collection.
+    pub fn gauge(&self, name: &'static str, help: &'static str, read: impl Fn() -> Vec<(i64, Vec<KeyValue>)> + Send + Sync + 'static) {
+        let _gauge = self
+            .meter
+            .i64_observable_gauge(name)
+            .with_description(help)
+            .with_callback(move |obs| {
+                for (value, attrs) in read() {
+                    obs.observe(value, &attrs);
+                }
+            })
+            .build();
+    }
+
+    /// Remembers consumer lags reported by librdkafka's statistics.
+    pub fn set_lags(&self, group: &str, lags: impl IntoIterator<Item = (String, i32, i64)>) {
+        let mut map = self.lags.lock().expect("lags lock");
+        map.retain(|(g, _, _), _| g != group);
+        for (topic, partition, lag) in lags {
+            map.insert((group.to_owned(), topic, partition), lag);
+        }
+    }
+
+    /// Registers the gauges every service has: consumer lag (when it consumes).
+    pub fn register_lag_gauge(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        self.gauge("metastream_kafka_consumer_lag_messages", "Consumer lag per partition", move || {
+            let Some(m) = me.upgrade() else { return Vec::new() };
+            let lags = m.lags.lock().expect("lags lock");
+            lags.iter()
+                .map(|((g, t, p), lag)| {
+                    (*lag, vec![KeyValue::new("group", g.clone()), KeyValue::new("topic", t.clone()), KeyValue::new("partition", i64::from(*p))])
+                })
+                .collect()
+        });
+    }
+
+    /// Records one Redis call.
+    pub fn redis<T, E>(&self, command: &'static str, started: std::time::Instant, result: &Result<T, E>) {
+        let attrs = [KeyValue::new("command", command)];
+        self.redis_duration.record(started.elapsed().as_secs_f64(), &attrs);
+        if result.is_err() {
+            self.redis_errors.add(1, &attrs);
+        }
+    }
+
+    /// The Prometheus text exposition of every instrument, plus process metrics.
+    pub fn render(&self) -> String {
+        let mut rm = ResourceMetrics::default();
+        let mut out = String::with_capacity(8 * 1024);
+        if let Err(err) = self.reader.collect(&mut rm) {
+            tracing::warn!(error = %err, "collecting metrics failed");
+        }
+        let service = self.service;
+        for scope in rm.scope_metrics() {
+            for metric in scope.metrics() {
+                let name = metric.name();
+                match metric.data() {
+                    AggregatedMetrics::U64(d) => render_data(&mut out, name, metric.description(), service, d, |v| v as f64),
+                    AggregatedMetrics::I64(d) => render_data(&mut out, name, metric.description(), service, d, |v| v as f64),
+                    AggregatedMetrics::F64(d) => render_data(&mut out, name, metric.description(), service, d, |v| v),
+                }
+            }
+        }
+        render_process(&mut out, service);
+        out
+    }
+
+    /// Flushes the OTLP exporter, if any.
+    pub fn shutdown(&self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+fn otlp_exporter(endpoint: &str) -> Option<opentelemetry_otlp::MetricExporter> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let from_env = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok() || std::env::var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_ok();
+    if endpoint.is_empty() && !from_env {
+        return None;
+    }
+    let mut builder = opentelemetry_otlp::MetricExporter::builder().with_http();
+    if !endpoint.is_empty() {
+        let endpoint = endpoint.trim_end_matches('/');
+        let endpoint = if endpoint.ends_with("/v1/metrics") { endpoint.to_owned() } else { format!("{endpoint}/v1/metrics") };
+        builder = builder.with_endpoint(endpoint);
+    }
+    match builder.build() {
+        Ok(e) => Some(e),
+        Err(err) => {
+            tracing::warn!(error = %err, "OTLP metric export disabled");
+            None
+        }
+    }
+}
+
+fn labels(service: &str, attrs: impl Iterator<Item = String>, extra: Option<(&str, String)>) -> String {
+    let mut parts = vec![format!("service=\"{service}\"")];
+    parts.extend(attrs);
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+fn attr_labels<'a>(attrs: impl Iterator<Item = &'a KeyValue> + 'a) -> impl Iterator<Item = String> + 'a {
+    attrs.map(|kv| {
+        let value = kv.value.to_string().replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        format!("{}=\"{}\"", kv.key.as_str(), value)
+    })
+}
+
+fn render_data<T: Copy>(out: &mut String, name: &str, help: &str, service: &str, data: &MetricData<T>, f: impl Fn(T) -> f64) {
+    match data {
+        MetricData::Sum(sum) => {
+            let counter = sum.is_monotonic();
+            let name = if counter && !name.ends_with("_total") { format!("{name}_total") } else { name.to_owned() };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {}", if counter { "counter" } else { "gauge" });
+            for p in sum.data_points() {
+                let _ = writeln!(out, "{name}{} {}", labels(service, attr_labels(p.attributes()), None), f(p.value()));
+            }
+        }
+        MetricData::Gauge(g) => {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for p in g.data_points() {
+                let _ = writeln!(out, "{name}{} {}", labels(service, attr_labels(p.attributes()), None), f(p.value()));
+            }
+        }
+        MetricData::Histogram(h) => {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for p in h.data_points() {
+                let attrs: Vec<String> = attr_labels(p.attributes()).collect();
+                let mut cumulative = 0u64;
+                let bounds: Vec<f64> = p.bounds().collect();
+                for (i, count) in p.bucket_counts().enumerate() {
+                    cumulative += count;
+                    let le = bounds.get(i).map(|b| b.to_string()).unwrap_or_else(|| "+Inf".into());
+                    let _ = writeln!(out, "{name}_bucket{} {cumulative}", labels(service, attrs.iter().cloned(), Some(("le", le))));
+                }
+                let l = labels(service, attrs.iter().cloned(), None);
+                let _ = writeln!(out, "{name}_sum{l} {}\n{name}_count{l} {}", f(p.sum()), p.count());
+            }
+        }
+        MetricData::ExponentialHistogram(_) => {}
+    }
+}
+
+/// `process_*` metrics from /proc, as the Prometheus client libraries name them.
+fn render_process(out: &mut String, service: &str) {
+    let l = labels(service, std::iter::empty(), None);
+    let ticks = 100.0; // USER_HZ on Linux
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        if fields.len() > 22 {
+            let cpu = (fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0)) / ticks;
+            let rss_pages = fields[21].parse::<f64>().unwrap_or(0.0);
+            let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total{l} {cpu}");
+            let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes{l} {}", rss_pages * 4096.0);
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(out, "# TYPE process_open_fds gauge\nprocess_open_fds{l} {}", fds.count());
+    }
+}
+
+/// Parses a Prometheus text exposition into `name{labels}` → value (for tests and tools).
+pub fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Gauges on the clients every service holds: the producer's queue and the Redis pool.
+pub fn register_client_gauges(metrics: &Arc<Metrics>, producer: &rdkafka::producer::FutureProducer, pool: &deadpool_redis::Pool) {
+    use rdkafka::producer::Producer as _;
+    let producer = producer.clone();
+    metrics.gauge("metastream_kafka_producer_queue_messages", "Messages waiting in the producer for an ack", move || {
+        vec![(i64::from(producer.in_flight_count()), Vec::new())]
+    });
+    register_pool_gauge(metrics, pool);
+}
+
+/// Gauges on the Redis pool and consumer lag (for services without a producer).
+pub fn register_pool_gauge(metrics: &Arc<Metrics>, pool: &deadpool_redis::Pool) {
+    let pool = pool.clone();
+    metrics.gauge("metastream_redis_pool_connections", "Redis pool connections by state", move || {
+        let status = pool.status();
+        let idle = status.available as i64;
+        vec![
+            (status.size as i64 - idle, vec![KeyValue::new("state", "in_use")]),
+            (idle, vec![KeyValue::new("state", "idle")]),
+        ]
+    });
+    metrics.register_lag_gauge();
+}
