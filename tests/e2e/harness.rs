@@ -24,7 +24,7 @@ fn redis_url() -> String {
 }
 
 /// Fails the test, loudly, when Kafka or Redis is not reachable.
-fn require_infrastructure() {
+pub fn require_infrastructure() {
     let kafka = kafka_addr();
     let redis = redis_url();
     let redis_addr = redis.trim_start_matches("redis://").trim_end_matches('/').to_owned();

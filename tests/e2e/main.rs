@@ -12,3 +12,4 @@ mod observability;
 mod errors;
 mod prototype;
 mod sources;
+mod tracing;

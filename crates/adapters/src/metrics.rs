@@ -78,7 +78,11 @@ impl Metrics {
         if let Some(exporter) = otlp_exporter(otlp_endpoint) {
             builder = builder.with_reader(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build());
         }
-        let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var("OTEL_SERVICE_NAME").is_err() {
+            resource = resource.with_service_name(service);
+        }
+        let resource = resource.build();
         let provider = builder.with_resource(resource).build();
         let meter = provider.meter("metastream");
         let counter = |name: &'static str, help: &'static str| meter.u64_counter(name).with_description(help).build();

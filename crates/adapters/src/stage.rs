@@ -93,7 +93,7 @@ pub fn dead_letter(original: &OwnedMessage, topic: &str, stage: Stage, failure: 
     let (reason, error) = (failure.reason, failure.error.as_str());
     let mut h = OwnedHeaders::new_with_capacity(8);
     if let Some(orig) = original.headers() {
-        for header in orig.iter() {
+        for header in orig.iter().filter(|h| h.key != "traceparent" && h.key != "tracestate") {
             h = h.insert(Header { key: header.key, value: header.value });
         }
     }
@@ -125,6 +125,37 @@ pub fn event_headers(id: &str, source: &str) -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(2)
         .insert(Header { key: headers::EVENT_ID, value: Some(id) })
         .insert(Header { key: headers::SOURCE, value: Some(source) })
+}
+
+/// Adds `(name, value)` headers, e.g. the trace context.
+pub fn with_headers(mut h: OwnedHeaders, extra: &[(String, String)]) -> OwnedHeaders {
+    for (name, value) in extra {
+        h = h.insert(Header { key: name, value: Some(value) });
+    }
+    h
+}
+
+/// A span for processing one consumed message, a child of the trace context it carries, with
+/// the OpenTelemetry messaging attributes.
+pub fn process_span(s: &Shared, stage: Stage, message: &OwnedMessage) -> tracing::Span {
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format!("process {}", message.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = message.topic(),
+        messaging.destination.partition.id = message.partition(),
+        messaging.kafka.offset = message.offset(),
+        messaging.consumer.group.name = %s.group,
+        metastream.stage = stage.as_str(),
+        metastream.event.id = tracing::field::Empty,
+        metastream.source = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::propagation::set_parent(&span, crate::telemetry::propagation::from_kafka(message));
+    crate::telemetry::propagation::record_trace_id(&span);
+    span
 }
 
 /// The event's headers plus those its operations decided (`routing.headers`).
@@ -341,6 +372,8 @@ pub struct Shared {
     pub instance: String,
     pub shutdown: CancellationToken,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The consumer group of this stage.
+    pub group: String,
 }
 
 /// A transformer's consume loop: batches in, [`Processor`] over them, offsets committed after.
@@ -452,6 +485,7 @@ impl StageRunner {
                 instance: crate::instance_id(),
                 shutdown,
                 metrics,
+                group: t.group_id.clone(),
             },
             health_server,
             port,

@@ -47,7 +47,13 @@ pub fn init(service: &str, t: &TelemetrySettings) -> anyhow::Result<TelemetryGua
             builder = builder.with_endpoint(endpoint);
         }
         let exporter = builder.build()?;
-        let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build();
+        // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the resource builder; the
+        // service's own name applies when OTEL_SERVICE_NAME is not set.
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var("OTEL_SERVICE_NAME").is_err() {
+            resource = resource.with_service_name(service.to_owned());
+        }
+        let resource = resource.build();
         Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
     } else {
         None
@@ -55,4 +61,63 @@ pub fn init(service: &str, t: &TelemetrySettings) -> anyhow::Result<TelemetryGua
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())));
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+/// W3C trace context across HTTP and Kafka: `traceparent` / `tracestate` headers.
+pub mod propagation {
+    use std::collections::HashMap;
+
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use rdkafka::message::Headers as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    /// The trace context a client sent in HTTP headers.
+    pub fn from_http(headers: &actix_web::http::header::HeaderMap) -> opentelemetry::Context {
+        let map: HashMap<String, String> = ["traceparent", "tracestate"]
+            .iter()
+            .filter_map(|k| Some((k.to_string(), headers.get(*k)?.to_str().ok()?.to_owned())))
+            .collect();
+        TraceContextPropagator::new().extract(&map)
+    }
+
+    /// The trace context carried by a Kafka message's headers.
+    pub fn from_kafka<M: rdkafka::message::Message>(message: &M) -> opentelemetry::Context {
+        let mut map = HashMap::new();
+        if let Some(headers) = message.headers() {
+            for h in headers.iter() {
+                if h.key == "traceparent" || h.key == "tracestate" {
+                    if let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
+                        map.insert(h.key.to_owned(), v.to_owned());
+                    }
+                }
+            }
+        }
+        TraceContextPropagator::new().extract(&map)
+    }
+
+    /// Makes `span` a child of `parent` (a no-op without trace export).
+    pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
+        let _ = span.set_parent(parent);
+    }
+
+    /// Records the span's trace id in its `trace_id` field, so every log line inside it names
+    /// the trace (when traces are exported).
+    pub fn record_trace_id(span: &tracing::Span) {
+        use opentelemetry::trace::TraceContextExt as _;
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            span.record("trace_id", sc.trace_id().to_string());
+        }
+    }
+
+    /// The `traceparent` / `tracestate` headers that make the receiver's work a child of `span`.
+    pub fn headers_for(span: &tracing::Span) -> Vec<(String, String)> {
+        let mut map = HashMap::new();
+        TraceContextPropagator::new().inject_context(&span.context(), &mut map);
+        let mut out: Vec<(String, String)> = map.into_iter().collect();
+        out.sort();
+        out
+    }
 }

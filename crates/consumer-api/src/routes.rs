@@ -48,6 +48,20 @@ async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::
     let events: Vec<Value> = messages
         .iter()
         .map(|m| {
+            // The delivery span closes each event's trace.
+            let span = tracing::info_span!(
+                "deliver",
+                otel.name = %format!("deliver {}", m.topic()),
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.operation.type = "receive",
+                messaging.destination.name = m.topic(),
+                messaging.destination.partition.id = m.partition(),
+                messaging.kafka.offset = m.offset(),
+                messaging.consumer.group.name = %group,
+            );
+            adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_kafka(m));
+            drop(span);
             let event = m
                 .payload()
                 .and_then(|p| serde_json::from_slice::<Value>(p).ok())

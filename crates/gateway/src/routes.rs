@@ -13,6 +13,8 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::json;
 
+use tracing::Instrument as _;
+
 use crate::{idempotency, State};
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -24,10 +26,29 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 const QUEUE_WAIT: Duration = Duration::from_millis(100);
 
 async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let result = handle(req, body, &state).await;
-    if let Err(err) = &result {
-        state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
-    }
+    // The server span; a client's `traceparent` makes it part of the client's trace.
+    let span = tracing::info_span!(
+        "ingest",
+        otel.name = "POST /ingest",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/ingest",
+        http.response.status_code = tracing::field::Empty,
+        metastream.event.id = tracing::field::Empty,
+        metastream.source = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_http(req.headers()));
+    adapters::telemetry::propagation::record_trace_id(&span);
+    let result = handle(req, body, &state).instrument(span.clone()).await;
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(err) => {
+            state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
+            actix_web::ResponseError::status_code(err).as_u16()
+        }
+    };
+    span.record("http.response.status_code", status);
     result
 }
 
@@ -78,24 +99,42 @@ async fn accept(state: &State, body: &[u8]) -> Result<serde_json::Value, ApiErro
         )));
     }
     event.received_at = Some(now_rfc3339());
+    let current = tracing::Span::current();
+    current.record("metastream.event.id", event.id.as_str());
+    current.record("metastream.source", event.source.as_str());
 
     let key = event.entity_key();
     let payload = event.to_wire();
-    let record = FutureRecord::to(&state.ingest_topic)
-        .key(&key)
-        .payload(&payload)
-        .headers(
-            OwnedHeaders::new()
-                .insert(Header { key: headers::EVENT_ID, value: Some(event.id.as_str()) })
-                .insert(Header { key: headers::SOURCE, value: Some(event.source.as_str()) }),
-        );
+    let produce_span = tracing::info_span!(
+        "produce",
+        otel.name = %format!("send {}", state.ingest_topic),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %state.ingest_topic,
+        messaging.kafka.message.key = %key,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+        metastream.event.id = event.id.as_str(),
+        metastream.source = event.source.as_str(),
+    );
+    let mut kafka_headers = OwnedHeaders::new()
+        .insert(Header { key: headers::EVENT_ID, value: Some(event.id.as_str()) })
+        .insert(Header { key: headers::SOURCE, value: Some(event.source.as_str()) });
+    for (name, value) in adapters::telemetry::propagation::headers_for(&produce_span) {
+        kafka_headers = kafka_headers.insert(Header { key: &name, value: Some(&value) });
+    }
+    let record = FutureRecord::to(&state.ingest_topic).key(&key).payload(&payload).headers(kafka_headers);
     let delivery = tokio::time::timeout(
         state.produce_timeout + Duration::from_secs(1),
         state.producer.send(record, Timeout::After(QUEUE_WAIT)),
     )
+    .instrument(produce_span.clone())
     .await;
     match delivery {
         Ok(Ok(d)) => {
+            produce_span.record("messaging.destination.partition.id", d.partition);
+            produce_span.record("messaging.kafka.offset", d.offset);
             state.metrics.events_ingested.add(1, &[opentelemetry::KeyValue::new("source", event.source.to_string())]);
             tracing::debug!(event_id = %event.id, source = %event.source, partition = d.partition, offset = d.offset, "event accepted");
             Ok(json!({

@@ -11,6 +11,7 @@ use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processor, 
 use adapters::Settings;
 use domain::{Event, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
+use tracing::Instrument as _;
 
 /// A built post-transformer: consumer subscribed, health endpoint bound, not yet running.
 pub struct PostTransformer {
@@ -72,8 +73,12 @@ impl Processor for PostProcessor {
             .map(|(_, n)| s.keys.processed(&n.source, &n.id))
             .collect();
         let mut fetched = self.fetch(&keys).await?.into_iter();
+        let mut spans: Vec<tracing::Span> = Vec::with_capacity(batch.len());
         for (index, notice) in notices {
             let message = &batch[index];
+            let span = stage::process_span(s, Stage::Post, message);
+            span.record("metastream.event.id", notice.id.as_str());
+            span.record("metastream.source", notice.source.as_str());
             let record = match notice.record {
                 Some(record) => record,
                 None => match fetched.next().flatten().map(|bytes| Event::from_wire(&bytes)) {
@@ -91,8 +96,10 @@ impl Processor for PostProcessor {
             };
             let source = record.source.to_string();
             let received_at = record.received_at.clone();
-            match self.transform(message, record).await? {
-                Transformed::Publish(out) => {
+            let transformed = self.transform(message, record).instrument(span.clone()).await?;
+            match transformed {
+                Transformed::Publish(mut out) => {
+                    out.headers = stage::with_headers(out.headers, &adapters::telemetry::propagation::headers_for(&span));
                     published.push((source, received_at));
                     outgoing.push((out, Some(index)));
                 }
@@ -102,8 +109,10 @@ impl Processor for PostProcessor {
                 }
                 Transformed::Dropped(outcome) => s.count(Stage::Post, &source, outcome),
             }
+            spans.push(span);
         }
         stage::deliver(s, batch, Stage::Post, outgoing).await?;
+        drop(spans);
         // Published and acknowledged: count them, and how long each took since the gateway's ack.
         let now = chrono::Utc::now();
         for (source, received_at) in published {

@@ -12,6 +12,7 @@ use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processor, 
 use adapters::Settings;
 use domain::{Event, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
+use tracing::Instrument as _;
 
 /// A built pre-transformer: consumer subscribed, health endpoint bound, not yet running.
 pub struct PreTransformer {
@@ -92,9 +93,14 @@ impl Processor for PreProcessor {
         let s = &self.0;
         let mut records: Vec<StoredRecord> = Vec::new();
         let mut outgoing: Vec<(Outgoing, Option<usize>)> = Vec::new();
+        // One span per event, a child of the gateway's; alive until the batch's effects are done.
+        let mut spans: Vec<tracing::Span> = Vec::with_capacity(batch.len());
         for (index, message) in batch.iter().enumerate() {
-            match self.decide(message).await? {
+            let span = stage::process_span(s, Stage::Pre, message);
+            match self.decide(message).instrument(span.clone()).await? {
                 Disposition::Store(event) => {
+                    span.record("metastream.event.id", event.id.as_str());
+                    span.record("metastream.source", event.source.as_str());
                     s.count(Stage::Pre, event.source.as_str(), "stored");
                     records.push(StoredRecord {
                         key: s.keys.processed(&event.source, &event.id),
@@ -103,7 +109,11 @@ impl Processor for PreProcessor {
                         value: event.to_wire(),
                     });
                     let key = Some(event.entity_key());
-                    let headers = stage::event_headers(event.id.as_str(), event.source.as_str());
+                    let headers = stage::with_headers(
+                        stage::event_headers(event.id.as_str(), event.source.as_str()),
+                        &adapters::telemetry::propagation::headers_for(&span),
+                    );
+                    spans.push(span);
                     let notice = ProcessedNotice { source: event.source.clone(), id: event.id.clone(), record: Some(*event) };
                     let out = Outgoing { topic: s.topics.processed.clone(), key, payload: notice.to_wire(), headers };
                     outgoing.push((out, Some(index)));
@@ -117,6 +127,14 @@ impl Processor for PreProcessor {
             }
         }
         if !records.is_empty() {
+            // The records go to Redis in one call: each event's trace shows it as a child span.
+            let redis_spans: Vec<tracing::Span> = spans
+                .iter()
+                .map(|parent| {
+                    tracing::info_span!(parent: parent, "redis", otel.name = "EVALSHA store_records", otel.kind = "client",
+                        db.system.name = "redis", db.operation.name = "EVALSHA", db.operation.batch.size = records.len())
+                })
+                .collect();
             let timeout = s.redis_timeout;
             let metrics = &s.metrics;
             let stale: i64 = stage::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| {
@@ -138,6 +156,7 @@ impl Processor for PreProcessor {
                 }
             })
             .await?;
+            drop(redis_spans);
             if stale > 0 {
                 tracing::info!(stale, "kept newer stored versions over redelivered updates");
             }
