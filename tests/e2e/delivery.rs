@@ -111,3 +111,42 @@ async fn a_poison_message_goes_to_the_dead_letter_topic_without_blocking_its_par
     assert!(d.header(headers::DLQ_OFFSET).is_some());
     assert!(d.header(headers::DLQ_ERROR).unwrap().contains("expected"), "{:?}", d.headers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_ingest_answers_per_event_in_order_and_one_bad_event_rejects_no_other() {
+    let stack = Stack::start().await;
+    let batch = json!([
+        {"id": "b-1", "source": "jira", "payload": {}},
+        {"id": "b-2", "source": "jira"},
+        {"id": "b-3", "source": "nope", "payload": {}},
+        {"id": "b-4", "source": "github", "payload": {"n": 4}}
+    ]);
+    let r = stack.http.post(stack.gateway_url("/ingest/batch")).bearer_auth(crate::harness::TOKEN).json(&batch).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((body["accepted"].as_u64(), body["rejected"].as_u64()), (Some(2), Some(2)), "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], "accepted");
+    assert!(results[0]["offset"].is_i64());
+    assert_eq!(results[1]["error"], "invalid_event");
+    assert!(results[1]["message"].as_str().unwrap().contains("`payload`"));
+    assert_eq!(results[2]["error"], "unknown_source");
+    assert_eq!(results[3]["id"], "b-4");
+
+    // NDJSON, one event per line.
+    let ndjson = "{\"id\":\"n-1\",\"source\":\"serviceX\",\"payload\":{}}\n{\"id\":\"n-2\",\"source\":\"serviceX\",\"payload\":{}}\n";
+    let r = stack
+        .http
+        .post(stack.gateway_url("/ingest/batch"))
+        .bearer_auth(crate::harness::TOKEN)
+        .header("Content-Type", "application/x-ndjson")
+        .body(ndjson)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"], 2, "{body}");
+
+    let events = stack.consume("default", 4, Duration::from_secs(20)).await;
+    assert_eq!(distinct_ids(&events), ["b-1", "b-4", "n-1", "n-2"].iter().map(|s| s.to_string()).collect());
+}

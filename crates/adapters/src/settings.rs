@@ -131,6 +131,10 @@ pub struct GatewaySettings {
     pub max_in_flight: usize,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_window_s: u64,
+    /// Most events in one `POST /ingest/batch`.
+    pub max_batch_events: usize,
+    /// Largest `POST /ingest/batch` body.
+    pub max_batch_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,6 +318,9 @@ impl Settings {
                 check(g.workers >= 1, "gateway.workers: must be at least 1");
                 check(g.max_in_flight >= 1, "gateway.max_in_flight: must be at least 1");
                 check(g.idempotency_window_s >= 1, "gateway.idempotency_window_s: must be at least 1");
+                check(g.max_batch_events >= 1, "gateway.max_batch_events: must be at least 1");
+                check(g.max_batch_bytes >= g.max_body_bytes, "gateway.max_batch_bytes: must be at least gateway.max_body_bytes");
+                check(g.max_batch_events <= g.max_in_flight, "gateway.max_batch_events: must not exceed gateway.max_in_flight");
             }
             Service::PreTransformer | Service::PostTransformer => {
                 let (key, t) = if service == Service::PreTransformer {

@@ -18,7 +18,81 @@ use tracing::Instrument as _;
 use crate::{idempotency, State};
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ingest", web::post().to(ingest));
+    cfg.route("/ingest", web::post().to(ingest)).route("/ingest/batch", web::post().to(ingest_batch));
+}
+
+/// `POST /ingest/batch`: a JSON array of events, or NDJSON (`application/x-ndjson`), up to
+/// `gateway.max_batch_events` and `gateway.max_batch_bytes`. Every event is validated and
+/// produced on its own; the answer lists one result per event, in order: `accepted` with its
+/// partition and offset (only after Kafka's ack), or `rejected` with its error. One bad event
+/// does not reject the others. 503 when no event could be accepted because Kafka is unavailable.
+async fn ingest_batch(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let span = tracing::info_span!("ingest_batch", otel.name = "POST /ingest/batch", otel.kind = "server", http.route = "/ingest/batch");
+    adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_http(req.headers()));
+    let result = batch(req, body, &state).instrument(span).await;
+    if let Err(err) = &result {
+        state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
+    }
+    result
+}
+
+async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<HttpResponse, ApiError> {
+    state.tokens.verify(&req)?;
+    let ndjson = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-ndjson"));
+    if !ndjson {
+        require_json(&req).map_err(|_| ApiError::UnsupportedMediaType)?;
+    }
+    let body = read_body(&req, body, state.max_batch_bytes).await?;
+    let items: Vec<Result<serde_json::Value, String>> = if ndjson {
+        body[..].split(|b: &u8| *b == b'\n')
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| serde_json::from_slice(line).map_err(|e| format!("line is not valid JSON: {e}")))
+            .collect()
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Array(items)) => items.into_iter().map(Ok).collect(),
+            Ok(_) => return Err(ApiError::InvalidEvent("a batch must be a JSON array of events (or NDJSON)".into())),
+            Err(e) => return Err(ApiError::InvalidEvent(format!("body is not valid JSON: {e}"))),
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::InvalidEvent("the batch holds no event".into()));
+    }
+    if items.len() > state.max_batch_events {
+        return Err(ApiError::PayloadTooLarge(state.max_batch_events));
+    }
+    // The whole batch counts against the in-flight bound.
+    let _permits = state.in_flight.clone().try_acquire_many_owned(items.len() as u32).map_err(|_| ApiError::Unavailable {
+        what: "the gateway is at capacity (gateway.max_in_flight)".into(),
+        retry_after_s: state.retry_after_s,
+    })?;
+    let results = futures_util::future::join_all(items.into_iter().map(|item| async move {
+        let event = item
+            .map_err(ApiError::InvalidEvent)
+            .and_then(|v| Event::from_client_value(v).map_err(|e| ApiError::InvalidEvent(e.to_string())))?;
+        accept_event(state, event).await
+    }))
+    .await;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let unavailable = results.iter().filter(|r| matches!(r, Err(ApiError::Unavailable { .. }))).count();
+    let answers: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(answer) => answer,
+            Err(err) => {
+                state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
+                json!({"status": "rejected", "error": err.code(), "message": err.to_string()})
+            }
+        })
+        .collect();
+    if accepted == 0 && unavailable > 0 {
+        return Err(ApiError::Unavailable { what: "kafka did not acknowledge any event of the batch".into(), retry_after_s: state.retry_after_s });
+    }
+    Ok(HttpResponse::Ok().json(json!({"accepted": accepted, "rejected": answers.len() - accepted, "results": answers})))
 }
 
 /// How long a produce may wait for room in the producer's local queue before it is refused:
@@ -84,7 +158,12 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
 
 /// Validates the event and waits for Kafka's ack; the answer body on success.
 async fn accept(state: &State, body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let mut event = Event::parse_client(body).map_err(|e| ApiError::InvalidEvent(e.to_string()))?;
+    let event = Event::parse_client(body).map_err(|e| ApiError::InvalidEvent(e.to_string()))?;
+    accept_event(state, event).await
+}
+
+/// Checks the event's source and waits for Kafka's ack; the answer body on success.
+async fn accept_event(state: &State, mut event: Event) -> Result<serde_json::Value, ApiError> {
     if !state.catalog.is_loaded() {
         return Err(ApiError::Unavailable {
             what: "source configurations are not loaded yet (redis unreachable)".into(),

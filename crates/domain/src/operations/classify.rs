@@ -14,6 +14,9 @@
 //! there (insertion order, no duplicates). When no rule matches, the target is not touched. A
 //! target holding something other than an array (or `null`) fails the event.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -150,6 +153,11 @@ struct Classify {
     /// Every rule's `field_names` in multi-line mode together: most events name no field any
     /// rule looks for, and one search says so. `None` when some rule is not joinable.
     any_name: Option<RegexSet>,
+    /// Bits of the rules with `field_names` (`values`).
+    name_rules: u64,
+    value_rules: u64,
+    /// This operation's key in the name cache.
+    id: u64,
     scope: FieldPath,
     target: FieldPath,
 }
@@ -203,31 +211,57 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
     let wrapped: Vec<String> = p.rules.iter().flat_map(|r| r.field_names.iter().map(|n| format!("(?m:{n})"))).collect();
     let any_name = if all_joinable && !wrapped.is_empty() { set(&wrapped, &mut problems) } else { None };
     problems.done()?;
-    Ok(Box::new(Classify { rules, any_name, scope: scope.expect("checked"), target: target.expect("checked") }))
+    let bits = |pick: fn(&Rule) -> bool| rules.iter().enumerate().filter(|(_, r)| pick(r)).fold(0u64, |acc, (i, _)| acc | 1 << i);
+    let name_rules = bits(|r| r.names.is_some());
+    let value_rules = bits(|r| r.values.is_some());
+    Ok(Box::new(Classify {
+        rules,
+        any_name,
+        name_rules,
+        value_rules,
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        scope: scope.expect("checked"),
+        target: target.expect("checked"),
+    }))
 }
 
-/// What the walk collects: every field name and every string or number (as JSON text), one per
-/// line; names and values holding a line break are kept apart and checked alone.
+/// What a walk collects: every field name, or every string and number (as JSON text), one
+/// per line; names and values holding a line break are kept apart and checked alone.
 #[derive(Default)]
 struct Collected<'e> {
-    names: String,
-    values: String,
-    /// Lines in `names` and `values` (a text of one empty line is not an empty text).
-    name_count: usize,
-    value_count: usize,
-    odd_names: Vec<&'e str>,
-    odd_values: Vec<&'e str>,
+    /// Collect names (else values).
+    names: bool,
+    text: String,
+    /// Lines in `text` (a text of one empty line is not an empty text).
+    count: usize,
+    odd: Vec<&'e str>,
 }
 
 impl<'e> Collected<'e> {
+    fn new(names: bool) -> Self {
+        Collected { names, text: String::with_capacity(if names { 256 } else { 1024 }), ..Default::default() }
+    }
+
+    fn root(&mut self, scope: Option<ValueRef<'e>>) {
+        match scope {
+            None => {}
+            Some(ValueRef::Object(m)) => self.object(m),
+            Some(ValueRef::Json(v)) => self.value(v),
+            Some(ValueRef::Str(s)) => {
+                if !self.names {
+                    self.line(s);
+                }
+            }
+        }
+        // Each line ends with a line break, so the last line would be an empty one that is not
+        // there (and `^$` would match it): drop the last break.
+        self.text.pop();
+    }
+
     fn object(&mut self, map: &'e Map<String, Value>) {
         for (k, v) in map {
-            if k.contains('\n') {
-                self.odd_names.push(k);
-            } else {
-                self.names.push_str(k);
-                self.names.push('\n');
-                self.name_count += 1;
+            if self.names {
+                self.line(k);
             }
             self.value(v);
         }
@@ -237,41 +271,108 @@ impl<'e> Collected<'e> {
         match v {
             Value::Object(m) => self.object(m),
             Value::Array(items) => items.iter().for_each(|item| self.value(item)),
-            Value::String(s) => self.text(s),
-            Value::Number(n) => {
+            Value::String(s) if !self.names => self.line(s),
+            Value::Number(n) if !self.names => {
                 use std::fmt::Write as _;
-                let _ = writeln!(self.values, "{n}");
-                self.value_count += 1;
+                let _ = writeln!(self.text, "{n}");
+                self.count += 1;
             }
-            Value::Bool(_) | Value::Null => {}
+            _ => {}
         }
     }
 
-    fn text(&mut self, s: &'e str) {
+    fn line(&mut self, s: &'e str) {
         if s.contains('\n') {
-            self.odd_values.push(s);
+            self.odd.push(s);
         } else {
-            self.values.push_str(s);
-            self.values.push('\n');
-            self.value_count += 1;
+            self.text.push_str(s);
+            self.text.push('\n');
+            self.count += 1;
         }
+    }
+
+    /// Whether a line or an odd one matches, as if each were checked alone.
+    fn matches(&self, p: &Patterns) -> bool {
+        (self.count > 0 && p.matches(&self.text)) || self.odd.iter().any(|s| p.exact.is_match(s))
     }
 }
 
+/// Gives every compiled `classify` its own key in the name cache.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// How many (operation, names) results each thread keeps, and the longest names text kept.
+const CACHE_ENTRIES: usize = 16;
+const CACHE_MAX_TEXT: usize = 8 << 10;
+
+thread_local! {
+    /// The rules matched by the field names of recent events, most recent first. Events of one
+    /// source mostly share their field names, so this spares searching them again.
+    static NAME_CACHE: RefCell<Vec<(u64, String, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Classify {
-    /// The bits of the rules that match what was collected.
-    fn matching(&self, c: &Collected<'_>) -> u64 {
+    /// The bits of the rules whose `field_names` match a line of `names`.
+    fn name_bits(&self, names: &str) -> u64 {
+        if !self.any_name.as_ref().is_none_or(|s| s.is_match(names)) {
+            return 0;
+        }
         let mut found = 0u64;
-        let names_may_match = c.name_count > 0 && self.any_name.as_ref().is_none_or(|s| s.is_match(&c.names));
         for (i, rule) in self.rules.iter().enumerate() {
-            let by_name = |p: &Patterns| {
-                (names_may_match && p.matches(&c.names)) || c.odd_names.iter().any(|n| p.exact.is_match(n))
-            };
-            let by_value = |p: &Patterns| {
-                (c.value_count > 0 && p.matches(&c.values)) || c.odd_values.iter().any(|v| p.exact.is_match(v))
-            };
-            if rule.names.as_ref().is_some_and(by_name) || rule.values.as_ref().is_some_and(by_value) {
+            if rule.names.as_ref().is_some_and(|p| p.matches(names)) {
                 found |= 1 << i;
+            }
+        }
+        found
+    }
+
+    /// [`Classify::name_bits`], remembered per thread for recently seen names.
+    fn cached_name_bits(&self, names: &str) -> u64 {
+        if names.len() > CACHE_MAX_TEXT {
+            return self.name_bits(names);
+        }
+        let hit = NAME_CACHE.with_borrow_mut(|cache| {
+            let at = cache.iter().position(|(id, text, _)| *id == self.id && text == names)?;
+            let entry = cache.remove(at);
+            let bits = entry.2;
+            cache.insert(0, entry);
+            Some(bits)
+        });
+        if let Some(bits) = hit {
+            return bits;
+        }
+        let bits = self.name_bits(names);
+        NAME_CACHE.with_borrow_mut(|cache| {
+            cache.truncate(CACHE_ENTRIES - 1);
+            cache.insert(0, (self.id, names.to_owned(), bits));
+        });
+        bits
+    }
+
+    /// The bits of the rules that match the event's scope.
+    fn matching(&self, scope: Option<ValueRef<'_>>) -> u64 {
+        let mut found = 0u64;
+        if self.name_rules != 0 {
+            let mut names = Collected::new(true);
+            names.root(scope);
+            if names.count > 0 {
+                found |= self.cached_name_bits(&names.text);
+            }
+            if !names.odd.is_empty() {
+                for (i, rule) in self.rules.iter().enumerate() {
+                    let odd_match = |p: &Patterns| names.odd.iter().any(|s| p.exact.is_match(s));
+                    if rule.names.as_ref().is_some_and(odd_match) {
+                        found |= 1 << i;
+                    }
+                }
+            }
+        }
+        if self.value_rules & !found != 0 {
+            let mut values = Collected::new(false);
+            values.root(scope);
+            for (i, rule) in self.rules.iter().enumerate() {
+                if found & (1 << i) == 0 && rule.values.as_ref().is_some_and(|p| values.matches(p)) {
+                    found |= 1 << i;
+                }
             }
         }
         found
@@ -280,20 +381,7 @@ impl Classify {
 
 impl Operation for Classify {
     fn apply(&self, event: &mut Event, _ctx: &Context<'_>) -> Result<Effect, String> {
-        let found = {
-            let mut c = Collected { names: String::with_capacity(256), values: String::with_capacity(1024), ..Default::default() };
-            match self.scope.get(event) {
-                None => {}
-                Some(ValueRef::Object(m)) => c.object(m),
-                Some(ValueRef::Json(v)) => c.value(v),
-                Some(ValueRef::Str(s)) => c.text(s),
-            }
-            // Each line ends with a line break, so the last line would be an empty one that is
-            // not there (and `^$` would match it): drop the last break.
-            c.names.pop();
-            c.values.pop();
-            self.matching(&c)
-        };
+        let found = self.matching(self.scope.get(event));
         if found == 0 {
             return Ok(Effect::Continue);
         }
@@ -402,6 +490,28 @@ mod tests {
             let tags = e.metadata.get("tags").cloned().unwrap_or(json!([]));
             if payload.as_object().unwrap().values().all(|v| !v.is_object()) {
                 assert_eq!(tags.as_array().unwrap().contains(&json!("V")), *tagged, "values: {pattern} on {keys:?}: {tags}");
+            }
+        }
+    }
+
+    /// The per-thread cache of name results never mixes up events or operations.
+    #[test]
+    fn remembered_names_give_the_same_answers() {
+        let pii = compile(&json!({"rules": rules()})).unwrap();
+        let other = compile(&json!({"rules": [{"tag": "X", "field_names": ["^x$"]}]})).unwrap();
+        let tags = |op: &dyn Operation, payload: Value| {
+            let mut e = event_with(payload, json!({}));
+            op.apply(&mut e, &crate::operations::testing::context()).unwrap();
+            e.metadata.get("tags").cloned().unwrap_or(json!([]))
+        };
+        for round in 0..3 {
+            assert_eq!(tags(&*pii, json!({"email": 1})), json!(["PII"]), "round {round}");
+            assert_eq!(tags(&*other, json!({"email": 1})), json!([]), "round {round}");
+            assert_eq!(tags(&*pii, json!({"x": 1})), json!([]), "round {round}");
+            assert_eq!(tags(&*other, json!({"x": 1})), json!(["X"]), "round {round}");
+            assert_eq!(tags(&*pii, json!({"x": "me@example.org"})), json!(["PII"]), "round {round}");
+            for i in 0..CACHE_ENTRIES + 2 {
+                assert_eq!(tags(&*pii, json!({format!("k{i}"): 1, "first_name": 1})), json!(["GDPR"]), "round {round}");
             }
         }
     }
