@@ -7,13 +7,14 @@ BIN_DIR := $(TARGET_DIR)/debug
 FAULTS_FULL := --events 20000 --entities 2000 --poison 50
 FAULTS_QUICK := --events 3000 --entities 300 --poison 20
 
-.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults smoke fmt lint clean images k8s-validate
+.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults smoke fmt lint clean images k8s-validate bench bench-quick
 
 help:
 	@echo "make run        start Kafka, Redis, the four services and the edge on :8080 (dev config)"
 	@echo "make stop       stop everything 'make run' started"
 	@echo "make test       start Kafka and Redis if needed, run every test (unit, end-to-end, smoke, k8s, reduced fault suite)"
 	@echo "make test-faults  the full fault-injection suite (20,000 events per scenario)"
+	@echo "make bench      throughput and latency against the broker's limit (make bench-quick: < 2 min)"
 	@echo "make infra      start only Kafka and Redis"
 	@echo "make images       build the metastream image (needs a Docker engine)"
 	@echo "make k8s-validate render and validate the Kubernetes manifests and the compose file"
@@ -65,6 +66,13 @@ smoke: infra
 
 fmt:
 	$(CARGO) fmt --all
+
+# Throughput and latency next to the broker's own limit (release build); see README "Performance".
+bench:
+	scripts/bench.sh
+
+bench-quick:
+	scripts/bench.sh quick
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -82,7 +82,7 @@ impl Condition {
             Condition::In(p, values) => {
                 p.get(event).is_some_and(|got| values.iter().any(|v| got.json_eq(v)))
             }
-            Condition::Source(names) => names.iter().any(|n| *n == event.source),
+            Condition::Source(names) => names.contains(&event.source),
             Condition::HeaderExists(name, present) => event.routing.header(name).is_some() == *present,
             Condition::HeaderEquals(name, v) => event.routing.header(name) == Some(v.as_str()),
             Condition::HeaderMatches(name, re) => event.routing.header(name).is_some_and(|h| re.is_match(h)),

@@ -279,6 +279,33 @@ mod tests {
         assert_eq!(serde_json::Value::Object(e.payload), json!({"b": 3}));
     }
 
+    /// Every operation honours `when`: with one that does not hold, the catalog example leaves
+    /// the event as it was; with one that holds, it runs.
+    #[test]
+    fn every_operation_honours_its_condition() {
+        let payload = json!({"title": "T", "status": "draft", "created": "20/07/2024 14:34", "after": {"a": 1},
+            "reporter": {"email": "a@b.co"}, "project": "P", "tenant": "acme", "internal": {"trace_id": "x"},
+            "priority": "2", "estimate_h": "1.5", "id": 7, "fields": {"a": {"b": 1}}, "internal_notes": "n", "summary": "s",
+            "owner": {"email": "o@b.co"}, "ssn": "123-45-6789"});
+        let mut original = event(payload);
+        original.metadata.insert("created_at".into(), json!("2024-07-20T12:34:56Z"));
+        original.routing.set_header("x-internal-trace", "t".into());
+        for kind in operations::catalog() {
+            let mut spec: serde_json::Value = serde_json::from_str(kind.example).unwrap();
+            spec["when"] = json!({"source": "nope"});
+            let c = CompiledSource::compile(config(json!({"source": "s", "pre": [spec.clone()]}))).unwrap();
+            let mut e = original.clone();
+            assert_eq!(c.run(Stage::Pre, &mut e, &context()), Ok(Outcome::Keep), "{}", kind.name);
+            assert_eq!(e, original, "{} ran although its condition did not hold", kind.name);
+
+            spec["when"] = json!({"source": "s"});
+            let c = CompiledSource::compile(config(json!({"source": "s", "pre": [spec]}))).unwrap();
+            let mut e = original.clone();
+            let outcome = c.run(Stage::Pre, &mut e, &context());
+            assert!(outcome != Ok(Outcome::Keep) || e != original, "{} did nothing: {outcome:?}", kind.name);
+        }
+    }
+
     #[test]
     fn reports_the_failing_step() {
         let c = CompiledSource::compile(config(json!({

@@ -369,6 +369,23 @@ async fn run_roundtrip(args: &Args, e2e: Arc<Mutex<Histogram<u64>>>, received: A
     Ok(())
 }
 
+/// Creates the raw modes' topic (6 partitions, like the pipeline's) if it does not exist.
+async fn ensure_topic(kafka: &str, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", kafka).create()?;
+    let results = admin
+        .create_topics(&[NewTopic::new(topic, 6, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await?;
+    for r in results {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                anyhow::bail!("creating {t}: {code}");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn pct(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
@@ -411,6 +428,9 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
+    if args.mode != Mode::Http {
+        ensure_topic(&args.kafka, &args.topic).await?;
+    }
     let started = Instant::now();
     match args.mode {
         Mode::Http => {

@@ -247,11 +247,8 @@ impl<'e> Collected<'e> {
             None => {}
             Some(ValueRef::Object(m)) => self.object(m),
             Some(ValueRef::Json(v)) => self.value(v),
-            Some(ValueRef::Str(s)) => {
-                if !self.names {
-                    self.line(s);
-                }
-            }
+            Some(ValueRef::Str(s)) if !self.names => self.line(s),
+            Some(ValueRef::Str(_)) => {}
         }
         // Each line ends with a line break, so the last line would be an empty one that is not
         // there (and `^$` would match it): drop the last break.

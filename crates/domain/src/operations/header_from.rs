@@ -83,7 +83,8 @@ mod tests {
     #[test]
     fn table() {
         let f = |path: &str, header: &str| json!({"path": path, "header": header});
-        let cases: &[(Value, Value, Result<&[(&str, &str)], &str>)] = &[
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Value, Value, Result<Headers, &str>)] = &[
             (json!({"fields": [f("payload.t", "x-t"), f("source", "x-s")]}), json!({"t": "ü"}), Ok(&[("x-t", "ü"), ("x-s", "s")])),
             (json!({"fields": [f("payload.n", "n"), f("payload.z", "z")]}), json!({"n": i64::MIN, "z": null}), Ok(&[("n", "-9223372036854775808"), ("z", "null")])),
             (json!({"fields": [f("payload.o", "o"), f("payload.l[0]", "l")]}), json!({"o": {"a": 1}, "l": [[1]]}), Ok(&[("o", r#"{"a":1}"#), ("l", "[1]")])),

@@ -102,7 +102,9 @@ mod tests {
     #[test]
     fn table() {
         let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
-        let cases: &[(Value, &[(&str, &str)], Result<Vec<(String, String)>, &str>)] = &[
+        type Headers = Vec<(String, String)>;
+        type Before<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Value, Before, Result<Headers, &str>)] = &[
             (json!({"name": "x-a", "value": "ünï"}), &[], Ok(vec![pair("x-a", "ünï")])),
             (json!({"name": "x-a", "value": "2"}), &[("x-a", "1"), ("x-b", "0")], Ok(vec![pair("x-a", "2"), pair("x-b", "0")])),
             (json!({"name": "X-A", "value": "2"}), &[("x-a", "1")], Ok(vec![pair("x-a", "1"), pair("X-A", "2")])),

@@ -126,8 +126,11 @@ pub struct OperationKind {
     /// A complete `OperationSpec` using the operation, as JSON; it compiles (tested).
     pub example: &'static str,
     /// Compiles parameters into a runnable operation, or reports every problem found.
-    pub compile: fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
+    pub compile: fn(&Value) -> Compiled,
 }
+
+/// What compiling an operation's parameters gives: the operation, or every problem found.
+pub type Compiled = Result<Box<dyn Operation>, Vec<ParamError>>;
 
 impl fmt::Debug for OperationKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -442,7 +445,7 @@ pub(crate) mod testing {
 
     /// Compiles `params` and applies the operation to `event`.
     pub fn run(
-        compile: &dyn Fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
+        compile: &dyn Fn(&Value) -> Compiled,
         params: &Value,
         event: Event,
     ) -> Result<Event, String> {
@@ -451,7 +454,7 @@ pub(crate) mod testing {
 
     /// Like [`run`], with a given context.
     pub fn run_in(
-        compile: &dyn Fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
+        compile: &dyn Fn(&Value) -> Compiled,
         params: &Value,
         mut event: Event,
         ctx: &Context<'_>,
@@ -464,7 +467,7 @@ pub(crate) mod testing {
     /// Runs table rows of `(params, input payload, expected payload or error fragment)`.
     #[track_caller]
     pub fn check_payloads(
-        compile: &dyn Fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
+        compile: &dyn Fn(&Value) -> Compiled,
         cases: &[(Value, Value, Result<Value, &str>)],
     ) {
         for (params, payload, expected) in cases {
@@ -480,7 +483,7 @@ pub(crate) mod testing {
     /// message containing its fragment.
     #[track_caller]
     pub fn check_errors(
-        compile: &dyn Fn(&Value) -> Result<Box<dyn Operation>, Vec<ParamError>>,
+        compile: &dyn Fn(&Value) -> Compiled,
         cases: &[(Value, &[(&str, &str)])],
     ) {
         for (params, expected) in cases {

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# `make bench` / `make bench-quick`: measures, in one run on one broker with the same payloads,
+#  1. the limit: a raw rdkafka producer (acks=all) straight to the broker;
+#  2. gateway ingest only (transformers stopped): single events and batches of 100;
+#  3. the full pipeline, sustained, through to the output topic;
+#  4. end-to-end latency at 25 % and 50 % of the measured maximum, next to a raw Kafka
+#     produce -> consume round trip at the same rates;
+#  5. (full run only) Redpanda Connect doing the gateway's job (http_server -> kafka), if it builds.
+# Release builds; results in bench/results/ (JSON per step, a markdown table per run).
+# Usage: scripts/bench.sh [quick]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+QUICK=${1:-}
+SECS=20; [[ $QUICK == quick ]] && SECS=5
+SIZE=${BENCH_EVENT_SIZE:-1024}
+RUN="bench-$(date +%Y%m%d-%H%M%S)"
+OUT="$ROOT/bench/results/$RUN"
+REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+LG="$REL/metastream-loadgen"
+mkdir -p "$OUT"
+
+pid_alive "$VAR/run/gateway.pid" && die "a dev stack is running (make stop first): the benchmark needs the machine to itself"
+"$ROOT/scripts/kafka.sh" start
+"$ROOT/scripts/redis.sh" start
+log "building release binaries"
+(cd "$ROOT" && cargo build --release --workspace --bins -q)
+
+# The services, from the release build, on this run's own topics and keys.
+export METASTREAM_BIN="$REL" METASTREAM_ENV=dev RUST_LOG=warn
+export METASTREAM__TELEMETRY__LOG_FORMAT=json
+export METASTREAM__KAFKA__TOPICS__INGEST="$RUN.ingest" METASTREAM__KAFKA__TOPICS__PROCESSED="$RUN.processed"
+export METASTREAM__KAFKA__TOPICS__OUTPUT="$RUN.output" METASTREAM__KAFKA__TOPICS__DEAD_LETTER="$RUN.dead-letter"
+export METASTREAM__REDIS__KEY_PREFIX="$RUN:" METASTREAM__PRE_TRANSFORMER__GROUP_ID="$RUN.pre"
+export METASTREAM__POST_TRANSFORMER__GROUP_ID="$RUN.post" METASTREAM__CONSUMER_API__GROUP_PREFIX="$RUN.consume-"
+export METASTREAM__GATEWAY__MAX_IN_FLIGHT=20000 METASTREAM__GATEWAY__WORKERS=2
+cleanup() { "$ROOT/scripts/services.sh" stop >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+"$ROOT/scripts/services.sh" start >/dev/null
+pids() { for s in gateway pre-transformer post-transformer consumer-api; do
+  [[ -f "$VAR/run/$s.pid" ]] && pid_alive "$VAR/run/$s.pid" && printf -- '--pid %s=%s ' "$s" "$(cat "$VAR/run/$s.pid")"; done; }
+lg() { local label=$1; shift; log "$label"; "$LG" --label "$label" --event-size "$SIZE" --seconds "$SECS" --json "$OUT/$label.json" "$@" | tee -a "$OUT/raw.txt"; }
+val() { python3 -c "import json,sys; d=json.load(open('$OUT/$1.json')); print(eval('d$2'))"; }
+
+# 1. The limit.
+lg raw-producer --mode kafka-produce --topic "$RUN.raw" --clients 4
+# 2. Gateway only: transformers stopped.
+kill "$(cat "$VAR/run/pre-transformer.pid")" "$(cat "$VAR/run/post-transformer.pid")"
+sleep 2
+lg ingest-single --mode http --batch 1 --clients 64 $(pids)
+lg ingest-batch100 --mode http --batch 100 --clients 8 $(pids)
+# 3. The full pipeline: transformers back (they first drain what step 2 left).
+"$ROOT/scripts/services.sh" start >/dev/null
+log "letting the transformers drain step 2's backlog"
+sleep $((SECS / 2 + 5))
+lg pipeline-batch100 --mode http --batch 100 --clients 8 --e2e-topic "$RUN.output" $(pids)
+MAX=$(val pipeline-batch100 "['e2e_latency_ms']['count']")
+MAX_RATE=$(python3 -c "print(int($MAX / $(val pipeline-batch100 "['seconds']")))")
+# 4. Latency at 25 % and 50 % of the sustained maximum, and raw Kafka at the same rates.
+for pctl in 25 50; do
+  RATE=$((MAX_RATE * pctl / 100)); [[ $RATE -lt 100 ]] && RATE=100
+  lg "e2e-at-$pctl" --mode http --batch 1 --clients 64 --rate "$RATE" --e2e-topic "$RUN.output" $(pids)
+  lg "raw-roundtrip-at-$pctl" --mode kafka-roundtrip --topic "$RUN.roundtrip" --rate "$RATE"
+done
+
+# 5. Redpanda Connect (full run only).
+RPC_NOTE="not run (bench-quick)"
+if [[ $QUICK != quick ]]; then
+  RPC_NOTE=$("$ROOT/scripts/bench-redpanda.sh" "$OUT" "$RUN" "$SECS" "$SIZE" || true)
+fi
+
+python3 "$ROOT/scripts/bench_report.py" "$OUT" "$RPC_NOTE" | tee "$OUT/report.md"
+log "results in $OUT"

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Turns a bench run's JSON results into the markdown table README.md shows."""
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import date
+
+out, rpc_note = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "")
+
+
+def load(name):
+    path = os.path.join(out, f"{name}.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+raw = load("raw-producer")
+single = load("ingest-single")
+batch = load("ingest-batch100")
+pipe = load("pipeline-batch100")
+rpc = load("redpanda-connect")
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+
+def eps(r):
+    return r["events_per_s"] if r else 0.0
+
+pipe_rate = (pipe["e2e_latency_ms"]["count"] / pipe["seconds"]) if pipe and pipe.get("e2e_latency_ms") else 0.0
+rows = []
+rows.append(("1. raw rdkafka producer (acks=all)", f"{eps(raw):,.0f} msg/s", "limit", ""))
+rows.append(("2a. gateway, single events", f"{eps(single):,.0f} ev/s", f"{eps(single)/eps(raw):.2f} × (1)" if raw else "", ""))
+ok = eps(batch) >= 0.7 * eps(raw)
+rows.append(("2b. gateway, batches of 100", f"{eps(batch):,.0f} ev/s", f"{eps(batch)/eps(raw):.2f} × (1)" if raw else "", "≥ 0.7 × (1): " + ("met" if ok else "NOT met")))
+ok = pipe_rate >= 0.5 * eps(batch)
+rows.append(("3. full pipeline, sustained to the output topic", f"{pipe_rate:,.0f} ev/s", f"{pipe_rate/eps(batch):.2f} × (2b)" if batch else "", "≥ 0.5 × (2b): " + ("met" if ok else "NOT met")))
+for p in (25, 50):
+    e, r = load(f"e2e-at-{p}"), load(f"raw-roundtrip-at-{p}")
+    if e and e.get("e2e_latency_ms") and r and r.get("e2e_latency_ms"):
+        el, rl = e["e2e_latency_ms"], r["e2e_latency_ms"]
+        target = ""
+        if p == 50:
+            target = "p99 ≤ 3 × raw p99: " + ("met" if el["p99"] <= 3 * rl["p99"] else "NOT met")
+        rows.append((f"4. e2e latency at {p} % ({e['rate']} ev/s)", f"p50 {el['p50']:.1f} / p99 {el['p99']:.1f} / p99.9 {el['p999']:.1f} ms",
+                     f"raw Kafka p99 {rl['p99']:.1f} ms ({el['p99']/max(rl['p99'],0.001):.1f} ×)", target))
+if rpc:
+    rows.append(("5. Redpanda Connect http_server → kafka", f"{eps(rpc):,.0f} ev/s", f"{eps(rpc)/eps(raw):.2f} × (1)" if raw else "", ""))
+else:
+    rows.append(("5. Redpanda Connect", rpc_note or "not run", "", ""))
+
+print(f"Run {os.path.basename(out)} on {date.today()}, commit {commit}, {os.cpu_count()} cores ({cpu}), event size {single['event_size'] if single else '?'} B.\n")
+print("| step | throughput / latency | ratio | target |")
+print("|---|---|---|---|")
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+mem = {}
+for r in (single, batch, pipe, load("e2e-at-50")):
+    for name, p in ((r or {}).get("processes") or {}).items():
+        mem[name] = max(mem.get(name, 0), p["peak_rss_mib"])
+        mem[name + " cpu"] = p["cpu_s_per_million"]
+if mem:
+    print("\n| service | peak RSS (MiB) | target ≤ 100 MiB | CPU s per million events (last step) |")
+    print("|---|---|---|---|")
+    for name in ("gateway", "pre-transformer", "post-transformer", "consumer-api"):
+        if name in mem:
+            print(f"| {name} | {mem[name]:.1f} | {'met' if mem[name] <= 100 else 'NOT met'} | {mem.get(name + ' cpu', 0):.1f} |")
