@@ -13,6 +13,12 @@
 //! tags are kept, and each matching rule's tag is appended once, in rule order, when not already
 //! there (insertion order, no duplicates). When no rule matches, the target is not touched. A
 //! target holding something other than an array (or `null`) fails the event.
+//!
+//! Cost: all names are searched as one text, and so are all values (see [`Patterns`]); values
+//! are only looked at for rules the names did not already match. Which rules the field names
+//! match is remembered per thread for the last few sets of names seen (events of one source
+//! mostly share their fields), so a known shape costs one comparison. Value patterns cost about
+//! what the regex crate takes to scan the event's text once per pattern.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
