@@ -36,8 +36,31 @@ fi
 
 fail_early() { printf '[k8s-validate] error: %s\n0 passed, 1 failed\n' "$*" >&2; exit 1; }
 
-command -v kubectl >/dev/null \
-  || fail_early "kubectl not found: install it (Debian: kubectl from Kubernetes' apt repository, or the google-cloud-sdk package) — it renders the overlays with 'kubectl kustomize'"
+# kubectl renders the overlays (`kubectl kustomize`). Where it is missing, build the same
+# renderer, kustomize, from the Go module proxy into var/bin and put a `kubectl kustomize` shim
+# in front of it.
+if ! command -v kubectl >/dev/null; then
+  KUSTOMIZE_VERSION=v5.6.0
+  if [[ ! -x "$ROOT/var/bin/kustomize" ]]; then
+    command -v go >/dev/null \
+      || fail_early "kubectl not found and no Go to build kustomize: install kubectl (Kubernetes' apt repository or google-cloud-sdk)"
+    log "kubectl not found: building kustomize $KUSTOMIZE_VERSION from the Go module proxy"
+    GOBIN="$ROOT/var/bin" GOFLAGS=-mod=mod go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" \
+      || fail_early "kubectl not found and building kustomize failed"
+  fi
+  mkdir -p "$ROOT/var/bin/shim"
+  cat > "$ROOT/var/bin/shim/kubectl" <<SHIM
+#!/usr/bin/env bash
+# kubectl stand-in for k8s-validate: 'kubectl kustomize DIR' and 'kubectl version --client'.
+case "\$1" in
+  kustomize) shift; exec "$ROOT/var/bin/kustomize" build "\$@" ;;
+  version) echo "Kustomize Version: \$("$ROOT/var/bin/kustomize" version)"; exit 0 ;;
+  *) echo "kubectl shim: only 'kustomize' and 'version' are supported" >&2; exit 1 ;;
+esac
+SHIM
+  chmod +x "$ROOT/var/bin/shim/kubectl"
+  export PATH="$ROOT/var/bin/shim:$PATH"
+fi
 command -v python3 >/dev/null || fail_early "python3 not found (Debian: apt-get install python3)"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || fail_early "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); scripts/k8s_checks.py needs 3.11 or newer (tomllib)"

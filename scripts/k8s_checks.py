@@ -54,6 +54,8 @@ PARTITION_BOUND = {"pre-transformer", "post-transformer", "consumer-api"}
 # The workspace's other binaries: in the image, without a Deployment.
 TOOLS = {
     "metastream": "the admin CLI (crates/cli): `kubectl run ... --image=<metastream image> -- metastream sources ...`",
+    "metastream-loadgen": "the load generator (crates/loadgen): `kubectl run ... -- metastream-loadgen --url http://gateway:8081`",
+    "metastream-faults": "the fault-injection suite (crates/faults): runs beside a checkout (`make test-faults`), shipped for completeness",
 }
 # Transformer -> (the config key of its consumer group, the config key of its input topic).
 TRANSFORMERS = {
@@ -74,6 +76,7 @@ KNOWN_ENV = {
     "RUST_LOG": ("default", "telemetry.log_level"),
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("default", "telemetry.otlp_endpoint; unset: no trace export"),
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ("default", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": ("default", "OTEL_EXPORTER_OTLP_ENDPOINT"),
     "OTEL_SERVICE_NAME": ("set", "the service's name in traces"),
     "OTEL_RESOURCE_ATTRIBUTES": ("set", "pod and namespace in traces"),
 }

@@ -134,6 +134,10 @@ async fn preview_shows_what_the_pipeline_produces() {
     assert_eq!(status, 200, "{preview}");
     assert_eq!(preview["outcome"], "kept");
     assert_eq!(preview["stages"].as_array().unwrap().len(), 2);
+    // Step by step: the pre stage's add_timestamp, then the post stage's add_processing_info.
+    assert_eq!(preview["stages"][0]["steps"][0]["op"], "add_timestamp");
+    assert!(preview["stages"][0]["steps"][0]["event"]["metadata"]["processed_at"].is_string());
+    assert_eq!(preview["stages"][1]["steps"][0]["op"], "add_processing_info");
 
     let (status, _) = stack.ingest(&jira_event()).await;
     assert_eq!(status, 202);

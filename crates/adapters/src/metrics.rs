@@ -89,7 +89,7 @@ impl Metrics {
         let seconds = |name: &'static str, help: &'static str| {
             meter.f64_histogram(name).with_description(help).with_unit("s").with_boundaries(SECONDS.to_vec()).build()
         };
-        Arc::new(Metrics {
+        let metrics = Arc::new(Metrics {
             service,
             http_requests: counter("http_server_requests_total", "HTTP requests by route, method and status"),
             http_duration: seconds("http_server_request_duration_seconds", "HTTP request duration"),
@@ -115,7 +115,25 @@ impl Metrics {
             reader,
             provider,
             meter,
-        })
+        });
+        // Counters exist from the start (at 0), so dashboards and alerts on errors that have not
+        // happened yet find their series.
+        for counter in [
+            &metrics.http_requests,
+            &metrics.redis_errors,
+            &metrics.config_reloads,
+            &metrics.delivery_errors,
+            &metrics.events_ingested,
+            &metrics.ingest_rejected,
+            &metrics.events_processed,
+            &metrics.dead_letters,
+            &metrics.operation_failures,
+            &metrics.rebalances,
+            &metrics.events_delivered,
+        ] {
+            counter.add(0, &[]);
+        }
+        metrics
     }
 
     pub fn service(&self) -> &'static str {

@@ -140,16 +140,32 @@ impl CompiledSource {
     /// The first operation that failed; the event is then partly transformed and should be
     /// discarded in favour of the original.
     pub fn run(&self, stage: Stage, event: &mut Event, ctx: &Context<'_>) -> Result<Outcome, RunError> {
+        self.run_observed(stage, event, ctx, |_, _, _, _| {})
+    }
+
+    /// Like [`CompiledSource::run`], calling `observe(index, op, applied, event)` after each
+    /// step (`applied` is false when its `when` condition skipped it): what a preview shows.
+    ///
+    /// # Errors
+    /// See [`CompiledSource::run`].
+    pub fn run_observed(
+        &self,
+        stage: Stage,
+        event: &mut Event,
+        ctx: &Context<'_>,
+        mut observe: impl FnMut(usize, &'static str, bool, &Event),
+    ) -> Result<Outcome, RunError> {
         let steps = match stage {
             Stage::Pre => &self.pre,
             Stage::Post => &self.post,
         };
         for (index, step) in steps.iter().enumerate() {
             if step.when.as_ref().is_some_and(|c| !c.eval(event)) {
+                observe(index, step.name, false, event);
                 continue;
             }
             match step.op.apply(event, ctx) {
-                Ok(Effect::Continue) => {}
+                Ok(Effect::Continue) => observe(index, step.name, true, event),
                 Ok(Effect::Drop) => return Ok(Outcome::Dropped { index, op: step.name }),
                 Err(message) => return Err(RunError { stage, index, op: step.name, message }),
             }
