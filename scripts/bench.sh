@@ -40,7 +40,14 @@ trap cleanup EXIT
 pids() { for s in gateway pre-transformer post-transformer consumer-api; do
   [[ -f "$VAR/run/$s.pid" ]] && pid_alive "$VAR/run/$s.pid" && printf -- '--pid %s=%s ' "$s" "$(cat "$VAR/run/$s.pid")"; done; }
 lg() { local label=$1; shift; log "$label"; "$LG" --label "$label" --event-size "$SIZE" --seconds "$SECS" --json "$OUT/$label.json" "$@" | tee -a "$OUT/raw.txt"; }
-val() { python3 -c "import json,sys; d=json.load(open('$OUT/$1.json')); print(eval('d$2'))"; }
+val() { python3 - "$OUT/$1.json" "$2" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."):
+    d = d[k]
+print(d)
+PY
+}
 
 # 1. The limit.
 lg raw-producer --mode kafka-produce --topic "$RUN.raw" --clients 4
@@ -54,8 +61,8 @@ lg ingest-batch100 --mode http --batch 100 --clients 8 $(pids)
 log "letting the transformers drain step 2's backlog"
 sleep $((SECS / 2 + 5))
 lg pipeline-batch100 --mode http --batch 100 --clients 8 --e2e-topic "$RUN.output" $(pids)
-MAX=$(val pipeline-batch100 "['e2e_latency_ms']['count']")
-MAX_RATE=$(python3 -c "print(int($MAX / $(val pipeline-batch100 "['seconds']")))")
+MAX=$(val pipeline-batch100 e2e_latency_ms.count)
+MAX_RATE=$(python3 -c "print(int($MAX / $(val pipeline-batch100 seconds)))")
 # 4. Latency at 25 % and 50 % of the sustained maximum, and raw Kafka at the same rates.
 for pctl in 25 50; do
   RATE=$((MAX_RATE * pctl / 100)); [[ $RATE -lt 100 ]] && RATE=100

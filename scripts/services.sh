@@ -17,7 +17,9 @@ start_service() {
   if pid_alive "$RUN/$name.pid"; then log "$name already running (pid $(cat "$RUN/$name.pid"))"; return 0; fi
   [[ -x "$BIN/$name" ]] || die "$BIN/$name not built: run 'make build'"
   port_open 127.0.0.1 "${PORTS[$name]}" && die "port ${PORTS[$name]} for $name is taken by another process"
-  (cd "$ROOT" && METASTREAM_ENV="${METASTREAM_ENV:-dev}" nohup "$BIN/$name" >> "$LOGS/$name.log" 2>&1 & echo $! > "$RUN/$name.pid")
+  # exec: the pid file names the service itself, not a wrapper shell.
+  (cd "$ROOT" && METASTREAM_ENV="${METASTREAM_ENV:-dev}" exec "$BIN/$name" >> "$LOGS/$name.log" 2>&1 < /dev/null) &
+  echo $! > "$RUN/$name.pid"
 }
 
 wait_ready() {

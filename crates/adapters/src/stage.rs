@@ -575,17 +575,24 @@ pub async fn apply(
     s: &Shared,
     stage: Stage,
     service: crate::settings::Service,
-    original: &domain::Event,
+    original: domain::Event,
     input: Option<domain::Input<'_>>,
 ) -> Result<Applied, Interrupted> {
     use domain::{OnError, Outcome};
     let mut backoff = Backoff::infra();
+    let mut pending = Some(original);
     loop {
-        let Some(source) = s.catalog.resolve(original.source.as_str()) else {
-            let error = format!("source `{}` has no configuration", original.source);
+        let current = pending.as_ref().expect("kept while retrying");
+        let Some(source) = s.catalog.resolve(current.source.as_str()) else {
+            let error = format!("source `{}` has no configuration", current.source);
             return Ok(Applied::DeadLetter(Failure::new("missing_config", error)));
         };
-        let mut event = original.clone();
+        // Only `fail` retries the same event; otherwise it is transformed in place, uncopied.
+        let mut event = if source.config().on_error == OnError::Fail {
+            current.clone()
+        } else {
+            pending.take().expect("present")
+        };
         let ctx = domain::Context {
             stage,
             service: service.name(),
@@ -595,7 +602,7 @@ pub async fn apply(
             now: chrono::Utc::now(),
             input,
         };
-        let (id, src) = (&original.id, &original.source);
+        let (id, src) = (event.id.clone(), event.source.clone());
         match source.run(stage, &mut event, &ctx) {
             Ok(Outcome::Keep) => return Ok(Applied::Keep(event, source.version())),
             Ok(Outcome::Dropped { index, op }) => {

@@ -141,6 +141,20 @@ fn engine(c: &mut Criterion) {
             BatchSize::NumIterations(BATCH),
         )
     });
+    // classify on events whose field names it has not seen: the per-thread name cache misses.
+    let mut n = 0u64;
+    ops.bench_function("classify_new_shape", |b| {
+        b.iter_batched_ref(
+            || {
+                n += 1;
+                let mut e = event.clone();
+                e.payload.insert(format!("field_{n}"), json!(n));
+                e
+            },
+            |e| classify.run(Stage::Pre, black_box(e), &ctx).unwrap(),
+            BatchSize::NumIterations(BATCH),
+        )
+    });
     ops.finish();
 }
 

@@ -126,7 +126,7 @@ async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<Stat
 
 async fn operations(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    Ok(HttpResponse::Ok().json(json!({"operations": domain::operations::catalog().iter().map(|k| json!({"name": k.name, "summary": k.summary})).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok().json(domain::describe_catalog()))
 }
 
 #[derive(Deserialize)]

@@ -152,7 +152,7 @@ impl PostProcessor {
     async fn transform(&self, message: &OwnedMessage, original: Event) -> Result<Transformed, Interrupted> {
         let s = &self.0;
         let input = Input { topic: message.topic(), partition: message.partition(), offset: message.offset() };
-        Ok(match stage::apply(s, Stage::Post, Service::PostTransformer, &original, Some(input)).await? {
+        Ok(match stage::apply(s, Stage::Post, Service::PostTransformer, original, Some(input)).await? {
             Applied::Keep(mut event, version) => {
                 event.provenance.post_config_version = Some(version);
                 // What the operations decided about the Kafka message travels as its topic, key

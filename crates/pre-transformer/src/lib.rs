@@ -102,20 +102,20 @@ impl Processor for PreProcessor {
                     span.record("metastream.event.id", event.id.as_str());
                     span.record("metastream.source", event.source.as_str());
                     s.count(Stage::Pre, event.source.as_str(), "stored");
+                    let value = event.to_wire();
+                    let notice = ProcessedNotice::wire_with_record(&event.source, &event.id, &value);
                     records.push(StoredRecord {
                         key: s.keys.processed(&event.source, &event.id),
                         partition: message.partition(),
                         offset: message.offset(),
-                        value: event.to_wire(),
+                        value,
                     });
-                    let key = Some(event.entity_key());
                     let headers = stage::with_headers(
                         stage::event_headers(event.id.as_str(), event.source.as_str()),
                         &adapters::telemetry::propagation::headers_for(&span),
                     );
                     spans.push(span);
-                    let notice = ProcessedNotice { source: event.source.clone(), id: event.id.clone(), record: Some(*event) };
-                    let out = Outgoing { topic: s.topics.processed.clone(), key, payload: notice.to_wire(), headers };
+                    let out = Outgoing { topic: s.topics.processed.clone(), key: Some(event.entity_key()), payload: notice, headers };
                     outgoing.push((out, Some(index)));
                 }
                 Disposition::DeadLetter(failure) => {
@@ -179,7 +179,7 @@ impl PreProcessor {
         // Operations may read the incoming headers, and decide the downstream ones.
         original.routing.headers = stage::message_headers(message);
         let input = Input { topic: message.topic(), partition: message.partition(), offset: message.offset() };
-        Ok(match stage::apply(s, Stage::Pre, Service::PreTransformer, &original, Some(input)).await? {
+        Ok(match stage::apply(s, Stage::Pre, Service::PreTransformer, original, Some(input)).await? {
             Applied::Keep(mut event, version) => {
                 event.provenance.ingest_partition = Some(message.partition());
                 event.provenance.ingest_offset = Some(message.offset());
