@@ -108,7 +108,11 @@ async fn two_pre_transformers_share_the_partitions_and_losing_one_loses_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_gateway_answers_503_with_retry_after_and_every_202_is_delivered() {
-    let stack = Stack::start_with(|s| s.gateway.max_in_flight = 2).await;
+    let stack = Stack::start_with(|s| {
+        s.gateway.max_in_flight = 2;
+        s.gateway.max_batch_events = 2;
+    })
+    .await;
     let results: Vec<(u16, Option<String>, Value)> = stream::iter(0..200)
         .map(|i| {
             let stack = &stack;
