@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(s.kafka.topics.ingest, "pre_process_meta_data_events");
         assert_eq!(s.kafka.partitions, 6);
         assert_eq!(s.auth.tokens, vec![Secret::new("your-secret-key")]);
-        assert_eq!(s.kafka.producer_properties.get("linger.ms").map(String::as_str), Some("5"));
+        assert_eq!(s.kafka.producer_properties.get("linger.ms").map(String::as_str), Some("2"));
         assert!(s.sources.seed_file.ends_with("config/sources.yaml"));
         s.validate(Service::Gateway).unwrap();
     }
