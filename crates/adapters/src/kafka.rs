@@ -65,6 +65,19 @@ impl ClientContext for LoggingContext {
 }
 
 impl ConsumerContext for LoggingContext {
+    /// Before partitions go to another instance, commit what is finished on them, synchronously.
+    /// Consumption happens between batches, so no batch is half done here: the stored offsets are
+    /// exactly the finished work.
+    fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            match consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+                Ok(()) => tracing::info!(partitions = %describe(tpl), "committed finished work before revoke"),
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(err) => tracing::warn!(error = %err, "commit before revoke failed; the new owner redelivers"),
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Some(m) = &self.metrics {
             let kind = match rebalance {
@@ -170,10 +183,13 @@ async fn try_ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Commits, for each partition, the offset after the last of `messages`.
+/// Marks `messages` done — stores, for each partition, the offset after the last of them — and
+/// commits every stored offset. Only stored offsets are ever committed: on shutdown, and by
+/// [`LoggingContext`] before partitions are revoked, so a rebalance commits exactly the finished
+/// work.
 ///
 /// # Errors
-/// The commit error (the messages will then be redelivered: at least once).
+/// The store or commit error (the messages will then be redelivered: at least once).
 pub fn commit_offsets<'a>(
     consumer: &GroupConsumer,
     messages: impl IntoIterator<Item = &'a OwnedMessage>,
@@ -191,7 +207,9 @@ pub fn commit_offsets<'a>(
     for ((topic, partition), offset) in next {
         tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
     }
-    consumer.commit(&tpl, mode)
+    // A partition revoked meanwhile refuses the store: its new owner redelivers (at least once).
+    consumer.store_offsets(&tpl)?;
+    consumer.commit_consumer_state(mode)
 }
 
 /// A readiness check that the broker answers (metadata of `topic` within 2 s), on a client of

@@ -389,6 +389,8 @@ pub struct StageRunner {
     /// when Redis restarts having lost its last writes.
     guards_store: bool,
     stage: Stage,
+    /// Messages of the batch being processed (the in-flight gauge).
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Closes the window Redis' `appendfsync everysec` leaves: a Redis that crashes may lose up to
@@ -472,6 +474,12 @@ impl StageRunner {
         let probe = crate::kafka::probe(&settings.kafka, input_topic)?;
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
         let (health_server, port) = crate::http::health_server(&t.listen, health.clone(), metrics.clone())?;
+        let stage = if service == Service::PreTransformer { Stage::Pre } else { Stage::Post };
+        let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gauge = in_flight.clone();
+        metrics.gauge("metastream_batch_in_flight_messages", "Messages of the batch being processed", move || {
+            vec![(gauge.load(std::sync::atomic::Ordering::Relaxed) as i64, vec![opentelemetry::KeyValue::new("stage", stage.as_str())])]
+        });
         Ok(StageRunner {
             consumer,
             shared: Shared {
@@ -493,7 +501,8 @@ impl StageRunner {
             input_topic: input_topic.clone(),
             deadline: settings.shutdown.deadline(),
             guards_store: service == Service::PreTransformer,
-            stage: if service == Service::PreTransformer { Stage::Pre } else { Stage::Post },
+            stage,
+            in_flight,
         })
     }
 
@@ -525,7 +534,9 @@ impl StageRunner {
             }
             let started = std::time::Instant::now();
             let stage_attr = [opentelemetry::KeyValue::new("stage", self.stage.as_str())];
+            self.in_flight.store(batch.len(), std::sync::atomic::Ordering::Relaxed);
             let result = processor.process(&batch).await;
+            self.in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
             s.metrics.batch_duration.record(started.elapsed().as_secs_f64(), &stage_attr);
             s.metrics.batch_size.record(batch.len() as u64, &stage_attr);
             match result {
