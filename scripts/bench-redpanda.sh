@@ -38,6 +38,7 @@ GO
   fi
 fi
 PORT=18195
+"$LG" --create-topic --topic "$RUN.redpanda" >/dev/null 2>&1 || { echo "not run: could not create the topic $RUN.redpanda"; exit 0; }
 cat > "$DIR/config.yaml" <<YAML
 http:
   enabled: false
@@ -45,8 +46,6 @@ input:
   http_server:
     address: 127.0.0.1:$PORT
     path: /ingest
-    sync_response:
-      status: "202"
 output:
   kafka_franz:
     seed_brokers: [ "127.0.0.1:9092" ]

@@ -74,8 +74,7 @@ lg ingest-batch100 --mode http --batch 100 --clients 8 $(pids)
 log "letting the transformers drain step 2's backlog"
 drain
 lg pipeline-batch100 --mode http --batch 100 --clients 8 --e2e-topic "$RUN.output" $(pids)
-MAX=$(val pipeline-batch100 e2e_latency_ms.count)
-MAX_RATE=$(python3 -c "print(int($MAX / $(val pipeline-batch100 seconds)))")
+MAX_RATE=$(python3 -c "print(int($(val pipeline-batch100 delivered_per_s)))")
 # 4. Latency at 25 % and 50 % of the sustained maximum, and raw Kafka at the same rates.
 for pctl in 25 50; do
   RATE=$((MAX_RATE * pctl / 100)); [[ $RATE -lt 100 ]] && RATE=100

@@ -83,6 +83,9 @@ struct Args {
     /// Write results as JSON here.
     #[arg(long)]
     json: Option<String>,
+    /// Only create `--topic` (6 partitions) and exit.
+    #[arg(long)]
+    create_topic: bool,
 }
 
 /// A ~`size`-byte event for entity `n`.
@@ -173,7 +176,9 @@ async fn run_http(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histo
                     http.post(format!("{}/ingest/batch", args.url)).json(&events)
                 };
                 let ok = match request.bearer_auth(&args.token).send().await {
-                    Ok(r) if r.status().as_u16() == 202 => per_request,
+                    // A single event: any 2xx is an acknowledgement (metastream answers 202; a
+                    // Redpanda Connect http_server answers 200 once its output acknowledged).
+                    Ok(r) if r.status().is_success() && per_request == 1 => 1,
                     Ok(r) if r.status().as_u16() == 200 => r.json::<Value>().await.ok().and_then(|b| b["accepted"].as_u64()).unwrap_or(0),
                     _ => 0,
                 };
@@ -428,10 +433,15 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    if args.mode != Mode::Http {
+    if args.mode != Mode::Http || args.create_topic {
         ensure_topic(&args.kafka, &args.topic).await?;
+        if args.create_topic {
+            return Ok(());
+        }
     }
     let started = Instant::now();
+    // Events that reached the output topic while the load ran (not while it drained after).
+    let in_window = AtomicU64::new(0);
     match args.mode {
         Mode::Http => {
             let consumer = if let Some(topic) = args.e2e_topic.clone() {
@@ -443,6 +453,7 @@ async fn main() -> anyhow::Result<()> {
                 None
             };
             run_http(&args, counters.clone(), latency.clone(), sent_at.clone()).await;
+            in_window.store(received.load(Ordering::Relaxed), Ordering::Relaxed);
             if let Some((stop, task)) = consumer {
                 // Let the pipeline drain what was acknowledged.
                 let acked = counters.acked.load(Ordering::Relaxed);
@@ -481,6 +492,8 @@ async fn main() -> anyhow::Result<()> {
         "acked": acked,
         "failed": counters.failed.load(Ordering::Relaxed),
         "events_per_s": acked as f64 / elapsed,
+        "delivered_in_window": in_window.load(Ordering::Relaxed),
+        "delivered_per_s": in_window.load(Ordering::Relaxed) as f64 / elapsed,
         "request_latency_ms": {"p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "p999": pct(&lat, 0.999), "max": lat.max() as f64 / 1000.0},
         "e2e_latency_ms": if e2e.len() > 0 { json!({"count": e2e.len(), "p50": pct(&e2e, 0.5), "p99": pct(&e2e, 0.99), "p999": pct(&e2e, 0.999)}) } else { Value::Null },
         "processes": processes,
