@@ -77,6 +77,9 @@ KNOWN_ENV = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("default", "telemetry.otlp_endpoint; unset: no trace export"),
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ("default", "OTEL_EXPORTER_OTLP_ENDPOINT"),
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": ("default", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    "OTEL_EXPORTER_OTLP_PROTOCOL": ("default", "http/protobuf; grpc for OTLP/gRPC"),
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": ("default", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": ("default", "OTEL_EXPORTER_OTLP_PROTOCOL"),
     "OTEL_SERVICE_NAME": ("set", "the service's name in traces"),
     "OTEL_RESOURCE_ATTRIBUTES": ("set", "pod and namespace in traces"),
 }

@@ -230,3 +230,90 @@ async fn one_event_is_one_trace_across_all_four_services_and_no_secret_is_logged
         assert!(!text.contains("dev-admin-key"), "{name}'s log holds the admin token");
     }
 }
+
+/// Collects what arrives over OTLP/gRPC.
+struct GrpcReceiver(Spans);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>, tonic::Status> {
+        let body = request.into_inner().encode_to_vec();
+        let data = web::Data::new(self.0.clone());
+        let _ = receive(web::Bytes::from(body), data).await;
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_also_leave_over_otlp_grpc() {
+    crate::harness::require_infrastructure();
+    let spans: Spans = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_port = listener.local_addr().unwrap().port();
+    let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(GrpcReceiver(spans.clone()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream_from(listener)),
+    );
+
+    let s = test_settings();
+    let port = free_port();
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("metastream-grpc-{}.log", std::process::id()))).unwrap();
+    let mut gateway = tokio::process::Command::new(binary("gateway"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("METASTREAM_ENV", "dev")
+        .env("METASTREAM__KAFKA__BOOTSTRAP_SERVERS", &s.kafka.bootstrap_servers)
+        .env("METASTREAM__KAFKA__TOPICS__INGEST", &s.kafka.topics.ingest)
+        .env("METASTREAM__KAFKA__TOPICS__PROCESSED", &s.kafka.topics.processed)
+        .env("METASTREAM__KAFKA__TOPICS__OUTPUT", &s.kafka.topics.output)
+        .env("METASTREAM__KAFKA__TOPICS__DEAD_LETTER", &s.kafka.topics.dead_letter)
+        .env("METASTREAM__REDIS__URL", s.redis.url.expose())
+        .env("METASTREAM__REDIS__KEY_PREFIX", &s.redis.key_prefix)
+        .env("METASTREAM__GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{grpc_port}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while !http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+        assert!(started.elapsed() < Duration::from_secs(60), "gateway not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/ingest"))
+        .bearer_auth(TOKEN)
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .json(&jira_event())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let started = Instant::now();
+    loop {
+        let got = spans.lock().unwrap().iter().any(|s| s.trace_id == trace_id && s.service == "gateway" && s.name == "POST /ingest");
+        if got {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no span over gRPC: {:?}", spans.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = gateway.kill().await;
+}
+
+/// A stream of accepted connections, for tonic's `serve_with_incoming`.
+fn tokio_stream_from(listener: tokio::net::TcpListener) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |listener| async move {
+        let conn = listener.accept().await.map(|(s, _)| s);
+        Some((conn, listener))
+    })
+}

@@ -220,13 +220,22 @@ fn otlp_exporter(endpoint: &str) -> Option<opentelemetry_otlp::MetricExporter> {
     if endpoint.is_empty() && !from_env {
         return None;
     }
-    let mut builder = opentelemetry_otlp::MetricExporter::builder().with_http();
-    if !endpoint.is_empty() {
-        let endpoint = endpoint.trim_end_matches('/');
-        let endpoint = if endpoint.ends_with("/v1/metrics") { endpoint.to_owned() } else { format!("{endpoint}/v1/metrics") };
-        builder = builder.with_endpoint(endpoint);
-    }
-    match builder.build() {
+    let built = if crate::telemetry::grpc("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") {
+        let mut builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+        if !endpoint.is_empty() {
+            builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
+        }
+        builder.build()
+    } else {
+        let mut builder = opentelemetry_otlp::MetricExporter::builder().with_http();
+        if !endpoint.is_empty() {
+            let endpoint = endpoint.trim_end_matches('/');
+            let endpoint = if endpoint.ends_with("/v1/metrics") { endpoint.to_owned() } else { format!("{endpoint}/v1/metrics") };
+            builder = builder.with_endpoint(endpoint);
+        }
+        builder.build()
+    };
+    match built {
         Ok(e) => Some(e),
         Err(err) => {
             tracing::warn!(error = %err, "OTLP metric export disabled");

@@ -40,13 +40,21 @@ pub fn init(service: &str, t: &TelemetrySettings) -> anyhow::Result<TelemetryGua
         || std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_ok();
     let provider = if !t.otlp_endpoint.is_empty() || endpoint_from_env {
         use opentelemetry_otlp::WithExportConfig as _;
-        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
-        if !t.otlp_endpoint.is_empty() {
-            let endpoint = t.otlp_endpoint.trim_end_matches('/');
-            let endpoint = if endpoint.ends_with("/v1/traces") { endpoint.to_owned() } else { format!("{endpoint}/v1/traces") };
-            builder = builder.with_endpoint(endpoint);
-        }
-        let exporter = builder.build()?;
+        let exporter = if grpc("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            if !t.otlp_endpoint.is_empty() {
+                builder = builder.with_endpoint(t.otlp_endpoint.trim_end_matches('/'));
+            }
+            builder.build()?
+        } else {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+            if !t.otlp_endpoint.is_empty() {
+                let endpoint = t.otlp_endpoint.trim_end_matches('/');
+                let endpoint = if endpoint.ends_with("/v1/traces") { endpoint.to_owned() } else { format!("{endpoint}/v1/traces") };
+                builder = builder.with_endpoint(endpoint);
+            }
+            builder.build()?
+        };
         // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the resource builder; the
         // service's own name applies when OTEL_SERVICE_NAME is not set.
         let mut resource = opentelemetry_sdk::Resource::builder();
@@ -61,6 +69,12 @@ pub fn init(service: &str, t: &TelemetrySettings) -> anyhow::Result<TelemetryGua
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())));
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+/// Whether OTLP goes over gRPC: `OTEL_EXPORTER_OTLP_{signal}_PROTOCOL` or
+/// `OTEL_EXPORTER_OTLP_PROTOCOL` is `grpc` (the default is `http/protobuf`).
+pub fn grpc(signal_var: &str) -> bool {
+    std::env::var(signal_var).or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")).is_ok_and(|p| p.trim() == "grpc")
 }
 
 /// W3C trace context across HTTP and Kafka: `traceparent` / `tracestate` headers.
