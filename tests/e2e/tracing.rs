@@ -12,7 +12,6 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
-use serde_json::json;
 
 use crate::harness::{jira_event, test_settings, TOKEN};
 
@@ -83,6 +82,30 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A service binary as a process on `s`'s topics, groups and Redis prefix, listening on `port`,
+/// its output in `log`.
+fn service_process(name: &str, section: &str, port: u16, s: &adapters::Settings, log: std::fs::File) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary(name));
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("METASTREAM_ENV", "dev")
+        .env("METASTREAM__KAFKA__BOOTSTRAP_SERVERS", &s.kafka.bootstrap_servers)
+        .env("METASTREAM__KAFKA__TOPICS__INGEST", &s.kafka.topics.ingest)
+        .env("METASTREAM__KAFKA__TOPICS__PROCESSED", &s.kafka.topics.processed)
+        .env("METASTREAM__KAFKA__TOPICS__OUTPUT", &s.kafka.topics.output)
+        .env("METASTREAM__KAFKA__TOPICS__DEAD_LETTER", &s.kafka.topics.dead_letter)
+        .env("METASTREAM__REDIS__URL", s.redis.url.expose())
+        .env("METASTREAM__REDIS__KEY_PREFIX", &s.redis.key_prefix)
+        .env("METASTREAM__PRE_TRANSFORMER__GROUP_ID", &s.pre_transformer.group_id)
+        .env("METASTREAM__POST_TRANSFORMER__GROUP_ID", &s.post_transformer.group_id)
+        .env("METASTREAM__CONSUMER_API__GROUP_PREFIX", &s.consumer_api.group_prefix)
+        .env(format!("METASTREAM__{section}__LISTEN"), format!("127.0.0.1:{port}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .stdout(Stdio::from(log.try_clone().expect("log file")))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    cmd
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_is_one_trace_across_all_four_services_and_no_secret_is_logged() {
     crate::harness::require_infrastructure();
@@ -107,27 +130,10 @@ async fn one_event_is_one_trace_across_all_four_services_and_no_secret_is_logged
     let mut children = Vec::new();
     for (name, section) in [("gateway", "GATEWAY"), ("pre-transformer", "PRE_TRANSFORMER"), ("post-transformer", "POST_TRANSFORMER"), ("consumer-api", "CONSUMER_API")] {
         let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
-        let child = tokio::process::Command::new(binary(name))
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .env("METASTREAM_ENV", "dev")
-            .env("METASTREAM__KAFKA__BOOTSTRAP_SERVERS", &s.kafka.bootstrap_servers)
-            .env("METASTREAM__KAFKA__TOPICS__INGEST", &s.kafka.topics.ingest)
-            .env("METASTREAM__KAFKA__TOPICS__PROCESSED", &s.kafka.topics.processed)
-            .env("METASTREAM__KAFKA__TOPICS__OUTPUT", &s.kafka.topics.output)
-            .env("METASTREAM__KAFKA__TOPICS__DEAD_LETTER", &s.kafka.topics.dead_letter)
-            .env("METASTREAM__REDIS__URL", s.redis.url.expose())
-            .env("METASTREAM__REDIS__KEY_PREFIX", &s.redis.key_prefix)
-            .env("METASTREAM__PRE_TRANSFORMER__GROUP_ID", &s.pre_transformer.group_id)
-            .env("METASTREAM__POST_TRANSFORMER__GROUP_ID", &s.post_transformer.group_id)
-            .env("METASTREAM__CONSUMER_API__GROUP_PREFIX", &s.consumer_api.group_prefix)
-            .env(format!("METASTREAM__{section}__LISTEN"), format!("127.0.0.1:{}", ports[section]))
+        let child = service_process(name, section, ports[section], &s, log)
             .env("METASTREAM__TELEMETRY__LOG_FORMAT", "json")
             .env("RUST_LOG", "debug,librdkafka=warn,rdkafka=warn,h2=warn,hyper=warn,reqwest=warn,actix_server=warn")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{otlp_port}"))
-            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         children.push(child);
@@ -213,7 +219,6 @@ async fn one_event_is_one_trace_across_all_four_services_and_no_secret_is_logged
     assert_eq!(pre.attributes["metastream.event.id"], "12345");
     assert_eq!(post.attributes["metastream.source"], "jira");
     assert!(deliver.attributes.contains_key("messaging.kafka.offset"));
-    let _ = json!(null);
 
     // Stop the services (flushing their spans and logs), then look for the token in the logs.
     for mut child in children {
@@ -263,23 +268,9 @@ async fn traces_also_leave_over_otlp_grpc() {
     let s = test_settings();
     let port = free_port();
     let log = std::fs::File::create(std::env::temp_dir().join(format!("metastream-grpc-{}.log", std::process::id()))).unwrap();
-    let mut gateway = tokio::process::Command::new(binary("gateway"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env("METASTREAM_ENV", "dev")
-        .env("METASTREAM__KAFKA__BOOTSTRAP_SERVERS", &s.kafka.bootstrap_servers)
-        .env("METASTREAM__KAFKA__TOPICS__INGEST", &s.kafka.topics.ingest)
-        .env("METASTREAM__KAFKA__TOPICS__PROCESSED", &s.kafka.topics.processed)
-        .env("METASTREAM__KAFKA__TOPICS__OUTPUT", &s.kafka.topics.output)
-        .env("METASTREAM__KAFKA__TOPICS__DEAD_LETTER", &s.kafka.topics.dead_letter)
-        .env("METASTREAM__REDIS__URL", s.redis.url.expose())
-        .env("METASTREAM__REDIS__KEY_PREFIX", &s.redis.key_prefix)
-        .env("METASTREAM__GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
+    let mut gateway = service_process("gateway", "GATEWAY", port, &s, log)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{grpc_port}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
