@@ -47,7 +47,7 @@ struct PostProcessor(Shared);
 /// What the post operations made of a record.
 enum Transformed {
     Publish(Outgoing),
-    DeadLetter(&'static str, Outgoing),
+    DeadLetter(Outgoing),
     /// Filtered or skipped (the outcome counted).
     Dropped(&'static str),
 }
@@ -103,10 +103,7 @@ impl Processor for PostProcessor {
                     published.push((source, received_at));
                     outgoing.push((out, Some(index)));
                 }
-                Transformed::DeadLetter(reason, out) => {
-                    s.count_dead_letter(Stage::Post, &source, reason);
-                    outgoing.push((out, None));
-                }
+                Transformed::DeadLetter(out) => outgoing.push((out, None)),
                 Transformed::Dropped(outcome) => s.count(Stage::Post, &source, outcome),
             }
             spans.push(span);
@@ -168,15 +165,13 @@ impl PostProcessor {
             }
             Applied::Filtered => Transformed::Dropped("filtered"),
             Applied::Skipped => Transformed::Dropped("skipped"),
-            Applied::DeadLetter(failure) => Transformed::DeadLetter(failure.reason, dead_letter(s, message, failure)),
+            Applied::DeadLetter(failure) => Transformed::DeadLetter(dead_letter(s, message, failure)),
         })
     }
 }
 
 fn dead_letter(s: &Shared, message: &OwnedMessage, failure: Failure) -> Outgoing {
-    if failure.reason != "operation_failed" && failure.reason != "missing_config" {
-        s.count_dead_letter(Stage::Post, &stage::source_of(message), failure.reason);
-    }
+    s.count_dead_letter(Stage::Post, &stage::source_of(message), failure.reason);
     tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
     stage::dead_letter(message, &s.topics.dead_letter, Stage::Post, &failure)
 }
