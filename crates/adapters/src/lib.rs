@@ -26,6 +26,9 @@ pub mod store;
 pub mod telemetry;
 
 pub use health::Health;
+/// The allocator every service binary installs (`#[global_allocator]`): under load, glibc's
+/// malloc cost the services about a fifth of their CPU; mimalloc a fraction of that.
+pub use mimalloc::MiMalloc as Allocator;
 pub use settings::{Secret, Settings};
 pub use sources::{SourceCatalog, SourceStore};
 

@@ -1,6 +1,7 @@
 //! metastream's pure core, shared by every service.
 //!
 //! - [`event`]: the event envelope clients send, its validated id and source, and how it is parsed.
+//! - [`client`]: the gateway's view of a client event: checked, its payload kept as JSON text.
 //! - [`source`]: a source's configuration (pre and post operation lists, error policy, version).
 //! - [`operations`]: the operation catalog; one file per operation.
 //! - [`pipeline`]: compiles a [`SourceConfig`] into runnable operations and applies them.
@@ -11,6 +12,7 @@
 //!
 //! This crate does no I/O: no tokio, rdkafka or redis anywhere in its dependency tree.
 
+pub mod client;
 pub mod condition;
 pub mod event;
 pub mod messages;
@@ -20,6 +22,7 @@ pub mod pipeline;
 pub mod schema;
 pub mod source;
 
+pub use client::{check_json, ClientEvent};
 pub use condition::Condition;
 pub use event::{Event, EventError, EventId, Provenance, Routing, SourceName};
 pub use messages::ProcessedNotice;

@@ -2,6 +2,9 @@
 
 use adapters::settings::Service;
 
+#[global_allocator]
+static ALLOCATOR: adapters::Allocator = adapters::Allocator;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = adapters::Settings::load()?;

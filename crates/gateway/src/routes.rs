@@ -6,12 +6,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::{read_body, require_json, ApiError};
 use domain::schema::headers;
 use domain::event::now_rfc3339;
-use domain::Event;
+use domain::ClientEvent;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use tracing::Instrument as _;
 
@@ -47,17 +48,23 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
         require_json(&req).map_err(|_| ApiError::UnsupportedMediaType)?;
     }
     let body = read_body(&req, body, state.max_batch_bytes).await?;
-    let items: Vec<Result<serde_json::Value, String>> = if ndjson {
+    // Events stay JSON text (checked, not built into values): see `domain::client`.
+    let items: Vec<Result<&RawValue, String>> = if ndjson {
         body[..].split(|b: &u8| *b == b'\n')
             .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| serde_json::from_slice(line).map_err(|e| format!("line is not valid JSON: {e}")))
+            .map(|line| {
+                domain::check_json(line)
+                    .and_then(|()| serde_json::from_slice::<&RawValue>(line))
+                    .map_err(|e| format!("line is not valid JSON: {e}"))
+            })
             .collect()
     } else {
-        match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(serde_json::Value::Array(items)) => items.into_iter().map(Ok).collect(),
-            Ok(_) => return Err(ApiError::InvalidEvent("a batch must be a JSON array of events (or NDJSON)".into())),
-            Err(e) => return Err(ApiError::InvalidEvent(format!("body is not valid JSON: {e}"))),
+        let not_json = |e: serde_json::Error| ApiError::InvalidEvent(format!("body is not valid JSON: {e}"));
+        domain::check_json(&body).map_err(not_json)?;
+        if !body.trim_ascii_start().starts_with(b"[") {
+            return Err(ApiError::InvalidEvent("a batch must be a JSON array of events (or NDJSON)".into()));
         }
+        serde_json::from_slice::<Vec<&RawValue>>(&body).map_err(not_json)?.into_iter().map(Ok).collect()
     };
     if items.is_empty() {
         return Err(ApiError::InvalidEvent("the batch holds no event".into()));
@@ -70,29 +77,61 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
         what: "the gateway is at capacity (gateway.max_in_flight)".into(),
         retry_after_s: state.retry_after_s,
     })?;
-    let results = futures_util::future::join_all(items.into_iter().map(|item| async move {
-        let event = item
-            .map_err(ApiError::InvalidEvent)
-            .and_then(|v| Event::from_client_value(v).map_err(|e| ApiError::InvalidEvent(e.to_string())))?;
-        accept_event(state, event).await
+    let received_at = now_rfc3339();
+    let results = futures_util::future::join_all(items.into_iter().map(|item| {
+        let received_at = &received_at;
+        async move {
+            let event = item
+                .map_err(ApiError::InvalidEvent)
+                .and_then(|raw| ClientEvent::from_raw(raw).map_err(|e| ApiError::InvalidEvent(e.to_string())))?;
+            accept_event(state, event, received_at).await
+        }
     }))
     .await;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     let unavailable = results.iter().filter(|r| matches!(r, Err(ApiError::Unavailable { .. }))).count();
-    let answers: Vec<serde_json::Value> = results
+    let answers: Vec<BatchResult> = results
         .into_iter()
         .map(|r| match r {
-            Ok(answer) => answer,
+            Ok(answer) => BatchResult::Accepted(answer),
             Err(err) => {
                 state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
-                json!({"status": "rejected", "error": err.code(), "message": err.to_string()})
+                BatchResult::Rejected { status: "rejected", error: err.code(), message: err.to_string() }
             }
         })
         .collect();
     if accepted == 0 && unavailable > 0 {
         return Err(ApiError::Unavailable { what: "kafka did not acknowledge any event of the batch".into(), retry_after_s: state.retry_after_s });
     }
-    Ok(HttpResponse::Ok().json(json!({"accepted": accepted, "rejected": answers.len() - accepted, "results": answers})))
+    let rejected = answers.len() - accepted;
+    Ok(HttpResponse::Ok().json(BatchAnswer { accepted, rejected, results: answers }))
+}
+
+/// The answer to `POST /ingest/batch`.
+#[derive(Serialize)]
+struct BatchAnswer {
+    accepted: usize,
+    rejected: usize,
+    results: Vec<BatchResult>,
+}
+
+/// One event's result in a batch answer, in the order the events came.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchResult {
+    Accepted(Accepted),
+    Rejected { status: &'static str, error: &'static str, message: String },
+}
+
+/// An accepted event: where Kafka stored it.
+#[derive(Debug, Serialize)]
+struct Accepted {
+    status: &'static str,
+    id: String,
+    source: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
 }
 
 /// How long a produce may wait for room in the producer's local queue before it is refused:
@@ -158,12 +197,13 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
 
 /// Validates the event and waits for Kafka's ack; the answer body on success.
 async fn accept(state: &State, body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let event = Event::parse_client(body).map_err(|e| ApiError::InvalidEvent(e.to_string()))?;
-    accept_event(state, event).await
+    let event = ClientEvent::parse(body).map_err(|e| ApiError::InvalidEvent(e.to_string()))?;
+    let accepted = accept_event(state, event, &now_rfc3339()).await?;
+    Ok(serde_json::to_value(accepted).expect("an answer always serializes"))
 }
 
 /// Checks the event's source and waits for Kafka's ack; the answer body on success.
-async fn accept_event(state: &State, mut event: Event) -> Result<serde_json::Value, ApiError> {
+async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) -> Result<Accepted, ApiError> {
     if !state.catalog.is_loaded() {
         return Err(ApiError::Unavailable {
             what: "source configurations are not loaded yet (redis unreachable)".into(),
@@ -177,13 +217,12 @@ async fn accept_event(state: &State, mut event: Event) -> Result<serde_json::Val
             event.source
         )));
     }
-    event.received_at = Some(now_rfc3339());
     let current = tracing::Span::current();
     current.record("metastream.event.id", event.id.as_str());
     current.record("metastream.source", event.source.as_str());
 
     let key = event.entity_key();
-    let payload = event.to_wire();
+    let payload = event.to_wire(received_at);
     let produce_span = tracing::info_span!(
         "produce",
         otel.name = %format!("send {}", state.ingest_topic),
@@ -216,14 +255,14 @@ async fn accept_event(state: &State, mut event: Event) -> Result<serde_json::Val
             produce_span.record("messaging.kafka.offset", d.offset);
             state.metrics.events_ingested.add(1, &[opentelemetry::KeyValue::new("source", event.source.to_string())]);
             tracing::debug!(event_id = %event.id, source = %event.source, partition = d.partition, offset = d.offset, "event accepted");
-            Ok(json!({
-                "status": "accepted",
-                "id": event.id,
-                "source": event.source,
-                "topic": state.ingest_topic,
-                "partition": d.partition,
-                "offset": d.offset,
-            }))
+            Ok(Accepted {
+                status: "accepted",
+                id: event.id.to_string(),
+                source: event.source.to_string(),
+                topic: state.ingest_topic.clone(),
+                partition: d.partition,
+                offset: d.offset,
+            })
         }
         Ok(Err((err, _))) => {
             tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka did not take the event");

@@ -1,0 +1,336 @@
+//! A client's event as the gateway handles it: checked exactly as [`Event::parse_client`]
+//! checks it, but with `payload` and `metadata` kept as the client's JSON text and written to
+//! the ingest topic verbatim. The gateway never needs the payload as values; building that tree
+//! and serializing it again was most of its per-event CPU (see `crates/domain/BENCHMARKS.md`).
+//!
+//! The JSON is still fully checked: [`check_json`] walks it without allocating, so a number
+//! out of range or nesting past serde_json's limit is refused at ingest with the same message
+//! the value parser gives, rather than reaching the pipeline and its dead-letter topic.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::{EventError, EventId, SourceName};
+
+/// A validated client event whose payload and metadata are still the client's JSON text.
+#[derive(Debug)]
+pub struct ClientEvent<'a> {
+    pub id: EventId,
+    pub source: SourceName,
+    payload: &'a RawValue,
+    metadata: Option<&'a RawValue>,
+}
+
+impl<'a> ClientEvent<'a> {
+    /// Parses a request body holding one event.
+    ///
+    /// # Errors
+    /// As [`Event::parse_client`](crate::Event::parse_client): the first field that is missing,
+    /// ill-typed or unknown, or the JSON error.
+    pub fn parse(body: &'a [u8]) -> Result<Self, EventError> {
+        check_json(body).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let raw: &RawValue = serde_json::from_slice(body).map_err(|e| EventError::Malformed(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// Like [`ClientEvent::parse`], for JSON already checked with [`check_json`] (one element
+    /// of a batch).
+    ///
+    /// # Errors
+    /// See [`ClientEvent::parse`].
+    pub fn from_raw(raw: &'a RawValue) -> Result<Self, EventError> {
+        if !raw.get().starts_with('{') {
+            return Err(EventError::NotAnObject);
+        }
+        let fields: Fields<'a> = serde_json::from_str(raw.get()).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let id = match fields.id.map(RawValue::get) {
+            None | Some("null") => return Err(EventError::Missing("id")),
+            Some(text) if text.starts_with('"') => EventId::parse(string(text)?)?,
+            Some(text) => return Err(invalid("id", format!("must be a string, got {}", kind(text)))),
+        };
+        let source = match fields.source.map(RawValue::get) {
+            None | Some("null") => return Err(EventError::Missing("source")),
+            Some(text) if text.starts_with('"') => SourceName::parse(string(text)?)?,
+            Some(text) => return Err(invalid("source", format!("must be a string, got {}", kind(text)))),
+        };
+        let payload = match fields.payload {
+            None => return Err(EventError::Missing("payload")),
+            Some(p) if p.get() == "null" => return Err(EventError::Missing("payload")),
+            Some(p) if p.get().starts_with('{') => p,
+            Some(p) => return Err(invalid("payload", format!("must be an object, got {}", kind(p.get())))),
+        };
+        let metadata = match fields.metadata {
+            None => None,
+            Some(m) if m.get() == "null" => None,
+            Some(m) if m.get().starts_with('{') => Some(m),
+            Some(m) => return Err(invalid("metadata", format!("must be an object, got {}", kind(m.get())))),
+        };
+        if let Some(extra) = fields.unknown {
+            return Err(EventError::UnknownField(extra));
+        }
+        Ok(ClientEvent { id, source, payload, metadata })
+    }
+
+    /// The event as the pipeline writes it (what [`Event::to_wire`](crate::Event::to_wire)
+    /// writes for the same event), stamped with the gateway's `received_at`.
+    pub fn to_wire(&self, received_at: &str) -> Vec<u8> {
+        let (id, source) = (self.id.as_str(), self.source.as_str());
+        let metadata = self.metadata.map_or("{}", RawValue::get);
+        let mut out = Vec::with_capacity(64 + id.len() + source.len() + self.payload.get().len() + metadata.len() + received_at.len());
+        out.extend_from_slice(b"{\"id\":");
+        serde_json::to_writer(&mut out, id).expect("writing to a Vec");
+        out.extend_from_slice(b",\"source\":");
+        serde_json::to_writer(&mut out, source).expect("writing to a Vec");
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(self.payload.get().as_bytes());
+        out.extend_from_slice(b",\"metadata\":");
+        out.extend_from_slice(metadata.as_bytes());
+        out.extend_from_slice(b",\"received_at\":");
+        serde_json::to_writer(&mut out, received_at).expect("writing to a Vec");
+        out.push(b'}');
+        out
+    }
+
+    /// The key that identifies this event's entity (see [`Event::entity_key`](crate::Event::entity_key)).
+    pub fn entity_key(&self) -> String {
+        crate::schema::entity_key(&self.source, &self.id)
+    }
+}
+
+/// Checks that `json` is JSON the pipeline's value parser accepts — syntax, numbers in range,
+/// nesting within serde_json's limit — without building it.
+///
+/// # Errors
+/// The parser's error, with its position.
+pub fn check_json(json: &[u8]) -> Result<(), serde_json::Error> {
+    serde_json::from_slice::<Checked>(json).map(|_| ())
+}
+
+/// Deserializes any JSON value and keeps nothing. Unlike [`IgnoredAny`], it asks for numbers
+/// as numbers, so the parser checks their range as it does for a `Value`.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
+/// The envelope's fields, each still JSON text; the first unknown field's name.
+struct Fields<'a> {
+    id: Option<&'a RawValue>,
+    source: Option<&'a RawValue>,
+    payload: Option<&'a RawValue>,
+    metadata: Option<&'a RawValue>,
+    unknown: Option<String>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FieldsVisitor(std::marker::PhantomData))
+    }
+}
+
+struct FieldsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for FieldsVisitor<'a> {
+    type Value = Fields<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'a>, A::Error> {
+        let mut fields = Fields { id: None, source: None, payload: None, metadata: None, unknown: None };
+        // A repeated field keeps its last value, as a parsed JSON object does.
+        while let Some(key) = map.next_key::<Key>()? {
+            let slot = match key {
+                Key::Id => &mut fields.id,
+                Key::Source => &mut fields.source,
+                Key::Payload => &mut fields.payload,
+                Key::Metadata => &mut fields.metadata,
+                Key::Other(name) => {
+                    map.next_value::<IgnoredAny>()?;
+                    // The object's first unknown field in key order, as `Event::parse_client`
+                    // reports it.
+                    if fields.unknown.as_ref().is_none_or(|first| name < *first) {
+                        fields.unknown = Some(name);
+                    }
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<&'de RawValue>()?);
+        }
+        Ok(fields)
+    }
+}
+
+enum Key {
+    Id,
+    Source,
+    Payload,
+    Metadata,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "id" => Key::Id,
+                    "source" => Key::Source,
+                    "payload" => Key::Payload,
+                    "metadata" => Key::Metadata,
+                    other => Key::Other(other.to_owned()),
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A JSON string literal's value.
+fn string(text: &str) -> Result<String, EventError> {
+    serde_json::from_str(text).map_err(|e| EventError::Malformed(e.to_string()))
+}
+
+fn invalid(field: &'static str, problem: String) -> EventError {
+    EventError::Invalid { field, problem }
+}
+
+/// What kind of JSON value `text` is, from its first character.
+fn kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+    use serde_json::json;
+
+    /// The fast path and the value parser agree: same event, or same error.
+    fn agree(body: &str) -> Result<(), EventError> {
+        let slow = Event::parse_client(body.as_bytes());
+        let fast = ClientEvent::parse(body.as_bytes());
+        match (&slow, &fast) {
+            (Ok(event), Ok(client)) => {
+                let mut event = event.clone();
+                event.received_at = Some("2024-01-01T00:00:00.000Z".into());
+                let wire = client.to_wire("2024-01-01T00:00:00.000Z");
+                assert_eq!(Event::from_wire(&wire).unwrap(), event, "{body}");
+                assert_eq!(
+                    serde_json::from_slice::<serde_json::Value>(&wire).unwrap(),
+                    serde_json::from_slice::<serde_json::Value>(&event.to_wire()).unwrap(),
+                    "{body}"
+                );
+                assert_eq!(client.entity_key(), event.entity_key());
+                Ok(())
+            }
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b, "{body}");
+                Err(b.clone())
+            }
+            _ => panic!("the parsers disagree on {body}: {slow:?} vs {fast:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_what_the_value_parser_accepts() {
+        for body in [
+            json!({"id":"12345","source":"jira","payload":{"title":"Fix login bug","n":[1,2.5,-3,true,null]},
+                "metadata":{"created_at":"2024-07-20T12:34:56Z"}}).to_string(),
+            r#" { "source" : "a.b-c" , "id" : "x\"y\u00fc" , "payload" : { "k" : { } } } "#.to_owned(),
+            r#"{"id":"1","source":"s","payload":{},"metadata":null}"#.to_owned(),
+            r#"{"id":"1","id":"2","source":"s","payload":{"a":1}}"#.to_owned(),
+            r#"{"id":"1","source":"s","payload":{"big":18446744073709551615,"neg":-9223372036854775808,"f":1e300}}"#.to_owned(),
+        ] {
+            agree(&body).unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_value_parser_refuses_with_the_same_error() {
+        let deep = format!(r#"{{"id":"1","source":"s","payload":{{"a":{}1{}}}}}"#, "[".repeat(200), "]".repeat(200));
+        for (body, expected) in [
+            (r#"{"id":"1","source":"s","payload":{"x":1e400}}"#.to_owned(), "body is not valid JSON"),
+            (deep, "recursion limit"),
+            ("[1]".to_owned(), "must be a JSON object"),
+            (r#"{"id":"1","source":"s","payload":{}"#.to_owned(), "not valid JSON"),
+            (r#"{"source":"s","payload":{}}"#.to_owned(), "missing required field `id`"),
+            (r#"{"id":null,"source":"s","payload":{}}"#.to_owned(), "missing required field `id`"),
+            (r#"{"id":7,"source":"s","payload":{}}"#.to_owned(), "must be a string, got a number"),
+            (r#"{"id":"","source":"s","payload":{}}"#.to_owned(), "must not be empty"),
+            (r#"{"id":"1","source":"a:b","payload":{}}"#.to_owned(), "may hold only"),
+            (r#"{"id":"1","source":["s"],"payload":{}}"#.to_owned(), "got an array"),
+            (r#"{"id":"1","source":"s"}"#.to_owned(), "missing required field `payload`"),
+            (r#"{"id":"1","source":"s","payload":"x"}"#.to_owned(), "must be an object, got a string"),
+            (r#"{"id":"1","source":"s","payload":{},"metadata":[]}"#.to_owned(), "must be an object, got an array"),
+            (r#"{"id":"1","source":"s","payload":{},"zeta":1,"extra":2}"#.to_owned(), "unknown field `extra`"),
+        ] {
+            let err = agree(&body).unwrap_err();
+            assert!(err.to_string().contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn metadata_defaults_to_an_empty_object() {
+        let e = ClientEvent::parse(br#"{"id":"1","source":"s","payload":{"a":1}}"#).unwrap();
+        let wire: serde_json::Value = serde_json::from_slice(&e.to_wire("t")).unwrap();
+        assert_eq!(wire, json!({"id":"1","source":"s","payload":{"a":1},"metadata":{},"received_at":"t"}));
+    }
+}
