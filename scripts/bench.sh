@@ -34,7 +34,13 @@ export METASTREAM__KAFKA__TOPICS__OUTPUT="$RUN.output" METASTREAM__KAFKA__TOPICS
 export METASTREAM__REDIS__KEY_PREFIX="$RUN:" METASTREAM__PRE_TRANSFORMER__GROUP_ID="$RUN.pre"
 export METASTREAM__POST_TRANSFORMER__GROUP_ID="$RUN.post" METASTREAM__CONSUMER_API__GROUP_PREFIX="$RUN.consume-"
 export METASTREAM__GATEWAY__MAX_IN_FLIGHT=20000 METASTREAM__GATEWAY__WORKERS=2
-cleanup() { "$ROOT/scripts/services.sh" stop >/dev/null 2>&1 || true; }
+# This run's topics hold gigabytes, its Redis keys megabytes: delete them at the end (the
+# results are in $OUT).
+cleanup() {
+  "$ROOT/scripts/services.sh" stop >/dev/null 2>&1 || true
+  "$LG" --delete-topics "$RUN." >/dev/null 2>&1 || true
+  redis-cli --scan --pattern "$RUN:*" 2>/dev/null | xargs -r -n 500 redis-cli DEL >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 "$ROOT/scripts/services.sh" start >/dev/null
 pids() { for s in gateway pre-transformer post-transformer consumer-api; do

@@ -150,3 +150,56 @@ async fn batch_ingest_answers_per_event_in_order_and_one_bad_event_rejects_no_ot
     let events = stack.consume("default", 4, Duration::from_secs(20)).await;
     assert_eq!(distinct_ids(&events), ["b-1", "b-4", "n-1", "n-2"].iter().map(|s| s.to_string()).collect());
 }
+
+/// The store's compare-and-set keeps a newer update over an older one, whichever form the
+/// stored record has: the current one (ingest position first) or one parsed whole (records
+/// written before that form, or by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_update_never_overwrites_a_newer_stored_record_in_either_form() {
+    use deadpool_redis::redis::AsyncCommands as _;
+    let stack = Stack::start().await;
+    for (round, current_form) in [(0, true), (1, false)] {
+        let id = format!("cas-{round}");
+        let key = domain::KeySchema::new(&stack.settings.redis.key_prefix)
+            .processed(&domain::SourceName::parse("jira").unwrap(), &domain::EventId::parse(&id).unwrap());
+        let (status, answer) = stack.ingest(&json!({"id": id, "source": "jira", "payload": {"round": round}})).await;
+        assert_eq!(status, 202, "{answer}");
+        let (partition, offset) = (answer["partition"].as_i64().unwrap(), answer["offset"].as_i64().unwrap());
+        wait_for(|| async { stack.stored("jira", &id).await.is_some_and(|r| r["payload"]["round"] == round) }).await;
+
+        // A newer update of the entity (a much later offset of the same partition) is stored...
+        let mut newer = domain::Event::from_client_value(json!({"id": id, "source": "jira", "payload": {"newer": round}})).unwrap();
+        newer.provenance.ingest_partition = Some(partition as i32);
+        newer.provenance.ingest_offset = Some(offset + 1_000_000);
+        let bytes = if current_form { newer.to_record() } else { newer.to_wire() };
+        assert_eq!(bytes.starts_with(br#"{"provenance""#), current_form);
+        let mut conn = stack.redis.get().await.unwrap();
+        let _: () = conn.set(&key, bytes).await.unwrap();
+
+        // ...so the next update through the pipeline, with a smaller offset, is stale.
+        let (status, answer) = stack.ingest(&json!({"id": id, "source": "jira", "payload": {"round": round, "late": true}})).await;
+        assert_eq!(status, 202, "{answer}");
+        // It is still published (every acknowledged update is); once it is, the store was decided.
+        let started = std::time::Instant::now();
+        let mut published = Vec::new();
+        while !published.iter().any(|e: &serde_json::Value| e["payload"] == json!({"round": round, "late": true})) {
+            assert!(started.elapsed() < Duration::from_secs(30), "the stale update was not published: {published:?}");
+            published.extend(stack.consume("cas", 1, Duration::from_secs(1)).await);
+        }
+        let stored = stack.stored("jira", &id).await.unwrap();
+        assert_eq!(stored["payload"], json!({"newer": round}), "form {}: the newer record was overwritten", if current_form { "current" } else { "parsed" });
+    }
+}
+
+/// Polls `check` until it holds (10 s at most).
+async fn wait_for<F, Fut>(check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(10), "condition not met within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

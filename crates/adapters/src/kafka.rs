@@ -195,6 +195,16 @@ pub fn commit_offsets<'a>(
     messages: impl IntoIterator<Item = &'a OwnedMessage>,
     mode: rdkafka::consumer::CommitMode,
 ) -> Result<(), KafkaError> {
+    store_offsets(consumer, messages)?;
+    consumer.commit_consumer_state(mode)
+}
+
+/// Marks the offsets after `messages` as done, to be committed by the next commit of the
+/// consumer's state (see [`commit_offsets`]).
+///
+/// # Errors
+/// When a partition is no longer assigned.
+pub fn store_offsets<'a>(consumer: &GroupConsumer, messages: impl IntoIterator<Item = &'a OwnedMessage>) -> Result<(), KafkaError> {
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for m in messages {
         let e = next.entry((m.topic().to_owned(), m.partition())).or_insert(0);
@@ -208,8 +218,7 @@ pub fn commit_offsets<'a>(
         tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
     }
     // A partition revoked meanwhile refuses the store: its new owner redelivers (at least once).
-    consumer.store_offsets(&tpl)?;
-    consumer.commit_consumer_state(mode)
+    consumer.store_offsets(&tpl)
 }
 
 /// A readiness check that the broker answers (metadata of `topic` within 2 s), on a client of

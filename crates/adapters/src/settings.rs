@@ -144,6 +144,11 @@ pub struct TransformerSettings {
     pub listen: String,
     pub batch_size: usize,
     pub batch_linger_ms: u64,
+    /// Batches handed to Kafka and not yet acknowledged, at most (1: one batch at a time).
+    pub pipeline_depth: usize,
+    /// Finished offsets are committed to Kafka at most this often (and always before a revoke
+    /// and at shutdown). A crash redelivers up to this much work.
+    pub commit_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,8 +11,9 @@ use domain::Stage;
 use futures_util::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use rdkafka::util::Timeout;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::health::Health;
 use crate::kafka::GroupConsumer;
@@ -183,23 +184,114 @@ pub fn message_headers(message: &OwnedMessage) -> Vec<(String, String)> {
 
 /// Whether a produce error will not go away by retrying (a routed topic that does not exist,
 /// a message the broker refuses): such a message is dead-lettered instead of blocking.
-fn permanent(err: &rdkafka::error::KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as C;
+fn permanent(err: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
     matches!(
         err.rdkafka_error_code(),
         Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::InvalidTopic | C::MessageSizeTooLarge | C::InvalidRecord | C::TopicAuthorizationFailed)
     )
 }
 
-/// Produces what a batch led to and waits for every ack. A message Kafka refuses for good is
-/// replaced by a dead letter of the batch message it came from (`origin`), reason
-/// `produce_failed`; everything else is retried until acknowledged.
+/// A message handed to the producer: its pending ack, or why the producer would not take it.
+type Sent = Result<DeliveryFuture, KafkaError>;
+
+/// Hands `messages[i]` for each `i` of `which` to the producer, in order, without waiting for
+/// their acks. Messages handed over later (the next batch's) queue behind these, so an entity's
+/// messages keep their order across batches. Waits while the producer's queue is full.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes while waiting.
+async fn enqueue(s: &Shared, messages: &[Outgoing], which: &[usize]) -> Result<Vec<Sent>, Interrupted> {
+    let mut sent = Vec::with_capacity(which.len());
+    for m in which.iter().map(|&i| &messages[i]) {
+        loop {
+            let mut record = FutureRecord::to(&m.topic).payload(&m.payload).headers(m.headers.clone());
+            if let Some(key) = &m.key {
+                record = record.key(key);
+            }
+            match s.producer.send_result(record) {
+                Ok(delivery) => sent.push(Ok(delivery)),
+                Err((err, _)) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    tokio::select! {
+                        _ = s.shutdown.cancelled() => return Err(Interrupted),
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+                    }
+                }
+                Err((err, _)) => sent.push(Err(err)),
+            }
+            break;
+        }
+    }
+    Ok(sent)
+}
+
+/// Waits for the acks of `sent` (one per message of `messages`); retries the messages that
+/// failed, with backoff, until all are acknowledged — except those Kafka refuses for good,
+/// returned by index.
 ///
 /// # Errors
 /// [`Interrupted`] when shutdown comes first.
-pub async fn deliver(s: &Shared, batch: &[OwnedMessage], stage: Stage, outgoing: Vec<(Outgoing, Option<usize>)>) -> Result<(), Interrupted> {
-    let (messages, origins): (Vec<Outgoing>, Vec<Option<usize>>) = outgoing.into_iter().unzip();
-    let refused = produce_all(s, &messages).await?;
+async fn settle(s: &Shared, messages: &[Outgoing], mut sent: Vec<Sent>) -> Result<Vec<(usize, KafkaError)>, Interrupted> {
+    let mut refused = Vec::new();
+    let mut pending: Vec<usize> = (0..messages.len()).collect();
+    let mut backoff = Backoff::infra();
+    loop {
+        let results = join_all(sent.into_iter().map(acknowledged)).await;
+        let mut failed = Vec::new();
+        let mut last_error = None;
+        for (i, result) in pending.into_iter().zip(results) {
+            let Err(err) = result else { continue };
+            s.metrics.delivery_errors.add(1, &[opentelemetry::KeyValue::new("topic", messages[i].topic.clone())]);
+            if permanent(&err) {
+                refused.push((i, err));
+            } else {
+                last_error = Some(err);
+                failed.push(i);
+            }
+        }
+        let Some(err) = last_error else { return Ok(refused) };
+        tracing::warn!(error = %err, failed = failed.len(), "kafka did not acknowledge; retrying");
+        s.health.set_trouble(format!("kafka produce failing: {err}"));
+        pause(&mut backoff, &s.shutdown).await?;
+        sent = enqueue(s, messages, &failed).await?;
+        pending = failed;
+    }
+}
+
+/// Produces every message and waits for Kafka's acks; retries the ones that failed, with
+/// backoff, until all are acknowledged — except those Kafka refuses for good, returned by index.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes first.
+pub async fn produce_all(s: &Shared, messages: &[Outgoing]) -> Result<Vec<(usize, KafkaError)>, Interrupted> {
+    let sent = enqueue(s, messages, &(0..messages.len()).collect::<Vec<_>>()).await?;
+    settle(s, messages, sent).await
+}
+
+/// A sent message's ack.
+async fn acknowledged(sent: Sent) -> Result<(), KafkaError> {
+    match sent?.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((err, _))) => Err(err),
+        Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+/// Waits until what a batch led to is acknowledged (see [`settle`]). A message Kafka refuses
+/// for good is replaced by a dead letter of the batch message it came from (`origins`), reason
+/// `produce_failed`.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes first, or when the dead-letter topic refuses too.
+async fn deliver(
+    s: &Shared,
+    batch: &[OwnedMessage],
+    stage: Stage,
+    messages: &[Outgoing],
+    origins: &[Option<usize>],
+    sent: Vec<Sent>,
+) -> Result<(), Interrupted> {
+    let refused = settle(s, messages, sent).await?;
     if refused.is_empty() {
         return Ok(());
     }
@@ -220,50 +312,6 @@ pub async fn deliver(s: &Shared, batch: &[OwnedMessage], stage: Stage, outgoing:
         return Err(Interrupted);
     }
     Ok(())
-}
-
-/// Produces every message and waits for Kafka's acks; retries the ones that failed, with
-/// backoff, until all are acknowledged — except those Kafka refuses for good, returned by index.
-///
-/// # Errors
-/// [`Interrupted`] when shutdown comes first.
-pub async fn produce_all(s: &Shared, messages: &[Outgoing]) -> Result<Vec<(usize, rdkafka::error::KafkaError)>, Interrupted> {
-    let (producer, health, shutdown) = (&s.producer, &s.health, &s.shutdown);
-    let mut refused = Vec::new();
-    let mut pending: Vec<(usize, &Outgoing)> = messages.iter().enumerate().collect();
-    let mut backoff = Backoff::infra();
-    while !pending.is_empty() {
-        let results = join_all(pending.iter().map(|(_, m)| {
-            let mut record = FutureRecord::to(&m.topic).payload(&m.payload).headers(m.headers.clone());
-            if let Some(key) = &m.key {
-                record = record.key(key);
-            }
-            producer.send(record, Timeout::Never)
-        }))
-        .await;
-        let mut failed = Vec::new();
-        let mut last_error = None;
-        for ((i, m), result) in pending.into_iter().zip(results) {
-            if result.is_err() {
-                s.metrics.delivery_errors.add(1, &[opentelemetry::KeyValue::new("topic", m.topic.clone())]);
-            }
-            match result {
-                Ok(_) => {}
-                Err((err, _)) if permanent(&err) => refused.push((i, err)),
-                Err((err, _)) => {
-                    last_error = Some(err);
-                    failed.push((i, m));
-                }
-            }
-        }
-        pending = failed;
-        if let Some(err) = last_error {
-            tracing::warn!(error = %err, failed = pending.len(), "kafka did not acknowledge; retrying");
-            health.set_trouble(format!("kafka produce failing: {err}"));
-            pause(&mut backoff, shutdown).await?;
-        }
-    }
-    Ok(refused)
 }
 
 /// Runs a Redis operation until it succeeds, with backoff; reports not ready meanwhile.
@@ -304,7 +352,7 @@ pub async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> Resul
     }
 }
 
-/// Commits the batch's offsets (after its effects are done).
+/// Marks the batch's offsets done and commits them (after its effects are done).
 pub fn commit(consumer: &GroupConsumer, batch: &[OwnedMessage], mode: CommitMode) {
     if let Err(err) = crate::kafka::commit_offsets(consumer, batch, mode) {
         // The messages will be redelivered to whoever owns the partition: at least once.
@@ -352,11 +400,20 @@ pub fn source_of(message: &OwnedMessage) -> String {
 
 /// What a transformer does with a batch; the [`StageRunner`] does the rest.
 pub trait Processor {
-    /// Makes every effect of the batch durable (Redis written, messages acknowledged).
+    /// Makes the batch's effects before Kafka durable (Redis written) and says what to produce.
     ///
     /// # Errors
     /// [`Interrupted`] when shutdown came first: the batch is then not committed.
-    fn process(&self, batch: &[OwnedMessage]) -> impl std::future::Future<Output = Result<(), Interrupted>> + Send;
+    fn process(&self, batch: &[OwnedMessage]) -> impl std::future::Future<Output = Result<Processed, Interrupted>> + Send;
+}
+
+/// What a [`Processor`] made of a batch.
+pub struct Processed {
+    /// The messages to produce, each with the index of the batch message it came from (its
+    /// dead letter replaces it if Kafka refuses it for good).
+    pub outgoing: Vec<(Outgoing, Option<usize>)>,
+    /// Runs once Kafka acknowledged every message (counts, ends spans).
+    pub on_delivered: Box<dyn FnOnce() + Send>,
 }
 
 /// The clients a transformer's processing uses; cheap to clone.
@@ -402,11 +459,15 @@ pub struct StageRunner {
 #[derive(Default)]
 struct StoreGuard {
     run_id: Option<String>,
+    /// When `run_id` was last read: at most every [`StoreGuard::CHECK_EVERY`], well inside the
+    /// window, rather than once per batch.
+    checked: Option<std::time::Instant>,
     recent: std::collections::VecDeque<(std::time::Instant, Vec<(String, i32, i64)>)>,
 }
 
 impl StoreGuard {
     const WINDOW: Duration = Duration::from_secs(5);
+    const CHECK_EVERY: Duration = Duration::from_millis(250);
 
     fn record(&mut self, batch: &[OwnedMessage]) {
         let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -421,13 +482,20 @@ impl StoreGuard {
         }
     }
 
-    async fn check(&mut self, s: &Shared, consumer: &GroupConsumer) {
-        let Ok(current) = crate::store::run_id(&s.pool, s.redis_timeout).await else { return };
+    /// Whether Redis' `run_id` changed since the last look.
+    async fn restarted(&mut self, s: &Shared) -> bool {
+        if self.checked.is_some_and(|at| at.elapsed() < Self::CHECK_EVERY) {
+            return false;
+        }
+        self.checked = Some(std::time::Instant::now());
+        let Ok(current) = crate::store::run_id(&s.pool, s.redis_timeout).await else { return false };
         let restarted = self.run_id.as_ref().is_some_and(|known| *known != current);
         self.run_id = Some(current);
-        if !restarted {
-            return;
-        }
+        restarted
+    }
+
+    /// Seeks each partition back to the oldest offset of the batches of the last window.
+    fn rewind(&mut self, consumer: &GroupConsumer) {
         let mut rewind: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for (_, parts) in self.recent.drain(..) {
             for (t, p, o) in parts {
@@ -518,41 +586,63 @@ impl StageRunner {
     /// Runs batches through `processor` until shutdown; then commits what is done
     /// synchronously and flushes the producer.
     ///
+    /// Batches are pipelined: once a batch's messages are handed to the producer, the next
+    /// batch is taken while Kafka acknowledges them, up to `pipeline_depth` batches in flight.
+    /// Offsets are committed strictly in batch order, each batch only once everything it led
+    /// to is acknowledged.
+    ///
     /// # Errors
     /// When the health server fails.
     pub async fn run(self, processor: impl Processor) -> anyhow::Result<()> {
         let handle = self.health_server.handle();
         let server = tokio::spawn(self.health_server);
         let s = &self.shared;
-        tracing::info!(group = %self.settings.group_id, topic = %self.input_topic, "consuming");
+        tracing::info!(group = %self.settings.group_id, topic = %self.input_topic, depth = self.settings.pipeline_depth, "consuming");
         let linger = Duration::from_millis(self.settings.batch_linger_ms);
-        let mut last_done: Vec<OwnedMessage> = Vec::new();
-        let mut guard = self.guards_store.then(StoreGuard::default);
+        let mut pipeline = Pipeline {
+            consumer: &self.consumer,
+            shared: s,
+            in_flight: std::collections::VecDeque::new(),
+            in_flight_messages: &self.in_flight,
+            guard: self.guards_store.then(StoreGuard::default),
+            last_done: Vec::new(),
+            broken: false,
+            commit_interval: Duration::from_millis(self.settings.commit_interval_ms),
+            last_commit: std::time::Instant::now(),
+        };
         while let Some(batch) = next_batch(&self.consumer, self.settings.batch_size, linger, &s.shutdown).await {
-            if let Some(guard) = guard.as_mut() {
-                guard.check(s, &self.consumer).await;
+            pipeline.finish_acknowledged().await;
+            if pipeline.redis_restarted().await {
+                pipeline.finish_all().await;
+                pipeline.rewind();
+            }
+            if pipeline.broken {
+                break;
             }
             let started = std::time::Instant::now();
-            let stage_attr = [opentelemetry::KeyValue::new("stage", self.stage.as_str())];
-            self.in_flight.store(batch.len(), std::sync::atomic::Ordering::Relaxed);
-            let result = processor.process(&batch).await;
-            self.in_flight.store(0, std::sync::atomic::Ordering::Relaxed);
-            s.metrics.batch_duration.record(started.elapsed().as_secs_f64(), &stage_attr);
-            s.metrics.batch_size.record(batch.len() as u64, &stage_attr);
-            match result {
-                Ok(()) => {
-                    s.health.clear_trouble();
-                    commit(&self.consumer, &batch, CommitMode::Async);
-                    if let Some(guard) = guard.as_mut() {
-                        guard.record(&batch);
-                    }
-                    last_done = batch;
+            let Ok(processed) = processor.process(&batch).await else { break };
+            let (messages, origins): (Vec<Outgoing>, Vec<Option<usize>>) = processed.outgoing.into_iter().unzip();
+            let Ok(sent) = enqueue(s, &messages, &(0..messages.len()).collect::<Vec<_>>()).await else { break };
+            self.in_flight.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
+            let (shared, stage) = (s.clone(), self.stage);
+            let on_delivered = processed.on_delivered;
+            pipeline.in_flight.push_back(tokio::spawn(async move {
+                let result = deliver(&shared, &batch, stage, &messages, &origins, sent).await;
+                if result.is_ok() {
+                    on_delivered();
                 }
-                Err(Interrupted) => break,
+                let stage_attr = [opentelemetry::KeyValue::new("stage", stage.as_str())];
+                shared.metrics.batch_duration.record(started.elapsed().as_secs_f64(), &stage_attr);
+                shared.metrics.batch_size.record(batch.len() as u64, &stage_attr);
+                (batch, result)
+            }));
+            while pipeline.in_flight.len() >= self.settings.pipeline_depth.max(1) {
+                pipeline.finish_oldest().await;
             }
         }
-        tracing::info!("stopping: committing finished work and flushing the producer");
-        commit(&self.consumer, &last_done, CommitMode::Sync);
+        tracing::info!("stopping: finishing batches in flight, committing finished work and flushing the producer");
+        pipeline.finish_all().await;
+        commit(&self.consumer, &pipeline.last_done, CommitMode::Sync);
         let producer = s.producer.clone();
         let deadline = self.deadline;
         if let Ok(Err(err)) = tokio::task::spawn_blocking(move || producer.flush(deadline)).await {
@@ -561,6 +651,88 @@ impl StageRunner {
         handle.stop(true).await;
         server.await??;
         Ok(())
+    }
+}
+
+/// The batches a [`StageRunner`] has handed to Kafka and not yet committed, oldest first.
+struct Pipeline<'a> {
+    consumer: &'a GroupConsumer,
+    shared: &'a Shared,
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<(Vec<OwnedMessage>, Result<(), Interrupted>)>>,
+    in_flight_messages: &'a std::sync::atomic::AtomicUsize,
+    guard: Option<StoreGuard>,
+    /// The last batch committed, committed again synchronously at shutdown.
+    last_done: Vec<OwnedMessage>,
+    /// A batch was not finished: nothing after it may be committed (its messages would be
+    /// skipped), so the runner stops and they are redelivered.
+    broken: bool,
+    /// Finished offsets are marked at once and committed to Kafka at most this often: one
+    /// OffsetCommit per batch cost the broker more than the batch itself at low rates.
+    commit_interval: Duration,
+    last_commit: std::time::Instant,
+}
+
+impl Pipeline<'_> {
+    /// Commits the oldest batches already acknowledged, in order.
+    async fn finish_acknowledged(&mut self) {
+        while self.in_flight.front().is_some_and(tokio::task::JoinHandle::is_finished) {
+            self.finish_oldest().await;
+        }
+    }
+
+    async fn finish_all(&mut self) {
+        while !self.in_flight.is_empty() {
+            self.finish_oldest().await;
+        }
+    }
+
+    /// Waits for the oldest batch; if it was finished and nothing before it broke, marks its
+    /// offsets done, and commits what is marked when `commit_interval` has passed.
+    async fn finish_oldest(&mut self) {
+        let Some(task) = self.in_flight.pop_front() else { return };
+        let (batch, result) = match task.await {
+            Ok(done) => done,
+            Err(err) => {
+                tracing::error!(error = %err, "a batch's delivery task failed");
+                self.broken = true;
+                return;
+            }
+        };
+        self.in_flight_messages.fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
+        if result.is_err() || self.broken {
+            self.broken = true;
+            return;
+        }
+        self.shared.health.clear_trouble();
+        if let Err(err) = crate::kafka::store_offsets(self.consumer, &batch) {
+            // Revoked meanwhile: the partition's new owner redelivers (at least once).
+            tracing::warn!(error = %err, "storing offsets failed; the batch may be redelivered");
+        }
+        if self.last_commit.elapsed() >= self.commit_interval {
+            if let Err(err) = self.consumer.commit_consumer_state(CommitMode::Async) {
+                tracing::warn!(error = %err, "offset commit failed; recent batches may be redelivered");
+            }
+            self.last_commit = std::time::Instant::now();
+        }
+        if let Some(guard) = self.guard.as_mut() {
+            guard.record(&batch);
+        }
+        self.last_done = batch;
+    }
+
+    /// Whether Redis restarted since the last look (only for the stage that writes the store).
+    async fn redis_restarted(&mut self) -> bool {
+        match self.guard.as_mut() {
+            Some(guard) => guard.restarted(self.shared).await,
+            None => false,
+        }
+    }
+
+    /// Seeks back over the recent batches a restarted Redis may have lost.
+    fn rewind(&mut self) {
+        if let Some(guard) = self.guard.as_mut() {
+            guard.rewind(self.consumer);
+        }
     }
 }
 

@@ -90,18 +90,43 @@ struct Args {
     /// Only create `--topic` (6 partitions) and exit.
     #[arg(long)]
     create_topic: bool,
+    /// Only delete every topic whose name starts with this prefix, and exit (a benchmark run's
+    /// topics: they hold gigabytes).
+    #[arg(long)]
+    delete_topics: Option<String>,
 }
 
-/// A ~`size`-byte event for entity `n`.
-fn event(args: &Args, n: u64, seq: u64) -> Value {
+/// A ~`size`-byte event for entity `n`, as JSON text. Written directly, not built as a value:
+/// the load generator shares the machine with what it measures.
+fn event(args: &Args, filler: &str, n: u64, seq: u64) -> String {
     let source = &args.sources[(n % args.sources.len() as u64) as usize];
-    let filler = "x".repeat(args.event_size.saturating_sub(160));
-    json!({
-        "id": format!("lg-{n}"),
-        "source": source,
-        "payload": {"seq": seq, "title": "load generator event", "status": "open", "owner": "team-a", "filler": filler},
-        "metadata": {"sent_at_us": now_us()},
-    })
+    debug_assert!(!source.contains(['"', '\\']), "source names need no JSON escaping");
+    format!(
+        r#"{{"id":"lg-{n}","source":"{source}","payload":{{"seq":{seq},"title":"load generator event","status":"open","owner":"team-a","filler":"{filler}"}},"metadata":{{"sent_at_us":{}}}}}"#,
+        now_us()
+    )
+}
+
+/// The filler that brings an event to about `--event-size` bytes.
+fn filler(args: &Args) -> String {
+    "x".repeat(args.event_size.saturating_sub(160))
+}
+
+/// What the load generator reads of a published event: its sequence number.
+#[derive(serde::Deserialize)]
+struct Published {
+    payload: PublishedPayload,
+}
+
+#[derive(serde::Deserialize)]
+struct PublishedPayload {
+    seq: u64,
+}
+
+/// What it reads of a batch answer.
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    accepted: u64,
 }
 
 fn now_us() -> u64 {
@@ -129,7 +154,7 @@ fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     Some((cpu, hwm * 1024))
 }
 
-async fn run_http(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histogram<u64>>>, sent_at: Arc<Mutex<HashMap<String, u64>>>) {
+async fn run_http(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histogram<u64>>>, sent_at: Arc<Mutex<HashMap<u64, u64>>>) {
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients).timeout(Duration::from_secs(30)).build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
@@ -138,10 +163,11 @@ async fn run_http(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histo
     // Open loop: request k is due at start + k / (rate / batch).
     let interval = args.rate.map(|r| Duration::from_secs_f64(per_request as f64 / r as f64));
     let next_slot = Arc::new(AtomicU64::new(0));
+    let filler: Arc<str> = filler(args).into();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
-        let (http, args, counters, latency, sent_at, seq, next_slot) =
-            (http.clone(), args.clone(), counters.clone(), latency.clone(), sent_at.clone(), seq.clone(), next_slot.clone());
+        let (http, args, counters, latency, sent_at, seq, next_slot, filler) =
+            (http.clone(), args.clone(), counters.clone(), latency.clone(), sent_at.clone(), seq.clone(), next_slot.clone(), filler.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let intended = match interval {
@@ -161,29 +187,28 @@ async fn run_http(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histo
                         Instant::now()
                     }
                 };
-                let events: Vec<Value> = (0..per_request)
-                    .map(|_| {
-                        let s = seq.fetch_add(1, Ordering::Relaxed);
-                        event(&args, s % args.entities, s)
-                    })
-                    .collect();
+                let first = seq.fetch_add(per_request, Ordering::Relaxed);
+                let seqs = first..first + per_request;
+                let events: Vec<String> = seqs.clone().map(|s| event(&args, &filler, s % args.entities, s)).collect();
                 if args.e2e_topic.is_some() {
                     let mut map = sent_at.lock().unwrap();
-                    for e in &events {
-                        map.insert(format!("{}#{}", e["id"].as_str().unwrap(), e["payload"]["seq"]), now_us());
+                    let now = now_us();
+                    for s in seqs {
+                        map.insert(s, now);
                     }
                 }
                 counters.sent.fetch_add(per_request, Ordering::Relaxed);
                 let request = if per_request == 1 {
-                    http.post(format!("{}/ingest", args.url)).json(&events[0])
+                    http.post(format!("{}/ingest", args.url)).body(events.into_iter().next().unwrap_or_default())
                 } else {
-                    http.post(format!("{}/ingest/batch", args.url)).json(&events)
+                    http.post(format!("{}/ingest/batch", args.url)).body(format!("[{}]", events.join(",")))
                 };
+                let request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
                 let ok = match request.bearer_auth(&args.token).send().await {
                     // A single event: any 2xx is an acknowledgement (metastream answers 202; a
                     // Redpanda Connect http_server answers 200 once its output acknowledged).
                     Ok(r) if r.status().is_success() && per_request == 1 => 1,
-                    Ok(r) if r.status().as_u16() == 200 => r.json::<Value>().await.ok().and_then(|b| b["accepted"].as_u64()).unwrap_or(0),
+                    Ok(r) if r.status().as_u16() == 200 => r.json::<BatchAnswer>().await.map_or(0, |b| b.accepted),
                     _ => 0,
                 };
                 counters.acked.fetch_add(ok, Ordering::Relaxed);
@@ -205,7 +230,7 @@ async fn run_kafka_produce(args: &Args, counters: Arc<Counters>, latency: Arc<Mu
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()?;
-    let payload = event(args, 0, 0).to_string();
+    let payload = event(args, &filler(args), 0, 0);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for c in 0..args.clients {
@@ -268,7 +293,7 @@ fn record(counters: &Counters, latency: &Mutex<Histogram<u64>>, ok: bool, d: Dur
 async fn consume_latency(
     kafka: String,
     topic: String,
-    sent_at: Option<Arc<Mutex<HashMap<String, u64>>>>,
+    sent_at: Option<Arc<Mutex<HashMap<u64, u64>>>>,
     hist: Arc<Mutex<Histogram<u64>>>,
     received: Arc<AtomicU64>,
     stop: tokio_util_stop::Stop,
@@ -293,8 +318,8 @@ async fn consume_latency(
                 let sent = match &sent_at {
                     Some(map) => m
                         .payload()
-                        .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-                        .and_then(|e| map.lock().unwrap().remove(&format!("{}#{}", e["id"].as_str()?, e["payload"]["seq"]))),
+                        .and_then(|p| serde_json::from_slice::<Published>(p).ok())
+                        .and_then(|e| map.lock().unwrap().remove(&e.payload.seq)),
                     None => m.payload().and_then(|p| std::str::from_utf8(p).ok()?.split_whitespace().next()?.parse().ok()),
                 };
                 if let Some(sent) = sent {
@@ -378,6 +403,24 @@ async fn run_roundtrip(args: &Args, e2e: Arc<Mutex<Histogram<u64>>>, received: A
     Ok(())
 }
 
+/// Deletes every topic whose name starts with `prefix`; prints how many.
+async fn delete_topics(kafka: &str, prefix: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    anyhow::ensure!(!prefix.is_empty(), "--delete-topics needs a non-empty prefix");
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", kafka).create()?;
+    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+    let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).filter(|n| n.starts_with(prefix)).collect();
+    if !names.is_empty() {
+        for result in admin.delete_topics(&names, &AdminOptions::new()).await? {
+            if let Err((topic, code)) = result {
+                eprintln!("deleting {topic}: {code}");
+            }
+        }
+    }
+    println!("deleted {} topics starting with {prefix}", names.len());
+    Ok(())
+}
+
 /// Creates the raw modes' topic (6 partitions, like the pipeline's) if it does not exist.
 async fn ensure_topic(kafka: &str, topic: &str) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -406,7 +449,7 @@ async fn main() -> anyhow::Result<()> {
     let latency = Arc::new(Mutex::new(histogram()));
     let e2e = Arc::new(Mutex::new(histogram()));
     let received = Arc::new(AtomicU64::new(0));
-    let sent_at: Arc<Mutex<HashMap<String, u64>>> = Arc::new(Mutex::new(HashMap::new()));
+    let sent_at: Arc<Mutex<HashMap<u64, u64>>> = Arc::new(Mutex::new(HashMap::new()));
     let pids: Vec<(String, u32)> = args
         .pids
         .iter()
@@ -437,6 +480,9 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
+    if let Some(prefix) = &args.delete_topics {
+        return delete_topics(&args.kafka, prefix).await;
+    }
     if args.mode != Mode::Http || args.create_topic {
         ensure_topic(&args.kafka, &args.topic).await?;
         if args.create_topic {

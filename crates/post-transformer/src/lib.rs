@@ -2,12 +2,13 @@
 //! applies its source's `post` operations and publishes the result on the output topic
 //! (`post_process_meta_data_events`) for downstream systems.
 //!
-//! Per batch: read every record in one Redis round trip, produce the results and dead letters,
-//! wait for Kafka's acks, then commit (at least once).
+//! Per batch: read the records notices do not carry in one Redis round trip, hand the results
+//! and dead letters to Kafka, and commit once Kafka acknowledged them all (at least once),
+//! processing the next batch meanwhile (see [`StageRunner::run`]).
 
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
-use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processor, Shared, StageRunner};
+use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, StageRunner};
 use adapters::Settings;
 use domain::{Event, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
@@ -53,7 +54,7 @@ enum Transformed {
 }
 
 impl Processor for PostProcessor {
-    async fn process(&self, batch: &[OwnedMessage]) -> Result<(), Interrupted> {
+    async fn process(&self, batch: &[OwnedMessage]) -> Result<Processed, Interrupted> {
         let s = &self.0;
         let mut outgoing = Vec::with_capacity(batch.len());
         let mut published: Vec<(String, Option<String>)> = Vec::with_capacity(batch.len());
@@ -108,18 +109,21 @@ impl Processor for PostProcessor {
             }
             spans.push(span);
         }
-        stage::deliver(s, batch, Stage::Post, outgoing).await?;
-        drop(spans);
-        // Published and acknowledged: count them, and how long each took since the gateway's ack.
-        let now = chrono::Utc::now();
-        for (source, received_at) in published {
-            s.count(Stage::Post, &source, "published");
-            if let Some(at) = received_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()) {
-                let latency = (now - at.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-                s.metrics.e2e_latency.record(latency, &[opentelemetry::KeyValue::new("source", source)]);
+        // Once published and acknowledged: count them, and how long each took since the
+        // gateway's ack; the spans end.
+        let s = s.clone();
+        let on_delivered = move || {
+            drop(spans);
+            let now = chrono::Utc::now();
+            for (source, received_at) in published {
+                s.count(Stage::Post, &source, "published");
+                if let Some(at) = received_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()) {
+                    let latency = (now - at.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                    s.metrics.e2e_latency.record(latency, &[opentelemetry::KeyValue::new("source", source)]);
+                }
             }
-        }
-        Ok(())
+        };
+        Ok(Processed { outgoing, on_delivered: Box::new(on_delivered) })
     }
 }
 
