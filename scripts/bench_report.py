@@ -18,7 +18,7 @@ def load(name):
 raw = load("raw-producer")
 single = load("ingest-single")
 batch = load("ingest-batch100")
-pipe = load("pipeline-batch100")
+pipe = load("pipeline-sustained")
 rpc = load("redpanda-connect")
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
@@ -26,16 +26,20 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 def eps(r):
     return r["events_per_s"] if r else 0.0
 
-# Sustained: what reached the output topic while the load ran (the backlog drained afterwards
-# does not count).
+# Sustained: the highest open-loop rate whose events all reached the output topic while the
+# load ran (>= 95 %, e2e p99 <= 2 s, nothing refused); scripts/bench.sh searches for it.
 pipe_rate = pipe.get("delivered_per_s", 0.0) if pipe else 0.0
+probes = sorted(
+    (json.load(open(os.path.join(out, f))) for f in os.listdir(out) if f.startswith("pipeline-at-")),
+    key=lambda d: d["rate"],
+)
 rows = []
 rows.append(("1. raw rdkafka producer (acks=all)", f"{eps(raw):,.0f} msg/s", "limit", ""))
 rows.append(("2a. gateway, single events", f"{eps(single):,.0f} ev/s", f"{eps(single)/eps(raw):.2f} × (1)" if raw else "", ""))
 ok = eps(batch) >= 0.7 * eps(raw)
 rows.append(("2b. gateway, batches of 100", f"{eps(batch):,.0f} ev/s", f"{eps(batch)/eps(raw):.2f} × (1)" if raw else "", "≥ 0.7 × (1): " + ("met" if ok else "NOT met")))
 ok = pipe_rate >= 0.5 * eps(batch)
-rows.append(("3. full pipeline, sustained to the output topic", f"{pipe_rate:,.0f} ev/s", f"{pipe_rate/eps(batch):.2f} × (2b)" if batch else "", "≥ 0.5 × (2b): " + ("met" if ok else "NOT met")))
+rows.append(("3. full pipeline, sustained to the output topic" + (f" (at {pipe['rate']:,} ev/s offered)" if pipe else ""), f"{pipe_rate:,.0f} ev/s", f"{pipe_rate/eps(batch):.2f} × (2b)" if batch else "", "≥ 0.5 × (2b): " + ("met" if ok else "NOT met")))
 for p in (25, 50):
     e, r = load(f"e2e-at-{p}"), load(f"raw-roundtrip-at-{p}")
     if e and e.get("e2e_latency_ms") and r and r.get("e2e_latency_ms"):
@@ -55,13 +59,21 @@ print("| step | throughput / latency | ratio | target |")
 print("|---|---|---|---|")
 for r in rows:
     print("| " + " | ".join(r) + " |")
+if probes:
+    print("\nStep 3's search (open loop, batches of 100; sustained = at least 95 % delivered during the load, e2e p99 at most 2 s):\n")
+    print("| offered ev/s | delivered during the load ev/s | e2e p50 / p99 ms | sustained |")
+    print("|---|---|---|---|")
+    for d in probes:
+        e = d.get("e2e_latency_ms") or {}
+        ok = d["failed"] == 0 and d["delivered_per_s"] >= 0.95 * d["rate"] and e.get("p99", 1e9) <= 2000
+        print(f"| {d['rate']:,} | {d['delivered_per_s']:,.0f} | {e.get('p50', 0):.0f} / {e.get('p99', 0):.0f} | {'yes' if ok else 'no'} |")
 mem = {}
-for r in (single, batch, pipe, load("e2e-at-50")):
+for r in (single, batch, load("e2e-at-50"), pipe):
     for name, p in ((r or {}).get("processes") or {}).items():
         mem[name] = max(mem.get(name, 0), p["peak_rss_mib"])
         mem[name + " cpu"] = p["cpu_s_per_million"]
 if mem:
-    print("\n| service | peak RSS (MiB) | target ≤ 100 MiB | CPU s per million events (last step) |")
+    print("\n| service | peak RSS (MiB) | target ≤ 100 MiB | CPU s per million events (step 3, at the sustained rate) |")
     print("|---|---|---|---|")
     for name in ("gateway", "pre-transformer", "post-transformer", "consumer-api"):
         if name in mem:

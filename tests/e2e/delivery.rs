@@ -203,3 +203,41 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Once traffic stops, every batch a transformer finished is committed (within the commit
+/// interval) without waiting for more messages: a stage that goes idle leaves no lag behind and
+/// a restart redelivers nothing it had finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stage_commits_all_it_finished() {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let stack = Stack::start().await;
+    ingest_range(&stack, 0..300).await;
+    assert_eq!(distinct_ids(&stack.consume("idle", 300, Duration::from_secs(60)).await).len(), 300);
+    let s = &stack.settings;
+    for (group, topic) in [(&s.pre_transformer.group_id, &s.kafka.topics.ingest), (&s.post_transformer.group_id, &s.kafka.topics.processed)] {
+        let reader: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &s.kafka.bootstrap_servers)
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let mut behind = Vec::new();
+            for partition in 0..s.kafka.partitions as i32 {
+                let (_, high) = reader.fetch_watermarks(topic, partition, Duration::from_secs(5)).unwrap();
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition(topic, partition);
+                let committed = reader.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+                let offset = committed.elements()[0].offset().to_raw().unwrap_or(-1).max(0);
+                if offset < high {
+                    behind.push((partition, offset, high));
+                }
+            }
+            if behind.is_empty() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{group} left work uncommitted while idle: {behind:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

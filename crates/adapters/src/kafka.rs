@@ -1,7 +1,8 @@
 //! Kafka clients, set up once here so every service talks to the broker the same way.
 //!
-//! Producers are idempotent with `acks=all`. Consumers never auto-commit: services commit an
-//! offset only after that message's effects are done ([`commit_offsets`]).
+//! Producers are idempotent with `acks=all`. Consumers never store an offset by themselves:
+//! services store an offset only after that message's effects are done ([`store_offsets`]), and
+//! only stored offsets are committed ([`Commits`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -111,10 +112,16 @@ pub fn consumer(
     group_id: &str,
     topics: &[&str],
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    commits: Commits,
 ) -> anyhow::Result<GroupConsumer> {
     let mut c = base_config(k, &k.consumer_properties);
+    match commits {
+        Commits::Explicit => c.set("enable.auto.commit", "false"),
+        Commits::StoredEvery(interval) => {
+            c.set("enable.auto.commit", "true").set("auto.commit.interval.ms", interval.as_millis().max(1).to_string())
+        }
+    };
     c.set("group.id", group_id)
-        .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky");
@@ -129,6 +136,16 @@ pub fn consumer(
     let consumer: GroupConsumer = c.create_with_context(context).context("creating Kafka consumer")?;
     consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
     Ok(consumer)
+}
+
+/// When a group consumer commits. Either way only offsets the service stored
+/// ([`store_offsets`]) are ever committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commits {
+    /// Only when the service calls [`commit_offsets`] (and before a revoke).
+    Explicit,
+    /// librdkafka commits what is stored at this interval, idle or not (and before a revoke).
+    StoredEvery(std::time::Duration),
 }
 
 /// Client settings for a consumer that only reads assigned partitions (no group membership,

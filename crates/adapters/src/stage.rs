@@ -26,27 +26,9 @@ use crate::store::StoreError;
 #[error("shutting down before the batch was done")]
 pub struct Interrupted;
 
-/// Waits for the next message, then takes whatever else arrives within `linger`, up to `max`.
-/// Returns `None` once `shutdown` is cancelled.
-pub async fn next_batch(
-    consumer: &GroupConsumer,
-    max: usize,
-    linger: Duration,
-    shutdown: &CancellationToken,
-) -> Option<Vec<OwnedMessage>> {
-    let first = loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return None,
-            received = consumer.recv() => match received {
-                Ok(m) => break m.detach(),
-                Err(err) => {
-                    tracing::warn!(error = %err, "kafka consumer error");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    };
+/// Starting from `first`, takes whatever else arrives within `linger`, up to `max` messages.
+/// Never abandons a message it has taken (it is not cancelled midway).
+async fn fill_batch(consumer: &GroupConsumer, first: OwnedMessage, max: usize, linger: Duration) -> Vec<OwnedMessage> {
     let mut batch = Vec::with_capacity(max.min(1024));
     batch.push(first);
     let deadline = tokio::time::Instant::now() + linger;
@@ -60,7 +42,7 @@ pub async fn next_batch(
             Err(_) => break,
         }
     }
-    Some(batch)
+    batch
 }
 
 /// A message to produce, owned so it can be retried.
@@ -535,7 +517,13 @@ impl StageRunner {
         }
         let metrics = crate::metrics::Metrics::new(service.name(), &settings.telemetry.otlp_endpoint);
         let producer = crate::kafka::producer(&settings.kafka)?;
-        let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic], Some(metrics.clone()))?;
+        let consumer = crate::kafka::consumer(
+            &settings.kafka,
+            &t.group_id,
+            &[input_topic],
+            Some(metrics.clone()),
+            crate::kafka::Commits::StoredEvery(Duration::from_millis(t.commit_interval_ms)),
+        )?;
         let pool = crate::store::pool(&settings.redis)?;
         crate::metrics::register_client_gauges(&metrics, &producer, &pool);
         let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
@@ -607,10 +595,28 @@ impl StageRunner {
             guard: self.guards_store.then(StoreGuard::default),
             last_done: Vec::new(),
             broken: false,
-            commit_interval: Duration::from_millis(self.settings.commit_interval_ms),
-            last_commit: std::time::Instant::now(),
         };
-        while let Some(batch) = next_batch(&self.consumer, self.settings.batch_size, linger, &s.shutdown).await {
+        while !pipeline.broken {
+            // Waiting for a message is also when acknowledged batches are finished, so an idle
+            // stage leaves nothing unmarked. `recv` is cancel-safe: no message is dropped.
+            let first = tokio::select! {
+                biased;
+                _ = s.shutdown.cancelled() => break,
+                done = async { pipeline.in_flight.front_mut().expect("checked").await }, if !pipeline.in_flight.is_empty() => {
+                    pipeline.in_flight.pop_front();
+                    pipeline.finished(done);
+                    continue;
+                }
+                received = self.consumer.recv() => match received {
+                    Ok(m) => m.detach(),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "kafka consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let batch = fill_batch(&self.consumer, first, self.settings.batch_size, linger).await;
             pipeline.finish_acknowledged().await;
             if pipeline.redis_restarted().await {
                 pipeline.finish_all().await;
@@ -666,10 +672,6 @@ struct Pipeline<'a> {
     /// A batch was not finished: nothing after it may be committed (its messages would be
     /// skipped), so the runner stops and they are redelivered.
     broken: bool,
-    /// Finished offsets are marked at once and committed to Kafka at most this often: one
-    /// OffsetCommit per batch cost the broker more than the batch itself at low rates.
-    commit_interval: Duration,
-    last_commit: std::time::Instant,
 }
 
 impl Pipeline<'_> {
@@ -686,11 +688,17 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Waits for the oldest batch; if it was finished and nothing before it broke, marks its
-    /// offsets done, and commits what is marked when `commit_interval` has passed.
+    /// Waits for the oldest batch and finishes it.
     async fn finish_oldest(&mut self) {
         let Some(task) = self.in_flight.pop_front() else { return };
-        let (batch, result) = match task.await {
+        self.finished(task.await);
+    }
+
+    /// Finishes the oldest batch, just taken off `in_flight`: if its effects are done and
+    /// nothing before it broke, marks its offsets done (librdkafka commits what is marked every
+    /// `commit_interval_ms`).
+    fn finished(&mut self, done: Result<(Vec<OwnedMessage>, Result<(), Interrupted>), tokio::task::JoinError>) {
+        let (batch, result) = match done {
             Ok(done) => done,
             Err(err) => {
                 tracing::error!(error = %err, "a batch's delivery task failed");
@@ -707,12 +715,6 @@ impl Pipeline<'_> {
         if let Err(err) = crate::kafka::store_offsets(self.consumer, &batch) {
             // Revoked meanwhile: the partition's new owner redelivers (at least once).
             tracing::warn!(error = %err, "storing offsets failed; the batch may be redelivered");
-        }
-        if self.last_commit.elapsed() >= self.commit_interval {
-            if let Err(err) = self.consumer.commit_consumer_state(CommitMode::Async) {
-                tracing::warn!(error = %err, "offset commit failed; recent batches may be redelivered");
-            }
-            self.last_commit = std::time::Instant::now();
         }
         if let Some(guard) = self.guard.as_mut() {
             guard.record(&batch);

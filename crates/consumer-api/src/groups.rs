@@ -39,7 +39,7 @@ impl Groups {
             return Ok(g.clone());
         }
         let group_id = format!("{}{name}", self.prefix);
-        let consumer = adapters::kafka::consumer(&self.kafka, &group_id, &[&self.kafka.topics.output], Some(self.metrics.clone()))?;
+        let consumer = adapters::kafka::consumer(&self.kafka, &group_id, &[&self.kafka.topics.output], Some(self.metrics.clone()), adapters::kafka::Commits::Explicit)?;
         tracing::info!(group = %group_id, "api consumer group created");
         let g = Arc::new(ApiGroup { consumer, handed_out: tokio::sync::Mutex::new(Vec::new()) });
         groups.insert(name.to_owned(), g.clone());

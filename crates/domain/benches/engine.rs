@@ -114,6 +114,25 @@ fn engine(c: &mut Criterion) {
     });
     group.finish();
 
+    // The gateway's work per event: the client's body to the ingest topic's bytes.
+    let client = serde_json::to_vec(&json!({
+        "id": event.id.as_str(), "source": event.source.as_str(), "payload": event.payload, "metadata": event.metadata,
+    }))
+    .unwrap();
+    let mut ingest = c.benchmark_group("ingest");
+    ingest.throughput(Throughput::Elements(1));
+    ingest.bench_function("value_tree", |b| {
+        b.iter(|| {
+            let mut e = Event::parse_client(black_box(&client)).unwrap();
+            e.received_at = Some("2024-07-20T12:34:56.000Z".into());
+            black_box(e.to_wire())
+        })
+    });
+    ingest.bench_function("client_event", |b| {
+        b.iter(|| black_box(domain::ClientEvent::parse(black_box(&client)).unwrap().to_wire("2024-07-20T12:34:56.000Z")))
+    });
+    ingest.finish();
+
     let mut ops = c.benchmark_group("op");
     ops.throughput(Throughput::Elements(1));
     // Each operation alone, on the event as the pipeline hands it to that operation.
