@@ -47,6 +47,10 @@ for p in (25, 50):
         target = ""
         if p == 50:
             target = "p99 ≤ 3 × raw p99: " + ("met" if el["p99"] <= 3 * rl["p99"] else "NOT met")
+            # The raw round trip is the yardstick; when it caught one of the broker's occasional
+            # stalls its p99 says nothing about the broker's usual tail, and neither does the ratio.
+            if rl["p99"] > 10 * max(rl["p50"], 0.001):
+                target += f" (no evidence: the raw baseline stalled, its p99 {rl['p99'] / max(rl['p50'], 0.001):.0f}× its p50)"
         rows.append((f"4. e2e latency at {p} % ({e['rate']} ev/s)", f"p50 {el['p50']:.1f} / p99 {el['p99']:.1f} / p99.9 {el['p999']:.1f} ms",
                      f"raw Kafka p99 {rl['p99']:.1f} ms ({el['p99']/max(rl['p99'],0.001):.1f} ×)", target))
 if rpc:
