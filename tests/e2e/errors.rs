@@ -17,12 +17,16 @@ async fn post_raw(stack: &Stack, token: Option<&str>, content_type: &str, body: 
     (status, retry_after, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A bad request: what it is, its token, content type and body; the status, error code and a
+/// part of the message it must get.
+type Case<'a> = (&'a str, Option<&'a str>, &'a str, Vec<u8>, u16, &'a str, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_request_gets_its_status_and_a_json_error() {
     let stack = Stack::start_with(|s| s.gateway.max_body_bytes = 4096).await;
     let good = jira_event().to_string().into_bytes();
     let json = "application/json";
-    let cases: Vec<(&str, Option<&str>, &str, Vec<u8>, u16, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("no token", None, json, good.clone(), 401, "unauthorized", "bearer token"),
         ("wrong token", Some("nope"), json, good.clone(), 401, "unauthorized", "bearer token"),
         ("malformed json", Some(TOKEN), json, b"{\"id\": ".to_vec(), 400, "invalid_event", "not valid JSON"),

@@ -438,13 +438,17 @@ pub struct StageRunner {
 /// changes (it restarted), it seeks each partition back to the oldest of them, so those events
 /// are processed and stored again. The store's versioned writes keep newer records; the output
 /// topic may see duplicates (at least once).
+/// A batch's first offset in one partition: (topic, partition, offset).
+type FirstOffset = (String, i32, i64);
+
 #[derive(Default)]
 struct StoreGuard {
     run_id: Option<String>,
     /// When `run_id` was last read: at most every [`StoreGuard::CHECK_EVERY`], well inside the
     /// window, rather than once per batch.
     checked: Option<std::time::Instant>,
-    recent: std::collections::VecDeque<(std::time::Instant, Vec<(String, i32, i64)>)>,
+    /// When each recent batch finished, and its first offset per (topic, partition).
+    recent: std::collections::VecDeque<(std::time::Instant, Vec<FirstOffset>)>,
 }
 
 impl StoreGuard {
@@ -660,11 +664,14 @@ impl StageRunner {
     }
 }
 
+/// A batch, back from its delivery task, and whether everything it led to was acknowledged.
+type Delivered = (Vec<OwnedMessage>, Result<(), Interrupted>);
+
 /// The batches a [`StageRunner`] has handed to Kafka and not yet committed, oldest first.
 struct Pipeline<'a> {
     consumer: &'a GroupConsumer,
     shared: &'a Shared,
-    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<(Vec<OwnedMessage>, Result<(), Interrupted>)>>,
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Delivered>>,
     in_flight_messages: &'a std::sync::atomic::AtomicUsize,
     guard: Option<StoreGuard>,
     /// The last batch committed, committed again synchronously at shutdown.
@@ -697,7 +704,7 @@ impl Pipeline<'_> {
     /// Finishes the oldest batch, just taken off `in_flight`: if its effects are done and
     /// nothing before it broke, marks its offsets done (librdkafka commits what is marked every
     /// `commit_interval_ms`).
-    fn finished(&mut self, done: Result<(Vec<OwnedMessage>, Result<(), Interrupted>), tokio::task::JoinError>) {
+    fn finished(&mut self, done: Result<Delivered, tokio::task::JoinError>) {
         let (batch, result) = match done {
             Ok(done) => done,
             Err(err) => {
@@ -794,7 +801,7 @@ pub async fn apply(
                 tracing::debug!(event_id = %id, source = %src, index, op, "event filtered");
                 return Ok(Applied::Filtered);
             }
-            Err(err) => match {
+            Err(err) => {
                 s.metrics.operation_failures.add(
                     1,
                     &[
@@ -803,22 +810,22 @@ pub async fn apply(
                         opentelemetry::KeyValue::new("operation", err.op),
                     ],
                 );
-                source.config().on_error
-            } {
-                OnError::DeadLetter => {
-                    let operation = Some((err.index, err.op));
-                    return Ok(Applied::DeadLetter(Failure { reason: "operation_failed", error: err.to_string(), operation }));
+                match source.config().on_error {
+                    OnError::DeadLetter => {
+                        let operation = Some((err.index, err.op));
+                        return Ok(Applied::DeadLetter(Failure { reason: "operation_failed", error: err.to_string(), operation }));
+                    }
+                    OnError::Skip => {
+                        tracing::warn!(event_id = %id, source = %src, error = %err, "operation failed; skipping the event (on_error: skip)");
+                        return Ok(Applied::Skipped);
+                    }
+                    OnError::Fail => {
+                        tracing::error!(event_id = %id, source = %src, error = %err, "operation failed; holding until the config is fixed (on_error: fail)");
+                        s.health.set_trouble(format!("source {src} failing: {err}"));
+                        pause(&mut backoff, &s.shutdown).await?;
+                    }
                 }
-                OnError::Skip => {
-                    tracing::warn!(event_id = %id, source = %src, error = %err, "operation failed; skipping the event (on_error: skip)");
-                    return Ok(Applied::Skipped);
-                }
-                OnError::Fail => {
-                    tracing::error!(event_id = %id, source = %src, error = %err, "operation failed; holding until the config is fixed (on_error: fail)");
-                    s.health.set_trouble(format!("source {src} failing: {err}"));
-                    pause(&mut backoff, &s.shutdown).await?;
-                }
-            },
+            }
         }
     }
 }

@@ -248,7 +248,7 @@ async fn run_kafka_produce(args: &Args, counters: Arc<Counters>, latency: Arc<Mu
                     break;
                 }
                 if let Some(iv) = interval {
-                    let due = started + iv * (k as u32 / 1);
+                    let due = started + iv * k as u32;
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let key = format!("k{}", k % 10_000);
@@ -545,7 +545,7 @@ async fn main() -> anyhow::Result<()> {
         "delivered_in_window": in_window.load(Ordering::Relaxed),
         "delivered_per_s": in_window.load(Ordering::Relaxed) as f64 / elapsed,
         "request_latency_ms": {"p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "p999": pct(&lat, 0.999), "max": lat.max() as f64 / 1000.0},
-        "e2e_latency_ms": if e2e.len() > 0 { json!({"count": e2e.len(), "p50": pct(&e2e, 0.5), "p99": pct(&e2e, 0.99), "p999": pct(&e2e, 0.999)}) } else { Value::Null },
+        "e2e_latency_ms": if !e2e.is_empty() { json!({"count": e2e.len(), "p50": pct(&e2e, 0.5), "p99": pct(&e2e, 0.99), "p999": pct(&e2e, 0.999)}) } else { Value::Null },
         "processes": processes,
     });
     println!("{:<28} {:>12} {:>10} {:>10} {:>10} {:>12} {:>12}", "run", "events/s", "p50 ms", "p99 ms", "p99.9 ms", "e2e p50 ms", "e2e p99 ms");
@@ -556,8 +556,8 @@ async fn main() -> anyhow::Result<()> {
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         pct(&lat, 0.999),
-        if e2e.len() > 0 { format!("{:.2}", pct(&e2e, 0.5)) } else { "-".into() },
-        if e2e.len() > 0 { format!("{:.2}", pct(&e2e, 0.99)) } else { "-".into() },
+        if !e2e.is_empty() { format!("{:.2}", pct(&e2e, 0.5)) } else { "-".into() },
+        if !e2e.is_empty() { format!("{:.2}", pct(&e2e, 0.99)) } else { "-".into() },
     );
     for (name, p) in &processes {
         println!("  {name:<24} cpu {:.1} s/M events, peak RSS {:.1} MiB", p["cpu_s_per_million"].as_f64().unwrap_or(0.0), p["peak_rss_mib"].as_f64().unwrap_or(0.0));
