@@ -141,15 +141,37 @@ pub fn process_span(s: &Shared, stage: Stage, message: &OwnedMessage) -> tracing
     span
 }
 
-/// The event's headers plus those its operations decided (`routing.headers`).
-pub fn output_headers(event: &domain::Event) -> OwnedHeaders {
-    let mut h = event_headers(event.id.as_str(), event.source.as_str());
-    for (name, value) in &event.routing.headers {
+/// An event's headers (`id`, `source`) plus those its operations decided (`routing.headers`).
+pub fn output_headers(id: &domain::EventId, source: &domain::SourceName, routing: &domain::Routing) -> OwnedHeaders {
+    let mut h = event_headers(id.as_str(), source.as_str());
+    for (name, value) in &routing.headers {
         if name != headers::EVENT_ID && name != headers::SOURCE {
             h = h.insert(Header { key: name, value: Some(value) });
         }
     }
     h
+}
+
+/// Counts outcomes per (source, outcome) and adds each total once: one counter update per
+/// batch and source instead of one per event.
+/// A batch holds few sources, so a list beats a map.
+#[derive(Default)]
+pub struct Tally(Vec<(String, &'static str, u64)>);
+
+impl Tally {
+    pub fn add(&mut self, source: &str, outcome: &'static str) {
+        match self.0.iter_mut().find(|(s, o, _)| s == source && *o == outcome) {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((source.to_owned(), outcome, 1)),
+        }
+    }
+
+    /// Adds the totals to `metastream_events_processed_total` for `stage`.
+    pub fn record(self, s: &Shared, stage: Stage) {
+        for (source, outcome, n) in self.0 {
+            s.count_n(stage, &source, outcome, n);
+        }
+    }
 }
 
 /// The headers of a consumed message, as (name, UTF-8 value) pairs.
@@ -346,8 +368,13 @@ impl Shared {
     /// Counts an event's outcome in a stage: `stored`, `published`, `filtered`, `skipped`,
     /// `dead_lettered`.
     pub fn count(&self, stage: Stage, source: &str, outcome: &'static str) {
+        self.count_n(stage, source, outcome, 1);
+    }
+
+    /// Counts `n` events of one outcome (see [`Tally`]).
+    pub fn count_n(&self, stage: Stage, source: &str, outcome: &'static str, n: u64) {
         self.metrics.events_processed.add(
-            1,
+            n,
             &[
                 opentelemetry::KeyValue::new("stage", stage.as_str()),
                 opentelemetry::KeyValue::new("source", source.to_owned()),

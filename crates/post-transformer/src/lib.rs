@@ -115,13 +115,15 @@ impl Processor for PostProcessor {
         let on_delivered = move || {
             drop(spans);
             let now = chrono::Utc::now();
+            let mut tally = stage::Tally::default();
             for (source, received_at) in published {
-                s.count(Stage::Post, &source, "published");
+                tally.add(&source, "published");
                 if let Some(at) = received_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()) {
                     let latency = (now - at.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                     s.metrics.e2e_latency.record(latency, &[opentelemetry::KeyValue::new("source", source)]);
                 }
             }
+            tally.record(&s, Stage::Post);
         };
         Ok(Processed { outgoing, on_delivered: Box::new(on_delivered) })
     }
@@ -159,7 +161,7 @@ impl PostProcessor {
                 // What the operations decided about the Kafka message travels as its topic, key
                 // and headers, not inside the published event.
                 let routing = std::mem::take(&mut event.routing);
-                let headers = stage::output_headers(&Event { routing: routing.clone(), ..event.clone() });
+                let headers = stage::output_headers(&event.id, &event.source, &routing);
                 Transformed::Publish(Outgoing {
                     topic: routing.topic.unwrap_or_else(|| s.topics.output.clone()),
                     key: Some(routing.key.unwrap_or_else(|| event.entity_key())),

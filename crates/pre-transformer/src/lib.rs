@@ -105,13 +105,14 @@ impl Processor for PreProcessor {
         let mut outgoing: Vec<(Outgoing, Option<usize>)> = Vec::new();
         // One span per event, a child of the gateway's; alive until the batch's effects are done.
         let mut spans: Vec<tracing::Span> = Vec::with_capacity(batch.len());
+        let mut tally = stage::Tally::default();
         for (index, message) in batch.iter().enumerate() {
             let span = stage::process_span(s, Stage::Pre, message);
             match self.decide(message).instrument(span.clone()).await? {
                 Disposition::Store(event) => {
                     span.record("metastream.event.id", event.id.as_str());
                     span.record("metastream.source", event.source.as_str());
-                    s.count(Stage::Pre, event.source.as_str(), "stored");
+                    tally.add(event.source.as_str(), "stored");
                     let value = event.to_record();
                     let notice = ProcessedNotice::wire_with_record(&event.source, &event.id, &value);
                     records.push(StoredRecord {
@@ -133,9 +134,10 @@ impl Processor for PreProcessor {
                     tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
                     outgoing.push((stage::dead_letter(message, &s.topics.dead_letter, Stage::Pre, &failure), None));
                 }
-                Disposition::Skip(outcome) => s.count(Stage::Pre, &stage::source_of(message), outcome),
+                Disposition::Skip(outcome) => tally.add(&stage::source_of(message), outcome),
             }
         }
+        tally.record(s, Stage::Pre);
         if !records.is_empty() {
             // The records go to Redis in one call: each event's trace shows it as a child span.
             let redis_spans: Vec<tracing::Span> = spans
