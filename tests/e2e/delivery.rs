@@ -70,7 +70,7 @@ async fn a_pre_transformer_killed_mid_stream_loses_nothing() {
     let ((), new_pre) = tokio::join!(ingest_counted(&stack, 0..800, &acked), restarted);
     stack.pre = Some(new_pre);
 
-    let events = stack.consume("default", 800, Duration::from_secs(90)).await;
+    let events = stack.consume_distinct("default", 800, Duration::from_secs(90)).await;
     let ids = distinct_ids(&events);
     let missing: Vec<_> = (0..800).map(|i| format!("ev-{i}")).filter(|id| !ids.contains(id)).collect();
     assert!(missing.is_empty(), "lost {} events, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);

@@ -100,7 +100,7 @@ async fn two_pre_transformers_share_the_partitions_and_losing_one_loses_nothing(
     for e in ids(300..600) {
         assert_eq!(stack.ingest(&e).await.0, 202);
     }
-    let events = stack.consume("default", 600, Duration::from_secs(90)).await;
+    let events = stack.consume_distinct("default", 600, Duration::from_secs(90)).await;
     let got: HashSet<_> = events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(got.len(), 600, "every acknowledged event delivered");
     second.stop().await;

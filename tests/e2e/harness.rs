@@ -214,6 +214,20 @@ impl Stack {
         events
     }
 
+    /// Calls /consume for `group` until events with `want` distinct ids arrived or `within`
+    /// passed. Where a crash redelivers (at least once), duplicates must not end the wait early.
+    pub async fn consume_distinct(&self, group: &str, want: usize, within: Duration) -> Vec<Value> {
+        let started = Instant::now();
+        let mut events: Vec<Value> = Vec::new();
+        let mut ids = std::collections::HashSet::new();
+        while ids.len() < want && started.elapsed() < within {
+            let more = self.consume(group, 1, Duration::from_secs(1)).await;
+            ids.extend(more.iter().filter_map(|e| e["id"].as_str().map(str::to_owned)));
+            events.extend(more);
+        }
+        events
+    }
+
     /// The raw record in Redis for an entity.
     pub async fn stored(&self, source: &str, id: &str) -> Option<Value> {
         let key = domain::KeySchema::new(&self.settings.redis.key_prefix)
