@@ -268,8 +268,13 @@ async fn settle(s: &Shared, messages: &[Outgoing], mut sent: Vec<Sent>) -> Resul
 /// # Errors
 /// [`Interrupted`] when shutdown comes first.
 pub async fn produce_all(s: &Shared, messages: &[Outgoing]) -> Result<Vec<(usize, KafkaError)>, Interrupted> {
-    let sent = enqueue(s, messages, &(0..messages.len()).collect::<Vec<_>>()).await?;
+    let sent = enqueue_all(s, messages).await?;
     settle(s, messages, sent).await
+}
+
+/// [`enqueue`] for every message, in order.
+async fn enqueue_all(s: &Shared, messages: &[Outgoing]) -> Result<Vec<Sent>, Interrupted> {
+    enqueue(s, messages, &(0..messages.len()).collect::<Vec<_>>()).await
 }
 
 /// A sent message's ack.
@@ -659,7 +664,7 @@ impl StageRunner {
             let started = std::time::Instant::now();
             let Ok(processed) = processor.process(&batch).await else { break };
             let (messages, origins): (Vec<Outgoing>, Vec<Option<usize>>) = processed.outgoing.into_iter().unzip();
-            let Ok(sent) = enqueue(s, &messages, &(0..messages.len()).collect::<Vec<_>>()).await else { break };
+            let Ok(sent) = enqueue_all(s, &messages).await else { break };
             self.in_flight.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
             let (shared, stage) = (s.clone(), self.stage);
             let on_delivered = processed.on_delivered;
