@@ -14,6 +14,7 @@ start() {
   if port_open "$HOST" "$PORT"; then
     pid_alive "$PID" && log "redis already running (ours, pid $(cat "$PID"))" \
       || log "redis: something already listens on $HOST:$PORT; using it"
+    command -v redis-cli >/dev/null && wait_ping
     return 0
   fi
   command -v redis-server >/dev/null || apt_install redis-server
@@ -22,7 +23,19 @@ start() {
     --appendonly yes --appendfsync everysec --save "" \
     --daemonize yes --pidfile "$PID" --logfile "$DIR/redis.log"
   wait_port "$HOST" "$PORT" 20 redis
-  log "redis listening on $HOST:$PORT (AOF everysec, data in $DIR)"
+  wait_ping
+  log "redis ready on $HOST:$PORT (AOF everysec, data in $DIR)"
+}
+
+# Redis listens before it has loaded its AOF, answering LOADING meanwhile: ready means PONG.
+wait_ping() {
+  local i reply=""
+  for ((i = 0; i < 1200; i++)); do
+    reply=$(redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null || true)
+    [[ $reply == PONG ]] && return 0
+    sleep 0.1
+  done
+  die "redis on $HOST:$PORT did not answer PING within 120s (last answer: ${reply:-none}; see $DIR/redis.log)"
 }
 
 case "${1:-}" in

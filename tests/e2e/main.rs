@@ -6,6 +6,7 @@
 mod harness;
 
 mod admin;
+mod budget;
 mod delivery;
 mod guarantees;
 mod observability;

@@ -26,6 +26,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the batch holds {count} events; the limit is {limit} (gateway.max_batch_events)")]
+    TooManyEvents { count: usize, limit: usize },
+    #[error("the event is {size} bytes as written to Kafka; the limit is {limit} bytes (the smallest topic's max.message.bytes less what the pipeline adds around an event)")]
+    EventTooLarge { size: usize, limit: usize },
+    #[error("the request body was not received within {0} ms")]
+    RequestTimeout(u128),
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
     #[error("{0}")]
@@ -54,6 +60,9 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::EventTooLarge { .. } => "event_too_large",
+            ApiError::TooManyEvents { .. } => "too_many_events",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::UnknownSource(_) => "unknown_source",
             ApiError::Forbidden(_) => "forbidden",
@@ -73,7 +82,8 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::InvalidEvent(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::EventTooLarge { .. } | ApiError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnknownSource(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -92,6 +102,10 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
+            ApiError::RequestTimeout(_) => {
+                // The rest of the body may still arrive: do not read it as the next request.
+                response.insert_header((header::CONNECTION, "close"));
+            }
             ApiError::Unavailable { retry_after_s, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
             }
@@ -99,8 +113,13 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut body = json!({"error": self.code(), "message": self.to_string()});
-        if let ApiError::InvalidConfig(errors) = self {
-            body["errors"] = json!(errors);
+        match self {
+            ApiError::InvalidConfig(errors) => body["errors"] = json!(errors),
+            ApiError::EventTooLarge { size, limit } => {
+                body["size"] = json!(size);
+                body["limit"] = json!(limit);
+            }
+            _ => {}
         }
         response.json(body)
     }
@@ -153,11 +172,19 @@ pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the body, refusing it as soon as it passes `limit` bytes.
+/// Reads the body, refusing it as soon as it passes `limit` bytes or when it has not fully
+/// arrived within `timeout` (a slow or stuck client must not hold the request's resources).
 ///
 /// # Errors
-/// [`ApiError::PayloadTooLarge`], or [`ApiError::BadRequest`] when the body cannot be read.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+/// [`ApiError::PayloadTooLarge`], [`ApiError::RequestTimeout`], or [`ApiError::BadRequest`]
+/// when the body cannot be read.
+pub async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize, timeout: std::time::Duration) -> Result<web::BytesMut, ApiError> {
+    tokio::time::timeout(timeout, read_body_within(req, payload, limit))
+        .await
+        .unwrap_or(Err(ApiError::RequestTimeout(timeout.as_millis())))
+}
+
+async fn read_body_within(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -17,6 +17,8 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use domain::TopicLimits;
+
 use crate::settings::KafkaSettings;
 
 fn base_config(k: &KafkaSettings, extra: &BTreeMap<String, String>) -> ClientConfig {
@@ -29,11 +31,13 @@ fn base_config(k: &KafkaSettings, extra: &BTreeMap<String, String>) -> ClientCon
     c
 }
 
-/// An idempotent producer (`acks=all`) whose deliveries fail after `kafka.produce_timeout_ms`.
+/// An idempotent producer (`acks=all`) whose deliveries fail after `kafka.produce_timeout_ms`,
+/// building record batches no larger than the smallest of `limits` (the broker refuses a whole
+/// batch larger than its topic's `max.message.bytes`, however small each message in it).
 ///
 /// # Errors
 /// When librdkafka rejects the configuration.
-pub fn producer(k: &KafkaSettings) -> anyhow::Result<FutureProducer> {
+pub fn producer(k: &KafkaSettings, limits: &TopicLimits) -> anyhow::Result<FutureProducer> {
     let mut c = base_config(k, &BTreeMap::new());
     c.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -41,7 +45,65 @@ pub fn producer(k: &KafkaSettings) -> anyhow::Result<FutureProducer> {
     for (key, value) in &k.producer_properties {
         c.set(key, value);
     }
+    let batch = property(k, "batch.size").unwrap_or(LIBRDKAFKA_BATCH_SIZE);
+    if limits.smallest() < batch {
+        c.set("batch.size", limits.smallest().max(1).to_string());
+    }
     c.create().context("creating Kafka producer")
+}
+
+/// librdkafka's defaults for `message.max.bytes` and `batch.size`.
+const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+const LIBRDKAFKA_BATCH_SIZE: usize = 1_000_000;
+
+/// A numeric librdkafka property as configured for producers (`producer_properties` over
+/// `properties`).
+fn property(k: &KafkaSettings, name: &str) -> Option<usize> {
+    k.producer_properties.get(name).or_else(|| k.properties.get(name)).and_then(|v| v.parse().ok())
+}
+
+/// The largest message each pipeline topic takes, read from the broker (`max.message.bytes` of
+/// each topic) and bounded by the producer's own `message.max.bytes`. A broker that is still
+/// starting is waited for, up to a minute.
+///
+/// # Errors
+/// When the broker cannot be reached in that time, or a topic does not exist.
+pub async fn topic_limits(k: &KafkaSettings) -> anyhow::Result<TopicLimits> {
+    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    loop {
+        match try_topic_limits(k).await {
+            Ok(limits) => return Ok(limits),
+            Err(err) if started.elapsed() < Duration::from_secs(60) => {
+                tracing::warn!(error = %format!("{err:#}"), "reading the topics' max.message.bytes failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn try_topic_limits(k: &KafkaSettings) -> anyhow::Result<TopicLimits> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<_> = base_config(k, &BTreeMap::new()).create().context("creating Kafka admin client")?;
+    let topics = k.topics.all();
+    let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin.describe_configs(&specifiers, &opts).await.context("describing the topics' configs")?;
+    let mut max = Vec::with_capacity(topics.len());
+    for (topic, result) in topics.iter().zip(results) {
+        let config = result.map_err(|code| anyhow::anyhow!("describing topic {topic}: {code}"))?;
+        let bytes = config
+            .get("max.message.bytes")
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse::<usize>().ok())
+            .with_context(|| format!("topic {topic} reports no max.message.bytes"))?;
+        max.push(bytes);
+    }
+    let producer_max = property(k, "message.max.bytes").unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
+    let limits = TopicLimits::from_max_message_bytes(max[0], max[1], max[2], max[3], producer_max);
+    tracing::info!(?limits, max_event_bytes = limits.max_event_bytes(), "message size limits read from the broker");
+    Ok(limits)
 }
 
 /// Logs and counts rebalances, so operators can see partitions move between instances, and

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub ingest_rejected: Counter<u64>,
     pub events_processed: Counter<u64>,
     pub dead_letters: Counter<u64>,
+    /// Dead letters that hold a reference to the original message (too large to copy).
+    pub dead_letter_references: Counter<u64>,
     pub operation_failures: Counter<u64>,
     pub batch_duration: Histogram<f64>,
     pub batch_size: Histogram<u64>,
@@ -101,6 +103,10 @@ impl Metrics {
             ingest_rejected: counter("metastream_ingest_rejected_total", "Ingest requests refused, by reason"),
             events_processed: counter("metastream_events_processed_total", "Events by stage and outcome"),
             dead_letters: counter("metastream_dead_letters_total", "Messages sent to the dead-letter topic"),
+            dead_letter_references: counter(
+                "metastream_dead_letter_references_total",
+                "Dead letters holding a reference to the original message, which did not fit the dead-letter topic",
+            ),
             operation_failures: counter("metastream_operation_failures_total", "Operations that failed on an event"),
             batch_duration: seconds("metastream_batch_duration_seconds", "Time to process a batch, effects included"),
             batch_size: meter
@@ -127,6 +133,7 @@ impl Metrics {
             &metrics.ingest_rejected,
             &metrics.events_processed,
             &metrics.dead_letters,
+            &metrics.dead_letter_references,
             &metrics.operation_failures,
             &metrics.rebalances,
             &metrics.events_delivered,

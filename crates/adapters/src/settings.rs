@@ -135,6 +135,15 @@ pub struct GatewaySettings {
     pub max_batch_events: usize,
     /// Largest `POST /ingest/batch` body.
     pub max_batch_bytes: usize,
+    /// How long a client may take to send a request body; past it the answer is 408 and the
+    /// request's in-flight permit is freed.
+    pub body_timeout_ms: u64,
+}
+
+impl GatewaySettings {
+    pub fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.body_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +335,7 @@ impl Settings {
                 check(g.max_batch_events >= 1, "gateway.max_batch_events: must be at least 1");
                 check(g.max_batch_bytes >= g.max_body_bytes, "gateway.max_batch_bytes: must be at least gateway.max_body_bytes");
                 check(g.max_batch_events <= g.max_in_flight, "gateway.max_batch_events: must not exceed gateway.max_in_flight");
+                check(g.body_timeout_ms >= 1, "gateway.body_timeout_ms: must be at least 1");
             }
             Service::PreTransformer | Service::PostTransformer => {
                 let (key, t) = if service == Service::PreTransformer {

@@ -30,3 +30,16 @@ pub fn on_signal() -> CancellationToken {
     });
     token
 }
+
+/// What a service's `main` returns for how its run ended: success only for a requested
+/// shutdown. Any other end is logged at ERROR with its cause chain — the line an operator finds
+/// — and is a non-zero exit, so an orchestrator restarts the process and counts the failure.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "stopping on an unrecoverable error");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

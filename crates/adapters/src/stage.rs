@@ -71,21 +71,92 @@ impl Failure {
 }
 
 /// The dead-letter form of `original`: same key and payload, with headers naming the stage,
-/// the reason, the failing operation, the error and where the message came from.
-pub fn dead_letter(original: &OwnedMessage, topic: &str, stage: Stage, failure: &Failure) -> Outgoing {
-    let (reason, error) = (failure.reason, failure.error.as_str());
-    let mut h = OwnedHeaders::new_with_capacity(8);
+/// the reason, the failing operation, the error and where the message came from. When that does
+/// not fit the dead-letter topic, a [reference](reference) to the original instead: a dead
+/// letter always fits, so no message can hold a partition.
+pub fn dead_letter(s: &Shared, original: &OwnedMessage, stage: Stage, failure: &Failure) -> Outgoing {
+    let full = dead_letter_copy(original, &s.topics.dead_letter, stage, failure);
+    if fits(&full, s.limits.dead_letter) {
+        return full;
+    }
+    reference(s, original, stage, failure)
+}
+
+fn dead_letter_copy(original: &OwnedMessage, topic: &str, stage: Stage, failure: &Failure) -> Outgoing {
+    let mut h = OwnedHeaders::new_with_capacity(10);
     if let Some(orig) = original.headers() {
         for header in orig.iter().filter(|h| h.key != "traceparent" && h.key != "tracestate") {
             h = h.insert(Header { key: header.key, value: header.value });
         }
     }
+    Outgoing {
+        topic: topic.to_owned(),
+        key: original.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        payload: original.payload().unwrap_or_default().to_vec(),
+        headers: failure_headers(h, original, stage, failure),
+    }
+}
+
+/// A dead letter that stands for `original` without copying it: a small JSON document naming
+/// where the original is (topic, partition, offset), its size, key, event id and source, and
+/// why it failed; headers as a full dead letter's, plus [`headers::DLQ_REFERENCE`]. Counted in
+/// `metastream_dead_letter_references_total`.
+pub fn reference(s: &Shared, original: &OwnedMessage, stage: Stage, failure: &Failure) -> Outgoing {
+    let source = source_of(original);
+    let event_id = header_of(original, headers::EVENT_ID);
+    let key = original.key().map(|k| String::from_utf8_lossy(k).into_owned());
+    let size = message_size(original);
+    let payload = serde_json::json!({
+        "dead_letter_reference": {
+            "topic": original.topic(),
+            "partition": original.partition(),
+            "offset": original.offset(),
+            "size": size,
+            "key": key,
+            "event_id": event_id,
+            "source": source,
+            "stage": stage.as_str(),
+            "reason": failure.reason,
+            "error": domain::limits::truncate(&failure.error, domain::limits::MAX_ERROR_HEADER),
+        }
+    });
+    let mut h = OwnedHeaders::new_with_capacity(12);
+    if let Some(id) = &event_id {
+        h = h.insert(Header { key: headers::EVENT_ID, value: Some(id) });
+    }
+    let size = size.to_string();
+    h = h
+        .insert(Header { key: headers::SOURCE, value: Some(&source) })
+        .insert(Header { key: headers::DLQ_REFERENCE, value: Some("true") })
+        .insert(Header { key: headers::DLQ_ORIGINAL_SIZE, value: Some(&size) });
+    s.metrics.dead_letter_references.add(
+        1,
+        &[
+            opentelemetry::KeyValue::new("stage", stage.as_str()),
+            opentelemetry::KeyValue::new("source", source.clone()),
+            opentelemetry::KeyValue::new("reason", failure.reason),
+        ],
+    );
+    tracing::warn!(topic = original.topic(), partition = original.partition(), offset = original.offset(), size = %size,
+        "the message does not fit the dead-letter topic; dead-lettering a reference to it");
+    Outgoing {
+        topic: s.topics.dead_letter.clone(),
+        key,
+        payload: serde_json::to_vec(&payload).expect("a reference serializes"),
+        headers: failure_headers(h, original, stage, failure),
+    }
+}
+
+/// Adds the headers that say why and where from (the error cut to
+/// [`MAX_ERROR_HEADER`](domain::limits::MAX_ERROR_HEADER) bytes).
+fn failure_headers(mut h: OwnedHeaders, original: &OwnedMessage, stage: Stage, failure: &Failure) -> OwnedHeaders {
+    let error = domain::limits::truncate(&failure.error, domain::limits::MAX_ERROR_HEADER);
     let partition = original.partition().to_string();
     let offset = original.offset().to_string();
     h = h
         .insert(Header { key: headers::DLQ_STAGE, value: Some(stage.as_str()) })
-        .insert(Header { key: headers::DLQ_REASON, value: Some(reason) })
-        .insert(Header { key: headers::DLQ_ERROR, value: Some(error) })
+        .insert(Header { key: headers::DLQ_REASON, value: Some(failure.reason) })
+        .insert(Header { key: headers::DLQ_ERROR, value: Some(error.as_ref()) })
         .insert(Header { key: headers::DLQ_TOPIC, value: Some(original.topic()) })
         .insert(Header { key: headers::DLQ_PARTITION, value: Some(&partition) })
         .insert(Header { key: headers::DLQ_OFFSET, value: Some(&offset) });
@@ -95,12 +166,38 @@ pub fn dead_letter(original: &OwnedMessage, topic: &str, stage: Stage, failure: 
             .insert(Header { key: headers::DLQ_OPERATION_INDEX, value: Some(&index) })
             .insert(Header { key: headers::DLQ_OPERATION, value: Some(op) });
     }
-    Outgoing {
-        topic: topic.to_owned(),
-        key: original.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-        payload: original.payload().unwrap_or_default().to_vec(),
-        headers: h,
-    }
+    h
+}
+
+/// What a consumed message counts against a topic's limit.
+fn message_size(m: &OwnedMessage) -> usize {
+    domain::limits::message_size(m.key(), m.payload().unwrap_or_default(), m.headers().into_iter().flat_map(|h| h.iter().map(|h| (h.key, h.value))))
+}
+
+/// What an outgoing message counts against its topic's limit.
+fn outgoing_size(m: &Outgoing) -> usize {
+    domain::limits::message_size(m.key.as_deref().map(str::as_bytes), &m.payload, m.headers.iter().map(|h| (h.key, h.value)))
+}
+
+fn fits(m: &Outgoing, limit: usize) -> bool {
+    outgoing_size(m) <= limit
+}
+
+/// Why `m` cannot be produced, when it is larger than its topic takes (one of the pipeline's
+/// topics: the limit of a topic an operation routed to is known only to the broker, whose
+/// refusal is handled in the same way).
+pub fn oversize(s: &Shared, m: &Outgoing) -> Option<Failure> {
+    let limit = s.limits.of(&s.topics, &m.topic)?;
+    let size = outgoing_size(m);
+    (size > limit).then(|| {
+        Failure::new("too_large", format!("the message for {} would be {size} bytes; the topic takes at most {limit}", m.topic))
+    })
+}
+
+/// The value of header `name` of a consumed message, as text.
+fn header_of(m: &OwnedMessage, name: &str) -> Option<String> {
+    let h = m.headers()?.iter().find(|h| h.key == name)?;
+    Some(String::from_utf8_lossy(h.value?).into_owned())
 }
 
 /// Headers naming the event, for messages about one event.
@@ -208,6 +305,11 @@ type Sent = Result<DeliveryFuture, KafkaError>;
 async fn enqueue(s: &Shared, messages: &[Outgoing], which: &[usize]) -> Result<Vec<Sent>, Interrupted> {
     let mut sent = Vec::with_capacity(which.len());
     for m in which.iter().map(|&i| &messages[i]) {
+        if s.limits.of(&s.topics, &m.topic).is_some_and(|limit| !fits(m, limit)) {
+            // The broker would refuse it: do not send it, treat it as refused for good.
+            sent.push(Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)));
+            continue;
+        }
         loop {
             let mut record = FutureRecord::to(&m.topic).payload(&m.payload).headers(m.headers.clone());
             if let Some(key) = &m.key {
@@ -287,40 +389,83 @@ async fn acknowledged(sent: Sent) -> Result<(), KafkaError> {
 }
 
 /// Waits until what a batch led to is acknowledged (see [`settle`]). A message Kafka refuses
-/// for good is replaced by a dead letter of the batch message it came from (`origins`), reason
-/// `produce_failed`.
+/// for good is replaced by a dead letter of the batch message it came from (`origins`): reason
+/// `too_large` when it was too large, `produce_failed` otherwise. A dead letter refused for good
+/// is replaced by a [reference](reference); a reference refused for good means the dead-letter
+/// topic itself is broken (missing, or a limit below a few kilobytes): it is retried with
+/// backoff while the stage reports not ready, and the batch is never committed past it.
 ///
 /// # Errors
-/// [`Interrupted`] when shutdown comes first, or when the dead-letter topic refuses too.
+/// [`Interrupted`] when shutdown comes first.
 async fn deliver(
     s: &Shared,
     batch: &[OwnedMessage],
     stage: Stage,
     messages: &[Outgoing],
-    origins: &[Option<usize>],
+    origins: &[usize],
     sent: Vec<Sent>,
 ) -> Result<(), Interrupted> {
-    let refused = settle(s, messages, sent).await?;
-    if refused.is_empty() {
-        return Ok(());
-    }
-    let mut dead = Vec::new();
-    for (index, err) in refused {
-        let m = &messages[index];
-        tracing::warn!(topic = %m.topic, error = %err, "kafka refused a message for good; dead-lettering its source message");
-        if let Some(origin) = origins[index].and_then(|o| batch.get(o)) {
-            s.count_dead_letter(stage, &source_of(origin), "produce_failed");
-            dead.push(dead_letter(origin, &s.topics.dead_letter, stage, &Failure::new("produce_failed", format!("{}: {err}", m.topic))));
+    let mut refused: Vec<(Outgoing, usize, KafkaError)> =
+        settle(s, messages, sent).await?.into_iter().map(|(i, err)| (messages[i].clone(), origins[i], err)).collect();
+    let mut backoff = Backoff::infra();
+    while !refused.is_empty() {
+        let mut broken = None;
+        let (replacements, from): (Vec<Outgoing>, Vec<usize>) = refused
+            .into_iter()
+            .map(|(m, origin, err)| {
+                let original = &batch[origin];
+                let replacement = if is_reference(&m) {
+                    broken = Some(err);
+                    m
+                } else if m.topic == s.topics.dead_letter {
+                    tracing::warn!(error = %err, "kafka refused a dead letter for good; dead-lettering a reference instead");
+                    reference(s, original, stage, &refused_dead_letter(&m, &err))
+                } else {
+                    tracing::warn!(topic = %m.topic, error = %err, "kafka refused a message for good; dead-lettering its source message");
+                    let reason = if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) { "too_large" } else { "produce_failed" };
+                    s.count_dead_letter(stage, &source_of(original), reason);
+                    dead_letter(s, original, stage, &Failure::new(reason, format!("{}: {err}", m.topic)))
+                };
+                (replacement, origin)
+            })
+            .unzip();
+        if let Some(err) = broken {
+            s.health.set_trouble(format!("the dead-letter topic {} refuses messages: {err}", s.topics.dead_letter));
+            tracing::error!(topic = %s.topics.dead_letter, error = %err, "the dead-letter topic refuses even a reference; holding the batch and retrying");
+            pause(&mut backoff, &s.shutdown).await?;
         }
-    }
-    let still = produce_all(s, &dead).await?;
-    if !still.is_empty() {
-        // The dead-letter topic itself refuses: hold the batch (it will be retried), loudly.
-        s.health.set_trouble("the dead-letter topic refuses messages");
-        tracing::error!("the dead-letter topic refuses messages; holding the batch");
-        return Err(Interrupted);
+        refused = produce_all(s, &replacements).await?.into_iter().map(|(i, err)| (replacements[i].clone(), from[i], err)).collect();
     }
     Ok(())
+}
+
+fn is_reference(m: &Outgoing) -> bool {
+    m.headers.iter().any(|h| h.key == headers::DLQ_REFERENCE)
+}
+
+/// The failure a refused dead letter recorded (its reason and error headers), with the refusal.
+fn refused_dead_letter(m: &Outgoing, err: &KafkaError) -> Failure {
+    let header = |name: &str| m.headers.iter().find(|h| h.key == name).and_then(|h| std::str::from_utf8(h.value?).ok());
+    let reason = match header(headers::DLQ_REASON) {
+        Some(r) => domain_reason(r),
+        None => "produce_failed",
+    };
+    let error = format!("{} (its dead letter was refused: {err})", header(headers::DLQ_ERROR).unwrap_or_default());
+    Failure::new(reason, error)
+}
+
+/// The `&'static str` of a reason a dead letter names.
+fn domain_reason(reason: &str) -> &'static str {
+    const REASONS: &[&str] = &[
+        "unparseable",
+        "unparseable_record",
+        "record_missing",
+        "missing_config",
+        "operation_failed",
+        "produce_failed",
+        "too_large",
+    ];
+    REASONS.iter().find(|r| **r == reason).copied().unwrap_or("produce_failed")
 }
 
 /// Runs a Redis operation until it succeeds, with backoff; reports not ready meanwhile.
@@ -425,7 +570,7 @@ pub trait Processor {
 pub struct Processed {
     /// The messages to produce, each with the index of the batch message it came from (its
     /// dead letter replaces it if Kafka refuses it for good).
-    pub outgoing: Vec<(Outgoing, Option<usize>)>,
+    pub outgoing: Vec<(Outgoing, usize)>,
     /// Runs once Kafka acknowledged every message (counts, ends spans).
     pub on_delivered: Box<dyn FnOnce() + Send>,
 }
@@ -445,6 +590,8 @@ pub struct Shared {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The consumer group of this stage.
     pub group: String,
+    /// The largest message each pipeline topic takes (read from the broker at start-up).
+    pub limits: domain::TopicLimits,
 }
 
 /// A transformer's consume loop: batches in, [`Processor`] over them, offsets committed after.
@@ -551,8 +698,9 @@ impl StageRunner {
         if settings.kafka.create_topics {
             crate::kafka::ensure_topics(&settings.kafka).await?;
         }
+        let limits = crate::kafka::topic_limits(&settings.kafka).await?;
         let metrics = crate::metrics::Metrics::new(service.name(), &settings.telemetry.otlp_endpoint);
-        let producer = crate::kafka::producer(&settings.kafka)?;
+        let producer = crate::kafka::producer(&settings.kafka, &limits)?;
         let consumer = crate::kafka::consumer(
             &settings.kafka,
             &t.group_id,
@@ -586,6 +734,7 @@ impl StageRunner {
                 shutdown,
                 metrics,
                 group: t.group_id.clone(),
+                limits,
             },
             health_server,
             port,
@@ -630,9 +779,9 @@ impl StageRunner {
             in_flight_messages: &self.in_flight,
             guard: self.guards_store.then(StoreGuard::default),
             last_done: Vec::new(),
-            broken: false,
+            stopped: None,
         };
-        while !pipeline.broken {
+        while pipeline.stopped.is_none() {
             // Waiting for a message is also when acknowledged batches are finished, so an idle
             // stage leaves nothing unmarked. `recv` is cancel-safe: no message is dropped.
             let first = tokio::select! {
@@ -658,12 +807,12 @@ impl StageRunner {
                 pipeline.finish_all().await;
                 pipeline.rewind();
             }
-            if pipeline.broken {
+            if pipeline.stopped.is_some() {
                 break;
             }
             let started = std::time::Instant::now();
             let Ok(processed) = processor.process(&batch).await else { break };
-            let (messages, origins): (Vec<Outgoing>, Vec<Option<usize>>) = processed.outgoing.into_iter().unzip();
+            let (messages, origins): (Vec<Outgoing>, Vec<usize>) = processed.outgoing.into_iter().unzip();
             let Ok(sent) = enqueue_all(s, &messages).await else { break };
             self.in_flight.fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
             let (shared, stage) = (s.clone(), self.stage);
@@ -682,7 +831,12 @@ impl StageRunner {
                 pipeline.finish_oldest().await;
             }
         }
-        tracing::info!("stopping: finishing batches in flight, committing finished work and flushing the producer");
+        match &pipeline.stopped {
+            Some(Stopped::Broken(cause)) => {
+                tracing::error!(cause = %cause, "the pipeline cannot go on; stopping without committing past the unfinished batch");
+            }
+            _ => tracing::info!("stopping: finishing batches in flight, committing finished work and flushing the producer"),
+        }
         pipeline.finish_all().await;
         commit(&self.consumer, &pipeline.last_done, CommitMode::Sync);
         let producer = s.producer.clone();
@@ -692,8 +846,21 @@ impl StageRunner {
         }
         handle.stop(true).await;
         server.await??;
-        Ok(())
+        match pipeline.stopped {
+            Some(Stopped::Broken(cause)) => Err(anyhow::anyhow!(cause)),
+            None | Some(Stopped::Requested) => Ok(()),
+        }
     }
+}
+
+/// Why a [`StageRunner`] stopped before shutdown was asked for, or that it was.
+#[derive(Debug)]
+enum Stopped {
+    /// Shutdown came while a batch was unfinished.
+    Requested,
+    /// The pipeline cannot go on: the runner ends with this error, so the process exits
+    /// non-zero and the orchestrator restarts it (never a silent exit 0).
+    Broken(String),
 }
 
 /// A batch, back from its delivery task, and whether everything it led to was acknowledged.
@@ -708,9 +875,9 @@ struct Pipeline<'a> {
     guard: Option<StoreGuard>,
     /// The last batch committed, committed again synchronously at shutdown.
     last_done: Vec<OwnedMessage>,
-    /// A batch was not finished: nothing after it may be committed (its messages would be
-    /// skipped), so the runner stops and they are redelivered.
-    broken: bool,
+    /// Why a batch was not finished, once one was not: nothing after it may be committed (its
+    /// messages would be skipped), so the runner stops and they are redelivered.
+    stopped: Option<Stopped>,
 }
 
 impl Pipeline<'_> {
@@ -740,14 +907,16 @@ impl Pipeline<'_> {
         let (batch, result) = match done {
             Ok(done) => done,
             Err(err) => {
-                tracing::error!(error = %err, "a batch's delivery task failed");
-                self.broken = true;
+                self.stopped = Some(Stopped::Broken(format!("a batch's delivery task failed: {err}")));
                 return;
             }
         };
         self.in_flight_messages.fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
-        if result.is_err() || self.broken {
-            self.broken = true;
+        if self.stopped.is_some() {
+            return;
+        }
+        if result.is_err() {
+            self.stopped = Some(Stopped::Requested);
             return;
         }
         self.shared.health.clear_trouble();

@@ -6,9 +6,10 @@ use adapters::settings::Service;
 static ALLOCATOR: adapters::Allocator = adapters::Allocator;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let settings = adapters::Settings::load()?;
     let _telemetry = adapters::telemetry::init(Service::ConsumerApi.name(), &settings.telemetry)?;
     let shutdown = adapters::shutdown::on_signal();
-    consumer_api::Application::build(settings, shutdown).await?.run_until_stopped().await
+    let run = async { consumer_api::Application::build(settings, shutdown).await?.run_until_stopped().await };
+    Ok(adapters::shutdown::exit_code(run.await))
 }

@@ -45,6 +45,7 @@ impl<'a> ClientEvent<'a> {
         if !raw.get().starts_with('{') {
             return Err(EventError::NotAnObject);
         }
+        crate::event::check_depth(raw.get().as_bytes())?;
         let fields: Fields<'a> = serde_json::from_str(raw.get()).map_err(|e| EventError::Malformed(e.to_string()))?;
         let id = match fields.id.map(RawValue::get) {
             None | Some("null") => return Err(EventError::Missing("id")),
@@ -309,6 +310,7 @@ mod tests {
         for (body, expected) in [
             (r#"{"id":"1","source":"s","payload":{"x":1e400}}"#.to_owned(), "body is not valid JSON"),
             (deep, "recursion limit"),
+            (format!(r#"{{"id":"1","source":"s","payload":{{"d":{}1{}}}}}"#, "[".repeat(119), "]".repeat(119)), "nests 121 levels deep; the limit is 120"),
             ("[1]".to_owned(), "must be a JSON object"),
             (r#"{"id":"1","source":"s","payload":{}"#.to_owned(), "not valid JSON"),
             (r#"{"source":"s","payload":{}}"#.to_owned(), "missing required field `id`"),

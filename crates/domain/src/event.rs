@@ -112,6 +112,8 @@ pub enum EventError {
     Invalid { field: &'static str, problem: String },
     #[error("unknown field `{0}`; allowed fields: id, source, payload, metadata")]
     UnknownField(String),
+    #[error("the event nests {depth} levels deep; the limit is {limit} (the pipeline wraps events one level deeper, and its parsers stop at {})", crate::limits::PARSER_DEPTH_LIMIT)]
+    TooDeep { depth: usize, limit: usize },
 }
 
 impl EventError {
@@ -133,6 +135,9 @@ impl Event {
     pub fn parse_client(body: &[u8]) -> Result<Event, EventError> {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if value.is_object() {
+            check_depth(body)?;
+        }
         Event::from_client_value(value)
     }
 
@@ -241,6 +246,18 @@ impl Event {
 /// The current time as RFC 3339 UTC with milliseconds, the form metastream writes timestamps in.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Refuses a client event nested deeper than [`MAX_EVENT_DEPTH`](crate::limits::MAX_EVENT_DEPTH).
+///
+/// # Errors
+/// [`EventError::TooDeep`].
+pub(crate) fn check_depth(json: &[u8]) -> Result<(), EventError> {
+    let limit = crate::limits::MAX_EVENT_DEPTH;
+    match crate::limits::json_depth(json) {
+        depth if depth > limit => Err(EventError::TooDeep { depth, limit }),
+        _ => Ok(()),
+    }
 }
 
 fn invalid(field: &'static str, problem: String) -> EventError {

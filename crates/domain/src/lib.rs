@@ -9,12 +9,14 @@
 //! - [`condition`]: the `when` predicates that decide whether an operation runs.
 //! - [`schema`]: topic names, the Redis key schema and the Kafka header names.
 //! - [`messages`]: what travels between stages on Kafka besides the event itself.
+//! - [`limits`]: the size and depth budget every message of an accepted event must fit.
 //!
 //! This crate does no I/O: no tokio, rdkafka or redis anywhere in its dependency tree.
 
 pub mod client;
 pub mod condition;
 pub mod event;
+pub mod limits;
 pub mod messages;
 pub mod operations;
 pub mod path;
@@ -25,6 +27,7 @@ pub mod source;
 pub use client::{check_json, ClientEvent};
 pub use condition::Condition;
 pub use event::{Event, EventError, EventId, Provenance, Routing, SourceName};
+pub use limits::TopicLimits;
 pub use messages::ProcessedNotice;
 pub use operations::{describe_catalog, OperationKind, ParamDoc};
 pub use pipeline::{CompiledSource, ConfigError, Context, Input, Outcome, RunError, Stage};

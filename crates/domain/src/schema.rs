@@ -83,6 +83,11 @@ pub mod headers {
     pub const DLQ_OFFSET: &str = "metastream-dlq-original-offset";
     pub const DLQ_OPERATION: &str = "metastream-dlq-operation";
     pub const DLQ_OPERATION_INDEX: &str = "metastream-dlq-operation-index";
+    /// Set (`true`) on a dead letter that holds a reference to the original message instead of
+    /// the message itself, because the original does not fit the dead-letter topic.
+    pub const DLQ_REFERENCE: &str = "metastream-dlq-reference";
+    /// The original message's size in bytes (key, value and headers), on references.
+    pub const DLQ_ORIGINAL_SIZE: &str = "metastream-dlq-original-size";
 }
 
 #[cfg(test)]

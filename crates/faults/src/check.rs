@@ -42,8 +42,14 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
     let mut highest: HashMap<String, u64> = HashMap::new();
     let mut out_of_order_entities: HashSet<String> = HashSet::new();
     let mut delivered = 0usize;
+    let mut boundary_seen: HashSet<String> = HashSet::new();
     let want = acked.updates.len();
     read_topic(stack, &stack.output_topic, Duration::from_secs(20), |m| {
+        let id = m.headers().and_then(|h| h.iter().find(|h| h.key == domain_event_id()).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())));
+        if let Some(id) = id.filter(|id| acked.boundary.contains(id)) {
+            boundary_seen.insert(id);
+            return false;
+        }
         let Some(event) = m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()) else { return false };
         let (Some(id), Some(seq)) = (event["id"].as_str(), event["payload"]["seq"].as_u64()) else { return false };
         delivered += 1;
@@ -55,12 +61,13 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
             *top = (*top).max(seq);
         }
         acked.updates.iter().len() == want && acked.updates.iter().all(|u| first_seen.contains(u))
+            && acked.boundary.iter().filter(|id| !id.contains("poison")).all(|id| boundary_seen.contains(id))
     })
     .await?;
-    let lost = acked.updates.iter().filter(|u| !first_seen.contains(*u)).count();
+    let lost = Some(acked.updates.iter().filter(|u| !first_seen.contains(*u)).count());
 
     // The store: each entity's record is its last acknowledged update.
-    let pool = deadpool_redis::Config::from_url(&stack.redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let pool = stack.redis_ready().await?;
     let mut conn = pool.get().await?;
     let mut stale_store = 0;
     let entities: Vec<(&String, &u64)> = acked.last.iter().collect();
@@ -83,12 +90,23 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
             .headers()
             .and_then(|h| h.iter().find(|h| h.key == domain_event_id()).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())));
         if let Some(id) = id {
-            dead.insert(id);
+            if acked.boundary.contains(&id) {
+                boundary_seen.insert(id);
+            } else {
+                dead.insert(id);
+            }
         }
-        dead.len() >= poison_wanted
+        dead.len() >= poison_wanted && boundary_seen.len() >= acked.boundary.len()
     })
     .await?;
     let unexpected = dead.iter().filter(|id| !plan.poison.contains(id)).count();
+    let boundary_unaccounted = acked.boundary.iter().filter(|id| !boundary_seen.contains(*id)).count();
+    for (id, expected, got) in &acked.boundary_wrong {
+        eprintln!("   boundary event {id}: expected {expected}, got {got}");
+    }
+    for id in acked.boundary.iter().filter(|id| !boundary_seen.contains(*id)) {
+        eprintln!("   boundary event {id} accepted but on neither the output nor the dead-letter topic");
+    }
 
     Ok(Outcome {
         acknowledged: acked.updates.len() + acked.poison.len(),
@@ -100,6 +118,9 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
         dead_letters: dead.len() - unexpected,
         unexpected_dead_letters: unexpected,
         poison: acked.poison.len(),
+        boundary_accepted: acked.boundary.len(),
+        boundary_unaccounted,
+        boundary_wrong_answer: acked.boundary_wrong.len(),
         ..Default::default()
     })
 }

@@ -16,6 +16,8 @@ pub struct Plan {
     pub entities: Vec<String>,
     pub updates: u64,
     pub poison: Vec<String>,
+    /// Boundary events sent alongside the updates (the `boundary-mix` scenario).
+    pub boundary: Vec<crate::boundary::Boundary>,
 }
 
 impl Plan {
@@ -26,11 +28,12 @@ impl Plan {
             entities: (0..entities).map(|i| format!("e{i}")).collect(),
             updates: (args.events / entities).max(1) as u64,
             poison: (0..args.poison).map(|i| format!("poison-{i}")).collect(),
+            boundary: Vec::new(),
         }
     }
 
     pub fn total(&self) -> usize {
-        self.entities.len() * self.updates as usize + self.poison.len()
+        self.entities.len() * self.updates as usize + self.poison.len() + self.boundary.iter().filter(|b| b.refused_with.is_none()).count()
     }
 }
 
@@ -42,6 +45,10 @@ pub struct Acked {
     /// The last acknowledged seq of each entity.
     pub last: HashMap<String, u64>,
     pub poison: HashSet<String>,
+    /// Boundary events the gateway accepted.
+    pub boundary: HashSet<String>,
+    /// Boundary events answered otherwise than expected: (id, what was expected, what came).
+    pub boundary_wrong: Vec<(String, String, String)>,
 }
 
 #[derive(Default)]
@@ -111,10 +118,44 @@ async fn send(stack: &Target, body: &Value, key: &str, progress: &Progress) -> b
     false
 }
 
+/// Sends each boundary event once (a 202 or the expected refusal), spread over the first part
+/// of the load, and records what the gateway answered.
+async fn send_boundary(plan: &Plan, stack: &Target, progress: &Progress, acked: &Mutex<Acked>) {
+    for b in &plan.boundary {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let expected = b.refused_with.map_or_else(|| "202".to_owned(), |s| s.to_string());
+        let key = format!("{}:{}", stack.run_id, b.id);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = stack.http.post(format!("{}/ingest", stack.gateway_url)).bearer_auth(TOKEN).header("Idempotency-Key", &key).json(&b.body).send().await;
+            let status = match r {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            };
+            // Transient answers (503, 409 while a first try is in flight, no connection) are
+            // retried; anything else is the answer.
+            if matches!(status, 0 | 409 | 503) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let mut a = acked.lock().unwrap();
+            if status == 202 {
+                progress.acked.fetch_add(1, Ordering::Relaxed);
+                a.boundary.insert(b.id.clone());
+            }
+            if status.to_string() != expected {
+                a.boundary_wrong.push((b.id.clone(), expected, status.to_string()));
+            }
+            break;
+        }
+    }
+}
+
 /// Drives the plan; returns what was acknowledged.
 pub async fn drive(plan: &Plan, stack: &Target, concurrency: usize, progress: &Progress) -> anyhow::Result<Acked> {
     let acked = Mutex::new(Acked::default());
-    stream::iter(plan.entities.iter())
+    let boundary = send_boundary(plan, stack, progress, &acked);
+    let updates = stream::iter(plan.entities.iter())
         .for_each_concurrent(concurrency, |entity| {
             let acked = &acked;
             async move {
@@ -129,8 +170,8 @@ pub async fn drive(plan: &Plan, stack: &Target, concurrency: usize, progress: &P
                     a.last.insert(entity.clone(), seq);
                 }
             }
-        })
-        .await;
+        });
+    tokio::join!(boundary, updates);
     stream::iter(plan.poison.iter())
         .for_each_concurrent(concurrency, |id| {
             let acked = &acked;

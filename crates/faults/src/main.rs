@@ -13,6 +13,7 @@
 //!
 //! Duplicates and out-of-order first deliveries are reported, not hidden.
 
+mod boundary;
 mod check;
 mod load;
 mod stack;
@@ -58,6 +59,8 @@ enum Fault {
     KillOneOfTwo(Component),
     /// SIGTERM to each service in turn, each restarted before the next.
     TermEach,
+    /// No fault: events at and past the gateway's size and depth limits mixed into the load.
+    Boundary,
 }
 
 const SCENARIOS: &[(&str, Fault)] = &[
@@ -71,6 +74,7 @@ const SCENARIOS: &[(&str, Fault)] = &[
     ("two-pre-kill-one", Fault::KillOneOfTwo(Component::Pre)),
     ("two-post-kill-one", Fault::KillOneOfTwo(Component::Post)),
     ("sigterm-each", Fault::TermEach),
+    ("boundary-mix", Fault::Boundary),
 ];
 
 /// One row of the final table.
@@ -79,7 +83,8 @@ pub struct Outcome {
     pub scenario: String,
     pub acknowledged: usize,
     pub delivered: usize,
-    pub lost: usize,
+    /// `None` when it could not be computed (the scenario did not run to the end).
+    pub lost: Option<usize>,
     pub duplicates: usize,
     pub out_of_order: usize,
     pub stale_store: usize,
@@ -89,13 +94,21 @@ pub struct Outcome {
     pub poison: usize,
     pub consume_lost: Option<usize>,
     pub recovery: Option<Duration>,
+    /// Boundary events the gateway accepted, and those of them found on neither the output nor
+    /// the dead-letter topic; boundary events answered otherwise than expected.
+    pub boundary_accepted: usize,
+    pub boundary_unaccounted: usize,
+    pub boundary_wrong_answer: usize,
+    /// Services that exited during the scenario without being asked to.
+    pub exited: Vec<String>,
     pub note: String,
 }
 
 impl Outcome {
     fn passed(&self) -> bool {
         !self.note.starts_with("skipped")
-            && self.lost == 0 && self.stale_store == 0 && self.dead_letters == self.poison && self.unexpected_dead_letters == 0 && self.consume_lost.unwrap_or(0) == 0
+            && self.lost == Some(0) && self.stale_store == 0
+            && self.boundary_unaccounted == 0 && self.boundary_wrong_answer == 0 && self.exited.is_empty() && self.dead_letters == self.poison && self.unexpected_dead_letters == 0 && self.consume_lost.unwrap_or(0) == 0
     }
 }
 
@@ -105,7 +118,11 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
         stack.start_second(c).await?;
     }
     let reader = (matches!(fault, Fault::Kill(Component::ConsumerApi))).then(|| load::Reader::spawn(stack.consumer_url()));
-    let plan = load::Plan::new(args, &stack.run_id);
+    let mut plan = load::Plan::new(args, &stack.run_id);
+    if matches!(fault, Fault::Boundary) {
+        let limit = boundary::max_event_bytes(&stack.target().http, &stack.gateway_url()).await?;
+        plan.boundary = boundary::events(limit, domain::limits::MAX_EVENT_DEPTH, 3);
+    }
     let progress = load::Progress::default();
     let target = stack.target();
     let driver = load::drive(&plan, &target, args.concurrency, &progress);
@@ -117,7 +134,7 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
         let mut recovery = None;
         let mut note = String::new();
         match fault {
-            Fault::None => {}
+            Fault::None | Fault::Boundary => {}
             Fault::Kill(c) => match stack.kill(c).await {
                 Ok(()) => {
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -147,6 +164,7 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     let (recovery, note) = injected?;
 
     let mut outcome = check::verify(&stack, &plan, &acked).await?;
+    outcome.exited = stack.exited();
     if let Some(reader) = reader {
         let got = reader.finish(&acked, Duration::from_secs(120)).await;
         outcome.consume_lost = Some(got);
@@ -170,7 +188,7 @@ fn print_table(rows: &[Outcome]) {
             r.scenario,
             r.acknowledged,
             r.delivered,
-            r.lost,
+            r.lost.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
             r.duplicates,
             r.out_of_order,
             r.stale_store,
@@ -180,6 +198,15 @@ fn print_table(rows: &[Outcome]) {
             if r.passed() { "" } else { "FAILED " },
             r.note,
         );
+        if r.boundary_accepted > 0 || r.boundary_wrong_answer > 0 {
+            println!(
+                "{:<22} boundary events: {} accepted, {} unaccounted for, {} answered otherwise than expected",
+                "", r.boundary_accepted, r.boundary_unaccounted, r.boundary_wrong_answer
+            );
+        }
+        if !r.exited.is_empty() {
+            println!("{:<22} exited on their own: {}", "", r.exited.join(", "));
+        }
     }
 }
 
@@ -204,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("== scenario {name}: {} updates over {} entities, {} poison", args.events, args.entities, args.poison);
         let row = match run_scenario(&args, name, fault).await {
             Ok(row) => row,
-            Err(err) => Outcome { scenario: name.into(), note: format!("FAILED to run: {err:#}"), lost: usize::MAX, ..Default::default() },
+            Err(err) => Outcome { scenario: name.into(), note: format!("FAILED to run: {err:#}"), lost: None, ..Default::default() },
         };
         eprintln!("   {}", if row.passed() { "ok" } else { "FAILED" });
         rows.push(row);
@@ -217,6 +244,8 @@ async fn main() -> anyhow::Result<()> {
                 "scenario": r.scenario, "acknowledged": r.acknowledged, "delivered": r.delivered, "lost": r.lost,
                 "duplicates": r.duplicates, "out_of_order": r.out_of_order, "stale_store": r.stale_store,
                 "dead_letters": r.dead_letters, "poison": r.poison, "consume_lost": r.consume_lost,
+                "boundary_accepted": r.boundary_accepted, "boundary_unaccounted": r.boundary_unaccounted,
+                "boundary_wrong_answer": r.boundary_wrong_answer, "exited": r.exited,
                 "recovery_s": r.recovery.map(|d| d.as_secs_f64()), "note": r.note, "passed": r.passed(),
             })
         })

@@ -135,7 +135,7 @@ impl Stack {
     /// The `faults` source: a cast that fails on poison events (dead-lettered), a timestamp,
     /// processing info.
     async fn put_source_config(&self) -> anyhow::Result<()> {
-        let pool = deadpool_redis::Config::from_url(&self.redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+        let pool = self.redis_ready().await?;
         let mut conn = pool.get().await.context("redis unreachable")?;
         let config = serde_json::json!({
             "source": SOURCE,
@@ -146,6 +146,29 @@ impl Stack {
         });
         let _: () = conn.hset(format!("{}sources", self.key_prefix), SOURCE, config.to_string()).await?;
         Ok(())
+    }
+
+    /// A pool on Redis once it answers `PING`. A Redis restarted with data answers `LOADING`
+    /// while it reads its AOF: that is waited out (up to two minutes), as any other transient
+    /// refusal, never reported as a failed scenario.
+    pub async fn redis_ready(&self) -> anyhow::Result<deadpool_redis::Pool> {
+        let pool = deadpool_redis::Config::from_url(&self.redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ping = async {
+                let mut conn = pool.get().await?;
+                deadpool_redis::redis::cmd("PING").query_async::<()>(&mut conn).await?;
+                anyhow::Ok(())
+            };
+            match ping.await {
+                Ok(()) => return Ok(pool),
+                Err(err) if Instant::now() < deadline => {
+                    eprintln!("   waiting for redis: {err:#}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(err) => return Err(err.context("redis did not answer PING within 120 s")),
+            }
+        }
     }
 
     /// Where the load goes.
@@ -269,6 +292,19 @@ impl Stack {
             }
         }
         Ok(started.elapsed())
+    }
+
+    /// The services that exited on their own (none was asked to stop): a stage that met a
+    /// message it could not get past would show here.
+    pub fn exited(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for ((c, instance), child) in &mut self.procs {
+            if let Ok(Some(status)) = child.try_wait() {
+                out.push(format!("{} #{instance} ({status})", c.binary()));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// SIGTERM every service still running.

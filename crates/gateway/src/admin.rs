@@ -91,7 +91,7 @@ async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, stat
     require_json(&req)?;
     let name = source_name(&path)?;
     let expected = if_match(&req)?;
-    let body = read_body(&req, body, state.max_body_bytes).await?;
+    let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let config = parse_config(&name, &body)?;
     CompiledSource::compile(config.clone()).map_err(ApiError::InvalidConfig)?;
     match state.catalog.store().put(&config, expected).await.map_err(|e| unavailable(&state, e))? {
@@ -142,7 +142,7 @@ async fn preview(req: HttpRequest, path: web::Path<String>, body: web::Payload, 
     authorize(&req, &state)?;
     require_json(&req)?;
     let name = source_name(&path)?;
-    let body = read_body(&req, body, state.max_body_bytes).await?;
+    let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let request: PreviewRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid preview request: {e}")))?;
     let compiled = match request.config {

@@ -5,7 +5,9 @@
 //! - `POST /v1/dead-letters/replay` with `{"items": [{"partition", "offset"}…]}` or
 //!   `{"source": "...", "reason"?: "..."}`: sends each selected message back to the topic it
 //!   came from, unchanged (same key, same event id), e.g. after a config fix. A message is
-//!   replayed once; `"force": true` replays it again.
+//!   replayed once; `"force": true` replays it again. A reference (a dead letter standing for
+//!   an original too large for the dead-letter topic, `"reference": true`) is not replayed: it
+//!   names where the original is.
 //!
 //! Reading uses a consumer outside any group (assigned partitions), so it never moves anyone's
 //! offsets.
@@ -74,6 +76,7 @@ fn describe(m: &OwnedMessage) -> Value {
         "error": header(m, headers::DLQ_ERROR),
         "operation": header(m, headers::DLQ_OPERATION),
         "operation_index": header(m, headers::DLQ_OPERATION_INDEX).and_then(|i| i.parse::<usize>().ok()),
+        "reference": header(m, headers::DLQ_REFERENCE).is_some(),
         "original": {
             "topic": header(m, headers::DLQ_TOPIC),
             "partition": header(m, headers::DLQ_PARTITION).and_then(|p| p.parse::<i32>().ok()),
@@ -190,7 +193,7 @@ struct ReplayRequest {
 async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     crate::admin::authorize(&req, &state)?;
     require_json(&req)?;
-    let body = read_body(&req, body, state.max_body_bytes).await?;
+    let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let request: ReplayRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid replay request: {e}")))?;
     if request.items.is_empty() && request.source.is_none() {
@@ -211,6 +214,18 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     let mut replayed = Vec::new();
     let mut skipped = Vec::new();
     for m in &selected {
+        if header(m, headers::DLQ_REFERENCE).is_some() {
+            // The original did not fit the dead-letter topic: it is still where it came from.
+            let why = format!(
+                "a reference: the original ({} bytes) did not fit the dead-letter topic; it is at {}/{}/{}",
+                header(m, headers::DLQ_ORIGINAL_SIZE).unwrap_or("?"),
+                header(m, headers::DLQ_TOPIC).unwrap_or("?"),
+                header(m, headers::DLQ_PARTITION).unwrap_or("?"),
+                header(m, headers::DLQ_OFFSET).unwrap_or("?"),
+            );
+            skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": why}));
+            continue;
+        }
         let Some(topic) = header(m, headers::DLQ_TOPIC) else {
             skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "no original topic header"}));
             continue;

@@ -1,12 +1,15 @@
 //! The gateway: authenticates clients' events, validates them, and writes them to Kafka.
 //!
 //! - [`Application`]: builds the HTTP server from [`Settings`] and runs it until shutdown.
-//! - `routes`: `POST /ingest`.
+//! - `routes`: `POST /ingest`, `POST /ingest/batch`.
 //! - `admin`: the admin API (`/v1/sources`, `/v1/operations`, preview), behind admin tokens.
 //! - `preview`: runs a source's operations on a sample event, as the transformers would.
+//! - `dead_letters`: `/v1/dead-letters` (list, replay).
 //!
 //! An event is answered `202 Accepted` only after Kafka acknowledged it (`acks=all`, idempotent
-//! producer). When Kafka cannot take it in time, the answer is `503` with `Retry-After`.
+//! producer). When Kafka cannot take it in time, the answer is `503` with `Retry-After`. An
+//! event the pipeline could not carry (larger or deeper than its budget, `domain::limits`) is
+//! refused at once (413 / 400), never answered 503: retrying it could not succeed.
 
 mod admin;
 mod dead_letters;
@@ -33,6 +36,9 @@ pub(crate) struct State {
     pub instance: String,
     pub ingest_topic: String,
     pub max_body_bytes: usize,
+    /// The largest event (its wire form) every topic it passes can carry: see `domain::limits`.
+    pub max_event_bytes: usize,
+    pub body_timeout: Duration,
     pub max_batch_events: usize,
     pub max_batch_bytes: usize,
     pub retry_after_s: u32,
@@ -64,10 +70,11 @@ impl Application {
     /// When the settings are invalid, the listener cannot be bound, or topics cannot be created.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         settings.validate(Service::Gateway)?;
-        let producer = adapters::kafka::producer(&settings.kafka)?;
         if settings.kafka.create_topics {
             adapters::kafka::ensure_topics(&settings.kafka).await?;
         }
+        let limits = adapters::kafka::topic_limits(&settings.kafka).await?;
+        let producer = adapters::kafka::producer(&settings.kafka, &limits)?;
         let pool = adapters::store::pool(&settings.redis)?;
         let metrics = adapters::metrics::Metrics::new(Service::Gateway.name(), &settings.telemetry.otlp_endpoint);
         adapters::metrics::register_client_gauges(&metrics, &producer, &pool);
@@ -89,6 +96,8 @@ impl Application {
             instance: adapters::instance_id(),
             ingest_topic: settings.kafka.topics.ingest.clone(),
             max_body_bytes: settings.gateway.max_body_bytes,
+            max_event_bytes: limits.max_event_bytes(),
+            body_timeout: settings.gateway.body_timeout(),
             max_batch_events: settings.gateway.max_batch_events,
             max_batch_bytes: settings.gateway.max_batch_bytes,
             retry_after_s: settings.gateway.retry_after_s,

@@ -47,7 +47,7 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
     if !ndjson {
         require_json(&req).map_err(|_| ApiError::UnsupportedMediaType)?;
     }
-    let body = read_body(&req, body, state.max_batch_bytes).await?;
+    let body = read_body(&req, body, state.max_batch_bytes, state.body_timeout).await?;
     // Events stay JSON text (checked, not built into values): see `domain::client`.
     let items: Vec<Result<&RawValue, String>> = if ndjson {
         body[..].split(|b: &u8| *b == b'\n')
@@ -70,7 +70,7 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
         return Err(ApiError::InvalidEvent("the batch holds no event".into()));
     }
     if items.len() > state.max_batch_events {
-        return Err(ApiError::PayloadTooLarge(state.max_batch_events));
+        return Err(ApiError::TooManyEvents { count: items.len(), limit: state.max_batch_events });
     }
     // The whole batch counts against the in-flight bound.
     let _permits = state.in_flight.clone().try_acquire_many_owned(items.len() as u32).map_err(|_| ApiError::Unavailable {
@@ -173,7 +173,7 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
         what: "the gateway is at capacity (gateway.max_in_flight)".into(),
         retry_after_s: state.retry_after_s,
     })?;
-    let body = read_body(&req, body, state.max_body_bytes).await?;
+    let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let idempotency_key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("").to_owned());
     let claim = match &idempotency_key {
         Some(key) => match idempotency::claim(state, key, &body).await? {
@@ -223,6 +223,9 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
 
     let key = event.entity_key();
     let payload = event.to_wire(received_at);
+    if payload.len() > state.max_event_bytes {
+        return Err(ApiError::EventTooLarge { size: payload.len(), limit: state.max_event_bytes });
+    }
     let produce_span = tracing::info_span!(
         "produce",
         otel.name = %format!("send {}", state.ingest_topic),
@@ -263,6 +266,11 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
                 partition: d.partition,
                 offset: d.offset,
             })
+        }
+        Ok(Err((err, _))) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+            // A topic's limit shrank since start-up: permanent for this event, never a 503.
+            tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka refused the event as too large");
+            Err(ApiError::EventTooLarge { size: payload.len(), limit: state.max_event_bytes.min(payload.len().saturating_sub(1)) })
         }
         Ok(Err((err, _))) => {
             tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka did not take the event");

@@ -64,8 +64,8 @@ impl Processor for PostProcessor {
         for (index, message) in batch.iter().enumerate() {
             match message.payload().map(ProcessedNotice::from_wire) {
                 Some(Ok(notice)) => notices.push((index, notice)),
-                Some(Err(err)) => outgoing.push((dead_letter(s, message, Failure::new("unparseable", err.to_string())), None)),
-                None => outgoing.push((dead_letter(s, message, Failure::new("unparseable", "message has no payload")), None)),
+                Some(Err(err)) => outgoing.push((dead_letter(s, message, Failure::new("unparseable", err.to_string())), index)),
+                None => outgoing.push((dead_letter(s, message, Failure::new("unparseable", "message has no payload")), index)),
             }
         }
         let keys: Vec<String> = notices
@@ -85,12 +85,12 @@ impl Processor for PostProcessor {
                 None => match fetched.next().flatten().map(|bytes| Event::from_wire(&bytes)) {
                     Some(Ok(record)) => record,
                     Some(Err(err)) => {
-                        outgoing.push((dead_letter(s, message, Failure::new("unparseable_record", err.to_string())), None));
+                        outgoing.push((dead_letter(s, message, Failure::new("unparseable_record", err.to_string())), index));
                         continue;
                     }
                     None => {
                         let error = format!("no processed record for {}:{} in redis", notice.source, notice.id);
-                        outgoing.push((dead_letter(s, message, Failure::new("record_missing", error)), None));
+                        outgoing.push((dead_letter(s, message, Failure::new("record_missing", error)), index));
                         continue;
                     }
                 },
@@ -102,9 +102,9 @@ impl Processor for PostProcessor {
                 Transformed::Publish(mut out) => {
                     out.headers = stage::with_headers(out.headers, &adapters::telemetry::propagation::headers_for(&span));
                     published.push((source, received_at));
-                    outgoing.push((out, Some(index)));
+                    outgoing.push((out, index));
                 }
-                Transformed::DeadLetter(out) => outgoing.push((out, None)),
+                Transformed::DeadLetter(out) => outgoing.push((out, index)),
                 Transformed::Dropped(outcome) => s.count(Stage::Post, &source, outcome),
             }
             spans.push(span);
@@ -162,12 +162,18 @@ impl PostProcessor {
                 // and headers, not inside the published event.
                 let routing = std::mem::take(&mut event.routing);
                 let headers = stage::output_headers(&event.id, &event.source, &routing);
-                Transformed::Publish(Outgoing {
+                let out = Outgoing {
                     topic: routing.topic.unwrap_or_else(|| s.topics.output.clone()),
                     key: Some(routing.key.unwrap_or_else(|| event.entity_key())),
                     payload: event.to_wire(),
                     headers,
-                })
+                };
+                // Operations that grew the event past what its topic takes dead-letter this
+                // event, not the batch.
+                match stage::oversize(s, &out) {
+                    Some(failure) => Transformed::DeadLetter(dead_letter(s, message, failure)),
+                    None => Transformed::Publish(out),
+                }
             }
             Applied::Filtered => Transformed::Dropped("filtered"),
             Applied::Skipped => Transformed::Dropped("skipped"),
@@ -179,5 +185,5 @@ impl PostProcessor {
 fn dead_letter(s: &Shared, message: &OwnedMessage, failure: Failure) -> Outgoing {
     s.count_dead_letter(Stage::Post, &stage::source_of(message), failure.reason);
     tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
-    stage::dead_letter(message, &s.topics.dead_letter, Stage::Post, &failure)
+    stage::dead_letter(s, message, Stage::Post, &failure)
 }

@@ -102,7 +102,7 @@ impl Processor for PreProcessor {
     async fn process(&self, batch: &[OwnedMessage]) -> Result<Processed, Interrupted> {
         let s = &self.0;
         let mut records: Vec<StoredRecord> = Vec::new();
-        let mut outgoing: Vec<(Outgoing, Option<usize>)> = Vec::new();
+        let mut outgoing: Vec<(Outgoing, usize)> = Vec::new();
         // One span per event, a child of the gateway's; alive until the batch's effects are done.
         let mut spans: Vec<tracing::Span> = Vec::with_capacity(batch.len());
         let mut tally = stage::Tally::default();
@@ -112,28 +112,30 @@ impl Processor for PreProcessor {
                 Disposition::Store(event) => {
                     span.record("metastream.event.id", event.id.as_str());
                     span.record("metastream.source", event.source.as_str());
-                    tally.add(event.source.as_str(), "stored");
                     let value = event.to_record();
                     let notice = ProcessedNotice::wire_with_record(&event.source, &event.id, &value);
+                    let headers = stage::with_headers(
+                        stage::event_headers(event.id.as_str(), event.source.as_str()),
+                        &adapters::telemetry::propagation::headers_for(&span),
+                    );
+                    let out = Outgoing { topic: s.topics.processed.clone(), key: Some(event.entity_key()), payload: notice, headers };
+                    // A notice its topic would refuse (operations grew the event past the
+                    // budget): the event is dead-lettered, and not stored, before anything.
+                    if let Some(failure) = stage::oversize(s, &out) {
+                        outgoing.push((dead_letter(s, message, &failure), index));
+                        continue;
+                    }
+                    tally.add(event.source.as_str(), "stored");
                     records.push(StoredRecord {
                         key: s.keys.processed(&event.source, &event.id),
                         partition: message.partition(),
                         offset: message.offset(),
                         value,
                     });
-                    let headers = stage::with_headers(
-                        stage::event_headers(event.id.as_str(), event.source.as_str()),
-                        &adapters::telemetry::propagation::headers_for(&span),
-                    );
                     spans.push(span);
-                    let out = Outgoing { topic: s.topics.processed.clone(), key: Some(event.entity_key()), payload: notice, headers };
-                    outgoing.push((out, Some(index)));
+                    outgoing.push((out, index));
                 }
-                Disposition::DeadLetter(failure) => {
-                    s.count_dead_letter(Stage::Pre, &stage::source_of(message), failure.reason);
-                    tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
-                    outgoing.push((stage::dead_letter(message, &s.topics.dead_letter, Stage::Pre, &failure), None));
-                }
+                Disposition::DeadLetter(failure) => outgoing.push((dead_letter(s, message, &failure), index)),
                 Disposition::Skip(outcome) => tally.add(&stage::source_of(message), outcome),
             }
         }
@@ -176,6 +178,12 @@ impl Processor for PreProcessor {
         // The spans end when the notices are acknowledged.
         Ok(Processed { outgoing, on_delivered: Box::new(move || drop(spans)) })
     }
+}
+
+fn dead_letter(s: &Shared, message: &OwnedMessage, failure: &Failure) -> Outgoing {
+    s.count_dead_letter(Stage::Pre, &stage::source_of(message), failure.reason);
+    tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
+    stage::dead_letter(s, message, Stage::Pre, failure)
 }
 
 impl PreProcessor {
