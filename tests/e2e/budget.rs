@@ -266,3 +266,67 @@ async fn half_sent_bodies_time_out_with_408_and_free_their_permits() {
     // And the gateway takes events as before.
     assert_eq!(stack.ingest(&jira_event()).await.0, 202);
 }
+
+/// A processor whose effects are never done: its delivery task fails (a panic), as a bug in a
+/// stage would make it.
+struct BrokenProcessor;
+
+impl adapters::stage::Processor for BrokenProcessor {
+    async fn process(&self, _batch: &[rdkafka::message::OwnedMessage]) -> Result<adapters::stage::Processed, adapters::stage::Interrupted> {
+        Ok(adapters::stage::Processed { outgoing: Vec::new(), on_delivered: Box::new(|| panic!("the batch's effects failed")) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_whose_pipeline_breaks_ends_with_an_error_not_a_clean_stop() {
+    crate::harness::require_infrastructure();
+    let settings = crate::harness::test_settings();
+    let shutdown = adapters::shutdown::CancellationToken::new();
+    let runner = adapters::stage::StageRunner::build(settings.clone(), adapters::settings::Service::PreTransformer, shutdown.clone()).await.unwrap();
+    let run = tokio::spawn(runner.run(BrokenProcessor));
+    let gateway = crate::harness::start_gateway(&settings).await;
+    let r = reqwest::Client::new().post(format!("http://127.0.0.1:{}/ingest", gateway.port)).bearer_auth(TOKEN).json(&jira_event()).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let ended = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the runner did not stop on a broken pipeline").unwrap();
+    let err = ended.expect_err("a broken pipeline must end the runner with an error (a non-zero exit), not Ok");
+    assert!(err.to_string().contains("delivery task failed"), "{err:#}");
+    assert!(!shutdown.is_cancelled(), "nobody asked it to stop");
+    // What `main` makes of it: a failure exit code.
+    assert_eq!(adapters::shutdown::exit_code(Err(err)), std::process::ExitCode::FAILURE);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dead_letter_topic_holds_the_stage_not_ready_until_it_is_back() {
+    let stack = Stack::start().await;
+    stack.put_source(json!({"source": "poisoned", "pre": [{"op": "cast", "params": {"fields": {"payload.n": "int"}}}], "on_error": "dead_letter", "version": 1})).await;
+    let topics = stack.settings.kafka.topics.clone();
+    let admin: rdkafka::admin::AdminClient<_> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &stack.settings.kafka.bootstrap_servers).create().unwrap();
+    let options = rdkafka::admin::AdminOptions::new();
+    admin.delete_topics(&[&topics.dead_letter], &options).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (status, body) = stack.ingest(&json!({"id": "p1", "source": "poisoned", "payload": {"n": "x"}})).await;
+    assert_eq!(status, 202, "{body}");
+    let pre_port = stack.pre.as_ref().unwrap().port;
+    let ready = || async { stack.http.get(format!("http://127.0.0.1:{pre_port}/readyz")).send().await.unwrap().status().as_u16() };
+    let started = Instant::now();
+    while ready().await == 200 && started.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(ready().await, 503, "the pre-transformer should report not ready while it cannot dead-letter");
+    assert!(!stack.pre.as_ref().unwrap().task.is_finished(), "the pre-transformer stopped instead of retrying");
+
+    // The topic comes back: the held dead letter is written and the stage is ready again.
+    let topic = rdkafka::admin::NewTopic::new(&topics.dead_letter, 3, rdkafka::admin::TopicReplication::Fixed(1));
+    admin.create_topics(&[topic], &options).await.unwrap();
+    let dead = stack.read_topic(&topics.dead_letter, 1, Duration::from_secs(90)).await;
+    assert_eq!(dead.first().and_then(|m| m.header(headers::EVENT_ID)), Some("p1"));
+    let started = Instant::now();
+    while ready().await != 200 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(ready().await, 200);
+    still_flowing(&stack, "after-the-outage").await;
+}

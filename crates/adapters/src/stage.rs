@@ -390,10 +390,11 @@ async fn acknowledged(sent: Sent) -> Result<(), KafkaError> {
 
 /// Waits until what a batch led to is acknowledged (see [`settle`]). A message Kafka refuses
 /// for good is replaced by a dead letter of the batch message it came from (`origins`): reason
-/// `too_large` when it was too large, `produce_failed` otherwise. A dead letter refused for good
-/// is replaced by a [reference](reference); a reference refused for good means the dead-letter
-/// topic itself is broken (missing, or a limit below a few kilobytes): it is retried with
-/// backoff while the stage reports not ready, and the batch is never committed past it.
+/// `too_large` when it was too large, `produce_failed` otherwise. A dead letter refused as too
+/// large is replaced by a [reference](reference). Any other refusal of a dead letter, or of a
+/// reference, means the dead-letter topic itself is broken (missing, forbidden, a limit below a
+/// few kilobytes): it is retried with backoff while the stage reports not ready, and the batch
+/// is never committed past it.
 ///
 /// # Errors
 /// [`Interrupted`] when shutdown comes first.
@@ -414,7 +415,9 @@ async fn deliver(
             .into_iter()
             .map(|(m, origin, err)| {
                 let original = &batch[origin];
-                let replacement = if is_reference(&m) {
+                let too_large = err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge);
+                let replacement = if m.topic == s.topics.dead_letter && (is_reference(&m) || !too_large) {
+                    // A reference would not help: the topic itself refuses (missing, forbidden).
                     broken = Some(err);
                     m
                 } else if m.topic == s.topics.dead_letter {
@@ -422,7 +425,7 @@ async fn deliver(
                     reference(s, original, stage, &refused_dead_letter(&m, &err))
                 } else {
                     tracing::warn!(topic = %m.topic, error = %err, "kafka refused a message for good; dead-lettering its source message");
-                    let reason = if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) { "too_large" } else { "produce_failed" };
+                    let reason = if too_large { "too_large" } else { "produce_failed" };
                     s.count_dead_letter(stage, &source_of(original), reason);
                     dead_letter(s, original, stage, &Failure::new(reason, format!("{}: {err}", m.topic)))
                 };
@@ -431,7 +434,7 @@ async fn deliver(
             .unzip();
         if let Some(err) = broken {
             s.health.set_trouble(format!("the dead-letter topic {} refuses messages: {err}", s.topics.dead_letter));
-            tracing::error!(topic = %s.topics.dead_letter, error = %err, "the dead-letter topic refuses even a reference; holding the batch and retrying");
+            tracing::error!(topic = %s.topics.dead_letter, error = %err, "the dead-letter topic refuses messages; holding the batch and retrying");
             pause(&mut backoff, &s.shutdown).await?;
         }
         refused = produce_all(s, &replacements).await?.into_iter().map(|(i, err)| (replacements[i].clone(), from[i], err)).collect();
