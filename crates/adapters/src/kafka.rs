@@ -32,12 +32,13 @@ fn base_config(k: &KafkaSettings, extra: &BTreeMap<String, String>) -> ClientCon
 }
 
 /// An idempotent producer (`acks=all`) whose deliveries fail after `kafka.produce_timeout_ms`,
-/// building record batches no larger than the smallest of `limits` (the broker refuses a whole
-/// batch larger than its topic's `max.message.bytes`, however small each message in it).
+/// building record batches no larger than the smallest of `limits`, when known (the broker
+/// refuses a whole batch larger than its topic's `max.message.bytes`, however small each message
+/// in it).
 ///
 /// # Errors
 /// When librdkafka rejects the configuration.
-pub fn producer(k: &KafkaSettings, limits: &TopicLimits) -> anyhow::Result<FutureProducer> {
+pub fn producer(k: &KafkaSettings, limits: Option<&TopicLimits>) -> anyhow::Result<FutureProducer> {
     let mut c = base_config(k, &BTreeMap::new());
     c.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -46,8 +47,8 @@ pub fn producer(k: &KafkaSettings, limits: &TopicLimits) -> anyhow::Result<Futur
         c.set(key, value);
     }
     let batch = property(k, "batch.size").unwrap_or(LIBRDKAFKA_BATCH_SIZE);
-    if limits.smallest() < batch {
-        c.set("batch.size", limits.smallest().max(1).to_string());
+    if let Some(smallest) = limits.map(TopicLimits::smallest).filter(|s| *s < batch) {
+        c.set("batch.size", smallest.max(1).to_string());
     }
     c.create().context("creating Kafka producer")
 }
@@ -72,7 +73,7 @@ pub async fn topic_limits(k: &KafkaSettings) -> anyhow::Result<TopicLimits> {
     let mut backoff = crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let started = std::time::Instant::now();
     loop {
-        match try_topic_limits(k).await {
+        match try_topic_limits(k, Duration::from_secs(10)).await {
             Ok(limits) => return Ok(limits),
             Err(err) if started.elapsed() < Duration::from_secs(60) => {
                 tracing::warn!(error = %format!("{err:#}"), "reading the topics' max.message.bytes failed; retrying");
@@ -83,12 +84,53 @@ pub async fn topic_limits(k: &KafkaSettings) -> anyhow::Result<TopicLimits> {
     }
 }
 
-async fn try_topic_limits(k: &KafkaSettings) -> anyhow::Result<TopicLimits> {
+/// Topic limits that arrive when the broker answers: for a service that must start, and answer
+/// 503, while Kafka is unreachable (the gateway). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct SharedLimits(std::sync::Arc<std::sync::OnceLock<TopicLimits>>);
+
+impl SharedLimits {
+    /// The limits, once read.
+    pub fn get(&self) -> Option<TopicLimits> {
+        self.0.get().copied()
+    }
+
+    /// Reads the limits now (one attempt of up to `first_wait`) and, when that fails, keeps
+    /// trying in the background with backoff until it succeeds or `shutdown` comes.
+    pub async fn load(k: &KafkaSettings, first_wait: Duration, shutdown: crate::shutdown::CancellationToken) -> SharedLimits {
+        let shared = SharedLimits::default();
+        match try_topic_limits(k, first_wait).await {
+            Ok(limits) => {
+                let _ = shared.0.set(limits);
+            }
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "cannot read the topics' max.message.bytes yet; retrying in the background");
+                let (k, into) = (k.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let mut backoff = crate::retry::Backoff::infra();
+                    while !shutdown.is_cancelled() {
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        match try_topic_limits(&k, Duration::from_secs(10)).await {
+                            Ok(limits) => {
+                                let _ = into.0.set(limits);
+                                return;
+                            }
+                            Err(err) => tracing::warn!(error = %format!("{err:#}"), "reading the topics' max.message.bytes failed; retrying"),
+                        }
+                    }
+                });
+            }
+        }
+        shared
+    }
+}
+
+async fn try_topic_limits(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<TopicLimits> {
     use rdkafka::admin::ResourceSpecifier;
     let admin: AdminClient<_> = base_config(k, &BTreeMap::new()).create().context("creating Kafka admin client")?;
     let topics = k.topics.all();
     let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
     let results = admin.describe_configs(&specifiers, &opts).await.context("describing the topics' configs")?;
     let mut max = Vec::with_capacity(topics.len());
     for (topic, result) in topics.iter().zip(results) {
@@ -102,6 +144,10 @@ async fn try_topic_limits(k: &KafkaSettings) -> anyhow::Result<TopicLimits> {
     }
     let producer_max = property(k, "message.max.bytes").unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
     let limits = TopicLimits::from_max_message_bytes(max[0], max[1], max[2], max[3], producer_max);
+    let batch = property(k, "batch.size").unwrap_or(LIBRDKAFKA_BATCH_SIZE);
+    if limits.smallest() < batch {
+        tracing::info!(batch_size = limits.smallest(), "a topic takes less than the producer's batch.size: producers build smaller batches");
+    }
     tracing::info!(?limits, max_event_bytes = limits.max_event_bytes(), "message size limits read from the broker");
     Ok(limits)
 }

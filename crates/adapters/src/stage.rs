@@ -703,7 +703,7 @@ impl StageRunner {
         }
         let limits = crate::kafka::topic_limits(&settings.kafka).await?;
         let metrics = crate::metrics::Metrics::new(service.name(), &settings.telemetry.otlp_endpoint);
-        let producer = crate::kafka::producer(&settings.kafka, &limits)?;
+        let producer = crate::kafka::producer(&settings.kafka, Some(&limits))?;
         let consumer = crate::kafka::consumer(
             &settings.kafka,
             &t.group_id,

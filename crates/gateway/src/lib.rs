@@ -36,8 +36,8 @@ pub(crate) struct State {
     pub instance: String,
     pub ingest_topic: String,
     pub max_body_bytes: usize,
-    /// The largest event (its wire form) every topic it passes can carry: see `domain::limits`.
-    pub max_event_bytes: usize,
+    /// The largest message each topic takes, once read from the broker: see `domain::limits`.
+    pub limits: adapters::kafka::SharedLimits,
     pub body_timeout: Duration,
     pub max_batch_events: usize,
     pub max_batch_bytes: usize,
@@ -73,8 +73,11 @@ impl Application {
         if settings.kafka.create_topics {
             adapters::kafka::ensure_topics(&settings.kafka).await?;
         }
-        let limits = adapters::kafka::topic_limits(&settings.kafka).await?;
-        let producer = adapters::kafka::producer(&settings.kafka, &limits)?;
+        // The gateway starts, and answers 503, while Kafka is unreachable: the limits arrive
+        // when it answers. Its producer writes only to the ingest topic, whose limit with the
+        // broker's defaults exceeds librdkafka's batch size; `producer` caps batches when known.
+        let limits = adapters::kafka::SharedLimits::load(&settings.kafka, Duration::from_secs(5), shutdown.clone()).await;
+        let producer = adapters::kafka::producer(&settings.kafka, limits.get().as_ref())?;
         let pool = adapters::store::pool(&settings.redis)?;
         let metrics = adapters::metrics::Metrics::new(Service::Gateway.name(), &settings.telemetry.otlp_endpoint);
         adapters::metrics::register_client_gauges(&metrics, &producer, &pool);
@@ -96,7 +99,7 @@ impl Application {
             instance: adapters::instance_id(),
             ingest_topic: settings.kafka.topics.ingest.clone(),
             max_body_bytes: settings.gateway.max_body_bytes,
-            max_event_bytes: limits.max_event_bytes(),
+            limits,
             body_timeout: settings.gateway.body_timeout(),
             max_batch_events: settings.gateway.max_batch_events,
             max_batch_bytes: settings.gateway.max_batch_bytes,

@@ -221,10 +221,17 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
     current.record("metastream.event.id", event.id.as_str());
     current.record("metastream.source", event.source.as_str());
 
+    let Some(limits) = state.limits.get() else {
+        return Err(ApiError::Unavailable {
+            what: "kafka has not answered yet (the topics' size limits are unknown)".into(),
+            retry_after_s: state.retry_after_s,
+        });
+    };
+    let max_event_bytes = limits.max_event_bytes();
     let key = event.entity_key();
     let payload = event.to_wire(received_at);
-    if payload.len() > state.max_event_bytes {
-        return Err(ApiError::EventTooLarge { size: payload.len(), limit: state.max_event_bytes });
+    if payload.len() > max_event_bytes {
+        return Err(ApiError::EventTooLarge { size: payload.len(), limit: max_event_bytes });
     }
     let produce_span = tracing::info_span!(
         "produce",
@@ -270,7 +277,7 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
         Ok(Err((err, _))) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
             // A topic's limit shrank since start-up: permanent for this event, never a 503.
             tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka refused the event as too large");
-            Err(ApiError::EventTooLarge { size: payload.len(), limit: state.max_event_bytes.min(payload.len().saturating_sub(1)) })
+            Err(ApiError::EventTooLarge { size: payload.len(), limit: max_event_bytes.min(payload.len().saturating_sub(1)) })
         }
         Ok(Err((err, _))) => {
             tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka did not take the event");
