@@ -108,6 +108,10 @@ async fn max_event_bytes(stack: &Stack) -> usize {
     limit
 }
 
+/// A boundary case: its name, path and body; the status it must get, its error code when refused,
+/// and where it must end when accepted (`output` or `dead_letter`).
+type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, &'a str, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boundary_events_are_refused_at_the_gateway_or_reach_output_or_dead_letters() {
     let stack = Stack::start().await;
@@ -118,8 +122,7 @@ async fn boundary_events_are_refused_at_the_gateway_or_reach_output_or_dead_lett
     let limit = max_event_bytes(&stack).await;
     let max_body = stack.settings.gateway.max_body_bytes;
 
-    // (name, path, body, status, error code when refused, where an accepted one must end)
-    let mut cases: Vec<(&str, &str, Vec<u8>, u16, &str, &str)> = vec![
+    let mut cases: Vec<Case> = vec![
         ("body past max_body_bytes", "/ingest", sized("bounds", "b-body", max_body + 100, "x").to_string().into_bytes(), 413, "payload_too_large", ""),
         ("event past the budget", "/ingest", sized("bounds", "b-over", limit + 1, "x").to_string().into_bytes(), 413, "event_too_large", ""),
         ("event far past the budget, under max_body_bytes", "/ingest", sized("bounds", "b-over2", 1_030_000, "x").to_string().into_bytes(), 413, "event_too_large", ""),
