@@ -324,6 +324,35 @@ pub fn commit_offsets<'a>(
     consumer.commit_consumer_state(mode)
 }
 
+/// Marks the batch's offsets done and commits them (after its effects are done).
+pub fn commit(consumer: &GroupConsumer, batch: &[OwnedMessage], mode: rdkafka::consumer::CommitMode) {
+    if let Err(err) = commit_offsets(consumer, batch, mode) {
+        // The messages will be redelivered to whoever owns the partition: at least once.
+        tracing::warn!(error = %err, "offset commit failed; the batch may be redelivered");
+    }
+}
+
+/// Commits the offsets stored so far (nothing stored is not an error).
+pub fn commit_stored(consumer: &GroupConsumer, mode: rdkafka::consumer::CommitMode) {
+    match consumer.commit_consumer_state(mode) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        // The messages will be redelivered to whoever owns the partition: at least once.
+        Err(err) => tracing::warn!(error = %err, "offset commit failed; finished work may be redelivered"),
+    }
+}
+
+/// Stores `offsets` (per (topic, partition), the next offset to consume) for the next commit.
+///
+/// # Errors
+/// When a partition is no longer assigned.
+pub fn store_positions(consumer: &GroupConsumer, offsets: &BTreeMap<(String, i32), i64>) -> Result<(), KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    consumer.store_offsets(&tpl)
+}
+
 /// Marks the offsets after `messages` as done, to be committed by the next commit of the
 /// consumer's state (see [`commit_offsets`]).
 ///

@@ -9,9 +9,12 @@
 //! - [`health`]: readiness, as the probes see it.
 //! - [`metrics`]: instruments, OTLP export and the Prometheus `/metrics` text.
 //! - [`telemetry`]: `tracing` set-up, with optional OTLP trace export.
-//! - [`shutdown`]: the SIGTERM/SIGINT signal `main` hands to the services.
-//! - [`retry`]: capped exponential backoff with jitter.
-//! - [`stage`]: what both transformers share: batches, produce-and-wait, retries, commits.
+//! - [`shutdown`]: the SIGTERM/SIGINT signal `main` hands to the services, `Interrupted`, and
+//!   the exit code of a run.
+//! - [`retry`]: capped exponential backoff with jitter; `pause` and `with_redis_retry`.
+//! - [`stage`]: what both transformers share (its own map in `stage/mod.rs`): the runner, the
+//!   offset ledger, produce-and-wait, dead letters, counters, the Redis-restart guard, the
+//!   `on_error` policy.
 
 pub mod health;
 pub mod http;

@@ -1,8 +1,14 @@
-//! Capped exponential backoff with full jitter, for retrying transient failures.
+//! Capped exponential backoff with jitter, for retrying transient failures, and the two loops
+//! built on it: [`pause`] (sleep unless shutdown comes) and [`with_redis_retry`].
 
 use std::time::Duration;
 
+use deadpool_redis::Pool;
 use rand::Rng;
+
+use crate::health::Health;
+use crate::shutdown::{CancellationToken, Interrupted};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -21,7 +27,9 @@ impl Backoff {
         Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
     }
 
-    /// The next delay: uniformly random in `[0, min(max, base * 2^attempt)]`.
+    /// The next delay: uniformly random in `[cap / 4, cap]`, where `cap = min(max, base *
+    /// 2^attempt)` — jittered so retries spread out, yet never near zero, so a failing call is
+    /// not retried in a tight loop.
     pub fn next_delay(&mut self) -> Duration {
         let cap = self.base.saturating_mul(1 << self.attempt.min(16)).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
@@ -31,6 +39,44 @@ impl Backoff {
 
     pub fn attempts(&self) -> u32 {
         self.attempt
+    }
+}
+
+/// Runs a Redis operation until it succeeds, with backoff; reports not ready meanwhile.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes first.
+pub async fn with_redis_retry<T, F, Fut>(
+    pool: &Pool,
+    health: &Health,
+    shutdown: &CancellationToken,
+    mut op: F,
+) -> Result<T, Interrupted>
+where
+    F: FnMut(Pool) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = Backoff::infra();
+    loop {
+        match op(pool.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(err) => {
+                tracing::warn!(error = %err, "redis call failed; retrying");
+                health.set_trouble(format!("redis failing: {err}"));
+                pause(&mut backoff, shutdown).await?;
+            }
+        }
+    }
+}
+
+/// Sleeps for the next backoff delay, unless shutdown comes first.
+///
+/// # Errors
+/// [`Interrupted`] when shutdown comes first.
+pub async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> Result<(), Interrupted> {
+    tokio::select! {
+        _ = shutdown.cancelled() => Err(Interrupted),
+        _ = tokio::time::sleep(backoff.next_delay()) => Ok(()),
     }
 }
 

@@ -43,3 +43,9 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
         }
     }
 }
+
+/// Shutdown came before the work was done: what was in hand is not finished and must not be
+/// committed (the next owner redoes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shutting down before the work was done")]
+pub struct Interrupted;

@@ -380,7 +380,7 @@ impl SourceCatalog {
                     Ok(p) => p,
                     Err(err) => {
                         tracing::warn!(error = %err, "subscribing to source config changes failed; retrying");
-                        if crate::stage::pause(&mut backoff, &shutdown).await.is_err() {
+                        if crate::retry::pause(&mut backoff, &shutdown).await.is_err() {
                             return;
                         }
                         continue;

@@ -52,7 +52,7 @@ impl ApiGroup {
     /// takes whatever else is ready, up to `max`.
     pub async fn next(&self, max: usize, wait: Duration) -> Vec<OwnedMessage> {
         let mut handed_out = self.handed_out.lock().await;
-        adapters::stage::commit(&self.consumer, &handed_out, CommitMode::Async);
+        adapters::kafka::commit(&self.consumer, &handed_out, CommitMode::Async);
         handed_out.clear();
         let deadline = tokio::time::Instant::now() + wait;
         let mut batch = Vec::new();

@@ -31,5 +31,5 @@ pub use limits::TopicLimits;
 pub use messages::ProcessedNotice;
 pub use operations::{describe_catalog, OperationKind, ParamDoc};
 pub use pipeline::{CompiledSource, ConfigError, Context, Input, Outcome, RunError, Stage};
-pub use schema::{KeySchema, Topics};
+pub use schema::{DeadLetterReason, EventOutcome, KeySchema, Topics};
 pub use source::{OnError, OperationSpec, SourceConfig};

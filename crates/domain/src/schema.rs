@@ -8,6 +8,8 @@
 //! | `<prefix>sources` | hash | source name → source configuration (JSON) |
 //!
 //! Source names cannot contain `:`, so `<source>:<id>` is unambiguous even when ids contain `:`.
+//!
+//! Also the label values dashboards and filters match on: [`EventOutcome`], [`DeadLetterReason`].
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +73,95 @@ impl KeySchema {
     }
 }
 
+/// Declares a label enum: each variant's wire name, `as_str`, `parse`, `ALL` and `Display`.
+/// Dashboards, alerts and API filters match on these names, so they live in one place.
+macro_rules! labels {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name metrics labels, headers and API filters use.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// The value named `text`, if any.
+            pub fn parse(text: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == text)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                $name::parse(&text).ok_or_else(|| {
+                    let known: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    serde::de::Error::custom(format!("unknown value `{text}`; one of: {}", known.join(", ")))
+                })
+            }
+        }
+    };
+}
+
+labels! {
+    /// What became of an event in a stage: the `outcome` label of
+    /// `metastream_events_processed_total`.
+    EventOutcome {
+        /// The pre stage wrote its record to Redis.
+        Stored => "stored",
+        /// The post stage published it.
+        Published => "published",
+        /// An operation dropped it on purpose.
+        Filtered => "filtered",
+        /// An operation failed and the source's policy is `skip`.
+        Skipped => "skipped",
+        /// It went to the dead-letter topic.
+        DeadLettered => "dead_lettered",
+    }
+}
+
+labels! {
+    /// Why a message was dead-lettered: the `metastream-dlq-reason` header, the `reason` label of
+    /// `metastream_dead_letters_total`, and `GET /v1/dead-letters?reason=`.
+    DeadLetterReason {
+        /// The message is not an event (or a notice) the stage can read.
+        Unparseable => "unparseable",
+        /// The record a notice points at, read from Redis, is not an event.
+        UnparseableRecord => "unparseable_record",
+        /// The record a notice points at is not in Redis.
+        RecordMissing => "record_missing",
+        /// The event's source has no configuration.
+        MissingConfig => "missing_config",
+        /// An operation failed under `on_error: dead_letter`.
+        OperationFailed => "operation_failed",
+        /// Kafka refused a message the event led to, for good.
+        ProduceFailed => "produce_failed",
+        /// A message the event led to is larger than its topic takes.
+        TooLarge => "too_large",
+    }
+}
+
 /// Kafka header names metastream writes.
 pub mod headers {
     pub const EVENT_ID: &str = "metastream-event-id";
@@ -103,5 +194,89 @@ mod tests {
         assert_eq!(b, "t1:processed:jira-x:1");
         assert_ne!(a, b);
         assert_eq!(keys.sources(), "t1:sources");
+    }
+
+    #[test]
+    fn labels_read_back_and_are_unique() {
+        for o in EventOutcome::ALL {
+            assert_eq!(EventOutcome::parse(o.as_str()), Some(*o));
+        }
+        for r in DeadLetterReason::ALL {
+            assert_eq!(DeadLetterReason::parse(r.as_str()), Some(*r));
+        }
+        let names: std::collections::HashSet<_> = DeadLetterReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), DeadLetterReason::ALL.len());
+        assert_eq!(DeadLetterReason::parse("nope"), None);
+    }
+}
+
+/// The dashboards match on label values by name: each one they use must be a value the services
+/// emit, or a panel silently shows nothing.
+#[cfg(test)]
+mod dashboard_labels {
+    use super::{DeadLetterReason, EventOutcome};
+    use crate::Stage;
+
+    /// Every `label="v"` / `label=~"a|b"` matcher of `label` in the dashboards' queries.
+    fn values_of(label: &str) -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/observability/dashboards");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("the dashboards folder") {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let mut exprs = Vec::new();
+            collect_exprs(&json, &mut exprs);
+            for expr in exprs {
+                for op in ["=~\"", "=\"", "!=\"", "!~\""] {
+                    let needle = format!("{label}{op}");
+                    for (at, _) in expr.match_indices(&needle) {
+                        // Skip a longer label name ending in `label` (e.g. `my_outcome`).
+                        if at > 0 && expr[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                            continue;
+                        }
+                        let rest = &expr[at + needle.len()..];
+                        let value = &rest[..rest.find('"').expect("a closing quote")];
+                        for v in value.split('|').filter(|v| !v.is_empty()) {
+                            found.push((path.file_name().unwrap().to_string_lossy().into_owned(), v.to_owned()));
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr" | "query", serde_json::Value::String(s)) => out.push(s.clone()),
+                        _ => collect_exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_label_value_a_dashboard_matches_is_one_the_services_emit() {
+        let outcomes = values_of("outcome");
+        assert!(!outcomes.is_empty(), "the dashboards match on outcomes; the scan found none");
+        for (file, v) in outcomes {
+            assert!(EventOutcome::parse(&v).is_some(), "{file}: outcome `{v}` is not an EventOutcome");
+        }
+        for (file, v) in values_of("reason") {
+            assert!(DeadLetterReason::parse(&v).is_some(), "{file}: reason `{v}` is not a DeadLetterReason");
+        }
+        for (file, v) in values_of("stage") {
+            assert!([Stage::Pre, Stage::Post].iter().any(|s| s.as_str() == v), "{file}: stage `{v}` is not a Stage");
+        }
     }
 }

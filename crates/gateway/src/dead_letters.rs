@@ -19,6 +19,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::{read_body, require_json, ApiError};
 use deadpool_redis::redis::AsyncCommands as _;
 use domain::schema::headers;
+use domain::DeadLetterReason;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
@@ -41,14 +42,14 @@ const MAX_PAGE: usize = 1000;
 #[serde(deny_unknown_fields)]
 struct Filter {
     source: Option<String>,
-    reason: Option<String>,
+    reason: Option<DeadLetterReason>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     source: Option<String>,
-    reason: Option<String>,
+    reason: Option<DeadLetterReason>,
     limit: Option<usize>,
     /// `partition:offset,...`: where the previous page stopped.
     cursor: Option<String>,
@@ -60,7 +61,7 @@ fn header<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
 
 fn matches(m: &OwnedMessage, f: &Filter) -> bool {
     f.source.as_deref().is_none_or(|s| header(m, headers::SOURCE) == Some(s))
-        && f.reason.as_deref().is_none_or(|r| header(m, headers::DLQ_REASON) == Some(r))
+        && f.reason.is_none_or(|r| header(m, headers::DLQ_REASON) == Some(r.as_str()))
 }
 
 fn describe(m: &OwnedMessage) -> Value {
@@ -158,7 +159,7 @@ async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<S
         return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE}")));
     }
     let start = parse_cursor(query.cursor.as_deref())?;
-    let filter = Filter { source: query.source.clone(), reason: query.reason.clone() };
+    let filter = Filter { source: query.source.clone(), reason: query.reason };
     let st = state.clone();
     let (kept, position) = web::block(move || scan(&st, &start, limit, |m| matches(m, &filter)))
         .await
@@ -185,7 +186,7 @@ struct ReplayRequest {
     #[serde(default)]
     items: Vec<Item>,
     source: Option<String>,
-    reason: Option<String>,
+    reason: Option<DeadLetterReason>,
     #[serde(default)]
     force: bool,
 }
@@ -200,7 +201,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
         return Err(ApiError::BadRequest("name `items` to replay, or a `source` (optionally with a `reason`)".into()));
     }
     let wanted: std::collections::HashSet<(i32, i64)> = request.items.iter().map(|i| (i.partition, i.offset)).collect();
-    let filter = Filter { source: request.source.clone(), reason: request.reason.clone() };
+    let filter = Filter { source: request.source.clone(), reason: request.reason };
     let st = state.clone();
     let (selected, _) = web::block(move || {
         scan(&st, &BTreeMap::new(), usize::MAX, |m| {

@@ -10,7 +10,7 @@ use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, StageRunner};
 use adapters::Settings;
-use domain::{Event, Input, ProcessedNotice, Stage};
+use domain::{DeadLetterReason, Event, EventOutcome, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
 use tracing::Instrument as _;
 
@@ -50,7 +50,7 @@ enum Transformed {
     Publish(Outgoing),
     DeadLetter(Outgoing),
     /// Filtered or skipped (the outcome counted).
-    Dropped(&'static str),
+    Dropped(EventOutcome),
 }
 
 impl Processor for PostProcessor {
@@ -64,8 +64,8 @@ impl Processor for PostProcessor {
         for (index, message) in batch.iter().enumerate() {
             match message.payload().map(ProcessedNotice::from_wire) {
                 Some(Ok(notice)) => notices.push((index, notice)),
-                Some(Err(err)) => outgoing.push((dead_letter(s, message, Failure::new("unparseable", err.to_string())), index)),
-                None => outgoing.push((dead_letter(s, message, Failure::new("unparseable", "message has no payload")), index)),
+                Some(Err(err)) => outgoing.push((dead_letter(s, message, Failure::new(DeadLetterReason::Unparseable, err.to_string())), index)),
+                None => outgoing.push((dead_letter(s, message, Failure::new(DeadLetterReason::Unparseable, "message has no payload")), index)),
             }
         }
         let keys: Vec<String> = notices
@@ -85,12 +85,12 @@ impl Processor for PostProcessor {
                 None => match fetched.next().flatten().map(|bytes| Event::from_wire(&bytes)) {
                     Some(Ok(record)) => record,
                     Some(Err(err)) => {
-                        outgoing.push((dead_letter(s, message, Failure::new("unparseable_record", err.to_string())), index));
+                        outgoing.push((dead_letter(s, message, Failure::new(DeadLetterReason::UnparseableRecord, err.to_string())), index));
                         continue;
                     }
                     None => {
                         let error = format!("no processed record for {}:{} in redis", notice.source, notice.id);
-                        outgoing.push((dead_letter(s, message, Failure::new("record_missing", error)), index));
+                        outgoing.push((dead_letter(s, message, Failure::new(DeadLetterReason::RecordMissing, error)), index));
                         continue;
                     }
                 },
@@ -117,7 +117,7 @@ impl Processor for PostProcessor {
             let now = chrono::Utc::now();
             let mut tally = stage::Tally::default();
             for (source, received_at) in published {
-                tally.add(&source, "published");
+                tally.add(&source, EventOutcome::Published);
                 if let Some(at) = received_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()) {
                     let latency = (now - at.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                     s.metrics.e2e_latency.record(latency, &[opentelemetry::KeyValue::new("source", source)]);
@@ -137,7 +137,7 @@ impl PostProcessor {
         }
         let s = &self.0;
         let timeout = s.redis_timeout;
-        stage::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| async move {
+        adapters::retry::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| async move {
             let started = std::time::Instant::now();
             let result = adapters::store::timed(timeout, async move {
                 let mut conn = pool.get().await?;
@@ -175,15 +175,13 @@ impl PostProcessor {
                     None => Transformed::Publish(out),
                 }
             }
-            Applied::Filtered => Transformed::Dropped("filtered"),
-            Applied::Skipped => Transformed::Dropped("skipped"),
+            Applied::Filtered => Transformed::Dropped(EventOutcome::Filtered),
+            Applied::Skipped => Transformed::Dropped(EventOutcome::Skipped),
             Applied::DeadLetter(failure) => Transformed::DeadLetter(dead_letter(s, message, failure)),
         })
     }
 }
 
 fn dead_letter(s: &Shared, message: &OwnedMessage, failure: Failure) -> Outgoing {
-    s.count_dead_letter(Stage::Post, &stage::source_of(message), failure.reason);
-    tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
     stage::dead_letter(s, message, Stage::Post, &failure)
 }

@@ -11,7 +11,7 @@ use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, StageRunner};
 use adapters::Settings;
-use domain::{Event, Input, ProcessedNotice, Stage};
+use domain::{DeadLetterReason, Event, EventOutcome, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
 use tracing::Instrument as _;
 
@@ -95,7 +95,7 @@ enum Disposition {
     Store(Box<Event>),
     DeadLetter(Failure),
     /// Filtered or skipped (the outcome counted).
-    Skip(&'static str),
+    Skip(EventOutcome),
 }
 
 impl Processor for PreProcessor {
@@ -122,10 +122,10 @@ impl Processor for PreProcessor {
                     // A notice its topic would refuse (operations grew the event past the
                     // budget): the event is dead-lettered, and not stored, before anything.
                     if let Some(failure) = stage::oversize(s, &out) {
-                        outgoing.push((dead_letter(s, message, &failure), index));
+                        outgoing.push((stage::dead_letter(s, message, Stage::Pre, &failure), index));
                         continue;
                     }
-                    tally.add(event.source.as_str(), "stored");
+                    tally.add(event.source.as_str(), EventOutcome::Stored);
                     records.push(StoredRecord {
                         key: s.keys.processed(&event.source, &event.id),
                         partition: message.partition(),
@@ -135,7 +135,7 @@ impl Processor for PreProcessor {
                     spans.push(span);
                     outgoing.push((out, index));
                 }
-                Disposition::DeadLetter(failure) => outgoing.push((dead_letter(s, message, &failure), index)),
+                Disposition::DeadLetter(failure) => outgoing.push((stage::dead_letter(s, message, Stage::Pre, &failure), index)),
                 Disposition::Skip(outcome) => tally.add(&stage::source_of(message), outcome),
             }
         }
@@ -151,7 +151,7 @@ impl Processor for PreProcessor {
                 .collect();
             let timeout = s.redis_timeout;
             let metrics = &s.metrics;
-            let stale: i64 = stage::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| {
+            let stale: i64 = adapters::retry::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| {
                 let records = &records;
                 async move {
                     let started = std::time::Instant::now();
@@ -180,22 +180,16 @@ impl Processor for PreProcessor {
     }
 }
 
-fn dead_letter(s: &Shared, message: &OwnedMessage, failure: &Failure) -> Outgoing {
-    s.count_dead_letter(Stage::Pre, &stage::source_of(message), failure.reason);
-    tracing::warn!(reason = failure.reason, error = %failure.error, partition = message.partition(), offset = message.offset(), "dead-lettering message");
-    stage::dead_letter(s, message, Stage::Pre, failure)
-}
-
 impl PreProcessor {
 
     async fn decide(&self, message: &OwnedMessage) -> Result<Disposition, Interrupted> {
         let s = &self.0;
         let Some(bytes) = message.payload() else {
-            return Ok(Disposition::DeadLetter(Failure::new("unparseable", "message has no payload")));
+            return Ok(Disposition::DeadLetter(Failure::new(DeadLetterReason::Unparseable, "message has no payload")));
         };
         let mut original = match Event::from_wire(bytes) {
             Ok(e) => e,
-            Err(err) => return Ok(Disposition::DeadLetter(Failure::new("unparseable", err.to_string()))),
+            Err(err) => return Ok(Disposition::DeadLetter(Failure::new(DeadLetterReason::Unparseable, err.to_string()))),
         };
         // Operations may read the incoming headers, and decide the downstream ones.
         original.routing.headers = stage::message_headers(message);
@@ -207,8 +201,8 @@ impl PreProcessor {
                 event.provenance.pre_config_version = Some(version);
                 Disposition::Store(Box::new(event))
             }
-            Applied::Filtered => Disposition::Skip("filtered"),
-            Applied::Skipped => Disposition::Skip("skipped"),
+            Applied::Filtered => Disposition::Skip(EventOutcome::Filtered),
+            Applied::Skipped => Disposition::Skip(EventOutcome::Skipped),
             Applied::DeadLetter(failure) => Disposition::DeadLetter(failure),
         })
     }

@@ -1,0 +1,36 @@
+//! The machinery both transformers share: take a batch of messages, and, once their effects are
+//! done, produce what they lead to and store their offsets. Every effect is retried with backoff
+//! until it succeeds or the service shuts down; nothing is committed before its effects.
+//!
+//! - [`runner`]: [`StageRunner`], the consume loop: batches in, a [`Processor`] over them,
+//!   delivery tasks pipelined, offsets released through the [`ledger`]; [`Shared`] clients.
+//! - [`ledger`]: [`OffsetLedger`], which offsets may be stored given batches finishing out of
+//!   order (pure, unit- and property-tested).
+//! - [`produce`]: [`Outgoing`] messages handed to Kafka, acks awaited, failures retried; what
+//!   Kafka refuses for good replaced by dead letters; the size check against topic limits.
+//! - [`dead_letter`]: [`Failure`], dead letters and references (a dead letter always fits).
+//! - [`headers`]: the Kafka headers of outgoing messages and what is read from consumed ones.
+//! - [`counters`]: [`Tally`] and the outcome and dead-letter counters.
+//! - [`guard`]: the Redis-restart guard (re-processing what a restarted Redis may have lost).
+//! - [`apply`]: a source's operations applied under its `on_error` policy.
+//!
+//! Nothing outside this module's users (the transformers) imports it: the retry helpers live in
+//! [`crate::retry`], offset commits in [`crate::kafka`], [`Interrupted`] in [`crate::shutdown`].
+
+pub mod apply;
+pub mod counters;
+pub mod dead_letter;
+pub mod guard;
+pub mod headers;
+pub mod ledger;
+pub mod produce;
+pub mod runner;
+
+pub use crate::shutdown::Interrupted;
+pub use apply::{apply, Applied};
+pub use counters::Tally;
+pub use dead_letter::{dead_letter, reference, Failure};
+pub use headers::{event_headers, message_headers, output_headers, source_of, with_headers};
+pub use ledger::OffsetLedger;
+pub use produce::{oversize, produce_all, Outgoing};
+pub use runner::{process_span, Processed, Processor, Shared, StageRunner};

@@ -1,0 +1,413 @@
+//! [`StageRunner`]: a transformer's consume loop. Batches are taken, run through a
+//! [`Processor`], handed to Kafka, and delivered by tasks running side by side (up to
+//! `pipeline_depth` batches unreleased); the [`OffsetLedger`] decides which offsets each
+//! finished batch releases.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use domain::Stage;
+use rdkafka::consumer::CommitMode;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, Producer as _};
+use tokio::task::JoinSet;
+
+use super::guard::StoreGuard;
+use super::ledger::{BatchId, OffsetLedger};
+use super::produce::{deliver, enqueue_all, Outgoing};
+use crate::health::Health;
+use crate::kafka::GroupConsumer;
+use crate::shutdown::{CancellationToken, Interrupted};
+
+/// Starting from `first`, takes whatever else arrives within `linger`, up to `max` messages.
+/// Never abandons a message it has taken (it is not cancelled midway).
+async fn fill_batch(consumer: &GroupConsumer, first: OwnedMessage, max: usize, linger: Duration) -> Vec<OwnedMessage> {
+    let mut batch = Vec::with_capacity(max.min(1024));
+    batch.push(first);
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "kafka consumer error");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// A span for processing one consumed message, a child of the trace context it carries, with
+/// the OpenTelemetry messaging attributes.
+pub fn process_span(s: &Shared, stage: Stage, message: &OwnedMessage) -> tracing::Span {
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format!("process {}", message.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = message.topic(),
+        messaging.destination.partition.id = message.partition(),
+        messaging.kafka.offset = message.offset(),
+        messaging.consumer.group.name = %s.group,
+        metastream.stage = stage.as_str(),
+        metastream.event.id = tracing::field::Empty,
+        metastream.source = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::propagation::set_parent(&span, crate::telemetry::propagation::from_kafka(message));
+    crate::telemetry::propagation::record_trace_id(&span);
+    span
+}
+
+/// What a transformer does with a batch; the [`StageRunner`] does the rest.
+pub trait Processor {
+    /// Makes the batch's effects before Kafka durable (Redis written) and says what to produce.
+    ///
+    /// # Errors
+    /// [`Interrupted`] when shutdown came first: the batch is then not committed.
+    fn process(&self, batch: &[OwnedMessage]) -> impl std::future::Future<Output = Result<Processed, Interrupted>> + Send;
+}
+
+/// What a [`Processor`] made of a batch.
+pub struct Processed {
+    /// The messages to produce, each with the index of the batch message it came from (its
+    /// dead letter replaces it if Kafka refuses it for good).
+    pub outgoing: Vec<(Outgoing, usize)>,
+    /// Runs once Kafka acknowledged every message (counts, ends spans).
+    pub on_delivered: Box<dyn FnOnce() + Send>,
+}
+
+/// The clients a transformer's processing uses; cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    pub producer: FutureProducer,
+    pub pool: Pool,
+    pub catalog: std::sync::Arc<crate::SourceCatalog>,
+    pub health: Health,
+    pub keys: domain::KeySchema,
+    pub topics: domain::Topics,
+    pub redis_timeout: Duration,
+    pub instance: String,
+    pub shutdown: CancellationToken,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The consumer group of this stage.
+    pub group: String,
+    /// The largest message each pipeline topic takes (read from the broker at start-up).
+    pub limits: domain::TopicLimits,
+}
+
+/// A transformer's consume loop: batches in, [`Processor`] over them, offsets committed after.
+pub struct StageRunner {
+    consumer: GroupConsumer,
+    shared: Shared,
+    health_server: actix_web::dev::Server,
+    port: u16,
+    settings: crate::settings::TransformerSettings,
+    input_topic: String,
+    deadline: Duration,
+    /// Whether this stage writes the store (the pre-transformer), and so must redo recent work
+    /// when Redis restarts having lost its last writes.
+    guards_store: bool,
+    stage: Stage,
+    /// Messages of the batch being processed (the in-flight gauge).
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StageRunner {
+    /// Creates the clients of `service` (a transformer), loads source configs and binds the
+    /// health endpoint.
+    ///
+    /// # Errors
+    /// When the settings are invalid or a client cannot be created.
+    pub async fn build(
+        settings: crate::Settings,
+        service: crate::settings::Service,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        use crate::settings::Service;
+        settings.validate(service)?;
+        let (t, input_topic) = match service {
+            Service::PreTransformer => (&settings.pre_transformer, &settings.kafka.topics.ingest),
+            Service::PostTransformer => (&settings.post_transformer, &settings.kafka.topics.processed),
+            other => anyhow::bail!("{} is not a transformer", other.name()),
+        };
+        if settings.kafka.create_topics {
+            crate::kafka::ensure_topics(&settings.kafka).await?;
+        }
+        let limits = crate::kafka::topic_limits(&settings.kafka).await?;
+        let metrics = crate::metrics::Metrics::new(service.name(), &settings.telemetry.otlp_endpoint);
+        let producer = crate::kafka::producer(&settings.kafka, Some(&limits))?;
+        let consumer = crate::kafka::consumer(
+            &settings.kafka,
+            &t.group_id,
+            &[input_topic],
+            Some(metrics.clone()),
+            crate::kafka::Commits::StoredEvery(Duration::from_millis(t.commit_interval_ms)),
+        )?;
+        let pool = crate::store::pool(&settings.redis)?;
+        crate::metrics::register_client_gauges(&metrics, &producer, &pool);
+        let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
+        let probe = crate::kafka::probe(&settings.kafka, input_topic)?;
+        let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
+        let (health_server, port) = crate::http::health_server(&t.listen, health.clone(), metrics.clone())?;
+        let stage = if service == Service::PreTransformer { Stage::Pre } else { Stage::Post };
+        let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gauge = in_flight.clone();
+        metrics.gauge("metastream_batch_in_flight_messages", "Messages of the batch being processed", move || {
+            vec![(gauge.load(std::sync::atomic::Ordering::Relaxed) as i64, vec![opentelemetry::KeyValue::new("stage", stage.as_str())])]
+        });
+        Ok(StageRunner {
+            consumer,
+            shared: Shared {
+                producer,
+                pool,
+                catalog,
+                health,
+                keys: domain::KeySchema::new(&settings.redis.key_prefix),
+                topics: settings.kafka.topics.clone(),
+                redis_timeout: settings.redis.timeout(),
+                instance: crate::instance_id(),
+                shutdown,
+                metrics,
+                group: t.group_id.clone(),
+                limits,
+            },
+            health_server,
+            port,
+            settings: t.clone(),
+            input_topic: input_topic.clone(),
+            deadline: settings.shutdown.deadline(),
+            guards_store: service == Service::PreTransformer,
+            stage,
+            in_flight,
+        })
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The port of `/healthz` and `/readyz`.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs batches through `processor` until shutdown; then commits what is done
+    /// synchronously and flushes the producer.
+    ///
+    /// Batches are pipelined: once a batch's messages are handed to the producer, the next
+    /// batch is taken while Kafka acknowledges them, up to `pipeline_depth` batches in flight.
+    /// Offsets are committed strictly in batch order, each batch only once everything it led
+    /// to is acknowledged.
+    ///
+    /// # Errors
+    /// When the health server fails.
+    pub async fn run(self, processor: impl Processor) -> anyhow::Result<()> {
+        let handle = self.health_server.handle();
+        let server = tokio::spawn(self.health_server);
+        let s = &self.shared;
+        tracing::info!(group = %self.settings.group_id, topic = %self.input_topic, depth = self.settings.pipeline_depth, "consuming");
+        let linger = Duration::from_millis(self.settings.batch_linger_ms);
+        let mut pipeline = Pipeline {
+            consumer: &self.consumer,
+            tasks: JoinSet::new(),
+            sizes: HashMap::new(),
+            ledger: OffsetLedger::default(),
+            in_flight_messages: &self.in_flight,
+            guard: self.guards_store.then(StoreGuard::default),
+            shared: s,
+            stopped: None,
+        };
+        let depth = self.settings.pipeline_depth.max(1);
+        while pipeline.stopped.is_none() {
+            // Waiting for a message is also when acknowledged batches are finished, so an idle
+            // stage leaves nothing unmarked. `recv` and `join_next` are cancel-safe.
+            let first = tokio::select! {
+                biased;
+                _ = s.shutdown.cancelled() => break,
+                Some(done) = pipeline.tasks.join_next_with_id(), if !pipeline.tasks.is_empty() => {
+                    pipeline.finished(done);
+                    continue;
+                }
+                received = self.consumer.recv() => match received {
+                    Ok(m) => m.detach(),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "kafka consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let batch = fill_batch(&self.consumer, first, self.settings.batch_size, linger).await;
+            pipeline.finish_acknowledged();
+            if pipeline.redis_restarted().await {
+                pipeline.finish_all().await;
+                pipeline.rewind();
+            }
+            if pipeline.stopped.is_some() {
+                break;
+            }
+            let started = std::time::Instant::now();
+            let Ok(processed) = processor.process(&batch).await else { break };
+            let (messages, origins): (Vec<Outgoing>, Vec<usize>) = processed.outgoing.into_iter().unzip();
+            let Ok(sent) = enqueue_all(s, &messages).await else { break };
+            let (shared, stage) = (s.clone(), self.stage);
+            let on_delivered = processed.on_delivered;
+            pipeline.start(batch, move |batch| async move {
+                let result = deliver(&shared, &batch, stage, &messages, &origins, sent).await;
+                if result.is_ok() {
+                    on_delivered();
+                }
+                let stage_attr = [opentelemetry::KeyValue::new("stage", stage.as_str())];
+                shared.metrics.batch_duration.record(started.elapsed().as_secs_f64(), &stage_attr);
+                shared.metrics.batch_size.record(batch.len() as u64, &stage_attr);
+                (batch, result)
+            });
+            // At most `depth` batches unreleased: a batch stuck retrying holds the stage there.
+            while pipeline.ledger.len() >= depth && pipeline.stopped.is_none() {
+                pipeline.finish_next().await;
+            }
+        }
+        match &pipeline.stopped {
+            Some(Stopped::Broken(cause)) => {
+                tracing::error!(cause = %cause, "the pipeline cannot go on; stopping without committing past the unfinished batch");
+            }
+            _ => tracing::info!("stopping: finishing batches in flight, committing finished work and flushing the producer"),
+        }
+        pipeline.finish_all().await;
+        crate::kafka::commit_stored(&self.consumer, CommitMode::Sync);
+        let producer = s.producer.clone();
+        let deadline = self.deadline;
+        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || producer.flush(deadline)).await {
+            tracing::warn!(error = %err, "flushing the producer failed");
+        }
+        handle.stop(true).await;
+        server.await??;
+        match pipeline.stopped {
+            Some(Stopped::Broken(cause)) => Err(anyhow::anyhow!(cause)),
+            None | Some(Stopped::Requested) => Ok(()),
+        }
+    }
+}
+
+/// Why a [`StageRunner`] stopped before shutdown was asked for, or that it was.
+#[derive(Debug)]
+enum Stopped {
+    /// Shutdown came while a batch was unfinished.
+    Requested,
+    /// The pipeline cannot go on: the runner ends with this error, so the process exits
+    /// non-zero and the orchestrator restarts it (never a silent exit 0).
+    Broken(String),
+}
+
+/// A batch, back from its delivery task, and whether everything it led to was acknowledged.
+type Delivered = (Vec<OwnedMessage>, Result<(), Interrupted>);
+
+/// The batches a [`StageRunner`] has handed to Kafka and not yet released: their delivery
+/// tasks, the [`OffsetLedger`] that says which offsets each completion releases, and the
+/// in-flight gauge.
+struct Pipeline<'a> {
+    consumer: &'a GroupConsumer,
+    shared: &'a Shared,
+    tasks: JoinSet<(BatchId, Delivered)>,
+    /// Each task's batch and its size (the gauge's share), also when the task fails.
+    sizes: HashMap<tokio::task::Id, (BatchId, usize)>,
+    ledger: OffsetLedger,
+    in_flight_messages: &'a AtomicUsize,
+    guard: Option<StoreGuard>,
+    /// Why the runner must stop, once it must: a batch was not finished, so nothing after it
+    /// may be stored (its messages would be skipped) and they are redelivered.
+    stopped: Option<Stopped>,
+}
+
+impl Pipeline<'_> {
+    /// Hands `batch` to a delivery task made by `deliver`, recording it in the ledger.
+    fn start<F, Fut>(&mut self, batch: Vec<OwnedMessage>, deliver: F)
+    where
+        F: FnOnce(Vec<OwnedMessage>) -> Fut,
+        Fut: std::future::Future<Output = Delivered> + Send + 'static,
+    {
+        let id = self.ledger.open(batch.iter().map(|m| ((m.topic().to_owned(), m.partition()), m.offset())));
+        let size = batch.len();
+        self.in_flight_messages.fetch_add(size, Ordering::Relaxed);
+        let task = deliver(batch);
+        let handle = self.tasks.spawn(async move { (id, task.await) });
+        self.sizes.insert(handle.id(), (id, size));
+    }
+
+    /// Finishes the batches whose tasks are already done.
+    fn finish_acknowledged(&mut self) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            self.finished(done);
+        }
+    }
+
+    /// Waits for the next task to end and finishes its batch.
+    async fn finish_next(&mut self) {
+        if let Some(done) = self.tasks.join_next_with_id().await {
+            self.finished(done);
+        }
+    }
+
+    async fn finish_all(&mut self) {
+        while !self.tasks.is_empty() {
+            self.finish_next().await;
+        }
+    }
+
+    /// Records how a batch's delivery ended: done releases the offsets the ledger allows
+    /// (stored, and committed by librdkafka every `commit_interval_ms`); interrupted or failed
+    /// holds back that batch and everything after it.
+    fn finished(&mut self, done: Result<(tokio::task::Id, (BatchId, Delivered)), tokio::task::JoinError>) {
+        let task = match &done {
+            Ok((task, _)) => *task,
+            Err(err) => err.id(),
+        };
+        let (id, size) = self.sizes.remove(&task).expect("every task is recorded");
+        self.in_flight_messages.fetch_sub(size, Ordering::Relaxed);
+        let (batch, result) = match done {
+            Ok((_, (_, delivered))) => delivered,
+            Err(err) => {
+                self.ledger.fail(id);
+                self.stopped = Some(Stopped::Broken(format!("a batch's delivery task failed: {err}")));
+                return;
+            }
+        };
+        if result.is_err() {
+            self.ledger.fail(id);
+            self.stopped.get_or_insert(Stopped::Requested);
+            return;
+        }
+        if let Some(guard) = self.guard.as_mut() {
+            guard.record(&batch);
+        }
+        let released = self.ledger.finish(id);
+        if released.offsets.is_empty() {
+            return;
+        }
+        self.shared.health.clear_trouble();
+        if let Err(err) = crate::kafka::store_positions(self.consumer, &released.offsets) {
+            // Revoked meanwhile: the partition's new owner redelivers (at least once).
+            tracing::warn!(error = %err, "storing offsets failed; the batch may be redelivered");
+        }
+    }
+
+    /// Whether Redis restarted since the last look (only for the stage that writes the store).
+    async fn redis_restarted(&mut self) -> bool {
+        match self.guard.as_mut() {
+            Some(guard) => guard.restarted(self.shared).await,
+            None => false,
+        }
+    }
+
+    /// Seeks back over the recent batches a restarted Redis may have lost.
+    fn rewind(&mut self) {
+        if let Some(guard) = self.guard.as_mut() {
+            guard.rewind(self.consumer);
+        }
+    }
+}
