@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use rand::Rng;
 
 use crate::health::Health;
@@ -42,23 +41,20 @@ impl Backoff {
     }
 }
 
-/// Runs a Redis operation until it succeeds, with backoff; reports not ready meanwhile.
+/// Runs a Redis operation until it succeeds, with backoff; reports not ready meanwhile. Every
+/// failure is taken as transient — a timeout, a lost connection, a Redis still `LOADING` its
+/// data after a restart — since the operations it runs are safe to repeat.
 ///
 /// # Errors
 /// [`Interrupted`] when shutdown comes first.
-pub async fn with_redis_retry<T, F, Fut>(
-    pool: &Pool,
-    health: &Health,
-    shutdown: &CancellationToken,
-    mut op: F,
-) -> Result<T, Interrupted>
+pub async fn with_redis_retry<T, F, Fut>(health: &Health, shutdown: &CancellationToken, mut op: F) -> Result<T, Interrupted>
 where
-    F: FnMut(Pool) -> Fut,
+    F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let mut backoff = Backoff::infra();
     loop {
-        match op(pool.clone()).await {
+        match op().await {
             Ok(v) => return Ok(v),
             Err(err) => {
                 tracing::warn!(error = %err, "redis call failed; retrying");

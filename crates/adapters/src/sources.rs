@@ -82,7 +82,7 @@ impl SourceStore {
 
     /// The channel on which every change of a source config is announced (payload: the source).
     pub fn changes_channel(&self) -> String {
-        format!("{}:changed", self.keys.sources())
+        self.keys.sources_changed()
     }
 
     /// The stored config of `source`, if any.

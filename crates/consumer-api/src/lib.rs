@@ -12,22 +12,18 @@
 mod groups;
 mod routes;
 
-use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use adapters::http::{health_routes, not_found, ApiError, Tokens};
 use adapters::settings::{ConsumerApiSettings, Service};
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings};
-use deadpool_redis::Pool;
 use domain::KeySchema;
 
 pub(crate) struct State {
     pub groups: groups::Groups,
     pub tokens: Tokens,
-    pub pool: Pool,
-    pub keys: KeySchema,
-    pub redis_timeout: Duration,
+    pub records: adapters::store::Records,
     pub limits: ConsumerApiSettings,
     pub retry_after_s: u32,
     pub metrics: std::sync::Arc<adapters::metrics::Metrics>,
@@ -61,9 +57,7 @@ impl Application {
         let state = web::Data::new(State {
             groups,
             tokens: Tokens::new(settings.auth.tokens.clone()),
-            pool,
-            keys: KeySchema::new(&settings.redis.key_prefix),
-            redis_timeout: settings.redis.timeout(),
+            records: adapters::store::Records::new(pool, KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout(), metrics.clone()),
             limits: settings.consumer_api.clone(),
             retry_after_s: settings.gateway.retry_after_s,
             metrics: metrics.clone(),

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::ApiError;
-use deadpool_redis::redis::AsyncCommands as _;
 use domain::{EventId, SourceName};
 use rdkafka::message::Message;
 use serde::Deserialize;
@@ -83,15 +82,7 @@ async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: we
     let (source, id) = path.into_inner();
     let source = SourceName::parse(source).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let id = EventId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let key = state.keys.processed(&source, &id);
-    let started = std::time::Instant::now();
-    let record: Result<Option<Vec<u8>>, _> = adapters::store::timed(state.redis_timeout, async {
-        let mut conn = state.pool.get().await?;
-        let v: Option<Vec<u8>> = conn.get(&key).await?;
-        Ok::<_, adapters::store::StoreError>(v)
-    })
-    .await;
-    state.metrics.redis("get", started, &record);
+    let record = state.records.get(&source, &id).await;
     let record = record.map_err(|e| ApiError::Unavailable { what: format!("cannot read the record: {e}"), retry_after_s: state.retry_after_s })?;
     match record {
         Some(bytes) => Ok(HttpResponse::Ok().content_type("application/json").body(bytes)),

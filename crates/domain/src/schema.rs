@@ -6,6 +6,9 @@
 //! |---|---|---|
 //! | `<prefix>processed:<source>:<id>` | string | the processed record (JSON), written by the pre-transformer |
 //! | `<prefix>sources` | hash | source name → source configuration (JSON) |
+//! | `<prefix>sources:changed` | pub/sub channel | the name of a source whose config changed |
+//! | `<prefix>idempotency:<key>` | string, expiring | the gateway's answer to an `Idempotency-Key` |
+//! | `<prefix>dead-letters:replayed:<partition>:<offset>` | string | a dead letter already replayed |
 //!
 //! Source names cannot contain `:`, so `<source>:<id>` is unambiguous even when ids contain `:`.
 //!
@@ -70,6 +73,23 @@ impl KeySchema {
     /// `<prefix>sources`: the hash of source configurations.
     pub fn sources(&self) -> String {
         format!("{}sources", self.prefix)
+    }
+
+    /// `<prefix>sources:changed`: the pub/sub channel that names a source whose config changed.
+    pub fn sources_changed(&self) -> String {
+        format!("{}sources:changed", self.prefix)
+    }
+
+    /// `<prefix>idempotency:<key>`: the gateway's answer to a request with that
+    /// `Idempotency-Key` (expiring).
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}idempotency:{key}", self.prefix)
+    }
+
+    /// `<prefix>dead-letters:replayed:<partition>:<offset>`: the dead letter at that position of
+    /// the dead-letter topic was replayed.
+    pub fn replayed(&self, partition: i32, offset: i64) -> String {
+        format!("{}dead-letters:replayed:{partition}:{offset}", self.prefix)
     }
 }
 
@@ -194,6 +214,9 @@ mod tests {
         assert_eq!(b, "t1:processed:jira-x:1");
         assert_ne!(a, b);
         assert_eq!(keys.sources(), "t1:sources");
+        assert_eq!(keys.sources_changed(), "t1:sources:changed");
+        assert_eq!(keys.idempotency("k"), "t1:idempotency:k");
+        assert_eq!(keys.replayed(2, 40), "t1:dead-letters:replayed:2:40");
     }
 
     #[test]

@@ -231,7 +231,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
             skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "no original topic header"}));
             continue;
         };
-        let marker = format!("{}dead-letters:replayed:{}:{}", state.key_prefix, m.partition(), m.offset());
+        let marker = state.keys.replayed(m.partition(), m.offset());
         if !request.force {
             let first: bool = adapters::store::timed(state.redis_timeout, async {
                 let mut conn = state.pool.get().await?;

@@ -47,7 +47,7 @@ pub(crate) async fn claim(state: &State, key: &str, body: &[u8]) -> Result<Claim
     if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
         return Err(ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable characters")));
     }
-    let redis_key = format!("{}idempotency:{key}", state.key_prefix);
+    let redis_key = state.keys.idempotency(key);
     let fp = fingerprint(body);
     let pending = json!({"state": "pending", "fp": fp}).to_string();
     let hold = (state.produce_timeout + Duration::from_secs(5)).as_millis() as u64;

@@ -9,8 +9,9 @@
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, StageRunner};
+use adapters::store::Records;
 use adapters::Settings;
-use domain::{DeadLetterReason, Event, EventOutcome, Input, ProcessedNotice, Stage};
+use domain::{DeadLetterReason, Event, EventId, EventOutcome, Input, ProcessedNotice, SourceName, Stage};
 use rdkafka::message::{Message, OwnedMessage};
 use tracing::Instrument as _;
 
@@ -38,12 +39,17 @@ impl PostTransformer {
     /// # Errors
     /// When the health server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let processor = PostProcessor(self.runner.shared().clone());
+        let shared = self.runner.shared().clone();
+        let records = Records::new(shared.pool.clone(), shared.keys.clone(), shared.redis_timeout, shared.metrics.clone());
+        let processor = PostProcessor { shared, records };
         self.runner.run(processor).await
     }
 }
 
-struct PostProcessor(Shared);
+struct PostProcessor {
+    shared: Shared,
+    records: Records,
+}
 
 /// What the post operations made of a record.
 enum Transformed {
@@ -55,7 +61,7 @@ enum Transformed {
 
 impl Processor for PostProcessor {
     async fn process(&self, batch: &[OwnedMessage]) -> Result<Processed, Interrupted> {
-        let s = &self.0;
+        let s = &self.shared;
         let mut outgoing = Vec::with_capacity(batch.len());
         let mut published: Vec<(String, Option<String>)> = Vec::with_capacity(batch.len());
         // Notices carry their record; only older notices without one need a Redis read, and
@@ -68,12 +74,9 @@ impl Processor for PostProcessor {
                 None => outgoing.push((dead_letter(s, message, Failure::new(DeadLetterReason::Unparseable, "message has no payload")), index)),
             }
         }
-        let keys: Vec<String> = notices
-            .iter()
-            .filter(|(_, n)| n.record.is_none())
-            .map(|(_, n)| s.keys.processed(&n.source, &n.id))
-            .collect();
-        let mut fetched = self.fetch(&keys).await?.into_iter();
+        let missing: Vec<(SourceName, EventId)> =
+            notices.iter().filter(|(_, n)| n.record.is_none()).map(|(_, n)| (n.source.clone(), n.id.clone())).collect();
+        let mut fetched = self.fetch(&missing).await?.into_iter();
         let mut spans: Vec<tracing::Span> = Vec::with_capacity(batch.len());
         for (index, notice) in notices {
             let message = &batch[index];
@@ -131,29 +134,14 @@ impl Processor for PostProcessor {
 
 impl PostProcessor {
     /// Reads records from Redis in one round trip (retrying until Redis answers).
-    async fn fetch(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Interrupted> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let s = &self.0;
-        let timeout = s.redis_timeout;
-        adapters::retry::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| async move {
-            let started = std::time::Instant::now();
-            let result = adapters::store::timed(timeout, async move {
-                let mut conn = pool.get().await?;
-                let values: Vec<Option<Vec<u8>>> = deadpool_redis::redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
-                Ok::<_, adapters::store::StoreError>(values)
-            })
-            .await;
-            s.metrics.redis("mget", started, &result);
-            result
-        })
-        .await
+    async fn fetch(&self, entities: &[(SourceName, EventId)]) -> Result<Vec<Option<Vec<u8>>>, Interrupted> {
+        let s = &self.shared;
+        adapters::retry::with_redis_retry(&s.health, &s.shutdown, || self.records.get_many(entities)).await
     }
 
     /// Applies the post operations.
     async fn transform(&self, message: &OwnedMessage, original: Event) -> Result<Transformed, Interrupted> {
-        let s = &self.0;
+        let s = &self.shared;
         let input = Input { topic: message.topic(), partition: message.partition(), offset: message.offset() };
         Ok(match stage::apply(s, Stage::Post, Service::PostTransformer, original, Some(input)).await? {
             Applied::Keep(mut event, version) => {

@@ -10,6 +10,7 @@
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, StageRunner};
+use adapters::store::{NewRecord, Records};
 use adapters::Settings;
 use domain::{DeadLetterReason, Event, EventOutcome, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
@@ -39,56 +40,17 @@ impl PreTransformer {
     /// # Errors
     /// When the health server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let processor = PreProcessor(self.runner.shared().clone());
+        let shared = self.runner.shared().clone();
+        let records = Records::new(shared.pool.clone(), shared.keys.clone(), shared.redis_timeout, shared.metrics.clone());
+        let processor = PreProcessor { shared, records };
         self.runner.run(processor).await
     }
 }
 
-struct PreProcessor(Shared);
-
-/// A processed record to store, with the ingest position that orders the entity's updates.
-struct StoredRecord {
-    key: String,
-    partition: i32,
-    offset: i64,
-    value: Vec<u8>,
+struct PreProcessor {
+    shared: Shared,
+    records: Records,
 }
-
-/// Writes each record unless the store already holds a newer update of the entity: one from
-/// the same ingest partition with a higher offset (every update of an entity goes to one
-/// partition, so its offsets order them). A redelivered or stale update never overwrites a
-/// newer one. ARGV holds partition, offset, record per key. Returns how many were stale.
-///
-/// Records start with their ingest position ([`Event::to_record`]), read with an anchored
-/// match; a record stored in another form is parsed (`cjson`, about 5 µs for 1 KB of Redis'
-/// single thread, per write).
-static STORE_SCRIPT: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
-    deadpool_redis::redis::Script::new(
-        r#"
-local stale = 0
-for i = 1, #KEYS do
-  local partition = tonumber(ARGV[3 * i - 2])
-  local offset = tonumber(ARGV[3 * i - 1])
-  local current = redis.call('GET', KEYS[i])
-  local newer = false
-  if current then
-    local p, o = string.match(current, '^{"provenance":{"ingest_partition":(%-?%d+),"ingest_offset":(%-?%d+)')
-    if p then
-      newer = tonumber(p) == partition and tonumber(o) > offset
-    else
-      local ok, doc = pcall(cjson.decode, current)
-      local prov = ok and doc['provenance'] or nil
-      if prov and prov['ingest_partition'] == partition and prov['ingest_offset'] and prov['ingest_offset'] > offset then
-        newer = true
-      end
-    end
-  end
-  if newer then stale = stale + 1 else redis.call('SET', KEYS[i], ARGV[3 * i]) end
-end
-return stale
-"#,
-    )
-});
 
 /// What one consumed message leads to.
 enum Disposition {
@@ -100,8 +62,8 @@ enum Disposition {
 
 impl Processor for PreProcessor {
     async fn process(&self, batch: &[OwnedMessage]) -> Result<Processed, Interrupted> {
-        let s = &self.0;
-        let mut records: Vec<StoredRecord> = Vec::new();
+        let s = &self.shared;
+        let mut records: Vec<NewRecord> = Vec::new();
         let mut outgoing: Vec<(Outgoing, usize)> = Vec::new();
         // One span per event, a child of the gateway's; alive until the batch's effects are done.
         let mut spans: Vec<tracing::Span> = Vec::with_capacity(batch.len());
@@ -126,8 +88,9 @@ impl Processor for PreProcessor {
                         continue;
                     }
                     tally.add(event.source.as_str(), EventOutcome::Stored);
-                    records.push(StoredRecord {
-                        key: s.keys.processed(&event.source, &event.id),
+                    records.push(NewRecord {
+                        source: event.source.clone(),
+                        id: event.id.clone(),
                         partition: message.partition(),
                         offset: message.offset(),
                         value,
@@ -149,26 +112,7 @@ impl Processor for PreProcessor {
                         db.system.name = "redis", db.operation.name = "EVALSHA", db.operation.batch.size = records.len())
                 })
                 .collect();
-            let timeout = s.redis_timeout;
-            let metrics = &s.metrics;
-            let stale: i64 = adapters::retry::with_redis_retry(&s.pool, &s.health, &s.shutdown, |pool| {
-                let records = &records;
-                async move {
-                    let started = std::time::Instant::now();
-                    let result = adapters::store::timed(timeout, async move {
-                        let mut conn = pool.get().await?;
-                        let mut invocation = STORE_SCRIPT.prepare_invoke();
-                        for r in records {
-                            invocation.key(&r.key).arg(r.partition).arg(r.offset).arg(&r.value);
-                        }
-                        let stale: i64 = invocation.invoke_async(&mut conn).await?;
-                        Ok::<_, adapters::store::StoreError>(stale)
-                    })
-                    .await;
-                    metrics.redis("store_records", started, &result);
-                    result
-                }
-            })
+            let stale: i64 = adapters::retry::with_redis_retry(&s.health, &s.shutdown, || self.records.write_newest(&records))
             .await?;
             drop(redis_spans);
             if stale > 0 {
@@ -183,7 +127,7 @@ impl Processor for PreProcessor {
 impl PreProcessor {
 
     async fn decide(&self, message: &OwnedMessage) -> Result<Disposition, Interrupted> {
-        let s = &self.0;
+        let s = &self.shared;
         let Some(bytes) = message.payload() else {
             return Ok(Disposition::DeadLetter(Failure::new(DeadLetterReason::Unparseable, "message has no payload")));
         };
