@@ -237,7 +237,8 @@ impl Stack {
         raw.map(|r| serde_json::from_str(&r).unwrap())
     }
 
-    /// Writes a source config straight into Redis (the admin API arrives with its own issue).
+    /// Writes a source config straight into Redis, as an operator's script could (the admin API's
+    /// own tests are in `admin`).
     pub async fn put_source(&self, config: Value) {
         let name = config["source"].as_str().unwrap().to_owned();
         let mut conn = self.redis.get().await.unwrap();

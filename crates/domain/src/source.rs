@@ -49,7 +49,8 @@ pub enum OnError {
     DeadLetter,
     /// Drop the event, count it, and go on.
     Skip,
-    /// Stop the partition and report not ready until the config is fixed.
+    /// Hold processing — the whole consumer of the stage instance, every partition it owns, not
+    /// only the failing event's — and report not ready until a config change lets it through.
     Fail,
 }
 
