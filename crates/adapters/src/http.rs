@@ -1,129 +1,128 @@
 //! HTTP plumbing shared by the services: the one JSON error shape, bearer auth, body limits,
 //! and the `/healthz` and `/readyz` endpoints.
 //!
-//! Every error body is `{"error": "<code>", "message": "<what is wrong>"}`.
+//! Every error body is `{"error": "<code>", "message": "<what is wrong>"}`: each service's error
+//! enum implements [`Problem`]; the errors every endpoint shares are [`RequestError`].
 
 use std::net::TcpListener;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use serde_json::json;
 
 use crate::health::Health;
 use crate::settings::Secret;
 
-/// Every error a metastream HTTP endpoint answers with; each maps to one status.
+/// An error answer: its status, a stable code, a message (its `Display`), and what the JSON
+/// body or headers add. Each service's error enum implements it, and [`problem_response!`]
+/// makes it an actix `ResponseError` — so every service answers in one shape,
+/// `{"error": "<code>", "message": "<what is wrong>", …}`, while each boundary names only the
+/// errors it can give.
+pub trait Problem: std::fmt::Display + std::fmt::Debug {
+    fn status(&self) -> StatusCode;
+    /// A stable word clients and metrics match on (`invalid_event`, `unavailable`, …).
+    fn code(&self) -> &'static str;
+    /// Members the JSON body carries besides `error` and `message`.
+    fn details(&self, _body: &mut serde_json::Map<String, serde_json::Value>) {}
+    /// Headers the answer carries (`Retry-After`, `WWW-Authenticate`, …).
+    fn headers(&self, _response: &mut actix_web::HttpResponseBuilder) {}
+}
+
+/// The answer for `problem`, in the one JSON shape.
+pub fn problem_response(problem: &dyn Problem) -> HttpResponse {
+    let mut response = HttpResponse::build(problem.status());
+    problem.headers(&mut response);
+    let mut body = serde_json::Map::new();
+    body.insert("error".into(), json!(problem.code()));
+    body.insert("message".into(), json!(problem.to_string()));
+    problem.details(&mut body);
+    response.json(body)
+}
+
+/// Implements actix's `ResponseError` for an enum that implements [`Problem`].
+#[macro_export]
+macro_rules! problem_response {
+    ($t:ty) => {
+        impl actix_web::ResponseError for $t {
+            fn status_code(&self) -> actix_web::http::StatusCode {
+                $crate::http::Problem::status(self)
+            }
+            fn error_response(&self) -> actix_web::HttpResponse {
+                $crate::http::problem_response(self)
+            }
+        }
+    };
+}
+
+/// What any endpoint can answer before or around its own work: authentication, the request's
+/// framing and body, a query or path that does not parse, a dependency that is down.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum RequestError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
-    #[error("{0}")]
-    InvalidEvent(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
-    #[error("the batch holds {count} events; the limit is {limit} (gateway.max_batch_events)")]
-    TooManyEvents { count: usize, limit: usize },
-    #[error("the event is {size} bytes as written to Kafka; the limit is {limit} bytes (the smallest topic's max.message.bytes less what the pipeline adds around an event)")]
-    EventTooLarge { size: usize, limit: usize },
     #[error("the request body was not received within {0} ms")]
     RequestTimeout(u128),
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
-    #[error("{0}")]
-    UnknownSource(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    IdempotencyMismatch(String),
-    #[error("{0}")]
-    PreconditionFailed(String),
-    #[error("the source configuration has {} error(s)", .0.len())]
-    InvalidConfig(Vec<domain::ConfigError>),
     #[error("{what}; retry later")]
     Unavailable { what: String, retry_after_s: u32 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
-impl ApiError {
-    pub fn code(&self) -> &'static str {
+impl Problem for RequestError {
+    fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::InvalidEvent(_) => "invalid_event",
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::EventTooLarge { .. } => "event_too_large",
-            ApiError::TooManyEvents { .. } => "too_many_events",
-            ApiError::RequestTimeout(_) => "request_timeout",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::UnknownSource(_) => "unknown_source",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::IdempotencyMismatch(_) => "idempotency_key_reused",
-            ApiError::PreconditionFailed(_) => "version_mismatch",
-            ApiError::InvalidConfig(_) => "invalid_config",
-            ApiError::Unavailable { .. } => "unavailable",
-            ApiError::Internal(_) => "internal",
-        }
-    }
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::InvalidEvent(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::PayloadTooLarge(_) | ApiError::EventTooLarge { .. } | ApiError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::UnknownSource(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
-            ApiError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RequestError::Unauthorized => StatusCode::UNAUTHORIZED,
+            RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RequestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            RequestError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
+    fn code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized => {
+            RequestError::Unauthorized => "unauthorized",
+            RequestError::BadRequest(_) => "bad_request",
+            RequestError::NotFound(_) => "not_found",
+            RequestError::PayloadTooLarge(_) => "payload_too_large",
+            RequestError::RequestTimeout(_) => "request_timeout",
+            RequestError::UnsupportedMediaType => "unsupported_media_type",
+            RequestError::Unavailable { .. } => "unavailable",
+            RequestError::Internal(_) => "internal",
+        }
+    }
+
+    fn headers(&self, response: &mut actix_web::HttpResponseBuilder) {
+        match self {
+            RequestError::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::RequestTimeout(_) => {
+            RequestError::Unavailable { retry_after_s, .. } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            RequestError::RequestTimeout(_) => {
                 // The rest of the body may still arrive: do not read it as the next request.
                 response.insert_header((header::CONNECTION, "close"));
             }
-            ApiError::Unavailable { retry_after_s, .. } => {
-                response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
-            }
-            ApiError::Internal(err) => tracing::error!(error = ?err, "internal error"),
+            RequestError::Internal(err) => tracing::error!(error = ?err, "internal error"),
             _ => {}
         }
-        let mut body = json!({"error": self.code(), "message": self.to_string()});
-        match self {
-            ApiError::InvalidConfig(errors) => body["errors"] = json!(errors),
-            ApiError::EventTooLarge { size, limit } => {
-                body["size"] = json!(size);
-                body["limit"] = json!(limit);
-            }
-            _ => {}
-        }
-        response.json(body)
     }
 }
+
+crate::problem_response!(RequestError);
 
 /// The bearer tokens a service accepts.
 #[derive(Clone)]
@@ -137,19 +136,19 @@ impl Tokens {
     /// Checks the request's `Authorization: Bearer <token>`.
     ///
     /// # Errors
-    /// [`ApiError::Unauthorized`] when the header is missing or the token unknown.
-    pub fn verify(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    /// [`RequestError::Unauthorized`] when the header is missing or the token unknown.
+    pub fn verify(&self, req: &HttpRequest) -> Result<(), RequestError> {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or(ApiError::Unauthorized)?;
+            .ok_or(RequestError::Unauthorized)?;
         if self.0.iter().any(|t| constant_time_eq(t.expose().as_bytes(), presented.as_bytes())) {
             Ok(())
         } else {
-            Err(ApiError::Unauthorized)
+            Err(RequestError::Unauthorized)
         }
     }
 }
@@ -161,14 +160,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Refuses bodies that are not JSON. A missing Content-Type is taken as JSON.
 ///
 /// # Errors
-/// [`ApiError::UnsupportedMediaType`].
-pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+/// [`RequestError::UnsupportedMediaType`].
+pub fn require_json(req: &HttpRequest) -> Result<(), RequestError> {
     let Some(ct) = req.headers().get(header::CONTENT_TYPE) else { return Ok(()) };
     let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")) {
         Ok(())
     } else {
-        Err(ApiError::UnsupportedMediaType)
+        Err(RequestError::UnsupportedMediaType)
     }
 }
 
@@ -176,28 +175,28 @@ pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
 /// arrived within `timeout` (a slow or stuck client must not hold the request's resources).
 ///
 /// # Errors
-/// [`ApiError::PayloadTooLarge`], [`ApiError::RequestTimeout`], or [`ApiError::BadRequest`]
+/// [`RequestError::PayloadTooLarge`], [`RequestError::RequestTimeout`], or [`RequestError::BadRequest`]
 /// when the body cannot be read.
-pub async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize, timeout: std::time::Duration) -> Result<web::BytesMut, ApiError> {
+pub async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize, timeout: std::time::Duration) -> Result<web::BytesMut, RequestError> {
     tokio::time::timeout(timeout, read_body_within(req, payload, limit))
         .await
-        .unwrap_or(Err(ApiError::RequestTimeout(timeout.as_millis())))
+        .unwrap_or(Err(RequestError::RequestTimeout(timeout.as_millis())))
 }
 
-async fn read_body_within(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+async fn read_body_within(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, RequestError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge(limit));
+        return Err(RequestError::PayloadTooLarge(limit));
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
+        let chunk = chunk.map_err(|e| RequestError::BadRequest(format!("cannot read body: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(limit));
+            return Err(RequestError::PayloadTooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -218,8 +217,8 @@ pub async fn readyz(health: web::Data<Health>) -> HttpResponse {
 }
 
 /// Answers unknown routes with the JSON error shape.
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, RequestError> {
+    Err(RequestError::NotFound(format!("no route for {} {}", req.method(), req.path())))
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

@@ -14,7 +14,7 @@ mod routes;
 
 
 use actix_web::{web, App, HttpServer};
-use adapters::http::{health_routes, not_found, ApiError, Tokens};
+use adapters::http::{health_routes, not_found, RequestError, Tokens};
 use adapters::settings::{ConsumerApiSettings, Service};
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings};
@@ -70,8 +70,8 @@ impl Application {
                 .app_data(health.clone())
                 .app_data(metrics_data.clone())
                 .wrap(actix_web::middleware::from_fn(adapters::http::record_metrics))
-                .app_data(web::QueryConfig::default().error_handler(|err, _| ApiError::BadRequest(err.to_string()).into()))
-                .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::BadRequest(err.to_string()).into()))
+                .app_data(web::QueryConfig::default().error_handler(|err, _| RequestError::BadRequest(err.to_string()).into()))
+                .app_data(web::PathConfig::default().error_handler(|err, _| RequestError::BadRequest(err.to_string()).into()))
                 .configure(health_routes)
                 .configure(routes::configure)
                 .default_service(web::to(not_found))

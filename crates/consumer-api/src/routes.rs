@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use adapters::http::ApiError;
+use adapters::http::RequestError;
 use domain::{EventId, SourceName};
 use rdkafka::message::Message;
 use serde::Deserialize;
@@ -24,21 +24,21 @@ struct ConsumeQuery {
     wait_ms: Option<u64>,
 }
 
-async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
     state.tokens.verify(&req)?;
     let limits = &state.limits;
     let group = query.group.clone().unwrap_or_else(|| limits.default_group.clone());
     SourceName::parse(group.as_str())
-        .map_err(|_| ApiError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
+        .map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
     let max = query.max.unwrap_or(limits.default_batch);
     if !(1..=limits.max_batch).contains(&max) {
-        return Err(ApiError::BadRequest(format!("`max` must be between 1 and {}", limits.max_batch)));
+        return Err(RequestError::BadRequest(format!("`max` must be between 1 and {}", limits.max_batch)));
     }
     let wait_ms = query.wait_ms.unwrap_or(limits.default_wait_ms);
     if wait_ms > limits.max_wait_ms {
-        return Err(ApiError::BadRequest(format!("`wait_ms` must be at most {}", limits.max_wait_ms)));
+        return Err(RequestError::BadRequest(format!("`wait_ms` must be at most {}", limits.max_wait_ms)));
     }
-    let api_group = state.groups.get(&group).map_err(|e| ApiError::Unavailable {
+    let api_group = state.groups.get(&group).map_err(|e| RequestError::Unavailable {
         what: format!("cannot create a Kafka consumer: {e}"),
         retry_after_s: state.retry_after_s,
     })?;
@@ -77,15 +77,15 @@ async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::
     Ok(HttpResponse::Ok().json(json!({"group": group, "count": events.len(), "events": events})))
 }
 
-async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
     state.tokens.verify(&req)?;
     let (source, id) = path.into_inner();
-    let source = SourceName::parse(source).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let id = EventId::parse(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let source = SourceName::parse(source).map_err(|e| RequestError::BadRequest(e.to_string()))?;
+    let id = EventId::parse(id).map_err(|e| RequestError::BadRequest(e.to_string()))?;
     let record = state.records.get(&source, &id).await;
-    let record = record.map_err(|e| ApiError::Unavailable { what: format!("cannot read the record: {e}"), retry_after_s: state.retry_after_s })?;
+    let record = record.map_err(|e| RequestError::Unavailable { what: format!("cannot read the record: {e}"), retry_after_s: state.retry_after_s })?;
     match record {
         Some(bytes) => Ok(HttpResponse::Ok().content_type("application/json").body(bytes)),
-        None => Err(ApiError::NotFound(format!("no processed record for source `{source}` and id `{id}`"))),
+        None => Err(RequestError::NotFound(format!("no processed record for source `{source}` and id `{id}`"))),
     }
 }

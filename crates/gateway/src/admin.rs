@@ -10,7 +10,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use adapters::http::{read_body, require_json, ApiError};
+use adapters::http::{read_body, require_json, Problem, RequestError};
 use adapters::sources::Versioned;
 use domain::{CompiledSource, Event, SourceConfig, SourceName};
 use serde::Deserialize;
@@ -27,28 +27,28 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/operations", web::get().to(operations));
 }
 
-pub(crate) fn authorize(req: &HttpRequest, state: &State) -> Result<(), ApiError> {
+pub(crate) fn authorize(req: &HttpRequest, state: &State) -> Result<(), AdminError> {
     match &state.admin_tokens {
-        Some(tokens) => tokens.verify(req),
-        None => Err(ApiError::Forbidden("the admin API is off: set auth.admin_tokens".into())),
+        Some(tokens) => Ok(tokens.verify(req)?),
+        None => Err(AdminError::Forbidden("the admin API is off: set auth.admin_tokens".into())),
     }
 }
 
-fn source_name(raw: &str) -> Result<SourceName, ApiError> {
-    SourceName::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
+fn source_name(raw: &str) -> Result<SourceName, AdminError> {
+    SourceName::parse(raw).map_err(|e| AdminError::bad_request(e.to_string()))
 }
 
-fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
+fn if_match(req: &HttpRequest) -> Result<Option<u64>, AdminError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
     let text = value.to_str().unwrap_or("").trim().trim_start_matches("W/").trim_matches('"');
-    text.parse::<u64>().map(Some).map_err(|_| ApiError::BadRequest("If-Match must be a config version number".into()))
+    text.parse::<u64>().map(Some).map_err(|_| AdminError::bad_request("If-Match must be a config version number"))
 }
 
-fn unavailable(state: &State, err: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable { what: format!("redis: {err}"), retry_after_s: state.retry_after_s }
+fn unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
+    AdminError::Unavailable { what: format!("redis: {err}"), retry_after_s: state.retry_after_s }
 }
 
-async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let raw = state.catalog.store().load_all().await.map_err(|e| unavailable(&state, e))?;
     let mut sources: Vec<Value> = raw.values().filter_map(|r| serde_json::from_str(r).ok()).collect();
@@ -56,58 +56,58 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(json!({"sources": sources})))
 }
 
-async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let name = source_name(&path)?;
     match state.catalog.store().get(name.as_str()).await.map_err(|e| unavailable(&state, e))? {
         Some(config) => Ok(HttpResponse::Ok()
             .insert_header((header::ETAG, format!("\"{}\"", config.version)))
             .json(config)),
-        None => Err(ApiError::NotFound(format!("source `{name}` has no configuration"))),
+        None => Err(AdminError::not_found(format!("source `{name}` has no configuration"))),
     }
 }
 
 /// Parses a config body for `name`: `source` may be omitted, `version` is ignored (the store
 /// assigns it).
-fn parse_config(name: &SourceName, body: &[u8]) -> Result<SourceConfig, ApiError> {
+fn parse_config(name: &SourceName, body: &[u8]) -> Result<SourceConfig, AdminError> {
     let mut value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
-    let obj = value.as_object_mut().ok_or_else(|| ApiError::BadRequest("body must be a JSON object".into()))?;
+        serde_json::from_slice(body).map_err(|e| AdminError::bad_request(format!("body is not valid JSON: {e}")))?;
+    let obj = value.as_object_mut().ok_or_else(|| AdminError::bad_request("body must be a JSON object"))?;
     match obj.get("source") {
         None => {
             obj.insert("source".into(), json!(name));
         }
         Some(s) if s == &json!(name) => {}
-        Some(s) => return Err(ApiError::BadRequest(format!("body names source {s}, the path `{name}`"))),
+        Some(s) => return Err(AdminError::bad_request(format!("body names source {s}, the path `{name}`"))),
     }
     obj.remove("version");
     serde_json::from_value(value).map_err(|e| {
-        ApiError::InvalidConfig(vec![domain::ConfigError { location: "(config)".into(), message: e.to_string() }])
+        AdminError::InvalidConfig(vec![domain::ConfigError { location: "(config)".into(), message: e.to_string() }])
     })
 }
 
-async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     require_json(&req)?;
     let name = source_name(&path)?;
     let expected = if_match(&req)?;
     let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let config = parse_config(&name, &body)?;
-    CompiledSource::compile(config.clone()).map_err(ApiError::InvalidConfig)?;
+    CompiledSource::compile(config.clone()).map_err(AdminError::InvalidConfig)?;
     match state.catalog.store().put(&config, expected).await.map_err(|e| unavailable(&state, e))? {
         Versioned::Done(version) => {
             tracing::info!(source = %name, version, "source config stored");
             let stored = SourceConfig { version, ..config };
             Ok(HttpResponse::Ok().insert_header((header::ETAG, format!("\"{version}\""))).json(stored))
         }
-        Versioned::Conflict(current) => Err(ApiError::PreconditionFailed(format!(
+        Versioned::Conflict(current) => Err(AdminError::PreconditionFailed(format!(
             "source `{name}` is at version {current}, not {}",
             expected.unwrap_or_default()
         ))),
     }
 }
 
-async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let name = source_name(&path)?;
     let expected = if_match(&req)?;
@@ -116,15 +116,15 @@ async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<Stat
             tracing::info!(source = %name, "source config deleted");
             Ok(HttpResponse::NoContent().finish())
         }
-        Some(Versioned::Conflict(current)) => Err(ApiError::PreconditionFailed(format!(
+        Some(Versioned::Conflict(current)) => Err(AdminError::PreconditionFailed(format!(
             "source `{name}` is at version {current}, not {}",
             expected.unwrap_or_default()
         ))),
-        None => Err(ApiError::NotFound(format!("source `{name}` has no configuration"))),
+        None => Err(AdminError::not_found(format!("source `{name}` has no configuration"))),
     }
 }
 
-async fn operations(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn operations(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     Ok(HttpResponse::Ok().json(domain::describe_catalog()))
 }
@@ -138,17 +138,17 @@ struct PreviewRequest {
     config: Option<Value>,
 }
 
-async fn preview(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn preview(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     require_json(&req)?;
     let name = source_name(&path)?;
     let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let request: PreviewRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid preview request: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| AdminError::bad_request(format!("invalid preview request: {e}")))?;
     let compiled = match request.config {
         Some(config) => {
             let config = parse_config(&name, config.to_string().as_bytes())?;
-            CompiledSource::compile(config).map_err(ApiError::InvalidConfig)?
+            CompiledSource::compile(config).map_err(AdminError::InvalidConfig)?
         }
         None => {
             let config = state
@@ -157,15 +157,91 @@ async fn preview(req: HttpRequest, path: web::Path<String>, body: web::Payload, 
                 .get(name.as_str())
                 .await
                 .map_err(|e| unavailable(&state, e))?
-                .ok_or_else(|| ApiError::NotFound(format!("source `{name}` has no configuration; send one in `config`")))?;
-            CompiledSource::compile(config).map_err(ApiError::InvalidConfig)?
+                .ok_or_else(|| AdminError::not_found(format!("source `{name}` has no configuration; send one in `config`")))?;
+            CompiledSource::compile(config).map_err(AdminError::InvalidConfig)?
         }
     };
-    let mut event = Event::from_client_value(request.event).map_err(|e| ApiError::InvalidEvent(e.to_string()))?;
+    let mut event = Event::from_client_value(request.event).map_err(|e| AdminError::InvalidEvent(e.to_string()))?;
     if event.source != name {
-        return Err(ApiError::BadRequest(format!("the event's source is `{}`, the path `{name}`", event.source)));
+        return Err(AdminError::bad_request(format!("the event's source is `{}`, the path `{name}`", event.source)));
     }
     event.received_at = Some(domain::event::now_rfc3339());
     let trace = crate::preview::run(&compiled, event, &state.instance);
     Ok(HttpResponse::Ok().json(trace))
 }
+
+/// What the admin API (`/v1/...`) answers besides 2xx.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdminError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The admin API is off, or the token is not an admin token.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the source configuration has {} error(s)", .0.len())]
+    InvalidConfig(Vec<domain::ConfigError>),
+    /// `If-Match` names another version than the stored one.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// A preview's event is not one metastream takes.
+    #[error("{0}")]
+    InvalidEvent(String),
+    #[error("{what}; retry later")]
+    Unavailable { what: String, retry_after_s: u32 },
+}
+
+impl AdminError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        AdminError::Request(RequestError::BadRequest(message.into()))
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        AdminError::Request(RequestError::NotFound(message.into()))
+    }
+
+    pub(crate) fn internal(err: anyhow::Error) -> Self {
+        AdminError::Request(RequestError::Internal(err))
+    }
+}
+
+impl Problem for AdminError {
+    fn status(&self) -> actix_web::http::StatusCode {
+        use actix_web::http::StatusCode;
+        match self {
+            AdminError::Request(e) => e.status(),
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AdminError::InvalidConfig(_) | AdminError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
+            AdminError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            AdminError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AdminError::Request(e) => e.code(),
+            AdminError::Forbidden(_) => "forbidden",
+            AdminError::InvalidConfig(_) => "invalid_config",
+            AdminError::PreconditionFailed(_) => "version_mismatch",
+            AdminError::InvalidEvent(_) => "invalid_event",
+            AdminError::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    fn details(&self, body: &mut serde_json::Map<String, serde_json::Value>) {
+        if let AdminError::InvalidConfig(errors) = self {
+            body.insert("errors".into(), serde_json::json!(errors));
+        }
+    }
+
+    fn headers(&self, response: &mut actix_web::HttpResponseBuilder) {
+        match self {
+            AdminError::Request(e) => e.headers(response),
+            AdminError::Unavailable { retry_after_s, .. } => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
+adapters::problem_response!(AdminError);

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use adapters::http::{read_body, require_json, ApiError};
+use adapters::http::{read_body, require_json};
 use deadpool_redis::redis::AsyncCommands as _;
 use domain::schema::headers;
 use domain::DeadLetterReason;
@@ -28,6 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::admin::AdminError;
 use crate::State;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -137,33 +138,33 @@ fn scan(
     Ok((kept, position))
 }
 
-fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, ApiError> {
+fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, AdminError> {
     let mut out = BTreeMap::new();
     for part in cursor.unwrap_or("").split(',').filter(|s| !s.is_empty()) {
-        let (p, o) = part.split_once(':').ok_or_else(|| ApiError::BadRequest("cursor must be `partition:offset,...`".into()))?;
-        let p = p.parse().map_err(|_| ApiError::BadRequest("cursor partition must be a number".into()))?;
-        let o = o.parse().map_err(|_| ApiError::BadRequest("cursor offset must be a number".into()))?;
+        let (p, o) = part.split_once(':').ok_or_else(|| AdminError::bad_request("cursor must be `partition:offset,...`"))?;
+        let p = p.parse().map_err(|_| AdminError::bad_request("cursor partition must be a number"))?;
+        let o = o.parse().map_err(|_| AdminError::bad_request("cursor offset must be a number"))?;
         out.insert(p, o);
     }
     Ok(out)
 }
 
-fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable { what: format!("kafka: {err}"), retry_after_s: state.retry_after_s }
+fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
+    AdminError::Unavailable { what: format!("kafka: {err}"), retry_after_s: state.retry_after_s }
 }
 
-async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     crate::admin::authorize(&req, &state)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE}")));
+        return Err(AdminError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}")));
     }
     let start = parse_cursor(query.cursor.as_deref())?;
     let filter = Filter { source: query.source.clone(), reason: query.reason };
     let st = state.clone();
     let (kept, position) = web::block(move || scan(&st, &start, limit, |m| matches(m, &filter)))
         .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?
+        .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
         .map_err(|e| kafka_unavailable(&state, e))?;
     let cursor: Vec<String> = position.iter().map(|(p, o)| format!("{p}:{o}")).collect();
     Ok(HttpResponse::Ok().json(json!({
@@ -191,14 +192,14 @@ struct ReplayRequest {
     force: bool,
 }
 
-async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     crate::admin::authorize(&req, &state)?;
     require_json(&req)?;
     let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let request: ReplayRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid replay request: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| AdminError::bad_request(format!("invalid replay request: {e}")))?;
     if request.items.is_empty() && request.source.is_none() {
-        return Err(ApiError::BadRequest("name `items` to replay, or a `source` (optionally with a `reason`)".into()));
+        return Err(AdminError::bad_request("name `items` to replay, or a `source` (optionally with a `reason`)"));
     }
     let wanted: std::collections::HashSet<(i32, i64)> = request.items.iter().map(|i| (i.partition, i.offset)).collect();
     let filter = Filter { source: request.source.clone(), reason: request.reason };
@@ -209,7 +210,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
         })
     })
     .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?
+    .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
     .map_err(|e| kafka_unavailable(&state, e))?;
 
     let mut replayed = Vec::new();
@@ -239,7 +240,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
                 Ok::<_, adapters::store::StoreError>(set)
             })
             .await
-            .map_err(|e| ApiError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s })?;
+            .map_err(|e| AdminError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s })?;
             if !first {
                 skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "already replayed (use force)"}));
                 continue;

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use adapters::http::ApiError;
+use crate::routes::IngestError;
 use deadpool_redis::redis::AsyncCommands as _;
 use serde_json::{json, Value};
 
@@ -31,8 +31,8 @@ fn fingerprint(body: &[u8]) -> String {
     format!("{hash:016x}")
 }
 
-fn redis_error(state: &State, err: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable {
+fn redis_error(state: &State, err: impl std::fmt::Display) -> IngestError {
+    IngestError::Unavailable {
         what: format!("cannot check the Idempotency-Key (redis: {err})"),
         retry_after_s: state.retry_after_s,
     }
@@ -43,9 +43,9 @@ fn redis_error(state: &State, err: impl std::fmt::Display) -> ApiError {
 /// # Errors
 /// 400 for a bad key, 409 while the first request is in flight, 422 for another body under
 /// the same key, 503 when Redis does not answer.
-pub(crate) async fn claim(state: &State, key: &str, body: &[u8]) -> Result<Claim, ApiError> {
+pub(crate) async fn claim(state: &State, key: &str, body: &[u8]) -> Result<Claim, IngestError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable characters")));
+        return Err(IngestError::bad_request(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable characters")));
     }
     let redis_key = state.keys.idempotency(key);
     let fp = fingerprint(body);
@@ -73,13 +73,13 @@ pub(crate) async fn claim(state: &State, key: &str, body: &[u8]) -> Result<Claim
     let Some(existing) = existing else { return Ok(Claim::New(redis_key)) };
     let record: Value = serde_json::from_str(&existing).unwrap_or(Value::Null);
     if record["fp"] != json!(fp) {
-        return Err(ApiError::IdempotencyMismatch(format!(
+        return Err(IngestError::IdempotencyMismatch(format!(
             "Idempotency-Key `{key}` was used for a different request body"
         )));
     }
     match record["state"].as_str() {
         Some("done") => Ok(Claim::Replay(record["status"].as_u64().unwrap_or(202) as u16, record["body"].clone())),
-        _ => Err(ApiError::Conflict(format!("a request with Idempotency-Key `{key}` is still in flight; retry later"))),
+        _ => Err(IngestError::Conflict(format!("a request with Idempotency-Key `{key}` is still in flight; retry later"))),
     }
 }
 

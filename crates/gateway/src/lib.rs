@@ -123,7 +123,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(health.clone())
                 .app_data(metrics_data.clone())
-                .app_data(web::QueryConfig::default().error_handler(|err, _| adapters::http::ApiError::BadRequest(err.to_string()).into()))
+                .app_data(web::QueryConfig::default().error_handler(|err, _| adapters::http::RequestError::BadRequest(err.to_string()).into()))
                 .wrap(actix_web::middleware::from_fn(adapters::http::record_metrics))
                 .configure(health_routes)
                 .configure(routes::configure)

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use adapters::http::{read_body, require_json, ApiError};
+use adapters::http::{read_body, require_json, Problem, RequestError};
+use actix_web::http::StatusCode;
 use domain::schema::headers;
 use domain::event::now_rfc3339;
 use domain::ClientEvent;
@@ -27,7 +28,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 /// produced on its own; the answer lists one result per event, in order: `accepted` with its
 /// partition and offset (only after Kafka's ack), or `rejected` with its error. One bad event
 /// does not reject the others. 503 when no event could be accepted because Kafka is unavailable.
-async fn ingest_batch(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn ingest_batch(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
     let span = tracing::info_span!("ingest_batch", otel.name = "POST /ingest/batch", otel.kind = "server", http.route = "/ingest/batch");
     adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_http(req.headers()));
     let result = batch(req, body, &state).instrument(span).await;
@@ -37,7 +38,7 @@ async fn ingest_batch(req: HttpRequest, body: web::Payload, state: web::Data<Sta
     result
 }
 
-async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<HttpResponse, ApiError> {
+async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<HttpResponse, IngestError> {
     state.tokens.verify(&req)?;
     let ndjson = req
         .headers()
@@ -45,7 +46,7 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-ndjson"));
     if !ndjson {
-        require_json(&req).map_err(|_| ApiError::UnsupportedMediaType)?;
+        require_json(&req)?;
     }
     let body = read_body(&req, body, state.max_batch_bytes, state.body_timeout).await?;
     // Events stay JSON text (checked, not built into values): see `domain::client`.
@@ -59,21 +60,21 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
             })
             .collect()
     } else {
-        let not_json = |e: serde_json::Error| ApiError::InvalidEvent(format!("body is not valid JSON: {e}"));
+        let not_json = |e: serde_json::Error| IngestError::InvalidEvent(format!("body is not valid JSON: {e}"));
         domain::check_json(&body).map_err(not_json)?;
         if !body.trim_ascii_start().starts_with(b"[") {
-            return Err(ApiError::InvalidEvent("a batch must be a JSON array of events (or NDJSON)".into()));
+            return Err(IngestError::InvalidEvent("a batch must be a JSON array of events (or NDJSON)".into()));
         }
         serde_json::from_slice::<Vec<&RawValue>>(&body).map_err(not_json)?.into_iter().map(Ok).collect()
     };
     if items.is_empty() {
-        return Err(ApiError::InvalidEvent("the batch holds no event".into()));
+        return Err(IngestError::InvalidEvent("the batch holds no event".into()));
     }
     if items.len() > state.max_batch_events {
-        return Err(ApiError::TooManyEvents { count: items.len(), limit: state.max_batch_events });
+        return Err(IngestError::TooManyEvents { count: items.len(), limit: state.max_batch_events });
     }
     // The whole batch counts against the in-flight bound.
-    let _permits = state.in_flight.clone().try_acquire_many_owned(items.len() as u32).map_err(|_| ApiError::Unavailable {
+    let _permits = state.in_flight.clone().try_acquire_many_owned(items.len() as u32).map_err(|_| IngestError::Unavailable {
         what: "the gateway is at capacity (gateway.max_in_flight)".into(),
         retry_after_s: state.retry_after_s,
     })?;
@@ -82,14 +83,14 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
         let received_at = &received_at;
         async move {
             let event = item
-                .map_err(ApiError::InvalidEvent)
-                .and_then(|raw| ClientEvent::from_raw(raw).map_err(|e| ApiError::InvalidEvent(e.to_string())))?;
+                .map_err(IngestError::InvalidEvent)
+                .and_then(|raw| ClientEvent::from_raw(raw).map_err(|e| IngestError::InvalidEvent(e.to_string())))?;
             accept_event(state, event, received_at).await
         }
     }))
     .await;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
-    let unavailable = results.iter().filter(|r| matches!(r, Err(ApiError::Unavailable { .. }))).count();
+    let unavailable = results.iter().filter(|r| matches!(r, Err(IngestError::Unavailable { .. }))).count();
     let answers: Vec<BatchResult> = results
         .into_iter()
         .map(|r| match r {
@@ -101,7 +102,7 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
         })
         .collect();
     if accepted == 0 && unavailable > 0 {
-        return Err(ApiError::Unavailable { what: "kafka did not acknowledge any event of the batch".into(), retry_after_s: state.retry_after_s });
+        return Err(IngestError::Unavailable { what: "kafka did not acknowledge any event of the batch".into(), retry_after_s: state.retry_after_s });
     }
     let rejected = answers.len() - accepted;
     Ok(HttpResponse::Ok().json(BatchAnswer { accepted, rejected, results: answers }))
@@ -138,7 +139,7 @@ struct Accepted {
 /// a full queue means Kafka is not keeping up, and the client should back off.
 const QUEUE_WAIT: Duration = Duration::from_millis(100);
 
-async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
     // The server span; a client's `traceparent` makes it part of the client's trace.
     let span = tracing::info_span!(
         "ingest",
@@ -165,11 +166,11 @@ async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     result
 }
 
-async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<HttpResponse, ApiError> {
+async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<HttpResponse, IngestError> {
     state.tokens.verify(&req)?;
     require_json(&req)?;
     // Bound what is in flight: past the limit, refuse rather than queue without end.
-    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| ApiError::Unavailable {
+    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| IngestError::Unavailable {
         what: "the gateway is at capacity (gateway.max_in_flight)".into(),
         retry_after_s: state.retry_after_s,
     })?;
@@ -196,22 +197,22 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
 }
 
 /// Validates the event and waits for Kafka's ack; the answer body on success.
-async fn accept(state: &State, body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let event = ClientEvent::parse(body).map_err(|e| ApiError::InvalidEvent(e.to_string()))?;
+async fn accept(state: &State, body: &[u8]) -> Result<serde_json::Value, IngestError> {
+    let event = ClientEvent::parse(body).map_err(|e| IngestError::InvalidEvent(e.to_string()))?;
     let accepted = accept_event(state, event, &now_rfc3339()).await?;
     Ok(serde_json::to_value(accepted).expect("an answer always serializes"))
 }
 
 /// Checks the event's source and waits for Kafka's ack; the answer body on success.
-async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) -> Result<Accepted, ApiError> {
+async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) -> Result<Accepted, IngestError> {
     if !state.catalog.is_loaded() {
-        return Err(ApiError::Unavailable {
+        return Err(IngestError::Unavailable {
             what: "source configurations are not loaded yet (redis unreachable)".into(),
             retry_after_s: state.retry_after_s,
         });
     }
     if state.catalog.resolve(event.source.as_str()).is_none() {
-        return Err(ApiError::UnknownSource(format!(
+        return Err(IngestError::UnknownSource(format!(
             "source `{}` has no configuration; add it to the sources seed file (config/sources.yaml) \
              or store one in the redis hash `sources`",
             event.source
@@ -222,7 +223,7 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
     current.record("metastream.source", event.source.as_str());
 
     let Some(limits) = state.limits.get() else {
-        return Err(ApiError::Unavailable {
+        return Err(IngestError::Unavailable {
             what: "kafka has not answered yet (the topics' size limits are unknown)".into(),
             retry_after_s: state.retry_after_s,
         });
@@ -231,7 +232,7 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
     let key = event.entity_key();
     let payload = event.to_wire(received_at);
     if payload.len() > max_event_bytes {
-        return Err(ApiError::EventTooLarge { size: payload.len(), limit: max_event_bytes });
+        return Err(IngestError::EventTooLarge { size: payload.len(), limit: max_event_bytes });
     }
     let produce_span = tracing::info_span!(
         "produce",
@@ -277,7 +278,7 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
         Ok(Err((err, _))) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
             // A topic's limit shrank since start-up: permanent for this event, never a 503.
             tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka refused the event as too large");
-            Err(ApiError::EventTooLarge { size: payload.len(), limit: max_event_bytes.min(payload.len().saturating_sub(1)) })
+            Err(IngestError::EventTooLarge { size: payload.len(), limit: max_event_bytes.min(payload.len().saturating_sub(1)) })
         }
         Ok(Err((err, _))) => {
             tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka did not take the event");
@@ -285,16 +286,93 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
         }
         Err(_) => {
             tracing::warn!(event_id = %event.id, source = %event.source, "kafka ack timed out");
-            Err(ApiError::Unavailable { what: "kafka did not acknowledge the event in time".into(), retry_after_s: state.retry_after_s })
+            Err(IngestError::Unavailable { what: "kafka did not acknowledge the event in time".into(), retry_after_s: state.retry_after_s })
         }
     }
 }
 
-fn unavailable(err: &KafkaError, retry_after_s: u32) -> ApiError {
+fn unavailable(err: &KafkaError, retry_after_s: u32) -> IngestError {
     let what = match err.rdkafka_error_code() {
         Some(RDKafkaErrorCode::QueueFull) => "the gateway's Kafka queue is full".to_owned(),
         Some(RDKafkaErrorCode::MessageTimedOut) => "kafka did not acknowledge the event in time".to_owned(),
         _ => format!("kafka did not acknowledge the event ({err})"),
     };
-    ApiError::Unavailable { what, retry_after_s }
+    IngestError::Unavailable { what, retry_after_s }
 }
+
+/// What `POST /ingest` and `POST /ingest/batch` answer besides 2xx.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IngestError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The event is not one metastream takes (the message names the field).
+    #[error("{0}")]
+    InvalidEvent(String),
+    /// Larger than every topic on its way can carry (`domain::limits`).
+    #[error("the event is {size} bytes as written to Kafka; the limit is {limit} bytes (the smallest topic's max.message.bytes less what the pipeline adds around an event)")]
+    EventTooLarge { size: usize, limit: usize },
+    #[error("the batch holds {count} events; the limit is {limit} (gateway.max_batch_events)")]
+    TooManyEvents { count: usize, limit: usize },
+    #[error("{0}")]
+    UnknownSource(String),
+    /// A request with the same `Idempotency-Key` is still in flight.
+    #[error("{0}")]
+    Conflict(String),
+    /// The `Idempotency-Key` was used for another body.
+    #[error("{0}")]
+    IdempotencyMismatch(String),
+    /// Kafka (or Redis, for idempotency) cannot take the event now: retry later.
+    #[error("{what}; retry later")]
+    Unavailable { what: String, retry_after_s: u32 },
+}
+
+impl IngestError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        IngestError::Request(RequestError::BadRequest(message.into()))
+    }
+}
+
+impl Problem for IngestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            IngestError::Request(e) => e.status(),
+            IngestError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
+            IngestError::EventTooLarge { .. } | IngestError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::UnknownSource(_) | IngestError::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            IngestError::Conflict(_) => StatusCode::CONFLICT,
+            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            IngestError::Request(e) => e.code(),
+            IngestError::InvalidEvent(_) => "invalid_event",
+            IngestError::EventTooLarge { .. } => "event_too_large",
+            IngestError::TooManyEvents { .. } => "too_many_events",
+            IngestError::UnknownSource(_) => "unknown_source",
+            IngestError::Conflict(_) => "conflict",
+            IngestError::IdempotencyMismatch(_) => "idempotency_key_reused",
+            IngestError::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    fn details(&self, body: &mut serde_json::Map<String, serde_json::Value>) {
+        if let IngestError::EventTooLarge { size, limit } = self {
+            body.insert("size".into(), (*size).into());
+            body.insert("limit".into(), (*limit).into());
+        }
+    }
+
+    fn headers(&self, response: &mut actix_web::HttpResponseBuilder) {
+        match self {
+            IngestError::Request(e) => e.headers(response),
+            IngestError::Unavailable { retry_after_s, .. } => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
+adapters::problem_response!(IngestError);
