@@ -4,10 +4,9 @@
 //! Params: `target` (a path, default `metadata.processing_info`).
 
 use chrono::SecondsFormat;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -15,22 +14,16 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "add_processing_info",
     summary: "Write {stage, service, instance, version, config_version, processed_at} at a path.",
-    params: &[ParamDoc {
-        name: "target",
-        ty: "path",
-        required: false,
-        default: Some("\"metadata.processing_info\""),
-        description: "Where to write the object; a field below payload or metadata.",
-    }],
+    params: Params::DOCS,
     example: r#"{"op": "add_processing_info", "params": {"target": "metadata.processing_info"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    #[serde(default = "default_target")]
-    target: String,
+params! {
+    struct Params {
+        #[serde(default = "default_target")]
+        target: String => ["path", optional("\"metadata.processing_info\""), "Where to write the object; a field below payload or metadata."],
+    }
 }
 
 fn default_target() -> String {

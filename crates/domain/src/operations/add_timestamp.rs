@@ -7,7 +7,7 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -15,33 +15,18 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "add_timestamp",
     summary: "Write the processing time (rfc3339, epoch_ms or epoch_s) at a path.",
-    params: &[
-        ParamDoc {
-            name: "target",
-            ty: "path",
-            required: false,
-            default: Some("\"metadata.processed_at\""),
-            description: "Where to write the time; a field below payload or metadata.",
-        },
-        ParamDoc {
-            name: "format",
-            ty: "enum: rfc3339|epoch_ms|epoch_s",
-            required: false,
-            default: Some("\"rfc3339\""),
-            description: "rfc3339: UTC with milliseconds (`2024-07-20T12:34:56.789Z`); epoch_ms / epoch_s: an integer.",
-        },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "add_timestamp", "params": {"target": "metadata.ingested_ms", "format": "epoch_ms"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    #[serde(default = "default_target")]
-    target: String,
-    #[serde(default)]
-    format: Format,
+params! {
+    struct Params {
+        #[serde(default = "default_target")]
+        target: String => ["path", optional("\"metadata.processed_at\""), "Where to write the time; a field below payload or metadata."],
+        #[serde(default)]
+        format: Format => ["enum: rfc3339|epoch_ms|epoch_s", optional("\"rfc3339\""), "rfc3339: UTC with milliseconds (`2024-07-20T12:34:56.789Z`); epoch_ms / epoch_s: an integer."],
+    }
 }
 
 fn default_target() -> String {

@@ -14,10 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::{Number, Value};
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::{kind, FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -25,21 +24,15 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "cast",
     summary: "Convert field values to int, float, string or bool; an impossible conversion fails the event.",
-    params: &[ParamDoc {
-        name: "fields",
-        ty: "map<path,enum: int|float|string|bool>",
-        required: true,
-        default: None,
-        description: "Each field and the type to convert it to. Missing and null fields are left alone.",
-    }],
+    params: Params::DOCS,
     example: r#"{"op": "cast", "params": {"fields": {"payload.priority": "int", "payload.estimate_h": "float", "payload.id": "string"}}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    fields: BTreeMap<String, String>,
+params! {
+    struct Params {
+        fields: BTreeMap<String, String> => ["map<path,enum: int|float|string|bool>", required, "Each field and the type to convert it to. Missing and null fields are left alone."],
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

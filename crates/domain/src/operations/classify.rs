@@ -27,7 +27,7 @@ use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::{kind, FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -35,23 +35,7 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "classify",
     summary: "Add tags (e.g. PII, GDPR) when field names or values anywhere in the payload match configured regexes.",
-    params: &[
-        ParamDoc {
-            name: "rules",
-            ty: "list<{tag: string, field_names: list<regex>, values: list<regex>}>",
-            required: true,
-            default: None,
-            description: "A rule adds its tag when any field name matches one of field_names or any string/number value matches one of values.",
-        },
-        ParamDoc { name: "scope", ty: "path", required: false, default: Some("\"payload\""), description: "The part of the event to look through, recursively." },
-        ParamDoc {
-            name: "target",
-            ty: "path",
-            required: false,
-            default: Some("\"metadata.tags\""),
-            description: "The array of tags; existing tags are kept, new ones appended once in rule order.",
-        },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "classify", "params": {"rules": [
         {"tag": "PII", "field_names": ["(?i)e-?mail", "(?i)^(ssn|social_security_number)$", "(?i)phone"],
          "values": ["[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}", "\\b\\d{3}-\\d{2}-\\d{4}\\b"]},
@@ -62,14 +46,14 @@ pub(super) const KIND: OperationKind = OperationKind {
 
 const MAX_RULES: usize = 64;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    rules: Vec<RuleParams>,
-    #[serde(default = "default_scope")]
-    scope: String,
-    #[serde(default = "default_target")]
-    target: String,
+params! {
+    struct Params {
+        rules: Vec<RuleParams> => ["list<{tag: string, field_names: list<regex>, values: list<regex>}>", required, "A rule adds its tag when any field name matches one of field_names or any string/number value matches one of values."],
+        #[serde(default = "default_scope")]
+        scope: String => ["path", optional("\"payload\""), "The part of the event to look through, recursively."],
+        #[serde(default = "default_target")]
+        target: String => ["path", optional("\"metadata.tags\""), "The array of tags; existing tags are kept, new ones appended once in rule order."],
+    }
 }
 
 #[derive(Debug, Deserialize)]

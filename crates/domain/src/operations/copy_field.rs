@@ -3,10 +3,9 @@
 //! Params: `from` (any path, envelope fields and `payload`/`metadata` themselves included), `to`
 //! (a writable path; `payload`/`metadata` themselves need an object). A missing `from` fails.
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -14,19 +13,16 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "copy_field",
     summary: "Copy the value at one path to another.",
-    params: &[
-        ParamDoc { name: "from", ty: "path", required: true, default: None, description: "What to copy; any path, envelope fields included. Missing = error." },
-        ParamDoc { name: "to", ty: "path", required: true, default: None, description: "Where to write the copy (replacing what is there)." },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "copy_field", "params": {"from": "payload.owner.email", "to": "metadata.owner_email"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    from: String,
-    to: String,
+params! {
+    struct Params {
+        from: String => ["path", required, "What to copy; any path, envelope fields included. Missing = error."],
+        to: String => ["path", required, "Where to write the copy (replacing what is there)."],
+    }
 }
 
 #[derive(Debug)]

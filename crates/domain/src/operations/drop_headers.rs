@@ -2,26 +2,25 @@
 //!
 //! Params: `names` (exact, case-sensitive header names). Absent headers are ignored.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::insert_header::check_header_name;
-use super::{parse_params, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::pipeline::Context;
 
 pub(super) const KIND: OperationKind = OperationKind {
     name: "drop_headers",
     summary: "Remove downstream Kafka headers by name.",
-    params: &[ParamDoc { name: "names", ty: "list<string>", required: true, default: None, description: "The header names to remove (case-sensitive)." }],
+    params: Params::DOCS,
     example: r#"{"op": "drop_headers", "params": {"names": ["x-internal-trace", "authorization"]}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    names: Vec<String>,
+params! {
+    struct Params {
+        names: Vec<String> => ["list<string>", required, "The header names to remove (case-sensitive)."],
+    }
 }
 
 #[derive(Debug)]

@@ -5,10 +5,9 @@
 //! `payload`). When `target` is `payload` or `metadata` the part must be an object. A missing
 //! `field` fails.
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -16,26 +15,17 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "extract_field",
     summary: "Replace a value (the payload by default) with the value at a path inside the event.",
-    params: &[
-        ParamDoc { name: "field", ty: "path", required: true, default: None, description: "The value to keep; missing = error." },
-        ParamDoc {
-            name: "target",
-            ty: "path",
-            required: false,
-            default: Some("\"payload\""),
-            description: "What it replaces; payload and metadata need an object.",
-        },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "extract_field", "params": {"field": "payload.after"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    field: String,
-    #[serde(default = "default_target")]
-    target: String,
+params! {
+    struct Params {
+        field: String => ["path", required, "The value to keep; missing = error."],
+        #[serde(default = "default_target")]
+        target: String => ["path", optional("\"payload\""), "What it replaces; payload and metadata need an object."],
+    }
 }
 
 fn default_target() -> String {

@@ -5,10 +5,9 @@
 //! holds for) or `keep_when` (drop the others). The operation's own `when`, if any, is checked
 //! first: when it does not hold, nothing is dropped.
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::condition::Condition;
 use crate::event::Event;
 use crate::pipeline::Context;
@@ -16,21 +15,18 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "filter",
     summary: "Drop the event (counted as filtered, not an error) when a condition holds, or unless it holds.",
-    params: &[
-        ParamDoc { name: "drop_when", ty: "condition", required: false, default: None, description: "Drop the event when this holds. Exactly one of drop_when and keep_when." },
-        ParamDoc { name: "keep_when", ty: "condition", required: false, default: None, description: "Drop the event unless this holds." },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "filter", "params": {"drop_when": {"any": [{"equals": {"path": "payload.status", "value": "draft"}}, {"header": {"name": "x-test", "exists": true}}]}}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    #[serde(default)]
-    drop_when: Option<Value>,
-    #[serde(default)]
-    keep_when: Option<Value>,
+params! {
+    struct Params {
+        #[serde(default)]
+        drop_when: Option<Value> => ["condition", optional, "Drop the event when this holds. Exactly one of drop_when and keep_when."],
+        #[serde(default)]
+        keep_when: Option<Value> => ["condition", optional, "Drop the event unless this holds."],
+    }
 }
 
 #[derive(Debug)]

@@ -6,10 +6,9 @@
 //! fields flattening to the same name (`{"a.b": 1, "a": {"b": 2}}`) fail the event. A missing
 //! object is left alone; a value that is not an object fails.
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -17,21 +16,18 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "flatten",
     summary: "Flatten nested objects into one level with joined names (arrays are kept as values).",
-    params: &[
-        ParamDoc { name: "path", ty: "path", required: false, default: Some("\"payload\""), description: "The object to flatten." },
-        ParamDoc { name: "delimiter", ty: "string", required: false, default: Some("\".\""), description: "Joins the names of nested fields." },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "flatten", "params": {"path": "payload.fields", "delimiter": "_"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    #[serde(default = "default_path")]
-    path: String,
-    #[serde(default = "default_delimiter")]
-    delimiter: String,
+params! {
+    struct Params {
+        #[serde(default = "default_path")]
+        path: String => ["path", optional("\"payload\""), "The object to flatten."],
+        #[serde(default = "default_delimiter")]
+        delimiter: String => ["string", optional("\".\""), "Joins the names of nested fields."],
+    }
 }
 
 fn default_path() -> String {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::insert_header::check_header_name;
-use super::{parse_params, text_at, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, text_at, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -16,21 +16,15 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "header_from",
     summary: "Set downstream Kafka headers from field values.",
-    params: &[ParamDoc {
-        name: "fields",
-        ty: "list<{path: path, header: string}>",
-        required: true,
-        default: None,
-        description: "Each header and the path its value comes from; missing = error.",
-    }],
+    params: Params::DOCS,
     example: r#"{"op": "header_from", "params": {"fields": [{"path": "payload.tenant", "header": "x-tenant"}, {"path": "id", "header": "x-entity-id"}]}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    fields: Vec<Mapping>,
+params! {
+    struct Params {
+        fields: Vec<Mapping> => ["list<{path: path, header: string}>", required, "Each header and the path its value comes from; missing = error."],
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,10 +4,9 @@
 //! Params: `field` (the name of the wrapping field, not a path), `path` (the value to wrap,
 //! default `payload`). A missing value is left alone.
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -15,20 +14,17 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "hoist_field",
     summary: "Wrap the value at a path (the payload by default) as {field: value}.",
-    params: &[
-        ParamDoc { name: "field", ty: "string", required: true, default: None, description: "The name the old value goes under." },
-        ParamDoc { name: "path", ty: "path", required: false, default: Some("\"payload\""), description: "The value to wrap." },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "hoist_field", "params": {"field": "data"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    field: String,
-    #[serde(default = "default_path")]
-    path: String,
+params! {
+    struct Params {
+        field: String => ["string", required, "The name the old value goes under."],
+        #[serde(default = "default_path")]
+        path: String => ["path", optional("\"payload\""), "The value to wrap."],
+    }
 }
 
 fn default_path() -> String {

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::{parse_params, Access, Attribute, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Attribute, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -17,29 +17,19 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "insert_field",
     summary: "Write a static value, or an event attribute (source, id, received_at, topic, partition, offset), at a path.",
-    params: &[
-        ParamDoc { name: "target", ty: "path", required: true, default: None, description: "Where to write; a field below payload or metadata." },
-        ParamDoc { name: "value", ty: "json", required: false, default: None, description: "The value to write (null included). Exactly one of value and attribute." },
-        ParamDoc {
-            name: "attribute",
-            ty: "enum: source|id|received_at|topic|partition|offset",
-            required: false,
-            default: None,
-            description: "An attribute to write instead of a value; topic, partition and offset are the Kafka position being processed.",
-        },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "insert_field", "params": {"target": "metadata.ingest_offset", "attribute": "offset"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    target: String,
-    #[serde(default, deserialize_with = "present")]
-    value: Option<Value>,
-    #[serde(default)]
-    attribute: Option<Attribute>,
+params! {
+    struct Params {
+        target: String => ["path", required, "Where to write; a field below payload or metadata."],
+        #[serde(default, deserialize_with = "present")]
+        value: Option<Value> => ["json", optional, "The value to write (null included). Exactly one of value and attribute."],
+        #[serde(default)]
+        attribute: Option<Attribute> => ["enum: source|id|received_at|topic|partition|offset", optional, "An attribute to write instead of a value; topic, partition and offset are the Kafka position being processed."],
+    }
 }
 
 /// Keeps an explicit `null` as `Some(Value::Null)`, so "absent" and "null" differ.

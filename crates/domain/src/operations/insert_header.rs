@@ -5,10 +5,9 @@
 //! `received_at`, `topic`, `partition`, `offset`; see `insert_field`). Header names are
 //! case-sensitive.
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Attribute, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Attribute, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::ValueRef;
 use crate::pipeline::Context;
@@ -16,29 +15,19 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "insert_header",
     summary: "Set a downstream Kafka header to a static string or an event attribute.",
-    params: &[
-        ParamDoc { name: "name", ty: "string", required: true, default: None, description: "The header name (case-sensitive)." },
-        ParamDoc { name: "value", ty: "string", required: false, default: None, description: "The header value. Exactly one of value and attribute." },
-        ParamDoc {
-            name: "attribute",
-            ty: "enum: source|id|received_at|topic|partition|offset",
-            required: false,
-            default: None,
-            description: "An attribute to use as the value; topic, partition and offset are the Kafka position being processed.",
-        },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "insert_header", "params": {"name": "x-origin", "attribute": "source"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    name: String,
-    #[serde(default)]
-    value: Option<String>,
-    #[serde(default)]
-    attribute: Option<Attribute>,
+params! {
+    struct Params {
+        name: String => ["string", required, "The header name (case-sensitive)."],
+        #[serde(default)]
+        value: Option<String> => ["string", optional, "The header value. Exactly one of value and attribute."],
+        #[serde(default)]
+        attribute: Option<Attribute> => ["enum: source|id|received_at|topic|partition|offset", optional, "An attribute to use as the value; topic, partition and offset are the Kafka position being processed."],
+    }
 }
 
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::insert_field::present;
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::{FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -19,32 +19,21 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "mask_field",
     summary: "Hide field values: a fixed replacement, a salted SHA-256, or removal.",
-    params: &[
-        ParamDoc { name: "fields", ty: "list<path>", required: true, default: None, description: "The fields to mask (below payload or metadata)." },
-        ParamDoc { name: "mode", ty: "enum: fixed|sha256|remove", required: false, default: Some("\"fixed\""), description: "How to mask." },
-        ParamDoc { name: "replacement", ty: "json", required: false, default: Some("\"****\""), description: "mode fixed only: the value written instead." },
-        ParamDoc {
-            name: "salt",
-            ty: "string",
-            required: false,
-            default: None,
-            description: "mode sha256 only, and required there: prefixed to the value before hashing; keep it secret.",
-        },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "mask_field", "params": {"fields": ["payload.reporter.email", "payload.ssn"], "mode": "sha256", "salt": "change-me"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    fields: Vec<String>,
-    #[serde(default)]
-    mode: Mode,
-    #[serde(default, deserialize_with = "present")]
-    replacement: Option<Value>,
-    #[serde(default)]
-    salt: Option<String>,
+params! {
+    struct Params {
+        fields: Vec<String> => ["list<path>", required, "The fields to mask (below payload or metadata)."],
+        #[serde(default)]
+        mode: Mode => ["enum: fixed|sha256|remove", optional("\"fixed\""), "How to mask."],
+        #[serde(default, deserialize_with = "present")]
+        replacement: Option<Value> => ["json", optional("\"****\""), "mode fixed only: the value written instead."],
+        #[serde(default)]
+        salt: Option<String> => ["string", optional, "mode sha256 only, and required there: prefixed to the value before hashing; keep it secret."],
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -26,6 +26,38 @@ use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
+/// Declares an operation's `Params` — a `serde` struct with `deny_unknown_fields` — and its
+/// documentation from one list, so the catalog (`GET /v1/operations`) names exactly the fields
+/// the operation accepts. Each field: its serde attributes, `name: Type => [type for the docs,
+/// required | optional("default as JSON"), description]`. That `required` matches what parsing
+/// demands is tested (`documented_requirements_hold`).
+macro_rules! params {
+    (struct $name:ident { $( $(#[$meta:meta])* $field:ident : $ty:ty => [$doc_ty:literal, $req:ident $(($default:literal))?, $description:literal] ),* $(,)? }) => {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $( $(#[$meta])* $field: $ty, )*
+        }
+
+        impl $name {
+            /// The parameters' documentation, in declaration order.
+            const DOCS: &'static [$crate::operations::ParamDoc] = &[
+                $( $crate::operations::ParamDoc {
+                    name: stringify!($field),
+                    ty: $doc_ty,
+                    required: params!(@required $req),
+                    default: params!(@default $($default)?),
+                    description: $description,
+                }, )*
+            ];
+        }
+    };
+    (@required required) => { true };
+    (@required optional) => { false };
+    (@default) => { None };
+    (@default $default:literal) => { Some($default) };
+}
+
 mod add_processing_info;
 mod add_timestamp;
 mod cast;
@@ -372,6 +404,31 @@ mod tests {
             }
             assert!(!kind.summary.is_empty());
         }
+    }
+
+    /// The docs say which params are required; parsing must agree: an example without a
+    /// required param is refused as missing it, and one without an optional param is not (an
+    /// optional param may still be demanded by another's value, as `salt` by `mode: sha256`:
+    /// that is the operation's own check, with its own message).
+    #[test]
+    fn documented_requirements_hold() {
+        let mut checked = 0;
+        for kind in catalog() {
+            let spec: OperationSpec = serde_json::from_str(kind.example).unwrap();
+            let Value::Object(params) = &spec.params else { continue };
+            for doc in kind.params.iter().filter(|d| params.contains_key(d.name)) {
+                let mut without = params.clone();
+                without.remove(doc.name);
+                let missing = format!("missing field `{}`", doc.name);
+                let refused_for_it = match (kind.compile)(&Value::Object(without)) {
+                    Ok(_) => false,
+                    Err(errors) => errors.iter().any(|e| e.message.contains(&missing)),
+                };
+                assert_eq!(refused_for_it, doc.required, "{}.{}: documented required = {}", kind.name, doc.name, doc.required);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "only {checked} params checked: the examples should use most params");
     }
 
     #[test]

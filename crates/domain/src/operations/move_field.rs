@@ -4,10 +4,9 @@
 //! emptied), `to` (a writable path). A missing `from` fails. Moving out of an array shifts the
 //! elements after it.
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -15,19 +14,16 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "move_field",
     summary: "Move the value at one path to another.",
-    params: &[
-        ParamDoc { name: "from", ty: "path", required: true, default: None, description: "What to move; not an envelope field. Missing = error." },
-        ParamDoc { name: "to", ty: "path", required: true, default: None, description: "Where to put it (replacing what is there)." },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "move_field", "params": {"from": "payload.internal.trace_id", "to": "metadata.trace_id"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    from: String,
-    to: String,
+params! {
+    struct Params {
+        from: String => ["path", required, "What to move; not an envelope field. Missing = error."],
+        to: String => ["path", required, "Where to put it (replacing what is there)."],
+    }
 }
 
 #[derive(Debug)]

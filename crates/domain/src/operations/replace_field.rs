@@ -9,10 +9,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -20,33 +19,22 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "replace_field",
     summary: "Keep (include), drop (exclude) and rename the fields of an object.",
-    params: &[
-        ParamDoc { name: "path", ty: "path", required: false, default: Some("\"payload\""), description: "The object whose fields change." },
-        ParamDoc { name: "include", ty: "list<string>", required: false, default: Some("[]"), description: "Field names to keep; every field when empty." },
-        ParamDoc { name: "exclude", ty: "list<string>", required: false, default: Some("[]"), description: "Field names to drop (wins over include)." },
-        ParamDoc {
-            name: "rename",
-            ty: "map<string,string>",
-            required: false,
-            default: Some("{}"),
-            description: "Old name to new name, applied after include/exclude; replaces a field already named new.",
-        },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "replace_field", "params": {"exclude": ["internal_notes"], "rename": {"summary": "title"}}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    #[serde(default = "default_path")]
-    path: String,
-    #[serde(default)]
-    include: Vec<String>,
-    #[serde(default)]
-    exclude: Vec<String>,
-    #[serde(default)]
-    rename: BTreeMap<String, String>,
+params! {
+    struct Params {
+        #[serde(default = "default_path")]
+        path: String => ["path", optional("\"payload\""), "The object whose fields change."],
+        #[serde(default)]
+        include: Vec<String> => ["list<string>", optional("[]"), "Field names to keep; every field when empty."],
+        #[serde(default)]
+        exclude: Vec<String> => ["list<string>", optional("[]"), "Field names to drop (wins over include)."],
+        #[serde(default)]
+        rename: BTreeMap<String, String> => ["map<string,string>", optional("{}"), "Old name to new name, applied after include/exclude; replaces a field already named new."],
+    }
 }
 
 fn default_path() -> String {

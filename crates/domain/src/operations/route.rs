@@ -10,10 +10,9 @@
 use std::fmt::Write as _;
 
 use chrono::format::{Item, StrftimeItems};
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::{FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -21,13 +20,7 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "route",
     summary: "Set the downstream Kafka topic from a template ({source}, {id}, {stage}, {date:%Y-%m-%d}, {field:payload.x}).",
-    params: &[ParamDoc {
-        name: "topic",
-        ty: "template",
-        required: true,
-        default: None,
-        description: "Literal text and placeholders {source}, {id}, {stage}, {date} / {date:<strftime>} (UTC), {field:<path>}; the result must be a valid Kafka topic name.",
-    }],
+    params: Params::DOCS,
     example: r#"{"op": "route", "params": {"topic": "metadata.{source}.{date:%Y-%m}"}, "when": {"exists": "payload.project"}}"#,
     compile,
 };
@@ -35,10 +28,10 @@ pub(super) const KIND: OperationKind = OperationKind {
 /// Longest Kafka topic name.
 const MAX_TOPIC_LEN: usize = 249;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    topic: String,
+params! {
+    struct Params {
+        topic: String => ["template", required, "Literal text and placeholders {source}, {id}, {stage}, {date} / {date:<strftime>} (UTC), {field:<path>}; the result must be a valid Kafka topic name."],
+    }
 }
 
 #[derive(Debug)]

@@ -5,10 +5,9 @@
 //! e.g. `["source", "payload.project"]` → `jira:PROJ`. A missing field fails. Without `set_key`
 //! the stage keeps its default key (`<source>:<id>`).
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, text_at, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, text_at, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -16,20 +15,17 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "set_key",
     summary: "Set the downstream Kafka key to field values joined with `:`.",
-    params: &[
-        ParamDoc { name: "fields", ty: "list<path>", required: true, default: None, description: "The values making the key, in order; missing = error." },
-        ParamDoc { name: "separator", ty: "string", required: false, default: Some("\":\""), description: "Joins the values." },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "set_key", "params": {"fields": ["source", "payload.project"]}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    fields: Vec<String>,
-    #[serde(default = "default_separator")]
-    separator: String,
+params! {
+    struct Params {
+        fields: Vec<String> => ["list<path>", required, "The values making the key, in order; missing = error."],
+        #[serde(default = "default_separator")]
+        separator: String => ["string", optional("\":\""), "Joins the values."],
+    }
 }
 
 fn default_separator() -> String {

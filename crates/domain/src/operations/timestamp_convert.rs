@@ -21,7 +21,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::{kind, FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -29,39 +29,25 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "timestamp_convert",
     summary: "Convert a timestamp between rfc3339, epoch seconds/milliseconds and strftime patterns, with time zones.",
-    params: &[
-        ParamDoc { name: "field", ty: "path", required: true, default: None, description: "The timestamp to read; any path." },
-        ParamDoc { name: "from", ty: "enum: rfc3339|epoch_s|epoch_ms|pattern", required: true, default: None, description: "How the timestamp is written now." },
-        ParamDoc { name: "from_pattern", ty: "string", required: false, default: None, description: "strftime pattern to parse, with from = pattern (e.g. `%d/%m/%Y %H:%M`)." },
-        ParamDoc { name: "to", ty: "enum: rfc3339|epoch_s|epoch_ms|pattern", required: true, default: None, description: "How to write it." },
-        ParamDoc { name: "to_pattern", ty: "string", required: false, default: None, description: "strftime pattern to write, with to = pattern." },
-        ParamDoc {
-            name: "timezone",
-            ty: "string",
-            required: false,
-            default: Some("\"UTC\""),
-            description: "IANA zone (e.g. `Europe/Paris`) for parsing patterns without an offset and for writing rfc3339 and patterns.",
-        },
-        ParamDoc { name: "target", ty: "path", required: false, default: None, description: "Where to write the result; `field` when absent." },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "timestamp_convert", "params": {"field": "payload.created", "from": "pattern", "from_pattern": "%d/%m/%Y %H:%M", "to": "rfc3339", "timezone": "Europe/Paris"}}"#,
     compile,
 };
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    field: String,
-    from: Kind,
-    #[serde(default)]
-    from_pattern: Option<String>,
-    to: Kind,
-    #[serde(default)]
-    to_pattern: Option<String>,
-    #[serde(default)]
-    timezone: Option<String>,
-    #[serde(default)]
-    target: Option<String>,
+params! {
+    struct Params {
+        field: String => ["path", required, "The timestamp to read; any path."],
+        from: Kind => ["enum: rfc3339|epoch_s|epoch_ms|pattern", required, "How the timestamp is written now."],
+        #[serde(default)]
+        from_pattern: Option<String> => ["string", optional, "strftime pattern to parse, with from = pattern (e.g. `%d/%m/%Y %H:%M`)."],
+        to: Kind => ["enum: rfc3339|epoch_s|epoch_ms|pattern", required, "How to write it."],
+        #[serde(default)]
+        to_pattern: Option<String> => ["string", optional, "strftime pattern to write, with to = pattern."],
+        #[serde(default)]
+        timezone: Option<String> => ["string", optional("\"UTC\""), "IANA zone (e.g. `Europe/Paris`) for parsing patterns without an offset and for writing rfc3339 and patterns."],
+        #[serde(default)]
+        target: Option<String> => ["path", optional, "Where to write the result; `field` when absent."],
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -10,10 +10,9 @@
 //! The error lists the first three violations, with the instance location but not the offending
 //! values (which may be personal data).
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamDoc, ParamError, Problems};
+use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
 use crate::event::Event;
 use crate::path::{FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -21,11 +20,7 @@ use crate::pipeline::Context;
 pub(super) const KIND: OperationKind = OperationKind {
     name: "validate",
     summary: "Fail the event (then on_error applies) unless required fields are present and/or it satisfies a JSON Schema.",
-    params: &[
-        ParamDoc { name: "required", ty: "list<path>", required: false, default: Some("[]"), description: "Paths that must be present and not null." },
-        ParamDoc { name: "schema", ty: "json", required: false, default: None, description: "A JSON Schema the scope must satisfy; references stay inside it." },
-        ParamDoc { name: "scope", ty: "path", required: false, default: Some("\"payload\""), description: "What the schema validates." },
-    ],
+    params: Params::DOCS,
     example: r#"{"op": "validate", "params": {"required": ["payload.title", "metadata.created_at"],
         "schema": {"type": "object", "required": ["title"], "properties": {"title": {"type": "string", "minLength": 1}, "priority": {"type": "integer", "minimum": 1, "maximum": 5}}}}}"#,
     compile,
@@ -34,15 +29,15 @@ pub(super) const KIND: OperationKind = OperationKind {
 /// How many violations an error message lists.
 const SHOWN: usize = 3;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    #[serde(default)]
-    required: Vec<String>,
-    #[serde(default)]
-    schema: Option<Value>,
-    #[serde(default = "default_scope")]
-    scope: String,
+params! {
+    struct Params {
+        #[serde(default)]
+        required: Vec<String> => ["list<path>", optional("[]"), "Paths that must be present and not null."],
+        #[serde(default)]
+        schema: Option<Value> => ["json", optional, "A JSON Schema the scope must satisfy; references stay inside it."],
+        #[serde(default = "default_scope")]
+        scope: String => ["path", optional("\"payload\""), "What the schema validates."],
+    }
 }
 
 fn default_scope() -> String {
