@@ -48,6 +48,7 @@ stop:
 # suite at reduced size.
 test: infra build k8s-validate
 	$(CARGO) test --workspace --no-fail-fast
+	python3 scripts/test_check_dashboards.py
 	scripts/smoke.sh
 	$(BIN_DIR)/metastream-faults --bin $(BIN_DIR) $(FAULTS_QUICK)
 

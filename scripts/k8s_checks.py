@@ -239,13 +239,11 @@ def selector_matches(selector: dict, labels: dict) -> bool:
     return True
 
 
-# The Secret template (k8s/base/secret.template.yaml), standing for a required Secret that the
-# manifests do not hold (overlays/prod): its keys, with their example values.
-SECRET_TEMPLATE: dict = {}
+def container_env(obj: dict, container: dict, objects: list[dict], secret_template: dict) -> dict[str, str | None]:
+    """The environment a container gets: envFrom ConfigMaps/Secrets in order, then env.
 
-
-def container_env(obj: dict, container: dict, objects: list[dict]) -> dict[str, str | None]:
-    """The environment a container gets: envFrom ConfigMaps/Secrets in order, then env."""
+    `secret_template` is k8s/base/secret.template.yaml: it stands for a required Secret that the
+    manifests do not hold (overlays/prod), its example values read as the Secret's."""
     by_name = {(o["kind"], o["metadata"]["name"]): o for o in objects}
     env: dict[str, str | None] = {}
     for src in container.get("envFrom") or []:
@@ -257,8 +255,8 @@ def container_env(obj: dict, container: dict, objects: list[dict]) -> dict[str, 
         if "secretRef" in src:
             ref = src["secretRef"]
             sec = by_name.get(("Secret", ref["name"]))
-            if sec is None and not ref.get("optional") and ref["name"] == SECRET_TEMPLATE.get("metadata", {}).get("name"):
-                for k, v in (SECRET_TEMPLATE.get("stringData") or {}).items():
+            if sec is None and not ref.get("optional") and ref["name"] == secret_template.get("metadata", {}).get("name"):
+                for k, v in (secret_template.get("stringData") or {}).items():
                     env[prefix + k] = v  # the template's example value
             for k in ((sec or {}).get("stringData") or {}) | ((sec or {}).get("data") or {}):
                 env[prefix + k] = None  # a secret value: present, not read here
@@ -388,13 +386,13 @@ def service_containers(objects: list[dict]):
                     yield obj, spec, c
 
 
-def check_grace(name: str, objects: list[dict], root: Path, rep: Report) -> None:
+def check_grace(name: str, objects: list[dict], root: Path, rep: Report, secret_template: dict) -> None:
     problems, notes = [], []
     found = set()
     for obj, spec, c in service_containers(objects):
         svc = obj["metadata"]["name"]
         found.add(svc)
-        cfg = effective_config(root, container_env(obj, c, objects))
+        cfg = effective_config(root, container_env(obj, c, objects, secret_template))
         deadline_s = cfg["shutdown"]["deadline_ms"] / 1000
         sleep = ((((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep")) or {}).get("seconds", 0)
         grace = spec.get("terminationGracePeriodSeconds", 30)
@@ -408,7 +406,7 @@ def check_grace(name: str, objects: list[dict], root: Path, rep: Report) -> None
     rep.result(f"{name}: terminationGracePeriodSeconds above the shutdown deadline", problems, ", ".join(notes))
 
 
-def check_scaling(name: str, objects: list[dict], root: Path, rep: Report) -> None:
+def check_scaling(name: str, objects: list[dict], root: Path, rep: Report, secret_template: dict) -> None:
     problems, notes = [], []
     deployments = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Deployment"}
     scalers: dict[str, list[str]] = {}
@@ -432,7 +430,7 @@ def check_scaling(name: str, objects: list[dict], root: Path, rep: Report) -> No
             problems.append(f"{kind_desc}: min {lo} > max {hi}")
         dep = deployments[target]
         c = next(c for c in pod_spec(dep)["containers"])
-        env = container_env(dep, c, objects)
+        env = container_env(dep, c, objects, secret_template)
         cfg = effective_config(root, env)
         if target in PARTITION_BOUND:
             partitions = cfg["kafka"]["partitions"]
@@ -481,7 +479,7 @@ def scan_env_reads(root: Path) -> set[str]:
     return found
 
 
-def check_env(name: str, objects: list[dict], root: Path, rep: Report, extra_secret_keys=()) -> None:
+def check_env(name: str, objects: list[dict], root: Path, rep: Report, secret_template: dict, extra_secret_keys=()) -> None:
     problems = []
     defaults = load_yaml(root / "config/default.yaml")
     by_name = {(o["kind"], o["metadata"]["name"]) for o in objects}
@@ -499,7 +497,7 @@ def check_env(name: str, objects: list[dict], root: Path, rep: Report, extra_sec
                         if kind == "Secret":
                             continue  # created outside the manifests (secret.template.yaml); optional or not
                         problems.append(f"{where}: {kind} {src[ref]['name']} does not exist")
-            env = container_env(obj, c, objects)
+            env = container_env(obj, c, objects, secret_template)
             for k in env:
                 if k.startswith("METASTREAM__"):
                     seen_keys.add(k)
@@ -518,7 +516,7 @@ def check_env(name: str, objects: list[dict], root: Path, rep: Report, extra_sec
     for r in unknown:
         problems.append(f"the services read {r}, which scripts/k8s_checks.py does not know: add it to KNOWN_ENV (set or default) and to the manifests")
     for obj, spec, c in service_containers(objects):
-        env = container_env(obj, c, objects)
+        env = container_env(obj, c, objects, secret_template)
         for var, (how, _) in KNOWN_ENV.items():
             if how == "set" and var not in env:
                 problems.append(f"{obj['metadata']['name']}: {var} is not set")
@@ -539,7 +537,7 @@ def check_env(name: str, objects: list[dict], root: Path, rep: Report, extra_sec
                problems, f"{len(seen_keys)} METASTREAM__ variables; defaulted: {defaulted}")
 
 
-def check_topics_job(name: str, objects: list[dict], root: Path, rep: Report) -> None:
+def check_topics_job(name: str, objects: list[dict], root: Path, rep: Report, secret_template: dict) -> None:
     problems = []
     job = next((o for o in objects if o.get("kind") == "Job" and o["metadata"]["name"] == "metastream-create-topics"), None)
     if job is None:
@@ -547,7 +545,7 @@ def check_topics_job(name: str, objects: list[dict], root: Path, rep: Report) ->
         return
     spec = pod_spec(job)
     c = spec["containers"][0]
-    env = {k: v for k, v in container_env(job, c, objects).items() if v is not None}
+    env = {k: v for k, v in container_env(job, c, objects, secret_template).items() if v is not None}
     cfg = effective_config(root, env)
     by_name = {(o["kind"], o["metadata"]["name"]): o for o in objects}
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
@@ -722,7 +720,7 @@ def check_network(name: str, objects: list[dict], root: Path, rep: Report, secre
             continue
         pname, labels = obj["metadata"]["name"], pod_labels(obj)
         comp = labels.get("app.kubernetes.io/component")
-        env = container_env(obj, spec["containers"][0], objects)
+        env = container_env(obj, spec["containers"][0], objects, secret_template)
         if comp in ("service", "create-topics"):
             cfg = effective_config(root, {k: v for k, v in env.items() if v is not None})
             kafka_port = endpoint_port(cfg["kafka"]["bootstrap_servers"], 9092)
@@ -886,7 +884,7 @@ def check_dockerfile(root: Path, rep: Report) -> None:
     rep.result("Dockerfile: CI's toolchain and cargo invocation, every binary, non-root runtime without a shell", problems, "; ".join(notes))
 
 
-def check_compose(root: Path, compose_cmd: list[str] | None, skip_reason: str, dev: list[dict] | None, rep: Report) -> None:
+def check_compose(root: Path, compose_cmd: list[str] | None, skip_reason: str, dev: list[dict] | None, rep: Report, secret_template: dict) -> None:
     f = root / "deploy/docker-compose.yml"
     label = "compose: `docker compose config -q` passes"
     if compose_cmd is None:
@@ -918,7 +916,7 @@ def check_compose(root: Path, compose_cmd: list[str] | None, skip_reason: str, d
             problems.append(f"{svc}: in compose {s is not None}, in overlays/dev {dep is not None}")
             continue
         c = pod_spec(dep)["containers"][0]
-        k_env = container_env(dep, c, dev)
+        k_env = container_env(dep, c, dev, secret_template)
         c_env = s.get("environment") or {}
         k_names = {k for k in k_env if k.startswith("METASTREAM")}
         c_names = {k for k in c_env if k.startswith("METASTREAM")}
@@ -1017,23 +1015,22 @@ def main() -> int:
     if not variants:
         rep.result("render", ["no variant rendered"])
     secret_template = load_yaml(root / "k8s/base/secret.template.yaml")
-    SECRET_TEMPLATE.update(secret_template)
     secret_keys = check_secret_template(root, args.k8s_version, rep)
     for name, objs in variants.items():
         print(f"--- {name}")
         check_schemas(name, objs, args.k8s_version, rep)
         check_containers(name, objs, rep)
-        check_scaling(name, objs, root, rep)
-        check_grace(name, objs, root, rep)
-        check_env(name, objs, root, rep, secret_keys)
-        check_topics_job(name, objs, root, rep)
+        check_scaling(name, objs, root, rep, secret_template)
+        check_grace(name, objs, root, rep, secret_template)
+        check_env(name, objs, root, rep, secret_template, secret_keys)
+        check_topics_job(name, objs, root, rep, secret_template)
         check_ingress(name, objs, root, rep)
         check_network(name, objs, root, rep, secret_template)
     print("--- images, Dockerfile, compose")
     check_images(root, variants, rep)
     check_dockerfile(root, rep)
     compose_cmd = args.compose.split() if args.compose else None
-    check_compose(root, compose_cmd, args.compose_skip, variants.get("dev"), rep)
+    check_compose(root, compose_cmd, args.compose_skip, variants.get("dev"), rep, secret_template)
 
     line = f"{rep.passed} passed, {rep.failed} failed"
     if rep.skipped:
