@@ -1,0 +1,86 @@
+//! The `http` mode: events through the gateway, single or batched, closed or open loop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::args::{event, filler, Args};
+use crate::report::{now_us, Counters};
+
+/// What it reads of a batch answer.
+#[derive(serde::Deserialize)]
+pub struct BatchAnswer {
+    pub accepted: u64,
+}
+
+pub async fn run_http(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histogram<u64>>>, sent_at: Arc<Mutex<HashMap<u64, u64>>>) {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients).timeout(Duration::from_secs(30)).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let seq = Arc::new(AtomicU64::new(0));
+    let per_request = args.batch.max(1) as u64;
+    // Open loop: request k is due at start + k / (rate / batch).
+    let interval = args.rate.map(|r| Duration::from_secs_f64(per_request as f64 / r as f64));
+    let next_slot = Arc::new(AtomicU64::new(0));
+    let filler: Arc<str> = filler(args).into();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (http, args, counters, latency, sent_at, seq, next_slot, filler) =
+            (http.clone(), args.clone(), counters.clone(), latency.clone(), sent_at.clone(), seq.clone(), next_slot.clone(), filler.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let intended = match interval {
+                    Some(iv) => {
+                        let slot = next_slot.fetch_add(1, Ordering::Relaxed);
+                        let due = started + iv * slot as u32;
+                        if due >= deadline {
+                            return;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => {
+                        if Instant::now() >= deadline {
+                            return;
+                        }
+                        Instant::now()
+                    }
+                };
+                let first = seq.fetch_add(per_request, Ordering::Relaxed);
+                let seqs = first..first + per_request;
+                let events: Vec<String> = seqs.clone().map(|s| event(&args, &filler, s % args.entities, s)).collect();
+                if args.e2e_topic.is_some() {
+                    let mut map = sent_at.lock().unwrap();
+                    let now = now_us();
+                    for s in seqs {
+                        map.insert(s, now);
+                    }
+                }
+                counters.sent.fetch_add(per_request, Ordering::Relaxed);
+                let request = if per_request == 1 {
+                    http.post(format!("{}/ingest", args.url)).body(events.into_iter().next().unwrap_or_default())
+                } else {
+                    http.post(format!("{}/ingest/batch", args.url)).body(format!("[{}]", events.join(",")))
+                };
+                let request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+                let ok = match request.bearer_auth(&args.token).send().await {
+                    // A single event: any 2xx is an acknowledgement (metastream answers 202; a
+                    // Redpanda Connect http_server answers 200 once its output acknowledged).
+                    Ok(r) if r.status().is_success() && per_request == 1 => 1,
+                    Ok(r) if r.status().as_u16() == 200 => r.json::<BatchAnswer>().await.map_or(0, |b| b.accepted),
+                    _ => 0,
+                };
+                counters.acked.fetch_add(ok, Ordering::Relaxed);
+                counters.failed.fetch_add(per_request - ok, Ordering::Relaxed);
+                let us = intended.elapsed().as_micros() as u64;
+                let _ = latency.lock().unwrap().record(us.max(1));
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}

@@ -1,0 +1,207 @@
+//! The raw Kafka modes (`kafka-produce`, `kafka-roundtrip`), the consumer that times events
+//! on their way out, and topic set-up.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{event, filler, Args};
+use crate::report::{now_us, record, Counters};
+
+/// What the load generator reads of a published event: its sequence number.
+#[derive(serde::Deserialize)]
+pub struct Published {
+    pub payload: PublishedPayload,
+}
+
+#[derive(serde::Deserialize)]
+pub struct PublishedPayload {
+    pub seq: u64,
+}
+
+pub async fn run_kafka_produce(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histogram<u64>>>) -> anyhow::Result<()> {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &args.kafka)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    let payload = event(args, &filler(args), 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let (producer, counters, latency, payload, topic, rate) =
+            (producer.clone(), counters.clone(), latency.clone(), payload.clone(), args.topic.clone(), args.rate);
+        tasks.push(tokio::spawn(async move {
+            let interval = rate.map(|r| Duration::from_secs_f64(1.0 / (r as f64 / 1.0)));
+            let started = Instant::now();
+            let mut k: u64 = c as u64;
+            // Each client keeps a window of sends in flight, as an async producer would.
+            let mut inflight = futures_util::stream::FuturesUnordered::new();
+            use futures_util::StreamExt as _;
+            loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if let Some(iv) = interval {
+                    let due = started + iv * k as u32;
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let key = format!("k{}", k % 10_000);
+                let p = producer.clone();
+                let payload = payload.clone();
+                let topic = topic.clone();
+                let t0 = Instant::now();
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                inflight.push(async move {
+                    let r = p.send(FutureRecord::to(&topic).key(&key).payload(&payload), Timeout::Never).await;
+                    (r.is_ok(), t0.elapsed())
+                });
+                k += 1;
+                while inflight.len() >= 256 {
+                    if let Some((ok, d)) = inflight.next().await {
+                        record(&counters, &latency, ok, d);
+                    }
+                }
+            }
+            while let Some((ok, d)) = inflight.next().await {
+                record(&counters, &latency, ok, d);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+/// A consumer of `topic` from its end, assigned (waited for up to 500 ms) before the load starts.
+pub async fn latency_consumer(kafka: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("group.id", format!("loadgen-{}", now_us()))
+        .set("auto.offset.reset", "latest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let _ = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await;
+    Ok(consumer)
+}
+
+/// Records, for each message `consumer` receives until `stop`, how long after sending it
+/// arrived (matched by the sequence number in `sent_at`, or by the embedded send time).
+pub async fn consume_latency(
+    consumer: StreamConsumer,
+    sent_at: Option<Arc<Mutex<HashMap<u64, u64>>>>,
+    hist: Arc<Mutex<Histogram<u64>>>,
+    received: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            m = consumer.recv() => {
+                let Ok(m) = m else { continue };
+                let now = now_us();
+                let sent = match &sent_at {
+                    Some(map) => m
+                        .payload()
+                        .and_then(|p| serde_json::from_slice::<Published>(p).ok())
+                        .and_then(|e| map.lock().unwrap().remove(&e.payload.seq)),
+                    None => m.payload().and_then(|p| std::str::from_utf8(p).ok()?.split_whitespace().next()?.parse().ok()),
+                };
+                if let Some(sent) = sent {
+                    let _ = hist.lock().unwrap().record(now.saturating_sub(sent).max(1));
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+pub async fn run_roundtrip(args: &Args, e2e: Arc<Mutex<Histogram<u64>>>, received: Arc<AtomicU64>, counters: Arc<Counters>) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let consumer = latency_consumer(&args.kafka, &args.topic).await?;
+    let consumer = tokio::spawn(consume_latency(consumer, None, e2e, received, stop.clone()));
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &args.kafka)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    let rate = args.rate.unwrap_or(1000).max(1);
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let filler = "x".repeat(args.event_size.saturating_sub(20));
+    let mut k = 0u64;
+    let mut inflight = futures_util::stream::FuturesUnordered::new();
+    use futures_util::StreamExt as _;
+    while Instant::now() < deadline {
+        tokio::time::sleep_until((started + interval * k as u32).into()).await;
+        let payload = format!("{} {filler}", now_us());
+        let p = producer.clone();
+        let topic = args.topic.clone();
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+        inflight.push(async move { p.send(FutureRecord::<str, _>::to(&topic).payload(&payload), Timeout::Never).await.is_ok() });
+        while let Some(Some(ok)) = futures_util::FutureExt::now_or_never(inflight.next()) {
+            if ok {
+                counters.acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        k += 1;
+    }
+    while let Some(ok) = inflight.next().await {
+        if ok {
+            counters.acked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let _ = consumer.await;
+    Ok(())
+}
+
+/// Deletes every topic whose name starts with `prefix`; prints how many.
+pub async fn delete_topics(kafka: &str, prefix: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    anyhow::ensure!(!prefix.is_empty(), "--delete-topics needs a non-empty prefix");
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", kafka).create()?;
+    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+    let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).filter(|n| n.starts_with(prefix)).collect();
+    if !names.is_empty() {
+        for result in admin.delete_topics(&names, &AdminOptions::new()).await? {
+            if let Err((topic, code)) = result {
+                eprintln!("deleting {topic}: {code}");
+            }
+        }
+    }
+    println!("deleted {} topics starting with {prefix}", names.len());
+    Ok(())
+}
+
+/// Creates the raw modes' topic (6 partitions, like the pipeline's) if it does not exist.
+pub async fn ensure_topic(kafka: &str, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", kafka).create()?;
+    let results = admin
+        .create_topics(&[NewTopic::new(topic, 6, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await?;
+    for r in results {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                anyhow::bail!("creating {t}: {code}");
+            }
+        }
+    }
+    Ok(())
+}
