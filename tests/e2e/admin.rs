@@ -100,8 +100,8 @@ async fn a_config_change_applies_to_events_after_it_and_loses_none() {
     let v2 = json!({"pre": [{"op": "add_timestamp"}], "post": [{"op": "add_processing_info", "params": {"target": "payload.v2_info"}}]});
     let (status, _, body) = stack.admin(Method::PUT, "/v1/sources/jira", Some(v2), Some(1)).await;
     assert_eq!(status, 200, "{body}");
-    // Pub/sub carries the change at once; give it a moment, without restarting anything.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Pub/sub carries the change at once, without restarting anything.
+    stack.wait_for_config("jira", 2).await;
     send(50..100).await;
     let events = stack.consume("default", 50, Duration::from_secs(30)).await;
     assert_eq!(events.len(), 50, "none lost");
@@ -166,7 +166,7 @@ async fn unknown_sources_can_fall_back_to_a_default_config() {
         .admin(Method::PUT, "/v1/sources/default", Some(json!({"pre": [{"op": "add_timestamp", "params": {"target": "payload.seen"}}]})), None)
         .await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.wait_for_config("default", 1).await;
     let (status, body) = stack.ingest(&json!({"id": "n-1", "source": "newcomer", "payload": {}})).await;
     assert_eq!(status, 202, "{body}");
     let events = stack.consume("default", 1, Duration::from_secs(20)).await;
@@ -196,7 +196,7 @@ async fn route_sends_events_to_the_routed_topic_and_filter_drops_exactly_the_mat
     });
     let (status, _, body) = stack.admin(Method::PUT, "/v1/sources/github", Some(config), None).await;
     assert_eq!(status, 200, "{body}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.wait_for_config("github", body["version"].as_u64().expect("the stored version")).await;
 
     let events = [
         json!({"id": "r-1", "source": "github", "payload": {"status": "open", "email": "a@b.c", "owner": "team-a"}}),

@@ -48,7 +48,7 @@ async fn dead_letters_are_listed_and_replayed_after_a_config_fix() {
     let strict = json!({"pre": [{"op": "cast", "params": {"fields": {"payload.n": "int"}}}], "post": []});
     let (status, _, body) = stack.admin(Method::PUT, "/v1/sources/github", Some(strict), None).await;
     assert_eq!(status, 200, "{body}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.wait_for_config("github", body["version"].as_u64().expect("the stored version")).await;
     for (id, n) in [("ok-1", json!("7")), ("bad-1", json!("abc")), ("bad-2", json!("x"))] {
         let (status, _) = stack.ingest(&json!({"id": id, "source": "github", "payload": {"n": n}})).await;
         assert_eq!(status, 202);
@@ -75,8 +75,9 @@ async fn dead_letters_are_listed_and_replayed_after_a_config_fix() {
 
     // Fix the config, replay everything for the source: the events come through, ids kept.
     let fixed = json!({"pre": [], "post": []});
-    assert_eq!(stack.admin(Method::PUT, "/v1/sources/github", Some(fixed), None).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, body) = stack.admin(Method::PUT, "/v1/sources/github", Some(fixed), None).await;
+    assert_eq!(status, 200, "{body}");
+    stack.wait_for_config("github", body["version"].as_u64().expect("the stored version")).await;
     let (status, _, result) = stack.admin(Method::POST, "/v1/dead-letters/replay", Some(json!({"source": "github"})), None).await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["replayed"].as_array().unwrap().len(), 2, "{result}");

@@ -243,9 +243,52 @@ impl Stack {
         let name = config["source"].as_str().unwrap().to_owned();
         let mut conn = self.redis.get().await.unwrap();
         let key = domain::KeySchema::new(&self.settings.redis.key_prefix).sources();
-        let _: () = conn.hset(key, name, config.to_string()).await.unwrap();
+        let _: () = conn.hset(key, &name, config.to_string()).await.unwrap();
         // Services re-read configs every sources.refresh_ms (100 ms in tests).
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        self.wait_for_config(&name, config["version"].as_u64().unwrap_or(0)).await;
+    }
+
+    /// Waits until the gateway and both transformers run `source` at `version` or later, as
+    /// their `metastream_source_config_version` says; fails the test after 10 s.
+    pub async fn wait_for_config(&self, source: &str, version: u64) {
+        let mut ports = vec![self.gateway.port, self.post.port];
+        ports.extend(self.pre.as_ref().map(|p| p.port));
+        let label = format!("source=\"{source}\"");
+        let started = Instant::now();
+        for port in ports {
+            loop {
+                let text = self.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+                let running = text
+                    .lines()
+                    .filter(|l| l.starts_with("metastream_source_config_version{") && l.contains(&label))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .any(|v| v >= version as f64);
+                if running {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "the service on port {port} did not load {source} v{version} within 10 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Waits until `metric` on the service at `port`, summed over the series whose labels contain
+    /// all of `labels`, reaches `at_least`; fails the test after 10 s.
+    pub async fn wait_for_metric(&self, port: u16, metric: &str, labels: &[&str], at_least: f64) {
+        let started = Instant::now();
+        loop {
+            let text = self.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+            let value: f64 = adapters::metrics::parse_exposition(&text)
+                .iter()
+                .filter(|(series, _)| series.split('{').next() == Some(metric) && labels.iter().all(|l| series.contains(l)))
+                .map(|(_, v)| v)
+                .sum();
+            if value >= at_least {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{metric}{labels:?} on port {port} is {value}, not {at_least}, after 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Every message on a topic, from the beginning, until `want` arrived or `within` passed.

@@ -35,8 +35,10 @@ async fn counters_move_by_exactly_the_events_sent_and_the_e2e_histogram_counts_t
     assert_eq!(stack.ingest(&json!({"id": "x", "source": "nope", "payload": {}})).await.0, 422);
     let events = stack.consume("default", n, Duration::from_secs(30)).await;
     assert_eq!(events.len(), n);
-    // Counters are recorded after the acks; give the last batch a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Counters are recorded after the acks: wait until the post stage has counted the last batch.
+    let published = total(&before[2], "metastream_events_processed_total", &["stage=\"post\"", "source=\"github\"", "outcome=\"published\""]) + n as f64;
+    stack.wait_for_metric(stack.post.port, "metastream_events_processed_total", &["stage=\"post\"", "source=\"github\"", "outcome=\"published\""], published).await;
+    stack.wait_for_metric(stack.post.port, "metastream_e2e_latency_seconds_count", &["source=\"github\""], n as f64).await;
     let mut after = Vec::new();
     for p in ports {
         after.push(scrape(&stack, p).await);
