@@ -8,6 +8,7 @@
 //! - [`http`]: the JSON error shape, bearer auth, health endpoints.
 //! - [`health`]: readiness, as the probes see it.
 //! - [`metrics`]: instruments, OTLP export and the Prometheus `/metrics` text.
+//! - [`process`]: a service process from start to exit (what every `main` runs).
 //! - [`telemetry`]: `tracing` set-up, with optional OTLP trace export.
 //! - [`shutdown`]: the SIGTERM/SIGINT signal `main` hands to the services, `Interrupted`, and
 //!   the exit code of a run.
@@ -20,6 +21,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod process;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

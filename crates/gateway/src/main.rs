@@ -1,15 +1,11 @@
 //! `gateway`: see the crate docs in `lib.rs`.
 
+use adapters::process::Threads;
 use adapters::settings::Service;
 
 #[global_allocator]
 static ALLOCATOR: adapters::Allocator = adapters::Allocator;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<std::process::ExitCode> {
-    let settings = adapters::Settings::load()?;
-    let _telemetry = adapters::telemetry::init(Service::Gateway.name(), &settings.telemetry)?;
-    let shutdown = adapters::shutdown::on_signal();
-    let run = async { gateway::Application::build(settings, shutdown).await?.run_until_stopped().await };
-    Ok(adapters::shutdown::exit_code(run.await))
+fn main() -> std::process::ExitCode {
+    adapters::process::run(Service::Gateway, Threads::Multi, |settings, shutdown| async move { gateway::Application::build(settings, shutdown).await?.run_until_stopped().await })
 }
