@@ -6,7 +6,7 @@
 use chrono::SecondsFormat;
 use serde_json::{json, Value};
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -35,12 +35,13 @@ struct AddProcessingInfo {
     target: FieldPath,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<AddProcessingInfo> {
     let target = problems.path(&p.target, "target", Access::Field);
-    problems.done()?;
-    Ok(Box::new(AddProcessingInfo { target: target.expect("checked") }))
+    Some(AddProcessingInfo { target: target? })
 }
 
 impl Operation for AddProcessingInfo {

@@ -7,7 +7,7 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -48,12 +48,13 @@ struct AddTimestamp {
     format: Format,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<AddTimestamp> {
     let target = problems.path(&p.target, "target", Access::Field);
-    problems.done()?;
-    Ok(Box::new(AddTimestamp { target: target.expect("checked"), format: p.format }))
+    Some(AddTimestamp { target: target?, format: p.format })
 }
 
 impl Operation for AddTimestamp {

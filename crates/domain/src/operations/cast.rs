@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Number, Value};
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::{kind, FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -48,9 +48,11 @@ struct Cast {
     fields: Vec<(FieldPath, Type)>,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<Cast> {
     if p.fields.is_empty() {
         problems.push("fields", "must name at least one field");
     }
@@ -72,8 +74,7 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
             fields.push((path, ty));
         }
     }
-    problems.done()?;
-    Ok(Box::new(Cast { fields }))
+    Some(Cast { fields })
 }
 
 impl Operation for Cast {

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::insert_header::check_header_name;
-use super::{parse_params, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::pipeline::Context;
 
@@ -28,17 +28,18 @@ struct DropHeaders {
     names: Vec<String>,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<DropHeaders> {
     if p.names.is_empty() {
         problems.push("names", "must list at least one header");
     }
     for (i, name) in p.names.iter().enumerate() {
-        check_header_name(name, &format!("names[{i}]"), &mut problems);
+        check_header_name(name, &format!("names[{i}]"), problems);
     }
-    problems.done()?;
-    Ok(Box::new(DropHeaders { names: p.names }))
+    Some(DropHeaders { names: p.names })
 }
 
 impl Operation for DropHeaders {

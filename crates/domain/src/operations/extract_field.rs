@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -38,13 +38,14 @@ struct ExtractField {
     target: FieldPath,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<ExtractField> {
     let field = problems.path(&p.field, "field", Access::Read);
     let target = problems.path(&p.target, "target", Access::Write);
-    problems.done()?;
-    Ok(Box::new(ExtractField { field: field.expect("checked"), target: target.expect("checked") }))
+    Some(ExtractField { field: field?, target: target? })
 }
 
 impl Operation for ExtractField {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{parse_params, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::condition::Condition;
 use crate::event::Event;
 use crate::pipeline::Context;
@@ -36,9 +36,11 @@ struct Filter {
     drop_if: bool,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<Filter> {
     let (condition, drop_if) = match (&p.drop_when, &p.keep_when) {
         (Some(c), None) => (problems.condition(c, "drop_when"), true),
         (None, Some(c)) => (problems.condition(c, "keep_when"), false),
@@ -47,8 +49,7 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
             (None, true)
         }
     };
-    problems.done()?;
-    Ok(Box::new(Filter { condition: condition.expect("checked"), drop_if }))
+    Some(Filter { condition: condition?, drop_if })
 }
 
 impl Operation for Filter {

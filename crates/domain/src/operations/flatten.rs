@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -44,15 +44,16 @@ struct Flatten {
     delimiter: String,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<Flatten> {
     let path = problems.path(&p.path, "path", Access::Write);
     if p.delimiter.is_empty() {
         problems.push("delimiter", "must not be empty");
     }
-    problems.done()?;
-    Ok(Box::new(Flatten { path: path.expect("checked"), delimiter: p.delimiter }))
+    Some(Flatten { path: path?, delimiter: p.delimiter })
 }
 
 impl Operation for Flatten {

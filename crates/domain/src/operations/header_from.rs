@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::insert_header::check_header_name;
-use super::{parse_params, text_at, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, text_at, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -39,22 +39,23 @@ struct HeaderFrom {
     fields: Vec<(FieldPath, String)>,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<HeaderFrom> {
     if p.fields.is_empty() {
         problems.push("fields", "must list at least one {path, header}");
     }
     let mut fields = Vec::with_capacity(p.fields.len());
     for (i, m) in p.fields.into_iter().enumerate() {
         let path = problems.path(&m.path, &format!("fields[{i}].path"), Access::Read);
-        check_header_name(&m.header, &format!("fields[{i}].header"), &mut problems);
+        check_header_name(&m.header, &format!("fields[{i}].header"), problems);
         if let Some(path) = path {
             fields.push((path, m.header));
         }
     }
-    problems.done()?;
-    Ok(Box::new(HeaderFrom { fields }))
+    Some(HeaderFrom { fields })
 }
 
 impl Operation for HeaderFrom {

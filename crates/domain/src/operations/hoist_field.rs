@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -37,15 +37,16 @@ struct HoistField {
     path: FieldPath,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<HoistField> {
     if p.field.is_empty() {
         problems.push("field", "must not be empty");
     }
     let path = problems.path(&p.path, "path", Access::Write);
-    problems.done()?;
-    Ok(Box::new(HoistField { field: p.field, path: path.expect("checked") }))
+    Some(HoistField { field: p.field, path: path? })
 }
 
 impl Operation for HoistField {

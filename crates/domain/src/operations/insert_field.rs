@@ -9,7 +9,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::{parse_params, Access, Attribute, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Attribute, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -49,9 +49,11 @@ struct InsertField {
     source: Source,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<InsertField> {
     let target = problems.path(&p.target, "target", Access::Field);
     let source = match (p.value, p.attribute) {
         (Some(v), None) => Some(Source::Value(v)),
@@ -61,8 +63,7 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
             None
         }
     };
-    problems.done()?;
-    Ok(Box::new(InsertField { target: target.expect("checked"), source: source.expect("checked") }))
+    Some(InsertField { target: target?, source: source? })
 }
 
 impl Operation for InsertField {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{parse_params, Attribute, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Attribute, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::ValueRef;
 use crate::pipeline::Context;
@@ -51,10 +51,12 @@ pub(super) fn check_header_name(name: &str, at: &str, problems: &mut Problems) {
     }
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
-    check_header_name(&p.name, "name", &mut problems);
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<InsertHeader> {
+    check_header_name(&p.name, "name", problems);
     let source = match (p.value, p.attribute) {
         (Some(v), None) => Some(Source::Value(v)),
         (None, Some(a)) => Some(Source::Attribute(a)),
@@ -63,8 +65,7 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
             None
         }
     };
-    problems.done()?;
-    Ok(Box::new(InsertHeader { name: p.name, source: source.expect("checked") }))
+    Some(InsertHeader { name: p.name, source: source? })
 }
 
 impl Operation for InsertHeader {

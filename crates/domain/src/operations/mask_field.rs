@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::insert_field::present;
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::{FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -59,9 +59,11 @@ struct MaskField {
     masker: Masker,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<MaskField> {
     if p.fields.is_empty() {
         problems.push("fields", "must list at least one field");
     }
@@ -92,8 +94,7 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
             }
         },
     };
-    problems.done()?;
-    Ok(Box::new(MaskField { fields, masker }))
+    Some(MaskField { fields, masker })
 }
 
 impl Operation for MaskField {

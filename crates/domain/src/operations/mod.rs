@@ -164,6 +164,17 @@ pub struct OperationKind {
 /// What compiling an operation's parameters gives: the operation, or every problem found.
 pub type Compiled = Result<Box<dyn Operation>, Vec<ParamError>>;
 
+/// Compiles an operation whose `build` reads its typed params: the params parsed (refused
+/// with their located errors), then `build` records every problem it finds and makes the
+/// operation when there is none. Every operation's `compile` is this with its own `build`.
+fn compile_with<P: DeserializeOwned, O: Operation + 'static>(params: &Value, build: fn(P, &mut Problems) -> Option<O>) -> Compiled {
+    let p: P = parse_params(params)?;
+    let mut problems = Problems::default();
+    let op = build(p, &mut problems);
+    problems.done()?;
+    Ok(Box::new(op.expect("an operation is built when nothing is wrong")))
+}
+
 impl fmt::Debug for OperationKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OperationKind").field("name", &self.name).finish_non_exhaustive()

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -32,13 +32,14 @@ struct MoveField {
     to: FieldPath,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<MoveField> {
     let from = problems.path(&p.from, "from", Access::Write);
     let to = problems.path(&p.to, "to", Access::Write);
-    problems.done()?;
-    Ok(Box::new(MoveField { from: from.expect("checked"), to: to.expect("checked") }))
+    Some(MoveField { from: from?, to: to? })
 }
 
 impl Operation for MoveField {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -49,9 +49,11 @@ struct ReplaceField {
     rename: Vec<(String, String)>,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<ReplaceField> {
     let path = problems.path(&p.path, "path", Access::Write);
     if p.include.is_empty() && p.exclude.is_empty() && p.rename.is_empty() {
         problems.push("", "needs at least one of `include`, `exclude`, `rename`");
@@ -71,13 +73,12 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
             problems.push(format!("rename.{old}"), format!("another field is renamed to `{new}` too"));
         }
     }
-    problems.done()?;
-    Ok(Box::new(ReplaceField {
-        path: path.expect("checked"),
+    Some(ReplaceField {
+        path: path?,
         include: p.include.into_iter().collect(),
         exclude: p.exclude.into_iter().collect(),
         rename: p.rename.into_iter().filter(|(old, new)| old != new).collect(),
-    }))
+    })
 }
 
 impl Operation for ReplaceField {

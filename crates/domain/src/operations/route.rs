@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use chrono::format::{Item, StrftimeItems};
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::{FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -53,9 +53,11 @@ fn valid_topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<Route> {
     let mut parts = Vec::new();
     let mut rest = p.topic.as_str();
     if rest.is_empty() {
@@ -104,8 +106,7 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
             ),
         }
     }
-    problems.done()?;
-    Ok(Box::new(Route { parts }))
+    Some(Route { parts })
 }
 
 impl Operation for Route {

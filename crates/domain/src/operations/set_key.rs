@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{parse_params, text_at, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, text_at, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -38,9 +38,11 @@ struct SetKey {
     separator: String,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<SetKey> {
     if p.fields.is_empty() {
         problems.push("fields", "must list at least one field");
     }
@@ -50,8 +52,7 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
         .enumerate()
         .filter_map(|(i, f)| problems.path(f, &format!("fields[{i}]"), Access::Read))
         .collect();
-    problems.done()?;
-    Ok(Box::new(SetKey { fields, separator: p.separator }))
+    Some(SetKey { fields, separator: p.separator })
 }
 
 impl Operation for SetKey {

@@ -21,7 +21,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::{kind, FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -76,9 +76,11 @@ struct TimestampConvert {
     tz: Tz,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<TimestampConvert> {
     let field = problems.path(&p.field, "field", Access::Read);
     let target = p.target.as_deref().and_then(|t| problems.path(t, "target", Access::Field));
     if p.target.is_none() {
@@ -92,16 +94,15 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
         None => Some(Tz::UTC),
         Some(name) => name.parse::<Tz>().map_err(|_| problems.push("timezone", format!("unknown time zone `{name}`; use an IANA name such as `Europe/Paris`"))).ok(),
     };
-    let from = format(p.from, p.from_pattern, "from", true, &mut problems);
-    let to = format(p.to, p.to_pattern, "to", false, &mut problems);
-    problems.done()?;
-    Ok(Box::new(TimestampConvert {
-        field: field.expect("checked"),
+    let from = format(p.from, p.from_pattern, "from", true, problems);
+    let to = format(p.to, p.to_pattern, "to", false, problems);
+    Some(TimestampConvert {
+        field: field?,
         target,
-        from: from.expect("checked"),
-        to: to.expect("checked"),
-        tz: tz.expect("checked"),
-    }))
+        from: from?,
+        to: to?,
+        tz: tz?,
+    })
 }
 
 fn format(kind: Kind, pattern: Option<String>, name: &str, parsing: bool, problems: &mut Problems) -> Option<Format> {

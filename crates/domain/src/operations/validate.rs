@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use super::{parse_params, Access, Effect, Operation, OperationKind, ParamError, Problems};
+use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
 use crate::event::Event;
 use crate::path::{FieldPath, ValueRef};
 use crate::pipeline::Context;
@@ -51,9 +51,11 @@ struct Validate {
     scope: FieldPath,
 }
 
-fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
-    let p: Params = parse_params(params)?;
-    let mut problems = Problems::default();
+fn compile(params: &Value) -> Compiled {
+    compile_with(params, build)
+}
+
+fn build(p: Params, problems: &mut Problems) -> Option<Validate> {
     if p.required.is_empty() && p.schema.is_none() {
         problems.push("", "needs `required`, `schema` or both");
     }
@@ -71,8 +73,7 @@ fn compile(params: &Value) -> Result<Box<dyn Operation>, Vec<ParamError>> {
             .map_err(|e| problems.push(locate(schema, e.instance_path().as_str()), format!("invalid JSON Schema: {}", e.masked())))
             .ok()
     });
-    problems.done()?;
-    Ok(Box::new(Validate { required, schema, scope: scope.expect("checked") }))
+    Some(Validate { required, schema, scope: scope? })
 }
 
 /// `schema` plus the JSON pointer into it, written like the other locations:
