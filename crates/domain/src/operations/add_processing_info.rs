@@ -4,27 +4,22 @@
 //! Params: `target` (a path, default `metadata.processing_info`).
 
 use chrono::SecondsFormat;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "add_processing_info",
-    summary: "Write {stage, service, instance, version, config_version, processed_at} at a path.",
-    params: Params::DOCS,
-    example: r#"{"op": "add_processing_info", "params": {"target": "metadata.processing_info"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "add_processing_info",
+    "Write {stage, service, instance, version, config_version, processed_at} at a path.",
+    r#"{"op": "add_processing_info", "params": {"target": "metadata.processing_info"}}"#,
     struct Params {
-        #[serde(default = "default_target")]
-        target: String => ["path", optional("\"metadata.processing_info\""), "Where to write the object; a field below payload or metadata."],
+    #[serde(default = "default_target")]
+    target: String => ["path", optional("\"metadata.processing_info\""), "Where to write the object; a field below payload or metadata."],
     }
-}
+);
 
 fn default_target() -> String {
     "metadata.processing_info".into()
@@ -33,10 +28,6 @@ fn default_target() -> String {
 #[derive(Debug)]
 struct AddProcessingInfo {
     target: FieldPath,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<AddProcessingInfo> {
@@ -62,7 +53,7 @@ impl Operation for AddProcessingInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{event, run};
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

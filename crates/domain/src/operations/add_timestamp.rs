@@ -7,27 +7,22 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "add_timestamp",
-    summary: "Write the processing time (rfc3339, epoch_ms or epoch_s) at a path.",
-    params: Params::DOCS,
-    example: r#"{"op": "add_timestamp", "params": {"target": "metadata.ingested_ms", "format": "epoch_ms"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "add_timestamp",
+    "Write the processing time (rfc3339, epoch_ms or epoch_s) at a path.",
+    r#"{"op": "add_timestamp", "params": {"target": "metadata.ingested_ms", "format": "epoch_ms"}}"#,
     struct Params {
-        #[serde(default = "default_target")]
-        target: String => ["path", optional("\"metadata.processed_at\""), "Where to write the time; a field below payload or metadata."],
-        #[serde(default)]
-        format: Format => ["enum: rfc3339|epoch_ms|epoch_s", optional("\"rfc3339\""), "rfc3339: UTC with milliseconds (`2024-07-20T12:34:56.789Z`); epoch_ms / epoch_s: an integer."],
+    #[serde(default = "default_target")]
+    target: String => ["path", optional("\"metadata.processed_at\""), "Where to write the time; a field below payload or metadata."],
+    #[serde(default)]
+    format: Format => ["enum: rfc3339|epoch_ms|epoch_s", optional("\"rfc3339\""), "rfc3339: UTC with milliseconds (`2024-07-20T12:34:56.789Z`); epoch_ms / epoch_s: an integer."],
     }
-}
+);
 
 fn default_target() -> String {
     "metadata.processed_at".into()
@@ -46,10 +41,6 @@ enum Format {
 struct AddTimestamp {
     target: FieldPath,
     format: Format,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<AddTimestamp> {
@@ -72,8 +63,7 @@ impl Operation for AddTimestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

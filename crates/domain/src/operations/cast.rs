@@ -16,24 +16,19 @@ use std::collections::BTreeMap;
 
 use serde_json::{Number, Value};
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::{kind, FieldPath, ValueRef};
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "cast",
-    summary: "Convert field values to int, float, string or bool; an impossible conversion fails the event.",
-    params: Params::DOCS,
-    example: r#"{"op": "cast", "params": {"fields": {"payload.priority": "int", "payload.estimate_h": "float", "payload.id": "string"}}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "cast",
+    "Convert field values to int, float, string or bool; an impossible conversion fails the event.",
+    r#"{"op": "cast", "params": {"fields": {"payload.priority": "int", "payload.estimate_h": "float", "payload.id": "string"}}}"#,
     struct Params {
-        fields: BTreeMap<String, String> => ["map<path,enum: int|float|string|bool>", required, "Each field and the type to convert it to. Missing and null fields are left alone."],
+    fields: BTreeMap<String, String> => ["map<path,enum: int|float|string|bool>", required, "Each field and the type to convert it to. Missing and null fields are left alone."],
     }
-}
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Type {
@@ -46,10 +41,6 @@ enum Type {
 #[derive(Debug)]
 struct Cast {
     fields: Vec<(FieldPath, Type)>,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<Cast> {
@@ -185,8 +176,7 @@ fn describe(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     fn one(ty: &str) -> Value {
         json!({"fields": {"payload.v": ty}})

@@ -390,8 +390,7 @@ impl Operation for Classify {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, event_with, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     fn rules() -> Value {
         json!([

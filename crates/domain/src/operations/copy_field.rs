@@ -3,36 +3,26 @@
 //! Params: `from` (any path, envelope fields and `payload`/`metadata` themselves included), `to`
 //! (a writable path; `payload`/`metadata` themselves need an object). A missing `from` fails.
 
-use serde_json::Value;
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "copy_field",
-    summary: "Copy the value at one path to another.",
-    params: Params::DOCS,
-    example: r#"{"op": "copy_field", "params": {"from": "payload.owner.email", "to": "metadata.owner_email"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "copy_field",
+    "Copy the value at one path to another.",
+    r#"{"op": "copy_field", "params": {"from": "payload.owner.email", "to": "metadata.owner_email"}}"#,
     struct Params {
-        from: String => ["path", required, "What to copy; any path, envelope fields included. Missing = error."],
-        to: String => ["path", required, "Where to write the copy (replacing what is there)."],
+    from: String => ["path", required, "What to copy; any path, envelope fields included. Missing = error."],
+    to: String => ["path", required, "Where to write the copy (replacing what is there)."],
     }
-}
+);
 
 #[derive(Debug)]
 struct CopyField {
     from: FieldPath,
     to: FieldPath,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<CopyField> {
@@ -52,8 +42,7 @@ impl Operation for CopyField {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

@@ -2,34 +2,24 @@
 //!
 //! Params: `names` (exact, case-sensitive header names). Absent headers are ignored.
 
-use serde_json::Value;
 
 use super::insert_header::check_header_name;
-use super::{compile_with, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Effect, Operation, Problems};
 use crate::event::Event;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "drop_headers",
-    summary: "Remove downstream Kafka headers by name.",
-    params: Params::DOCS,
-    example: r#"{"op": "drop_headers", "params": {"names": ["x-internal-trace", "authorization"]}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "drop_headers",
+    "Remove downstream Kafka headers by name.",
+    r#"{"op": "drop_headers", "params": {"names": ["x-internal-trace", "authorization"]}}"#,
     struct Params {
-        names: Vec<String> => ["list<string>", required, "The header names to remove (case-sensitive)."],
+    names: Vec<String> => ["list<string>", required, "The header names to remove (case-sensitive)."],
     }
-}
+);
 
 #[derive(Debug)]
 struct DropHeaders {
     names: Vec<String>,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<DropHeaders> {
@@ -52,8 +42,7 @@ impl Operation for DropHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

@@ -5,28 +5,22 @@
 //! `payload`). When `target` is `payload` or `metadata` the part must be an object. A missing
 //! `field` fails.
 
-use serde_json::Value;
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "extract_field",
-    summary: "Replace a value (the payload by default) with the value at a path inside the event.",
-    params: Params::DOCS,
-    example: r#"{"op": "extract_field", "params": {"field": "payload.after"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "extract_field",
+    "Replace a value (the payload by default) with the value at a path inside the event.",
+    r#"{"op": "extract_field", "params": {"field": "payload.after"}}"#,
     struct Params {
-        field: String => ["path", required, "The value to keep; missing = error."],
-        #[serde(default = "default_target")]
-        target: String => ["path", optional("\"payload\""), "What it replaces; payload and metadata need an object."],
+    field: String => ["path", required, "The value to keep; missing = error."],
+    #[serde(default = "default_target")]
+    target: String => ["path", optional("\"payload\""), "What it replaces; payload and metadata need an object."],
     }
-}
+);
 
 fn default_target() -> String {
     "payload".into()
@@ -36,10 +30,6 @@ fn default_target() -> String {
 struct ExtractField {
     field: FieldPath,
     target: FieldPath,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<ExtractField> {
@@ -59,8 +49,7 @@ impl Operation for ExtractField {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

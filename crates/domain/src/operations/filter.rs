@@ -7,37 +7,28 @@
 
 use serde_json::Value;
 
-use super::{compile_with, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Effect, Operation, Problems};
 use crate::condition::Condition;
 use crate::event::Event;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "filter",
-    summary: "Drop the event (counted as filtered, not an error) when a condition holds, or unless it holds.",
-    params: Params::DOCS,
-    example: r#"{"op": "filter", "params": {"drop_when": {"any": [{"equals": {"path": "payload.status", "value": "draft"}}, {"header": {"name": "x-test", "exists": true}}]}}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "filter",
+    "Drop the event (counted as filtered, not an error) when a condition holds, or unless it holds.",
+    r#"{"op": "filter", "params": {"drop_when": {"any": [{"equals": {"path": "payload.status", "value": "draft"}}, {"header": {"name": "x-test", "exists": true}}]}}}"#,
     struct Params {
-        #[serde(default)]
-        drop_when: Option<Value> => ["condition", optional, "Drop the event when this holds. Exactly one of drop_when and keep_when."],
-        #[serde(default)]
-        keep_when: Option<Value> => ["condition", optional, "Drop the event unless this holds."],
+    #[serde(default)]
+    drop_when: Option<Value> => ["condition", optional, "Drop the event when this holds. Exactly one of drop_when and keep_when."],
+    #[serde(default)]
+    keep_when: Option<Value> => ["condition", optional, "Drop the event unless this holds."],
     }
-}
+);
 
 #[derive(Debug)]
 struct Filter {
     condition: Condition,
     /// Drop when the condition holds (`drop_when`) or when it does not (`keep_when`).
     drop_if: bool,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<Filter> {
@@ -61,8 +52,7 @@ impl Operation for Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, context, event};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

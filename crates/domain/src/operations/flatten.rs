@@ -8,27 +8,22 @@
 
 use serde_json::{Map, Value};
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "flatten",
-    summary: "Flatten nested objects into one level with joined names (arrays are kept as values).",
-    params: Params::DOCS,
-    example: r#"{"op": "flatten", "params": {"path": "payload.fields", "delimiter": "_"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "flatten",
+    "Flatten nested objects into one level with joined names (arrays are kept as values).",
+    r#"{"op": "flatten", "params": {"path": "payload.fields", "delimiter": "_"}}"#,
     struct Params {
-        #[serde(default = "default_path")]
-        path: String => ["path", optional("\"payload\""), "The object to flatten."],
-        #[serde(default = "default_delimiter")]
-        delimiter: String => ["string", optional("\".\""), "Joins the names of nested fields."],
+    #[serde(default = "default_path")]
+    path: String => ["path", optional("\"payload\""), "The object to flatten."],
+    #[serde(default = "default_delimiter")]
+    delimiter: String => ["string", optional("\".\""), "Joins the names of nested fields."],
     }
-}
+);
 
 fn default_path() -> String {
     "payload".into()
@@ -42,10 +37,6 @@ fn default_delimiter() -> String {
 struct Flatten {
     path: FieldPath,
     delimiter: String,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<Flatten> {
@@ -97,8 +88,7 @@ impl Flatten {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

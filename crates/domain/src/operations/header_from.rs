@@ -5,27 +5,21 @@
 //! A missing path fails.
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::insert_header::check_header_name;
-use super::{compile_with, text_at, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{text_at, Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "header_from",
-    summary: "Set downstream Kafka headers from field values.",
-    params: Params::DOCS,
-    example: r#"{"op": "header_from", "params": {"fields": [{"path": "payload.tenant", "header": "x-tenant"}, {"path": "id", "header": "x-entity-id"}]}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "header_from",
+    "Set downstream Kafka headers from field values.",
+    r#"{"op": "header_from", "params": {"fields": [{"path": "payload.tenant", "header": "x-tenant"}, {"path": "id", "header": "x-entity-id"}]}}"#,
     struct Params {
-        fields: Vec<Mapping> => ["list<{path: path, header: string}>", required, "Each header and the path its value comes from; missing = error."],
+    fields: Vec<Mapping> => ["list<{path: path, header: string}>", required, "Each header and the path its value comes from; missing = error."],
     }
-}
+);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,10 +31,6 @@ struct Mapping {
 #[derive(Debug)]
 struct HeaderFrom {
     fields: Vec<(FieldPath, String)>,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<HeaderFrom> {
@@ -72,8 +62,7 @@ impl Operation for HeaderFrom {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

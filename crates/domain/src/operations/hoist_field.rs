@@ -6,26 +6,21 @@
 
 use serde_json::{Map, Value};
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "hoist_field",
-    summary: "Wrap the value at a path (the payload by default) as {field: value}.",
-    params: Params::DOCS,
-    example: r#"{"op": "hoist_field", "params": {"field": "data"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "hoist_field",
+    "Wrap the value at a path (the payload by default) as {field: value}.",
+    r#"{"op": "hoist_field", "params": {"field": "data"}}"#,
     struct Params {
-        field: String => ["string", required, "The name the old value goes under."],
-        #[serde(default = "default_path")]
-        path: String => ["path", optional("\"payload\""), "The value to wrap."],
+    field: String => ["string", required, "The name the old value goes under."],
+    #[serde(default = "default_path")]
+    path: String => ["path", optional("\"payload\""), "The value to wrap."],
     }
-}
+);
 
 fn default_path() -> String {
     "payload".into()
@@ -35,10 +30,6 @@ fn default_path() -> String {
 struct HoistField {
     field: String,
     path: FieldPath,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<HoistField> {
@@ -71,8 +62,7 @@ impl Operation for HoistField {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

@@ -9,28 +9,23 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::{compile_with, Access, Attribute, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Attribute, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "insert_field",
-    summary: "Write a static value, or an event attribute (source, id, received_at, topic, partition, offset), at a path.",
-    params: Params::DOCS,
-    example: r#"{"op": "insert_field", "params": {"target": "metadata.ingest_offset", "attribute": "offset"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "insert_field",
+    "Write a static value, or an event attribute (source, id, received_at, topic, partition, offset), at a path.",
+    r#"{"op": "insert_field", "params": {"target": "metadata.ingest_offset", "attribute": "offset"}}"#,
     struct Params {
-        target: String => ["path", required, "Where to write; a field below payload or metadata."],
-        #[serde(default, deserialize_with = "present")]
-        value: Option<Value> => ["json", optional, "The value to write (null included). Exactly one of value and attribute."],
-        #[serde(default)]
-        attribute: Option<Attribute> => ["enum: source|id|received_at|topic|partition|offset", optional, "An attribute to write instead of a value; topic, partition and offset are the Kafka position being processed."],
+    target: String => ["path", required, "Where to write; a field below payload or metadata."],
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Value> => ["json", optional, "The value to write (null included). Exactly one of value and attribute."],
+    #[serde(default)]
+    attribute: Option<Attribute> => ["enum: source|id|received_at|topic|partition|offset", optional, "An attribute to write instead of a value; topic, partition and offset are the Kafka position being processed."],
     }
-}
+);
 
 /// Keeps an explicit `null` as `Some(Value::Null)`, so "absent" and "null" differ.
 pub(super) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -47,10 +42,6 @@ enum Source {
 struct InsertField {
     target: FieldPath,
     source: Source,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<InsertField> {
@@ -80,8 +71,7 @@ impl Operation for InsertField {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads, context, event, run, run_in};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

@@ -5,30 +5,24 @@
 //! `received_at`, `topic`, `partition`, `offset`; see `insert_field`). Header names are
 //! case-sensitive.
 
-use serde_json::Value;
 
-use super::{compile_with, Attribute, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Attribute, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::ValueRef;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "insert_header",
-    summary: "Set a downstream Kafka header to a static string or an event attribute.",
-    params: Params::DOCS,
-    example: r#"{"op": "insert_header", "params": {"name": "x-origin", "attribute": "source"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "insert_header",
+    "Set a downstream Kafka header to a static string or an event attribute.",
+    r#"{"op": "insert_header", "params": {"name": "x-origin", "attribute": "source"}}"#,
     struct Params {
-        name: String => ["string", required, "The header name (case-sensitive)."],
-        #[serde(default)]
-        value: Option<String> => ["string", optional, "The header value. Exactly one of value and attribute."],
-        #[serde(default)]
-        attribute: Option<Attribute> => ["enum: source|id|received_at|topic|partition|offset", optional, "An attribute to use as the value; topic, partition and offset are the Kafka position being processed."],
+    name: String => ["string", required, "The header name (case-sensitive)."],
+    #[serde(default)]
+    value: Option<String> => ["string", optional, "The header value. Exactly one of value and attribute."],
+    #[serde(default)]
+    attribute: Option<Attribute> => ["enum: source|id|received_at|topic|partition|offset", optional, "An attribute to use as the value; topic, partition and offset are the Kafka position being processed."],
     }
-}
+);
 
 #[derive(Debug)]
 enum Source {
@@ -49,10 +43,6 @@ pub(super) fn check_header_name(name: &str, at: &str, problems: &mut Problems) {
     } else if name.chars().any(char::is_control) {
         problems.push(at, "a header name must not contain control characters");
     }
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<InsertHeader> {
@@ -86,8 +76,7 @@ impl Operation for InsertHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

@@ -11,30 +11,25 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::insert_field::present;
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::{FieldPath, ValueRef};
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "mask_field",
-    summary: "Hide field values: a fixed replacement, a salted SHA-256, or removal.",
-    params: Params::DOCS,
-    example: r#"{"op": "mask_field", "params": {"fields": ["payload.reporter.email", "payload.ssn"], "mode": "sha256", "salt": "change-me"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "mask_field",
+    "Hide field values: a fixed replacement, a salted SHA-256, or removal.",
+    r#"{"op": "mask_field", "params": {"fields": ["payload.reporter.email", "payload.ssn"], "mode": "sha256", "salt": "change-me"}}"#,
     struct Params {
-        fields: Vec<String> => ["list<path>", required, "The fields to mask (below payload or metadata)."],
-        #[serde(default)]
-        mode: Mode => ["enum: fixed|sha256|remove", optional("\"fixed\""), "How to mask."],
-        #[serde(default, deserialize_with = "present")]
-        replacement: Option<Value> => ["json", optional("\"****\""), "mode fixed only: the value written instead."],
-        #[serde(default)]
-        salt: Option<String> => ["string", optional, "mode sha256 only, and required there: prefixed to the value before hashing; keep it secret."],
+    fields: Vec<String> => ["list<path>", required, "The fields to mask (below payload or metadata)."],
+    #[serde(default)]
+    mode: Mode => ["enum: fixed|sha256|remove", optional("\"fixed\""), "How to mask."],
+    #[serde(default, deserialize_with = "present")]
+    replacement: Option<Value> => ["json", optional("\"****\""), "mode fixed only: the value written instead."],
+    #[serde(default)]
+    salt: Option<String> => ["string", optional, "mode sha256 only, and required there: prefixed to the value before hashing; keep it secret."],
     }
-}
+);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,10 +52,6 @@ enum Masker {
 struct MaskField {
     fields: Vec<FieldPath>,
     masker: Masker,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<MaskField> {
@@ -146,8 +137,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn hashes_are_sha256_of_salt_and_text() {

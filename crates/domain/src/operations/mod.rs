@@ -58,6 +58,27 @@ macro_rules! params {
     (@default $default:literal) => { Some($default) };
 }
 
+/// Declares an operation: its catalog entry (`KIND`: name, summary, example), its `Params`
+/// (see [`params!`]), and `compile`, which parses the params and runs the operation's own
+/// `build` (see [`compile_with`]).
+macro_rules! operation {
+    ($name:literal, $summary:literal, $example:literal, struct Params { $($fields:tt)* }) => {
+        pub(super) const KIND: $crate::operations::OperationKind = $crate::operations::OperationKind {
+            name: $name,
+            summary: $summary,
+            params: Params::DOCS,
+            example: $example,
+            compile,
+        };
+
+        params! { struct Params { $($fields)* } }
+
+        fn compile(params: &serde_json::Value) -> $crate::operations::Compiled {
+            super::compile_with(params, build)
+        }
+    };
+}
+
 mod add_processing_info;
 mod add_timestamp;
 mod cast;
@@ -481,6 +502,8 @@ mod tests {
 /// Helpers for the operations' table-driven tests.
 #[cfg(test)]
 pub(crate) mod testing {
+    pub use serde_json::{json, Value};
+
     use super::*;
     use crate::pipeline::{Input, Stage};
     use chrono::TimeZone;

@@ -4,36 +4,26 @@
 //! emptied), `to` (a writable path). A missing `from` fails. Moving out of an array shifts the
 //! elements after it.
 
-use serde_json::Value;
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "move_field",
-    summary: "Move the value at one path to another.",
-    params: Params::DOCS,
-    example: r#"{"op": "move_field", "params": {"from": "payload.internal.trace_id", "to": "metadata.trace_id"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "move_field",
+    "Move the value at one path to another.",
+    r#"{"op": "move_field", "params": {"from": "payload.internal.trace_id", "to": "metadata.trace_id"}}"#,
     struct Params {
-        from: String => ["path", required, "What to move; not an envelope field. Missing = error."],
-        to: String => ["path", required, "Where to put it (replacing what is there)."],
+    from: String => ["path", required, "What to move; not an envelope field. Missing = error."],
+    to: String => ["path", required, "Where to put it (replacing what is there)."],
     }
-}
+);
 
 #[derive(Debug)]
 struct MoveField {
     from: FieldPath,
     to: FieldPath,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<MoveField> {
@@ -53,8 +43,7 @@ impl Operation for MoveField {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

@@ -9,33 +9,27 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde_json::Value;
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "replace_field",
-    summary: "Keep (include), drop (exclude) and rename the fields of an object.",
-    params: Params::DOCS,
-    example: r#"{"op": "replace_field", "params": {"exclude": ["internal_notes"], "rename": {"summary": "title"}}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "replace_field",
+    "Keep (include), drop (exclude) and rename the fields of an object.",
+    r#"{"op": "replace_field", "params": {"exclude": ["internal_notes"], "rename": {"summary": "title"}}}"#,
     struct Params {
-        #[serde(default = "default_path")]
-        path: String => ["path", optional("\"payload\""), "The object whose fields change."],
-        #[serde(default)]
-        include: Vec<String> => ["list<string>", optional("[]"), "Field names to keep; every field when empty."],
-        #[serde(default)]
-        exclude: Vec<String> => ["list<string>", optional("[]"), "Field names to drop (wins over include)."],
-        #[serde(default)]
-        rename: BTreeMap<String, String> => ["map<string,string>", optional("{}"), "Old name to new name, applied after include/exclude; replaces a field already named new."],
+    #[serde(default = "default_path")]
+    path: String => ["path", optional("\"payload\""), "The object whose fields change."],
+    #[serde(default)]
+    include: Vec<String> => ["list<string>", optional("[]"), "Field names to keep; every field when empty."],
+    #[serde(default)]
+    exclude: Vec<String> => ["list<string>", optional("[]"), "Field names to drop (wins over include)."],
+    #[serde(default)]
+    rename: BTreeMap<String, String> => ["map<string,string>", optional("{}"), "Old name to new name, applied after include/exclude; replaces a field already named new."],
     }
-}
+);
 
 fn default_path() -> String {
     "payload".into()
@@ -47,10 +41,6 @@ struct ReplaceField {
     include: HashSet<String>,
     exclude: HashSet<String>,
     rename: Vec<(String, String)>,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<ReplaceField> {
@@ -106,8 +96,7 @@ impl Operation for ReplaceField {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

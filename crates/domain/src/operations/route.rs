@@ -12,27 +12,22 @@ use std::fmt::Write as _;
 use chrono::format::{Item, StrftimeItems};
 use serde_json::Value;
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::{FieldPath, ValueRef};
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "route",
-    summary: "Set the downstream Kafka topic from a template ({source}, {id}, {stage}, {date:%Y-%m-%d}, {field:payload.x}).",
-    params: Params::DOCS,
-    example: r#"{"op": "route", "params": {"topic": "metadata.{source}.{date:%Y-%m}"}, "when": {"exists": "payload.project"}}"#,
-    compile,
-};
+operation!(
+    "route",
+    "Set the downstream Kafka topic from a template ({source}, {id}, {stage}, {date:%Y-%m-%d}, {field:payload.x}).",
+    r#"{"op": "route", "params": {"topic": "metadata.{source}.{date:%Y-%m}"}, "when": {"exists": "payload.project"}}"#,
+    struct Params {
+    topic: String => ["template", required, "Literal text and placeholders {source}, {id}, {stage}, {date} / {date:<strftime>} (UTC), {field:<path>}; the result must be a valid Kafka topic name."],
+    }
+);
 
 /// Longest Kafka topic name.
 const MAX_TOPIC_LEN: usize = 249;
-
-params! {
-    struct Params {
-        topic: String => ["template", required, "Literal text and placeholders {source}, {id}, {stage}, {date} / {date:<strftime>} (UTC), {field:<path>}; the result must be a valid Kafka topic name."],
-    }
-}
 
 #[derive(Debug)]
 enum Part {
@@ -51,10 +46,6 @@ struct Route {
 
 fn valid_topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<Route> {
@@ -143,8 +134,7 @@ impl Operation for Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

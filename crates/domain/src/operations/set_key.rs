@@ -5,28 +5,22 @@
 //! e.g. `["source", "payload.project"]` → `jira:PROJ`. A missing field fails. Without `set_key`
 //! the stage keeps its default key (`<source>:<id>`).
 
-use serde_json::Value;
 
-use super::{compile_with, text_at, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{text_at, Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "set_key",
-    summary: "Set the downstream Kafka key to field values joined with `:`.",
-    params: Params::DOCS,
-    example: r#"{"op": "set_key", "params": {"fields": ["source", "payload.project"]}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "set_key",
+    "Set the downstream Kafka key to field values joined with `:`.",
+    r#"{"op": "set_key", "params": {"fields": ["source", "payload.project"]}}"#,
     struct Params {
-        fields: Vec<String> => ["list<path>", required, "The values making the key, in order; missing = error."],
-        #[serde(default = "default_separator")]
-        separator: String => ["string", optional("\":\""), "Joins the values."],
+    fields: Vec<String> => ["list<path>", required, "The values making the key, in order; missing = error."],
+    #[serde(default = "default_separator")]
+    separator: String => ["string", optional("\":\""), "Joins the values."],
     }
-}
+);
 
 fn default_separator() -> String {
     ":".into()
@@ -36,10 +30,6 @@ fn default_separator() -> String {
 struct SetKey {
     fields: Vec<FieldPath>,
     separator: String,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<SetKey> {
@@ -73,8 +63,7 @@ impl Operation for SetKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     #[test]
     fn table() {

@@ -21,34 +21,29 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::{kind, FieldPath, ValueRef};
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "timestamp_convert",
-    summary: "Convert a timestamp between rfc3339, epoch seconds/milliseconds and strftime patterns, with time zones.",
-    params: Params::DOCS,
-    example: r#"{"op": "timestamp_convert", "params": {"field": "payload.created", "from": "pattern", "from_pattern": "%d/%m/%Y %H:%M", "to": "rfc3339", "timezone": "Europe/Paris"}}"#,
-    compile,
-};
-
-params! {
+operation!(
+    "timestamp_convert",
+    "Convert a timestamp between rfc3339, epoch seconds/milliseconds and strftime patterns, with time zones.",
+    r#"{"op": "timestamp_convert", "params": {"field": "payload.created", "from": "pattern", "from_pattern": "%d/%m/%Y %H:%M", "to": "rfc3339", "timezone": "Europe/Paris"}}"#,
     struct Params {
-        field: String => ["path", required, "The timestamp to read; any path."],
-        from: Kind => ["enum: rfc3339|epoch_s|epoch_ms|pattern", required, "How the timestamp is written now."],
-        #[serde(default)]
-        from_pattern: Option<String> => ["string", optional, "strftime pattern to parse, with from = pattern (e.g. `%d/%m/%Y %H:%M`)."],
-        to: Kind => ["enum: rfc3339|epoch_s|epoch_ms|pattern", required, "How to write it."],
-        #[serde(default)]
-        to_pattern: Option<String> => ["string", optional, "strftime pattern to write, with to = pattern."],
-        #[serde(default)]
-        timezone: Option<String> => ["string", optional("\"UTC\""), "IANA zone (e.g. `Europe/Paris`) for parsing patterns without an offset and for writing rfc3339 and patterns."],
-        #[serde(default)]
-        target: Option<String> => ["path", optional, "Where to write the result; `field` when absent."],
+    field: String => ["path", required, "The timestamp to read; any path."],
+    from: Kind => ["enum: rfc3339|epoch_s|epoch_ms|pattern", required, "How the timestamp is written now."],
+    #[serde(default)]
+    from_pattern: Option<String> => ["string", optional, "strftime pattern to parse, with from = pattern (e.g. `%d/%m/%Y %H:%M`)."],
+    to: Kind => ["enum: rfc3339|epoch_s|epoch_ms|pattern", required, "How to write it."],
+    #[serde(default)]
+    to_pattern: Option<String> => ["string", optional, "strftime pattern to write, with to = pattern."],
+    #[serde(default)]
+    timezone: Option<String> => ["string", optional("\"UTC\""), "IANA zone (e.g. `Europe/Paris`) for parsing patterns without an offset and for writing rfc3339 and patterns."],
+    #[serde(default)]
+    target: Option<String> => ["path", optional, "Where to write the result; `field` when absent."],
     }
-}
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,10 +69,6 @@ struct TimestampConvert {
     from: Format,
     to: Format,
     tz: Tz,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<TimestampConvert> {
@@ -267,8 +258,7 @@ fn name(format: &Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     fn conv(from: &str, to: &str, extra: Value) -> Value {
         let mut p = json!({"field": "payload.t", "from": from, "to": to});

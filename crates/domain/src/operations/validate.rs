@@ -12,33 +12,28 @@
 
 use serde_json::Value;
 
-use super::{compile_with, Access, Compiled, Effect, Operation, OperationKind, Problems};
+use super::{Access, Effect, Operation, Problems};
 use crate::event::Event;
 use crate::path::{FieldPath, ValueRef};
 use crate::pipeline::Context;
 
-pub(super) const KIND: OperationKind = OperationKind {
-    name: "validate",
-    summary: "Fail the event (then on_error applies) unless required fields are present and/or it satisfies a JSON Schema.",
-    params: Params::DOCS,
-    example: r#"{"op": "validate", "params": {"required": ["payload.title", "metadata.created_at"],
+operation!(
+    "validate",
+    "Fail the event (then on_error applies) unless required fields are present and/or it satisfies a JSON Schema.",
+    r#"{"op": "validate", "params": {"required": ["payload.title", "metadata.created_at"],
         "schema": {"type": "object", "required": ["title"], "properties": {"title": {"type": "string", "minLength": 1}, "priority": {"type": "integer", "minimum": 1, "maximum": 5}}}}}"#,
-    compile,
-};
+    struct Params {
+    #[serde(default)]
+    required: Vec<String> => ["list<path>", optional("[]"), "Paths that must be present and not null."],
+    #[serde(default)]
+    schema: Option<Value> => ["json", optional, "A JSON Schema the scope must satisfy; references stay inside it."],
+    #[serde(default = "default_scope")]
+    scope: String => ["path", optional("\"payload\""), "What the schema validates."],
+    }
+);
 
 /// How many violations an error message lists.
 const SHOWN: usize = 3;
-
-params! {
-    struct Params {
-        #[serde(default)]
-        required: Vec<String> => ["list<path>", optional("[]"), "Paths that must be present and not null."],
-        #[serde(default)]
-        schema: Option<Value> => ["json", optional, "A JSON Schema the scope must satisfy; references stay inside it."],
-        #[serde(default = "default_scope")]
-        scope: String => ["path", optional("\"payload\""), "What the schema validates."],
-    }
-}
 
 fn default_scope() -> String {
     "payload".into()
@@ -49,10 +44,6 @@ struct Validate {
     required: Vec<FieldPath>,
     schema: Option<jsonschema::Validator>,
     scope: FieldPath,
-}
-
-fn compile(params: &Value) -> Compiled {
-    compile_with(params, build)
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<Validate> {
@@ -161,8 +152,7 @@ impl Validate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operations::testing::{check_errors, check_payloads, event, run};
-    use serde_json::json;
+    use crate::operations::testing::*;
 
     fn schema() -> Value {
         json!({
