@@ -259,6 +259,21 @@ pub async fn record_metrics(
     Ok(res)
 }
 
+/// Serves `server` until `shutdown` is cancelled, then stops taking requests and finishes the
+/// ones in flight (`service` names it in the log).
+///
+/// # Errors
+/// When the server fails.
+pub async fn serve_until_stopped(server: actix_web::dev::Server, shutdown: &crate::shutdown::CancellationToken, service: &str) -> anyhow::Result<()> {
+    let handle = server.handle();
+    let running = tokio::spawn(server);
+    shutdown.cancelled().await;
+    tracing::info!(service, "shutting down: finishing requests in flight");
+    handle.stop(true).await;
+    running.await??;
+    Ok(())
+}
+
 /// Binds `listen` (port 0 picks a free port) and returns the listener with its port.
 ///
 /// # Errors

@@ -94,12 +94,6 @@ impl Application {
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let server = tokio::spawn(self.server);
-        self.shutdown.cancelled().await;
-        tracing::info!("consumer-api shutting down");
-        handle.stop(true).await;
-        server.await??;
-        Ok(())
+        adapters::http::serve_until_stopped(self.server, &self.shutdown, "consumer-api").await
     }
 }

@@ -45,7 +45,7 @@ fn if_match(req: &HttpRequest) -> Result<Option<u64>, AdminError> {
 }
 
 fn unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
-    AdminError::Unavailable { what: format!("redis: {err}"), retry_after_s: state.retry_after_s }
+    AdminError::Request(RequestError::Unavailable { what: format!("redis: {err}"), retry_after_s: state.retry_after_s })
 }
 
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -186,8 +186,6 @@ pub(crate) enum AdminError {
     /// A preview's event is not one metastream takes.
     #[error("{0}")]
     InvalidEvent(String),
-    #[error("{what}; retry later")]
-    Unavailable { what: String, retry_after_s: u32 },
 }
 
 impl AdminError {
@@ -212,7 +210,6 @@ impl Problem for AdminError {
             AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::InvalidConfig(_) | AdminError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
             AdminError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
-            AdminError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -223,7 +220,6 @@ impl Problem for AdminError {
             AdminError::InvalidConfig(_) => "invalid_config",
             AdminError::PreconditionFailed(_) => "version_mismatch",
             AdminError::InvalidEvent(_) => "invalid_event",
-            AdminError::Unavailable { .. } => "unavailable",
         }
     }
 
@@ -234,12 +230,8 @@ impl Problem for AdminError {
     }
 
     fn headers(&self, response: &mut actix_web::HttpResponseBuilder) {
-        match self {
-            AdminError::Request(e) => e.headers(response),
-            AdminError::Unavailable { retry_after_s, .. } => {
-                response.insert_header((actix_web::http::header::RETRY_AFTER, retry_after_s.to_string()));
-            }
-            _ => {}
+        if let AdminError::Request(e) = self {
+            e.headers(response);
         }
     }
 }

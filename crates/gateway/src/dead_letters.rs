@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use adapters::http::{read_body, require_json};
+use adapters::http::{RequestError, read_body, require_json};
 use deadpool_redis::redis::AsyncCommands as _;
 use domain::schema::headers;
 use domain::DeadLetterReason;
@@ -150,7 +150,7 @@ fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, AdminError> 
 }
 
 fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
-    AdminError::Unavailable { what: format!("kafka: {err}"), retry_after_s: state.retry_after_s }
+    AdminError::Request(RequestError::Unavailable { what: format!("kafka: {err}"), retry_after_s: state.retry_after_s })
 }
 
 async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -240,7 +240,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
                 Ok::<_, adapters::store::StoreError>(set)
             })
             .await
-            .map_err(|e| AdminError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s })?;
+            .map_err(|e| AdminError::Request(RequestError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s }))?;
             if !first {
                 skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "already replayed (use force)"}));
                 continue;

@@ -9,10 +9,11 @@
 
 use std::time::Duration;
 
-use crate::routes::IngestError;
+use adapters::http::RequestError;
 use deadpool_redis::redis::AsyncCommands as _;
 use serde_json::{json, Value};
 
+use crate::routes::IngestError;
 use crate::State;
 
 /// Longest accepted key.
@@ -32,10 +33,10 @@ fn fingerprint(body: &[u8]) -> String {
 }
 
 fn redis_error(state: &State, err: impl std::fmt::Display) -> IngestError {
-    IngestError::Unavailable {
+    IngestError::Request(RequestError::Unavailable {
         what: format!("cannot check the Idempotency-Key (redis: {err})"),
         retry_after_s: state.retry_after_s,
-    }
+    })
 }
 
 /// Claims `key` for this request, or finds its earlier answer.

@@ -151,12 +151,7 @@ impl Application {
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let server = tokio::spawn(self.server);
-        self.shutdown.cancelled().await;
-        tracing::info!("gateway shutting down");
-        handle.stop(true).await;
-        server.await??;
+        adapters::http::serve_until_stopped(self.server, &self.shutdown, "gateway").await?;
         let producer = self.producer;
         let deadline = self.deadline;
         tokio::task::spawn_blocking(move || producer.flush(deadline)).await??;

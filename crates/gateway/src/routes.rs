@@ -74,10 +74,10 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
         return Err(IngestError::TooManyEvents { count: items.len(), limit: state.max_batch_events });
     }
     // The whole batch counts against the in-flight bound.
-    let _permits = state.in_flight.clone().try_acquire_many_owned(items.len() as u32).map_err(|_| IngestError::Unavailable {
+    let _permits = state.in_flight.clone().try_acquire_many_owned(items.len() as u32).map_err(|_| IngestError::Request(RequestError::Unavailable {
         what: "the gateway is at capacity (gateway.max_in_flight)".into(),
         retry_after_s: state.retry_after_s,
-    })?;
+    }))?;
     let received_at = now_rfc3339();
     let results = futures_util::future::join_all(items.into_iter().map(|item| {
         let received_at = &received_at;
@@ -90,7 +90,7 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
     }))
     .await;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
-    let unavailable = results.iter().filter(|r| matches!(r, Err(IngestError::Unavailable { .. }))).count();
+    let unavailable = results.iter().filter(|r| matches!(r, Err(IngestError::Request(RequestError::Unavailable { .. })))).count();
     let answers: Vec<BatchResult> = results
         .into_iter()
         .map(|r| match r {
@@ -102,7 +102,7 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
         })
         .collect();
     if accepted == 0 && unavailable > 0 {
-        return Err(IngestError::Unavailable { what: "kafka did not acknowledge any event of the batch".into(), retry_after_s: state.retry_after_s });
+        return Err(IngestError::Request(RequestError::Unavailable { what: "kafka did not acknowledge any event of the batch".into(), retry_after_s: state.retry_after_s }));
     }
     let rejected = answers.len() - accepted;
     Ok(HttpResponse::Ok().json(BatchAnswer { accepted, rejected, results: answers }))
@@ -170,10 +170,10 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
     state.tokens.verify(&req)?;
     require_json(&req)?;
     // Bound what is in flight: past the limit, refuse rather than queue without end.
-    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| IngestError::Unavailable {
+    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| IngestError::Request(RequestError::Unavailable {
         what: "the gateway is at capacity (gateway.max_in_flight)".into(),
         retry_after_s: state.retry_after_s,
-    })?;
+    }))?;
     let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let idempotency_key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("").to_owned());
     let claim = match &idempotency_key {
@@ -206,10 +206,10 @@ async fn accept(state: &State, body: &[u8]) -> Result<serde_json::Value, IngestE
 /// Checks the event's source and waits for Kafka's ack; the answer body on success.
 async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) -> Result<Accepted, IngestError> {
     if !state.catalog.is_loaded() {
-        return Err(IngestError::Unavailable {
+        return Err(IngestError::Request(RequestError::Unavailable {
             what: "source configurations are not loaded yet (redis unreachable)".into(),
             retry_after_s: state.retry_after_s,
-        });
+        }));
     }
     if state.catalog.resolve(event.source.as_str()).is_none() {
         return Err(IngestError::UnknownSource(format!(
@@ -223,10 +223,10 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
     current.record("metastream.source", event.source.as_str());
 
     let Some(limits) = state.limits.get() else {
-        return Err(IngestError::Unavailable {
+        return Err(IngestError::Request(RequestError::Unavailable {
             what: "kafka has not answered yet (the topics' size limits are unknown)".into(),
             retry_after_s: state.retry_after_s,
-        });
+        }));
     };
     let max_event_bytes = limits.max_event_bytes();
     let key = event.entity_key();
@@ -286,7 +286,7 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
         }
         Err(_) => {
             tracing::warn!(event_id = %event.id, source = %event.source, "kafka ack timed out");
-            Err(IngestError::Unavailable { what: "kafka did not acknowledge the event in time".into(), retry_after_s: state.retry_after_s })
+            Err(IngestError::Request(RequestError::Unavailable { what: "kafka did not acknowledge the event in time".into(), retry_after_s: state.retry_after_s }))
         }
     }
 }
@@ -297,7 +297,7 @@ fn unavailable(err: &KafkaError, retry_after_s: u32) -> IngestError {
         Some(RDKafkaErrorCode::MessageTimedOut) => "kafka did not acknowledge the event in time".to_owned(),
         _ => format!("kafka did not acknowledge the event ({err})"),
     };
-    IngestError::Unavailable { what, retry_after_s }
+    IngestError::Request(RequestError::Unavailable { what, retry_after_s })
 }
 
 /// What `POST /ingest` and `POST /ingest/batch` answer besides 2xx.
@@ -321,9 +321,6 @@ pub(crate) enum IngestError {
     /// The `Idempotency-Key` was used for another body.
     #[error("{0}")]
     IdempotencyMismatch(String),
-    /// Kafka (or Redis, for idempotency) cannot take the event now: retry later.
-    #[error("{what}; retry later")]
-    Unavailable { what: String, retry_after_s: u32 },
 }
 
 impl IngestError {
@@ -340,7 +337,6 @@ impl Problem for IngestError {
             IngestError::EventTooLarge { .. } | IngestError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::UnknownSource(_) | IngestError::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             IngestError::Conflict(_) => StatusCode::CONFLICT,
-            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -353,7 +349,6 @@ impl Problem for IngestError {
             IngestError::UnknownSource(_) => "unknown_source",
             IngestError::Conflict(_) => "conflict",
             IngestError::IdempotencyMismatch(_) => "idempotency_key_reused",
-            IngestError::Unavailable { .. } => "unavailable",
         }
     }
 
@@ -365,12 +360,8 @@ impl Problem for IngestError {
     }
 
     fn headers(&self, response: &mut actix_web::HttpResponseBuilder) {
-        match self {
-            IngestError::Request(e) => e.headers(response),
-            IngestError::Unavailable { retry_after_s, .. } => {
-                response.insert_header((actix_web::http::header::RETRY_AFTER, retry_after_s.to_string()));
-            }
-            _ => {}
+        if let IngestError::Request(e) = self {
+            e.headers(response);
         }
     }
 }

@@ -4,51 +4,31 @@
 //!
 //! Per batch: read the records notices do not carry in one Redis round trip, hand the results
 //! and dead letters to Kafka, and commit once Kafka acknowledged them all (at least once),
-//! processing the next batch meanwhile (see [`StageRunner::run`]).
+//! processing the next batch meanwhile (see [`adapters::stage::StageRunner::run`]).
 
 use adapters::settings::Service;
-use adapters::shutdown::CancellationToken;
-use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, StageRunner};
+use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, Transform, Transformer};
 use adapters::store::Records;
-use adapters::Settings;
 use domain::{DeadLetterReason, Event, EventId, EventOutcome, Input, ProcessedNotice, SourceName, Stage};
 use rdkafka::message::{Message, OwnedMessage};
 use tracing::Instrument as _;
 
-/// A built post-transformer: consumer subscribed, health endpoint bound, not yet running.
-pub struct PostTransformer {
-    runner: StageRunner,
-}
+/// The post-transformer service: built with `PostTransformer::build(settings, shutdown)`, run with
+/// `run_until_stopped` (see [`Transformer`]).
+pub type PostTransformer = Transformer<PostProcessor>;
 
-impl PostTransformer {
-    /// Connects to Kafka and Redis, loads source configs and binds the health endpoint.
-    ///
-    /// # Errors
-    /// When the settings are invalid or a client cannot be created.
-    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        Ok(PostTransformer { runner: StageRunner::build(settings, Service::PostTransformer, shutdown).await? })
-    }
-
-    /// The port of `/healthz` and `/readyz`.
-    pub fn port(&self) -> u16 {
-        self.runner.port()
-    }
-
-    /// Processes batches until shutdown; then commits what is done and flushes the producer.
-    ///
-    /// # Errors
-    /// When the health server fails.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let shared = self.runner.shared().clone();
-        let records = Records::new(shared.pool.clone(), shared.keys.clone(), shared.redis_timeout, shared.metrics.clone());
-        let processor = PostProcessor { shared, records };
-        self.runner.run(processor).await
-    }
-}
-
-struct PostProcessor {
+/// What the post-transformer does with a batch.
+pub struct PostProcessor {
     shared: Shared,
     records: Records,
+}
+
+impl Transform for PostProcessor {
+    const SERVICE: Service = Service::PostTransformer;
+
+    fn new(shared: &Shared) -> Self {
+        PostProcessor { shared: shared.clone(), records: shared.records() }
+    }
 }
 
 /// What the post operations made of a record.

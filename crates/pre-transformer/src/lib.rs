@@ -5,51 +5,31 @@
 //! Messages are handled in batches: decide what each message becomes, write every record of the
 //! batch to Redis in one call, hand the notices and dead letters to Kafka, and commit the
 //! batch's offsets only once Kafka acknowledged them all (at least once). The next batch is
-//! processed while Kafka acknowledges (see [`StageRunner::run`]).
+//! processed while Kafka acknowledges (see [`adapters::stage::StageRunner::run`]).
 
 use adapters::settings::Service;
-use adapters::shutdown::CancellationToken;
-use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, StageRunner};
+use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, Transform, Transformer};
 use adapters::store::{NewRecord, Records};
-use adapters::Settings;
 use domain::{DeadLetterReason, Event, EventOutcome, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
 use tracing::Instrument as _;
 
-/// A built pre-transformer: consumer subscribed, health endpoint bound, not yet running.
-pub struct PreTransformer {
-    runner: StageRunner,
-}
+/// The pre-transformer service: built with `PreTransformer::build(settings, shutdown)`, run with
+/// `run_until_stopped` (see [`Transformer`]).
+pub type PreTransformer = Transformer<PreProcessor>;
 
-impl PreTransformer {
-    /// Connects to Kafka and Redis, loads source configs and binds the health endpoint.
-    ///
-    /// # Errors
-    /// When the settings are invalid or a client cannot be created.
-    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        Ok(PreTransformer { runner: StageRunner::build(settings, Service::PreTransformer, shutdown).await? })
-    }
-
-    /// The port of `/healthz` and `/readyz`.
-    pub fn port(&self) -> u16 {
-        self.runner.port()
-    }
-
-    /// Processes batches until shutdown; then commits what is done and flushes the producer.
-    ///
-    /// # Errors
-    /// When the health server fails.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let shared = self.runner.shared().clone();
-        let records = Records::new(shared.pool.clone(), shared.keys.clone(), shared.redis_timeout, shared.metrics.clone());
-        let processor = PreProcessor { shared, records };
-        self.runner.run(processor).await
-    }
-}
-
-struct PreProcessor {
+/// What the pre-transformer does with a batch.
+pub struct PreProcessor {
     shared: Shared,
     records: Records,
+}
+
+impl Transform for PreProcessor {
+    const SERVICE: Service = Service::PreTransformer;
+
+    fn new(shared: &Shared) -> Self {
+        PreProcessor { shared: shared.clone(), records: shared.records() }
+    }
 }
 
 /// What one consumed message leads to.

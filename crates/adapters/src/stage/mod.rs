@@ -33,4 +33,4 @@ pub use dead_letter::{dead_letter, reference, Failure};
 pub use headers::{event_headers, message_headers, output_headers, source_of, with_headers};
 pub use ledger::OffsetLedger;
 pub use produce::{oversize, produce_all, Outgoing};
-pub use runner::{process_span, Processed, Processor, Shared, StageRunner};
+pub use runner::{process_span, Processed, Processor, Shared, StageRunner, Transform, Transformer};

@@ -72,6 +72,46 @@ pub trait Processor {
     fn process(&self, batch: &[OwnedMessage]) -> impl std::future::Future<Output = Result<Processed, Interrupted>> + Send;
 }
 
+/// A transformer's processing, as a service: which one it is and how it is made from the
+/// stage's clients. [`Transformer`] does the rest.
+pub trait Transform: Processor + Sized {
+    const SERVICE: crate::settings::Service;
+
+    /// The processor, made from the stage's clients.
+    fn new(shared: &Shared) -> Self;
+}
+
+/// A transformer service: a [`StageRunner`] with its [`Transform`] — what each transformer
+/// binary builds and runs (`Transformer<PreProcessor>` is the pre-transformer).
+pub struct Transformer<T> {
+    runner: StageRunner,
+    transform: std::marker::PhantomData<T>,
+}
+
+impl<T: Transform> Transformer<T> {
+    /// Connects to Kafka and Redis, loads source configs and binds the health endpoint.
+    ///
+    /// # Errors
+    /// When the settings are invalid or a client cannot be created.
+    pub async fn build(settings: crate::Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        Ok(Transformer { runner: StageRunner::build(settings, T::SERVICE, shutdown).await?, transform: std::marker::PhantomData })
+    }
+
+    /// The port of `/healthz` and `/readyz`.
+    pub fn port(&self) -> u16 {
+        self.runner.port()
+    }
+
+    /// Processes batches until shutdown; then commits what is done and flushes the producer.
+    ///
+    /// # Errors
+    /// When the pipeline cannot go on, or the health server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let transform = T::new(self.runner.shared());
+        self.runner.run(transform).await
+    }
+}
+
 /// What a [`Processor`] made of a batch.
 pub struct Processed {
     /// The messages to produce, each with the index of the batch message it came from (its
@@ -98,6 +138,13 @@ pub struct Shared {
     pub group: String,
     /// The largest message each pipeline topic takes (read from the broker at start-up).
     pub limits: domain::TopicLimits,
+}
+
+impl Shared {
+    /// The processed records in Redis, through this stage's pool.
+    pub fn records(&self) -> crate::store::Records {
+        crate::store::Records::new(self.pool.clone(), self.keys.clone(), self.redis_timeout, self.metrics.clone())
+    }
 }
 
 /// A transformer's consume loop: batches in, [`Processor`] over them, offsets committed after.
