@@ -297,6 +297,7 @@ impl Stack {
             .set("bootstrap.servers", &self.settings.kafka.bootstrap_servers)
             .set("group.id", format!("{topic}.reader-{}", uuid::Uuid::new_v4()))
             .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();

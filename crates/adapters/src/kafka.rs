@@ -53,6 +53,28 @@ pub fn producer(k: &KafkaSettings, limits: Option<&TopicLimits>) -> anyhow::Resu
     c.create().context("creating Kafka producer")
 }
 
+/// A transactional producer (see [`producer`]) with `transactional_id`, its transactions
+/// initialised: a previous producer with the same id is fenced and its open transaction
+/// aborted. `transaction.timeout.ms` defaults to 10 s: how long the open transaction of a
+/// killed instance with another id can hold back `read_committed` readers.
+///
+/// # Errors
+/// When librdkafka rejects the configuration or the broker does not answer.
+pub async fn transactional_producer(k: &KafkaSettings, limits: &TopicLimits, transactional_id: &str) -> anyhow::Result<FutureProducer> {
+    let mut k = k.clone();
+    k.producer_properties.insert("transactional.id".into(), transactional_id.to_owned());
+    k.producer_properties.entry("transaction.timeout.ms".into()).or_insert_with(|| "10000".into());
+    let producer = producer(&k, Some(limits))?;
+    let init = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer as _;
+        init.init_transactions(Duration::from_secs(30))
+    })
+    .await?
+    .with_context(|| format!("initialising transactions (transactional.id {transactional_id})"))?;
+    Ok(producer)
+}
+
 /// librdkafka's defaults for `message.max.bytes` and `batch.size`.
 const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
 const LIBRDKAFKA_BATCH_SIZE: usize = 1_000_000;
@@ -157,7 +179,13 @@ async fn try_topic_limits(k: &KafkaSettings, timeout: Duration) -> anyhow::Resul
 pub struct LoggingContext {
     group: String,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// Under exactly once: what to do before partitions are revoked, instead of committing
+    /// stored offsets (there are none: offsets travel in the transaction).
+    on_revoke: Option<RevokeHook>,
 }
+
+/// Called, on the consumer's thread, before partitions are revoked.
+pub type RevokeHook = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 impl ClientContext for LoggingContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
@@ -179,6 +207,10 @@ impl ConsumerContext for LoggingContext {
     /// exactly the finished work.
     fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            if let Some(hook) = &self.on_revoke {
+                hook();
+                return;
+            }
             match consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
                 Ok(()) => tracing::info!(partitions = %describe(tpl), "committed finished work before revoke"),
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -223,12 +255,22 @@ pub fn consumer(
     commits: Commits,
 ) -> anyhow::Result<GroupConsumer> {
     let mut c = base_config(k, &k.consumer_properties);
-    match commits {
-        Commits::Explicit => c.set("enable.auto.commit", "false"),
+    let on_revoke = match commits {
+        Commits::Explicit => {
+            c.set("enable.auto.commit", "false");
+            None
+        }
         Commits::StoredEvery(interval) => {
-            c.set("enable.auto.commit", "true").set("auto.commit.interval.ms", interval.as_millis().max(1).to_string())
+            c.set("enable.auto.commit", "true").set("auto.commit.interval.ms", interval.as_millis().max(1).to_string());
+            None
+        }
+        Commits::InTransaction(hook) => {
+            c.set("enable.auto.commit", "false");
+            Some(hook)
         }
     };
+    // Only committed data: what an aborted transaction wrote is never read.
+    c.set("isolation.level", "read_committed");
     c.set("group.id", group_id)
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -240,20 +282,23 @@ pub fn consumer(
     for (key, value) in &k.consumer_properties {
         c.set(key, value);
     }
-    let context = LoggingContext { group: group_id.to_owned(), metrics };
+    let context = LoggingContext { group: group_id.to_owned(), metrics, on_revoke };
     let consumer: GroupConsumer = c.create_with_context(context).context("creating Kafka consumer")?;
     consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
     Ok(consumer)
 }
 
-/// When a group consumer commits. Either way only offsets the service stored
-/// ([`store_offsets`]) are ever committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When a group consumer commits.
+#[derive(Clone)]
 pub enum Commits {
     /// Only when the service calls [`commit_offsets`] (and before a revoke).
     Explicit,
-    /// librdkafka commits what is stored at this interval, idle or not (and before a revoke).
+    /// librdkafka commits what is stored ([`store_offsets`]) at this interval, idle or not (and
+    /// before a revoke).
     StoredEvery(std::time::Duration),
+    /// Never by the consumer: the service sends its offsets in a producer's transaction. The
+    /// hook runs before partitions are revoked (it aborts the open transaction).
+    InTransaction(RevokeHook),
 }
 
 /// Client settings for a consumer that only reads assigned partitions (no group membership,
@@ -261,6 +306,7 @@ pub enum Commits {
 pub fn reader_config(k: &KafkaSettings) -> ClientConfig {
     let mut c = base_config(k, &k.consumer_properties);
     c.set("group.id", "metastream-reader")
+        .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");

@@ -50,6 +50,7 @@ pub struct Settings {
     pub consumer_api: ConsumerApiSettings,
     pub telemetry: TelemetrySettings,
     pub shutdown: ShutdownSettings,
+    pub delivery: DeliverySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +201,32 @@ impl ShutdownSettings {
     }
 }
 
+/// What the transformers promise about their output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub guarantee: Guarantee,
+    /// Under exactly once, how long a transformer's transaction stays open: its output becomes
+    /// visible to `read_committed` readers when it commits.
+    pub transaction_interval_ms: u64,
+}
+
+impl DeliverySettings {
+    pub fn transaction_interval(&self) -> Duration {
+        Duration::from_millis(self.transaction_interval_ms)
+    }
+}
+
+/// `exactly_once`: each transformer consumes, produces and commits its offsets in one Kafka
+/// transaction, so a `read_committed` reader sees every update once. `at_least_once`: offsets
+/// are committed after the output is acknowledged; a crash may repeat output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
 /// Which service is asking, so validation checks only what that service uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -346,6 +373,7 @@ impl Settings {
                 check(!t.group_id.is_empty(), &format!("{key}.group_id: must not be empty"));
                 check(t.listen.parse::<SocketAddr>().is_ok(), &format!("{key}.listen: must be host:port"));
                 check(t.batch_size >= 1, &format!("{key}.batch_size: must be at least 1"));
+                check(self.delivery.transaction_interval_ms >= 1, "delivery.transaction_interval_ms: must be at least 1");
             }
             Service::ConsumerApi => {
                 let c = &self.consumer_api;

@@ -18,6 +18,7 @@ async fn read_topic(stack: &Stack, topic: &str, idle: Duration, mut take: impl F
         .set("bootstrap.servers", &stack.kafka)
         .set("group.id", format!("{topic}.check-{}", uuid::Uuid::new_v4()))
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .create()?;
     consumer.subscribe(&[topic])?;

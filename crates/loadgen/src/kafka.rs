@@ -89,6 +89,7 @@ pub async fn latency_consumer(kafka: &str, topic: &str) -> anyhow::Result<Stream
         .set("bootstrap.servers", kafka)
         .set("group.id", format!("loadgen-{}", now_us()))
         .set("auto.offset.reset", "latest")
+        .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
         .create()?;

@@ -76,7 +76,11 @@ impl Processor for PreProcessor {
                         value,
                     });
                     spans.push(span);
-                    outgoing.push((out, index));
+                    // Redone after a Redis restart, its notice already published: restore the
+                    // record only.
+                    if !s.replay.covers(message) {
+                        outgoing.push((out, index));
+                    }
                 }
                 Disposition::DeadLetter(failure) => outgoing.push((stage::dead_letter(s, message, Stage::Pre, &failure), index)),
                 Disposition::Skip(outcome) => tally.add(&stage::source_of(message), outcome),

@@ -13,6 +13,7 @@
 //! - [`counters`]: [`Tally`] and the outcome and dead-letter counters.
 //! - [`guard`]: the Redis-restart guard (re-processing what a restarted Redis may have lost).
 //! - [`apply`]: a source's operations applied under its `on_error` policy.
+//! - [`transaction`]: exactly once — output and offsets committed in one Kafka transaction.
 //!
 //! Nothing outside this module's users (the transformers) imports it: the retry helpers live in
 //! [`crate::retry`], offset commits in [`crate::kafka`], [`Interrupted`] in [`crate::shutdown`].
@@ -25,6 +26,7 @@ pub mod headers;
 pub mod ledger;
 pub mod produce;
 pub mod runner;
+pub mod transaction;
 
 pub use crate::shutdown::Interrupted;
 pub use apply::{apply, Applied};
@@ -33,4 +35,4 @@ pub use dead_letter::{dead_letter, reference, Failure};
 pub use headers::{event_headers, message_headers, output_headers, source_of, with_headers};
 pub use ledger::OffsetLedger;
 pub use produce::{oversize, produce_all, Outgoing};
-pub use runner::{process_span, Processed, Processor, Shared, StageRunner, Transform, Transformer};
+pub use runner::{process_span, Processed, Processor, Replay, Shared, StageRunner, Transform, Transformer};

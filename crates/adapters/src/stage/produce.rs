@@ -100,23 +100,42 @@ async fn enqueue(s: &Shared, messages: &[Outgoing], which: &[usize]) -> Result<V
 ///
 /// # Errors
 /// [`Interrupted`] when shutdown comes first.
+///
+/// Under exactly once a message the broker failed to take dooms the open transaction: nothing
+/// is retried or replaced; the failure is recorded in [`Shared::transaction`] and the runner
+/// aborts the transaction and redoes its work (a message refused for good is then
+/// dead-lettered instead). Messages never sent (refused by the client) are handled as always.
 async fn settle(s: &Shared, messages: &[Outgoing], mut sent: Vec<Sent>) -> Result<Vec<(usize, KafkaError)>, Interrupted> {
     let mut refused = Vec::new();
     let mut pending: Vec<usize> = (0..messages.len()).collect();
     let mut backoff = Backoff::infra();
     loop {
+        let was_sent: Vec<bool> = sent.iter().map(Result::is_ok).collect();
         let results = join_all(sent.into_iter().map(acknowledged)).await;
         let mut failed = Vec::new();
         let mut last_error = None;
-        for (i, result) in pending.into_iter().zip(results) {
+        for ((i, result), was_sent) in pending.into_iter().zip(results).zip(was_sent) {
             let Err(err) = result else { continue };
             s.metrics.delivery_errors.add(1, &[opentelemetry::KeyValue::new("topic", messages[i].topic.clone())]);
+            if was_sent {
+                if let Some(txn) = &s.transaction {
+                    txn.doom(&err);
+                    if permanent(&err) {
+                        refused.push((i, err));
+                    }
+                    continue;
+                }
+            }
             if permanent(&err) {
                 refused.push((i, err));
             } else {
                 last_error = Some(err);
                 failed.push(i);
             }
+        }
+        if s.transaction.as_ref().is_some_and(|t| t.is_doomed()) {
+            // Retrying into a doomed transaction cannot succeed; the runner aborts it.
+            return Ok(refused);
         }
         let Some(err) = last_error else { return Ok(refused) };
         tracing::warn!(error = %err, failed = failed.len(), "kafka did not acknowledge; retrying");
@@ -169,8 +188,16 @@ pub(super) async fn deliver(
     origins: &[usize],
     sent: Vec<Sent>,
 ) -> Result<(), Interrupted> {
-    let mut refused: Vec<(Outgoing, usize, KafkaError)> =
-        settle(s, messages, sent).await?.into_iter().map(|(i, err)| (messages[i].clone(), origins[i], err)).collect();
+    let refused = settle(s, messages, sent).await?;
+    if let Some(txn) = s.transaction.as_ref().filter(|t| t.is_doomed()) {
+        // The transaction is aborted and its work redone: then these are dead-lettered.
+        for (i, err) in refused {
+            let reason = if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) { DeadLetterReason::TooLarge } else { DeadLetterReason::ProduceFailed };
+            txn.refuse(&batch[origins[i]], Failure::new(reason, format!("{}: {err}", messages[i].topic)));
+        }
+        return Ok(());
+    }
+    let mut refused: Vec<(Outgoing, usize, KafkaError)> = refused.into_iter().map(|(i, err)| (messages[i].clone(), origins[i], err)).collect();
     let mut backoff = Backoff::infra();
     while !refused.is_empty() {
         let mut broken = None;

@@ -3,7 +3,8 @@
 //! `pipeline_depth` batches unreleased); the [`OffsetLedger`] decides which offsets each
 //! finished batch releases.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -13,9 +14,11 @@ use rdkafka::consumer::CommitMode;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio::task::JoinSet;
+use tokio::time::sleep_until;
 
 use super::guard::StoreGuard;
-use super::ledger::{BatchId, OffsetLedger};
+use super::ledger::{BatchId, OffsetLedger, TopicPartition};
+use super::transaction::{NotCommitted, Transaction, TxnState};
 use super::produce::{deliver, enqueue_all, Outgoing};
 use crate::health::Health;
 use crate::kafka::GroupConsumer;
@@ -138,6 +141,28 @@ pub struct Shared {
     pub group: String,
     /// The largest message each pipeline topic takes (read from the broker at start-up).
     pub limits: domain::TopicLimits,
+    /// Under exactly once: what delivery tasks report about the open transaction.
+    pub transaction: Option<Arc<TxnState>>,
+    /// Messages already published, being redone only to restore the store (after a Redis
+    /// restart): their output must not be published again.
+    pub replay: Replay,
+}
+
+/// Per partition, the offset below which every consumed message's output is already published
+/// (released); set when the Redis-restart guard rewinds. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Replay(Arc<std::sync::Mutex<BTreeMap<TopicPartition, i64>>>);
+
+impl Replay {
+    /// Whether `m`'s output was already published: redo only its effects on the store.
+    pub fn covers(&self, m: &OwnedMessage) -> bool {
+        let below = self.0.lock().expect("replay lock");
+        !below.is_empty() && below.get(&(m.topic().to_owned(), m.partition())).is_some_and(|end| m.offset() < *end)
+    }
+
+    fn set(&self, released: BTreeMap<TopicPartition, i64>) {
+        *self.0.lock().expect("replay lock") = released;
+    }
 }
 
 impl Shared {
@@ -162,6 +187,8 @@ pub struct StageRunner {
     stage: Stage,
     /// Messages of the batch being processed (the in-flight gauge).
     in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Under exactly once, the runner's transaction.
+    transaction: Option<Transaction>,
 }
 
 impl StageRunner {
@@ -187,14 +214,20 @@ impl StageRunner {
         }
         let limits = crate::kafka::topic_limits(&settings.kafka).await?;
         let metrics = crate::metrics::Metrics::new(service.name(), &settings.telemetry.otlp_endpoint);
-        let producer = crate::kafka::producer(&settings.kafka, Some(&limits))?;
-        let consumer = crate::kafka::consumer(
-            &settings.kafka,
-            &t.group_id,
-            &[input_topic],
-            Some(metrics.clone()),
-            crate::kafka::Commits::StoredEvery(Duration::from_millis(t.commit_interval_ms)),
-        )?;
+        let exactly_once = settings.delivery.guarantee == crate::settings::Guarantee::ExactlyOnce;
+        let (producer, txn_state, commits) = if exactly_once {
+            let id = transactional_id(&t.group_id);
+            let producer = crate::kafka::transactional_producer(&settings.kafka, &limits, &id).await?;
+            let state = Arc::new(TxnState::default());
+            let hook = Transaction::revoke_hook(producer.clone(), state.clone());
+            tracing::info!(transactional_id = %id, "exactly once: output and offsets commit in one transaction");
+            (producer, Some(state), crate::kafka::Commits::InTransaction(hook))
+        } else {
+            let producer = crate::kafka::producer(&settings.kafka, Some(&limits))?;
+            (producer, None, crate::kafka::Commits::StoredEvery(Duration::from_millis(t.commit_interval_ms)))
+        };
+        let transaction = txn_state.clone().map(|state| Transaction::new(producer.clone(), state, settings.delivery.transaction_interval()));
+        let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic], Some(metrics.clone()), commits)?;
         let pool = crate::store::pool(&settings.redis)?;
         crate::metrics::register_client_gauges(&metrics, &producer, &pool);
         let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
@@ -222,7 +255,10 @@ impl StageRunner {
                 metrics,
                 group: t.group_id.clone(),
                 limits,
+                transaction: txn_state,
+                replay: Replay::default(),
             },
+            transaction,
             health_server,
             port,
             settings: t.clone(),
@@ -253,7 +289,7 @@ impl StageRunner {
     ///
     /// # Errors
     /// When the health server fails.
-    pub async fn run(self, processor: impl Processor) -> anyhow::Result<()> {
+    pub async fn run(mut self, processor: impl Processor) -> anyhow::Result<()> {
         let handle = self.health_server.handle();
         let server = tokio::spawn(self.health_server);
         let s = &self.shared;
@@ -268,16 +304,23 @@ impl StageRunner {
             guard: self.guards_store.then(StoreGuard::default),
             shared: s,
             stopped: None,
+            transaction: self.transaction.take(),
+            released: BTreeMap::new(),
         };
         let depth = self.settings.pipeline_depth.max(1);
         while pipeline.stopped.is_none() {
             // Waiting for a message is also when acknowledged batches are finished, so an idle
             // stage leaves nothing unmarked. `recv` and `join_next` are cancel-safe.
+            let commit_due = pipeline.commit_due();
             let first = tokio::select! {
                 biased;
                 _ = s.shutdown.cancelled() => break,
                 Some(done) = pipeline.tasks.join_next_with_id(), if !pipeline.tasks.is_empty() => {
                     pipeline.finished(done);
+                    continue;
+                }
+                _ = sleep_until(commit_due.unwrap_or_else(tokio::time::Instant::now)), if commit_due.is_some() => {
+                    pipeline.commit().await;
                     continue;
                 }
                 received = self.consumer.recv() => match received {
@@ -290,17 +333,28 @@ impl StageRunner {
                 },
             };
             let batch = fill_batch(&self.consumer, first, self.settings.batch_size, linger).await;
+            if pipeline.revoked().await {
+                // The transaction these messages would join was aborted: what is still owned
+                // was rewound and is read again.
+                continue;
+            }
             pipeline.finish_acknowledged();
             if pipeline.redis_restarted().await {
                 pipeline.finish_all().await;
+                pipeline.commit().await;
                 pipeline.rewind();
+                continue;
             }
             if pipeline.stopped.is_some() {
                 break;
             }
+            if let Err(err) = pipeline.begin() {
+                pipeline.stopped = Some(Stopped::Broken(format!("opening a transaction failed: {err}")));
+                break;
+            }
             let started = std::time::Instant::now();
             let Ok(processed) = processor.process(&batch).await else { break };
-            let (messages, origins): (Vec<Outgoing>, Vec<usize>) = processed.outgoing.into_iter().unzip();
+            let (messages, origins): (Vec<Outgoing>, Vec<usize>) = pipeline.replace_refused(&batch, self.stage, processed.outgoing).into_iter().unzip();
             let Ok(sent) = enqueue_all(s, &messages).await else { break };
             let (shared, stage) = (s.clone(), self.stage);
             let on_delivered = processed.on_delivered;
@@ -318,6 +372,9 @@ impl StageRunner {
             while pipeline.ledger.len() >= depth && pipeline.stopped.is_none() {
                 pipeline.finish_next().await;
             }
+            if pipeline.commit_due().is_some_and(|at| at <= tokio::time::Instant::now()) {
+                pipeline.commit().await;
+            }
         }
         match &pipeline.stopped {
             Some(Stopped::Broken(cause)) => {
@@ -326,7 +383,15 @@ impl StageRunner {
             _ => tracing::info!("stopping: finishing batches in flight, committing finished work and flushing the producer"),
         }
         pipeline.finish_all().await;
-        crate::kafka::commit_stored(&self.consumer, CommitMode::Sync);
+        if pipeline.transaction.is_some() {
+            if matches!(pipeline.stopped, Some(Stopped::Broken(_))) {
+                pipeline.abort("stopping on an error".into()).await;
+            } else {
+                pipeline.commit().await;
+            }
+        } else {
+            crate::kafka::commit_stored(&self.consumer, CommitMode::Sync);
+        }
         let producer = s.producer.clone();
         let deadline = self.deadline;
         if let Ok(Err(err)) = tokio::task::spawn_blocking(move || producer.flush(deadline)).await {
@@ -369,6 +434,10 @@ struct Pipeline<'a> {
     /// Why the runner must stop, once it must: a batch was not finished, so nothing after it
     /// may be stored (its messages would be skipped) and they are redelivered.
     stopped: Option<Stopped>,
+    /// Under exactly once, the open transaction.
+    transaction: Option<Transaction>,
+    /// Per partition, the highest offset released so far (for the Redis-restart guard).
+    released: BTreeMap<TopicPartition, i64>,
 }
 
 impl Pipeline<'_> {
@@ -437,10 +506,104 @@ impl Pipeline<'_> {
             return;
         }
         self.shared.health.clear_trouble();
-        if let Err(err) = crate::kafka::store_positions(self.consumer, &released.offsets) {
-            // Revoked meanwhile: the partition's new owner redelivers (at least once).
-            tracing::warn!(error = %err, "storing offsets failed; the batch may be redelivered");
+        for (tp, offset) in &released.offsets {
+            self.released.insert(tp.clone(), *offset);
         }
+        match self.transaction.as_mut() {
+            // Committed with the transaction.
+            Some(txn) => txn.release(&released.offsets),
+            None => {
+                if let Err(err) = crate::kafka::store_positions(self.consumer, &released.offsets) {
+                    // Revoked meanwhile: the partition's new owner redelivers (at least once).
+                    tracing::warn!(error = %err, "storing offsets failed; the batch may be redelivered");
+                }
+            }
+        }
+    }
+
+    /// Opens a transaction for the next batch (under exactly once, unless one is open).
+    fn begin(&mut self) -> Result<(), rdkafka::error::KafkaError> {
+        match self.transaction.as_mut() {
+            Some(txn) => txn.begin(),
+            None => Ok(()),
+        }
+    }
+
+    /// When the open transaction is due to commit.
+    fn commit_due(&self) -> Option<tokio::time::Instant> {
+        self.transaction.as_ref().and_then(Transaction::due_at)
+    }
+
+    /// Under exactly once: waits for every batch of the open transaction, then commits it with
+    /// the offsets they released — or, when that cannot be, aborts it and rewinds to the
+    /// committed offsets, so the work is redone.
+    async fn commit(&mut self) {
+        if !self.transaction.as_ref().is_some_and(Transaction::is_open) {
+            return;
+        }
+        self.finish_all().await;
+        if matches!(self.stopped, Some(Stopped::Requested)) {
+            // A batch was left unfinished: its output is incomplete.
+            self.abort("shutting down with a batch unfinished".into()).await;
+            return;
+        }
+        let txn = self.transaction.as_mut().expect("checked");
+        match txn.commit(self.consumer).await {
+            Ok(()) => {}
+            Err(NotCommitted::Aborted(why)) => self.redo(&why),
+            Err(NotCommitted::Fatal(why)) => self.stopped = Some(Stopped::Broken(format!("the transaction failed for good: {why}"))),
+        }
+    }
+
+    /// Aborts the open transaction and rewinds, so its work is redone.
+    async fn abort(&mut self, why: String) {
+        self.finish_all().await;
+        if let Some(txn) = self.transaction.as_mut() {
+            match txn.abort(why).await {
+                NotCommitted::Aborted(why) => self.redo(&why),
+                NotCommitted::Fatal(why) => self.stopped = Some(Stopped::Broken(format!("the transaction failed for good: {why}"))),
+            }
+        }
+    }
+
+    /// After an aborted transaction: the assigned partitions back to their committed offsets,
+    /// nothing released pending.
+    fn redo(&mut self, why: &str) {
+        tracing::warn!(why, "the transaction was aborted; redoing its work from the committed offsets");
+        self.shared.metrics.delivery_errors.add(1, &[opentelemetry::KeyValue::new("topic", "(transaction aborted)")]);
+        self.ledger = OffsetLedger::default();
+        super::transaction::rewind_to_committed(self.consumer);
+    }
+
+    /// Whether partitions were revoked with a transaction open (the revoke hook aborted it):
+    /// then the batches in flight are finished, and the partitions still owned rewound.
+    async fn revoked(&mut self) -> bool {
+        if !self.transaction.as_mut().is_some_and(Transaction::take_revoked) {
+            return false;
+        }
+        self.abort("partitions were revoked".into()).await;
+        true
+    }
+
+    /// Under exactly once, the output of a message the broker refused for good in an aborted
+    /// transaction is replaced by that message's dead letter.
+    fn replace_refused(&self, batch: &[OwnedMessage], stage: Stage, outgoing: Vec<(Outgoing, usize)>) -> Vec<(Outgoing, usize)> {
+        let Some(state) = &self.shared.transaction else { return outgoing };
+        let mut replaced = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(outgoing.len());
+        for (m, origin) in outgoing {
+            if replaced.contains(&origin) {
+                continue;
+            }
+            match state.refusal(&batch[origin]) {
+                Some(failure) => {
+                    replaced.insert(origin);
+                    out.push((super::dead_letter::dead_letter(self.shared, &batch[origin], stage, &failure), origin));
+                }
+                None => out.push((m, origin)),
+            }
+        }
+        out
     }
 
     /// Whether Redis restarted since the last look (only for the stage that writes the store).
@@ -451,10 +614,25 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Seeks back over the recent batches a restarted Redis may have lost.
+    /// Seeks back over the recent batches a restarted Redis may have lost. What they publish was
+    /// published already (released): redone, they only restore the store.
     fn rewind(&mut self) {
         if let Some(guard) = self.guard.as_mut() {
+            self.shared.replay.set(self.released.clone());
             guard.rewind(self.consumer);
+            self.ledger = OffsetLedger::default();
         }
     }
+}
+
+/// A transactional id unique to this producer, and stable across restarts where the instance
+/// name is (a pod's name survives a container restart): `<group>.<instance>.<pid>.<n>`, `n`
+/// counting the runners of this process. A restarted instance with the same id fences its
+/// predecessor and aborts its open transaction at once; with another id, a killed instance's
+/// transaction is aborted after `transaction.timeout.ms`. Either way the consumer group's
+/// generation (KIP-447) fences a zombie.
+fn transactional_id(group: &str) -> String {
+    static RUNNERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNNERS.fetch_add(1, Ordering::Relaxed);
+    format!("{group}.{}.{}.{n}", crate::instance_id(), std::process::id())
 }

@@ -1,0 +1,243 @@
+//! Exactly once: a transformer's output and its consumer offsets committed in one Kafka
+//! transaction (KIP-447: the consumer group's metadata travels with the offsets, so a zombie
+//! instance is fenced by the group's generation).
+//!
+//! The runner opens a transaction before the first batch, hands batch after batch to it, and
+//! every `delivery.transaction_interval_ms` waits for the batches' acks and commits their
+//! output together with the offsets they release. A produce the broker fails dooms the
+//! transaction: it is aborted, and the partitions are rewound to their committed offsets, so
+//! the work is redone and nothing is published twice to `read_committed` readers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer as _;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::dead_letter::Failure;
+use super::ledger::TopicPartition;
+use crate::kafka::{GroupConsumer, RevokeHook};
+
+/// What a transaction's delivery tasks tell the runner; shared through [`super::Shared`].
+#[derive(Default)]
+pub struct TxnState {
+    /// Why the open transaction must be aborted, once it must.
+    failure: Mutex<Option<String>>,
+    /// Consumed messages whose output the broker refused for good, and why: when their work is
+    /// redone, they are dead-lettered instead.
+    refusals: Mutex<HashMap<(String, i32, i64), Failure>>,
+    /// Whether a transaction is open (read by the revoke hook).
+    open: AtomicBool,
+    /// Set by the revoke hook when it aborted the open transaction.
+    revoked: AtomicBool,
+}
+
+impl TxnState {
+    /// Records that the open transaction cannot commit.
+    pub fn doom(&self, err: &KafkaError) {
+        self.failure.lock().expect("txn lock").get_or_insert_with(|| err.to_string());
+    }
+
+    pub fn is_doomed(&self) -> bool {
+        self.failure.lock().expect("txn lock").is_some()
+    }
+
+    /// Records that `original`'s output is refused for good.
+    pub fn refuse(&self, original: &OwnedMessage, failure: Failure) {
+        self.refusals.lock().expect("txn lock").insert(position(original), failure);
+    }
+
+    /// Why `original`'s output was refused for good, if it was (once).
+    pub fn refusal(&self, original: &OwnedMessage) -> Option<Failure> {
+        self.refusals.lock().expect("txn lock").remove(&position(original))
+    }
+}
+
+fn position(m: &OwnedMessage) -> (String, i32, i64) {
+    (m.topic().to_owned(), m.partition(), m.offset())
+}
+
+/// Why a commit did not happen.
+#[derive(Debug)]
+pub(super) enum NotCommitted {
+    /// Aborted; the work since the last commit must be redone.
+    Aborted(String),
+    /// The producer is fenced or broken for good: the instance must stop.
+    Fatal(String),
+}
+
+/// The transaction a runner has open, and the offsets its batches released.
+pub(super) struct Transaction {
+    producer: FutureProducer,
+    state: Arc<TxnState>,
+    interval: Duration,
+    opened: Option<Instant>,
+    offsets: BTreeMap<TopicPartition, i64>,
+}
+
+impl Transaction {
+    pub(super) fn new(producer: FutureProducer, state: Arc<TxnState>, interval: Duration) -> Self {
+        Transaction { producer, state, interval, opened: None, offsets: BTreeMap::new() }
+    }
+
+    /// What the consumer runs before partitions are revoked: the open transaction is aborted
+    /// (its output never becomes visible), and the runner redoes what it still owns.
+    pub(super) fn revoke_hook(producer: FutureProducer, state: Arc<TxnState>) -> RevokeHook {
+        Arc::new(move || {
+            if state.open.swap(false, Ordering::SeqCst) {
+                match producer.abort_transaction(Duration::from_secs(30)) {
+                    Ok(()) => tracing::info!("partitions revoked: aborted the open transaction; its work is redone by their next owner"),
+                    Err(err) => tracing::warn!(error = %err, "aborting the transaction before a revoke failed"),
+                }
+                state.revoked.store(true, Ordering::SeqCst);
+            }
+        })
+    }
+
+    /// Opens a transaction unless one is open.
+    pub(super) fn begin(&mut self) -> Result<(), KafkaError> {
+        if self.opened.is_none() {
+            self.producer.begin_transaction()?;
+            self.opened = Some(Instant::now());
+            self.state.open.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.opened.is_some()
+    }
+
+    /// When the open transaction is due to commit.
+    pub(super) fn due_at(&self) -> Option<tokio::time::Instant> {
+        self.opened.map(|at| tokio::time::Instant::from_std(at + self.interval))
+    }
+
+    /// Whether the revoke hook aborted the open transaction (the flag is cleared).
+    pub(super) fn take_revoked(&mut self) -> bool {
+        self.state.revoked.swap(false, Ordering::SeqCst)
+    }
+
+    /// Adds offsets released by finished batches, to commit with the transaction.
+    pub(super) fn release(&mut self, offsets: &BTreeMap<TopicPartition, i64>) {
+        for (tp, offset) in offsets {
+            let e = self.offsets.entry(tp.clone()).or_insert(*offset);
+            *e = (*e).max(*offset);
+        }
+    }
+
+    /// Commits the open transaction with the released offsets (every batch of it must be
+    /// finished). Aborts it instead when a delivery doomed it or the commit fails.
+    pub(super) async fn commit(&mut self, consumer: &GroupConsumer) -> Result<(), NotCommitted> {
+        if self.opened.is_none() {
+            return Ok(());
+        }
+        let doomed = self.state.failure.lock().expect("txn lock").take();
+        if let Some(why) = doomed {
+            return Err(self.abort(why).await);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.offsets {
+            if let Err(err) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+                return Err(self.abort(err.to_string()).await);
+            }
+        }
+        let Some(group) = consumer.group_metadata() else {
+            return Err(self.abort("the consumer has no group metadata".into()).await);
+        };
+        let producer = self.producer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            if tpl.count() > 0 {
+                producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))?;
+            }
+            producer.commit_transaction(Duration::from_secs(60))
+        })
+        .await
+        .unwrap_or_else(|err| Err(KafkaError::Canceled).inspect_err(|_| tracing::error!(error = %err, "the commit task failed")));
+        match result {
+            Ok(()) => {
+                self.closed();
+                Ok(())
+            }
+            Err(err) if is_fatal(&err) => {
+                self.closed();
+                Err(NotCommitted::Fatal(err.to_string()))
+            }
+            Err(err) => Err(self.abort(err.to_string()).await),
+        }
+    }
+
+    /// Aborts the open transaction (unless the revoke hook already did).
+    pub(super) async fn abort(&mut self, why: String) -> NotCommitted {
+        self.state.failure.lock().expect("txn lock").take();
+        if self.state.open.swap(false, Ordering::SeqCst) {
+            let producer = self.producer.clone();
+            let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(Duration::from_secs(30))).await;
+            if let Ok(Err(err)) = aborted {
+                if is_fatal(&err) {
+                    self.closed();
+                    return NotCommitted::Fatal(format!("{why}; aborting failed: {err}"));
+                }
+                tracing::warn!(error = %err, "aborting the transaction failed");
+            }
+        }
+        self.closed();
+        NotCommitted::Aborted(why)
+    }
+
+    fn closed(&mut self) {
+        self.opened = None;
+        self.offsets.clear();
+        self.state.open.store(false, Ordering::SeqCst);
+    }
+}
+
+fn is_fatal(err: &KafkaError) -> bool {
+    match err {
+        KafkaError::Transaction(e) => e.is_fatal(),
+        _ => false,
+    }
+}
+
+/// Seeks every assigned partition back to its committed offset (the beginning where the group
+/// has none): after an abort, the work since the last commit is redone.
+pub(super) fn rewind_to_committed(consumer: &GroupConsumer) {
+    let assignment = match consumer.assignment() {
+        Ok(a) => a,
+        Err(err) => {
+            tracing::warn!(error = %err, "reading the assignment to rewind failed");
+            return;
+        }
+    };
+    // A transaction still pending on these partitions (another instance's) makes the
+    // committed offsets unstable for a moment: ask again.
+    let mut committed = None;
+    for _ in 0..20 {
+        match consumer.committed_offsets(assignment.clone(), Duration::from_secs(10)) {
+            Ok(tpl) => {
+                committed = Some(tpl);
+                break;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "reading committed offsets failed; retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    }
+    let Some(committed) = committed else { return };
+    for e in committed.elements() {
+        let to = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        match consumer.seek(e.topic(), e.partition(), to, Duration::from_secs(10)) {
+            Ok(()) => tracing::info!(topic = e.topic(), partition = e.partition(), offset = ?to, "rewound to the committed offset"),
+            Err(err) => tracing::warn!(topic = e.topic(), partition = e.partition(), error = %err, "rewinding failed"),
+        }
+    }
+}
