@@ -11,6 +11,7 @@ mod delivery;
 mod guarantees;
 mod observability;
 mod errors;
+mod exactly_once;
 mod prototype;
 mod sources;
 mod tracing;

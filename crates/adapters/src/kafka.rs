@@ -53,6 +53,27 @@ pub fn producer(k: &KafkaSettings, limits: Option<&TopicLimits>) -> anyhow::Resu
     c.create().context("creating Kafka producer")
 }
 
+/// A producer shared by clones that can be replaced: a transactional producer fenced by the
+/// broker (its transaction outlived `transaction.timeout.ms`, say during a broker outage) is
+/// recreated, and every clone then uses the new one.
+#[derive(Clone)]
+pub struct SharedProducer(std::sync::Arc<std::sync::RwLock<FutureProducer>>);
+
+impl SharedProducer {
+    pub fn new(producer: FutureProducer) -> Self {
+        SharedProducer(std::sync::Arc::new(std::sync::RwLock::new(producer)))
+    }
+
+    /// The current producer (cheap: a reference-counted handle).
+    pub fn get(&self) -> FutureProducer {
+        self.0.read().expect("producer lock").clone()
+    }
+
+    pub fn replace(&self, producer: FutureProducer) {
+        *self.0.write().expect("producer lock") = producer;
+    }
+}
+
 /// A transactional producer (see [`producer`]) with `transactional_id`, its transactions
 /// initialised: a previous producer with the same id is fenced and its open transaction
 /// aborted. `transaction.timeout.ms` defaults to 10 s: how long the open transaction of a
@@ -65,14 +86,26 @@ pub async fn transactional_producer(k: &KafkaSettings, limits: &TopicLimits, tra
     k.producer_properties.insert("transactional.id".into(), transactional_id.to_owned());
     k.producer_properties.entry("transaction.timeout.ms".into()).or_insert_with(|| "10000".into());
     let producer = producer(&k, Some(limits))?;
-    let init = producer.clone();
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::Producer as _;
-        init.init_transactions(Duration::from_secs(30))
-    })
-    .await?
-    .with_context(|| format!("initialising transactions (transactional.id {transactional_id})"))?;
-    Ok(producer)
+    // A broker that just restarted answers "coordinator load in progress" for a while: retry
+    // for up to two minutes, as for topics.
+    let started = std::time::Instant::now();
+    let mut backoff = crate::retry::Backoff::infra();
+    loop {
+        let init = producer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer as _;
+            init.init_transactions(Duration::from_secs(30))
+        })
+        .await?;
+        match result {
+            Ok(()) => return Ok(producer),
+            Err(err) if started.elapsed() < Duration::from_secs(120) && !matches!(&err, KafkaError::Transaction(e) if e.is_fatal()) => {
+                tracing::warn!(error = %err, "initialising transactions failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(err) => return Err(err).with_context(|| format!("initialising transactions (transactional.id {transactional_id})")),
+        }
+    }
 }
 
 /// librdkafka's defaults for `message.max.bytes` and `batch.size`.

@@ -89,6 +89,21 @@ pub struct NewRecord {
     pub offset: i64,
     /// The record as stored (`Event::to_record`).
     pub value: Vec<u8>,
+    /// The client's `Idempotency-Key`, when the request had one.
+    pub idempotency_key: Option<String>,
+}
+
+/// What [`Records::write_newest`] did with one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Stored: the entity's newest update so far.
+    Stored,
+    /// Not stored: the store holds a newer update of the entity (a redelivery); still an
+    /// update to publish, in order.
+    Stale,
+    /// Not stored, not to publish: a second copy of a keyed request — a client's retry whose
+    /// first answer was lost — at another ingest position than the first.
+    Duplicate,
 }
 
 /// The processed records in Redis (`processed:<source>:<id>`): the one place that knows their
@@ -100,12 +115,17 @@ pub struct Records {
     keys: domain::KeySchema,
     timeout: Duration,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// How long the first position of a keyed request is remembered.
+    dedupe_window: Duration,
 }
 
-/// Writes each record unless the store already holds a newer update of the entity: one from
-/// the same ingest partition with a higher offset (every update of an entity goes to one
-/// partition, so its offsets order them). A redelivered or stale update never overwrites a
-/// newer one. ARGV holds partition, offset, record per key. Returns how many were stale.
+/// For each record (KEYS[2i-1] its key, KEYS[2i] the `ingested:<idempotency-key>` key or its
+/// own key again; ARGV partition, offset, record, whether it is keyed; the last ARGV the dedupe
+/// window in seconds): a keyed record whose request was first ingested at another position is
+/// a duplicate (2); otherwise it is written unless the store already holds a newer update of
+/// the entity — one from the same ingest partition with a higher offset (1, stale) — else 0.
+/// Every update of an entity goes to one partition, so its offsets order them: a redelivered or
+/// stale update never overwrites a newer one.
 ///
 /// Records start with their ingest position ([`domain::Event::to_record`]), read with an
 /// anchored match; a record stored in another form is parsed (`cjson`, about 5 µs for 1 KB of
@@ -113,56 +133,83 @@ pub struct Records {
 static WRITE_NEWEST: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
     deadpool_redis::redis::Script::new(
         r#"
-local stale = 0
-for i = 1, #KEYS do
-  local partition = tonumber(ARGV[3 * i - 2])
-  local offset = tonumber(ARGV[3 * i - 1])
-  local current = redis.call('GET', KEYS[i])
-  local newer = false
-  if current then
-    local p, o = string.match(current, '^{"provenance":{"ingest_partition":(%-?%d+),"ingest_offset":(%-?%d+)')
-    if p then
-      newer = tonumber(p) == partition and tonumber(o) > offset
-    else
-      local ok, doc = pcall(cjson.decode, current)
-      local prov = ok and doc['provenance'] or nil
-      if prov and prov['ingest_partition'] == partition and prov['ingest_offset'] and prov['ingest_offset'] > offset then
-        newer = true
-      end
+local window = tonumber(ARGV[#ARGV])
+local result = {}
+for i = 1, #KEYS / 2 do
+  local key = KEYS[2 * i - 1]
+  local partition = tonumber(ARGV[4 * i - 3])
+  local offset = tonumber(ARGV[4 * i - 2])
+  local code = 0
+  if ARGV[4 * i] == '1' then
+    local position = ARGV[4 * i - 3] .. ':' .. ARGV[4 * i - 2]
+    local first = redis.call('GET', KEYS[2 * i])
+    if first and first ~= position then
+      code = 2
+    elseif not first then
+      redis.call('SET', KEYS[2 * i], position, 'EX', window)
     end
   end
-  if newer then stale = stale + 1 else redis.call('SET', KEYS[i], ARGV[3 * i]) end
+  if code == 0 then
+    local current = redis.call('GET', key)
+    if current then
+      local p, o = string.match(current, '^{"provenance":{"ingest_partition":(%-?%d+),"ingest_offset":(%-?%d+)')
+      if p then
+        if tonumber(p) == partition and tonumber(o) > offset then code = 1 end
+      else
+        local ok, doc = pcall(cjson.decode, current)
+        local prov = ok and doc['provenance'] or nil
+        if prov and prov['ingest_partition'] == partition and prov['ingest_offset'] and prov['ingest_offset'] > offset then
+          code = 1
+        end
+      end
+    end
+    if code == 0 then redis.call('SET', key, ARGV[4 * i - 1]) end
+  end
+  result[i] = code
 end
-return stale
+return result
 "#,
     )
 });
 
 impl Records {
-    pub fn new(pool: Pool, keys: domain::KeySchema, timeout: Duration, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
-        Records { pool, keys, timeout, metrics }
+    pub fn new(pool: Pool, keys: domain::KeySchema, timeout: Duration, metrics: std::sync::Arc<crate::metrics::Metrics>, dedupe_window: Duration) -> Self {
+        Records { pool, keys, timeout, metrics, dedupe_window }
     }
 
     /// Writes every record in one call, each only if it is the entity's newest update so far
-    /// (see the script above). Returns how many were older than what the store holds.
+    /// and not a second copy of a keyed request (see the script above). Returns what became of
+    /// each, in order.
     ///
     /// # Errors
     /// When Redis fails or does not answer in time: nothing or part may be written, and the
     /// call is safe to repeat.
-    pub async fn write_newest(&self, records: &[NewRecord]) -> Result<i64, StoreError> {
+    pub async fn write_newest(&self, records: &[NewRecord]) -> Result<Vec<Written>, StoreError> {
         let started = std::time::Instant::now();
         let result = timed(self.timeout, async {
             let mut conn = self.pool.get().await?;
             let mut invocation = WRITE_NEWEST.prepare_invoke();
             for r in records {
-                invocation.key(self.keys.processed(&r.source, &r.id)).arg(r.partition).arg(r.offset).arg(&r.value);
+                let key = self.keys.processed(&r.source, &r.id);
+                let dedupe = r.idempotency_key.as_deref().map(|k| self.keys.ingested(k));
+                invocation.key(&key).key(dedupe.as_deref().unwrap_or(&key));
+                invocation.arg(r.partition).arg(r.offset).arg(&r.value).arg(if dedupe.is_some() { "1" } else { "0" });
             }
-            let stale: i64 = invocation.invoke_async(&mut conn).await?;
-            Ok::<_, StoreError>(stale)
+            invocation.arg(self.dedupe_window.as_secs().max(1));
+            let codes: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+            Ok::<_, StoreError>(codes)
         })
         .await;
         self.metrics.redis("store_records", started, &result);
-        result
+        let codes = result?;
+        Ok(codes
+            .into_iter()
+            .map(|c| match c {
+                1 => Written::Stale,
+                2 => Written::Duplicate,
+                _ => Written::Stored,
+            })
+            .collect())
     }
 
     /// The records of `entities`, in order (`None` where there is none), in one round trip.

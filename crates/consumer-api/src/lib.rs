@@ -13,6 +13,8 @@ mod groups;
 mod routes;
 
 
+use std::time::Duration;
+
 use actix_web::{web, App, HttpServer};
 use adapters::http::{health_routes, not_found, RequestError, Tokens};
 use adapters::settings::{ConsumerApiSettings, Service};
@@ -57,7 +59,13 @@ impl Application {
         let state = web::Data::new(State {
             groups,
             tokens: Tokens::new(settings.auth.tokens.clone()),
-            records: adapters::store::Records::new(pool, KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout(), metrics.clone()),
+            records: adapters::store::Records::new(
+                pool,
+                KeySchema::new(&settings.redis.key_prefix),
+                settings.redis.timeout(),
+                metrics.clone(),
+                Duration::from_secs(settings.gateway.idempotency_window_s),
+            ),
             limits: settings.consumer_api.clone(),
             retry_after_s: settings.gateway.retry_after_s,
             metrics: metrics.clone(),

@@ -8,6 +8,7 @@
 //! | `<prefix>sources` | hash | source name → source configuration (JSON) |
 //! | `<prefix>sources:changed` | pub/sub channel | the name of a source whose config changed |
 //! | `<prefix>idempotency:<key>` | string, expiring | the gateway's answer to an `Idempotency-Key` |
+//! | `<prefix>ingested:<key>` | string, expiring | where the first copy of a keyed request was ingested |
 //! | `<prefix>dead-letters:replayed:<partition>:<offset>` | string | a dead letter already replayed |
 //!
 //! Source names cannot contain `:`, so `<source>:<id>` is unambiguous even when ids contain `:`.
@@ -86,6 +87,13 @@ impl KeySchema {
         format!("{}idempotency:{key}", self.prefix)
     }
 
+    /// `<prefix>ingested:<idempotency-key>`: the ingest position (`<partition>:<offset>`) of
+    /// the first copy of a keyed request the pre-transformer stored (expiring); a later copy
+    /// (a client's retry whose first answer was lost) is dropped.
+    pub fn ingested(&self, idempotency_key: &str) -> String {
+        format!("{}ingested:{idempotency_key}", self.prefix)
+    }
+
     /// `<prefix>dead-letters:replayed:<partition>:<offset>`: the dead letter at that position of
     /// the dead-letter topic was replayed.
     pub fn replayed(&self, partition: i32, offset: i64) -> String {
@@ -156,6 +164,8 @@ labels! {
         Filtered => "filtered",
         /// An operation failed and the source's policy is `skip`.
         Skipped => "skipped",
+        /// A second copy of a keyed request (a client's retry) the pre stage dropped.
+        Duplicate => "duplicate",
         /// It went to the dead-letter topic.
         DeadLettered => "dead_lettered",
     }
@@ -186,6 +196,8 @@ labels! {
 pub mod headers {
     pub const EVENT_ID: &str = "metastream-event-id";
     pub const SOURCE: &str = "metastream-source";
+    /// The client's `Idempotency-Key`, on ingest messages of requests that had one.
+    pub const IDEMPOTENCY_KEY: &str = "metastream-idempotency-key";
     pub const DLQ_STAGE: &str = "metastream-dlq-stage";
     pub const DLQ_REASON: &str = "metastream-dlq-reason";
     pub const DLQ_ERROR: &str = "metastream-dlq-error";

@@ -6,12 +6,13 @@
 //! of poison events, kills (SIGKILL) or stops (SIGTERM) a component mid-load and restarts it,
 //! then checks from Kafka and Redis directly:
 //!
-//! - every acknowledged update is on the output topic (lost must be 0);
+//! - every acknowledged update is on the output topic (lost must be 0), once (duplicates must
+//!   be 0, read committed; `kill-redis` reports its duplicates);
 //! - the stored record of each entity is its last acknowledged update;
 //! - the dead-letter topic holds exactly the poison events;
 //! - (consumer-api scenario) a `/consume` reader received every acknowledged update.
 //!
-//! Duplicates and out-of-order first deliveries are reported, not hidden.
+//! Out-of-order first deliveries are reported, not hidden.
 
 mod boundary;
 mod check;
@@ -106,7 +107,12 @@ pub struct Outcome {
 
 impl Outcome {
     fn passed(&self) -> bool {
+        // Exactly once: a read_committed reader of the output sees each update once. A Redis
+        // crash is the one exception allowed (AOF everysec can lose the last second of the
+        // dedupe records), reported, not failed.
+        let duplicates_ok = self.duplicates == 0 || self.scenario == "kill-redis";
         !self.note.starts_with("skipped")
+            && duplicates_ok
             && self.lost == Some(0) && self.stale_store == 0
             && self.boundary_unaccounted == 0 && self.boundary_wrong_answer == 0 && self.exited.is_empty() && self.dead_letters == self.poison && self.unexpected_dead_letters == 0 && self.consume_lost.unwrap_or(0) == 0
     }

@@ -85,7 +85,7 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
             let event = item
                 .map_err(IngestError::InvalidEvent)
                 .and_then(|raw| ClientEvent::from_raw(raw).map_err(|e| IngestError::InvalidEvent(e.to_string())))?;
-            accept_event(state, event, received_at).await
+            accept_event(state, event, received_at, None).await
         }
     }))
     .await;
@@ -186,7 +186,7 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
         },
         None => None,
     };
-    let result = accept(state, &body).await;
+    let result = accept(state, &body, idempotency_key.as_deref()).await;
     if let Some(redis_key) = claim {
         match &result {
             Ok(answer) => idempotency::complete(state, &redis_key, &body, 202, answer).await,
@@ -197,14 +197,16 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
 }
 
 /// Validates the event and waits for Kafka's ack; the answer body on success.
-async fn accept(state: &State, body: &[u8]) -> Result<serde_json::Value, IngestError> {
+async fn accept(state: &State, body: &[u8], idempotency_key: Option<&str>) -> Result<serde_json::Value, IngestError> {
     let event = ClientEvent::parse(body).map_err(|e| IngestError::InvalidEvent(e.to_string()))?;
-    let accepted = accept_event(state, event, &now_rfc3339()).await?;
+    let accepted = accept_event(state, event, &now_rfc3339(), idempotency_key).await?;
     Ok(serde_json::to_value(accepted).expect("an answer always serializes"))
 }
 
-/// Checks the event's source and waits for Kafka's ack; the answer body on success.
-async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) -> Result<Accepted, IngestError> {
+/// Checks the event's source and waits for Kafka's ack; the answer body on success. A request's
+/// `Idempotency-Key` travels as a header, so the pre-transformer can drop a second copy that a
+/// retry wrote after the first one's answer was lost.
+async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str, idempotency_key: Option<&str>) -> Result<Accepted, IngestError> {
     if !state.catalog.is_loaded() {
         return Err(IngestError::Request(RequestError::Unavailable {
             what: "source configurations are not loaded yet (redis unreachable)".into(),
@@ -250,6 +252,9 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str) 
     let mut kafka_headers = OwnedHeaders::new()
         .insert(Header { key: headers::EVENT_ID, value: Some(event.id.as_str()) })
         .insert(Header { key: headers::SOURCE, value: Some(event.source.as_str()) });
+    if let Some(key) = idempotency_key {
+        kafka_headers = kafka_headers.insert(Header { key: headers::IDEMPOTENCY_KEY, value: Some(key) });
+    }
     for (name, value) in adapters::telemetry::propagation::headers_for(&produce_span) {
         kafka_headers = kafka_headers.insert(Header { key: &name, value: Some(&value) });
     }

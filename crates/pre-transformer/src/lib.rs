@@ -9,7 +9,8 @@
 
 use adapters::settings::Service;
 use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, Transform, Transformer};
-use adapters::store::{NewRecord, Records};
+use adapters::store::{NewRecord, Records, Written};
+use domain::schema::headers;
 use domain::{DeadLetterReason, Event, EventOutcome, Input, ProcessedNotice, Stage};
 use rdkafka::message::{Message, OwnedMessage};
 use tracing::Instrument as _;
@@ -44,6 +45,9 @@ impl Processor for PreProcessor {
     async fn process(&self, batch: &[OwnedMessage]) -> Result<Processed, Interrupted> {
         let s = &self.shared;
         let mut records: Vec<NewRecord> = Vec::new();
+        // Per record: its notice's place in `outgoing` (none when redone after a Redis
+        // restart), and its source.
+        let mut notices: Vec<(Option<usize>, String)> = Vec::new();
         let mut outgoing: Vec<(Outgoing, usize)> = Vec::new();
         // One span per event, a child of the gateway's; alive until the batch's effects are done.
         let mut spans: Vec<tracing::Span> = Vec::with_capacity(batch.len());
@@ -67,26 +71,27 @@ impl Processor for PreProcessor {
                         outgoing.push((stage::dead_letter(s, message, Stage::Pre, &failure), index));
                         continue;
                     }
-                    tally.add(event.source.as_str(), EventOutcome::Stored);
                     records.push(NewRecord {
                         source: event.source.clone(),
                         id: event.id.clone(),
                         partition: message.partition(),
                         offset: message.offset(),
                         value,
+                        idempotency_key: event.routing.header(headers::IDEMPOTENCY_KEY).map(str::to_owned),
                     });
                     spans.push(span);
                     // Redone after a Redis restart, its notice already published: restore the
                     // record only.
-                    if !s.replay.covers(message) {
+                    let notice_at = (!s.replay.covers(message)).then(|| {
                         outgoing.push((out, index));
-                    }
+                        outgoing.len() - 1
+                    });
+                    notices.push((notice_at, event.source.to_string()));
                 }
                 Disposition::DeadLetter(failure) => outgoing.push((stage::dead_letter(s, message, Stage::Pre, &failure), index)),
                 Disposition::Skip(outcome) => tally.add(&stage::source_of(message), outcome),
             }
         }
-        tally.record(s, Stage::Pre);
         if !records.is_empty() {
             // The records go to Redis in one call: each event's trace shows it as a child span.
             let redis_spans: Vec<tracing::Span> = spans
@@ -96,13 +101,33 @@ impl Processor for PreProcessor {
                         db.system.name = "redis", db.operation.name = "EVALSHA", db.operation.batch.size = records.len())
                 })
                 .collect();
-            let stale: i64 = adapters::retry::with_redis_retry(&s.health, &s.shutdown, || self.records.write_newest(&records))
-            .await?;
+            let written = adapters::retry::with_redis_retry(&s.health, &s.shutdown, || self.records.write_newest(&records)).await?;
             drop(redis_spans);
+            let mut dropped = std::collections::HashSet::new();
+            for ((notice_at, source), written) in notices.into_iter().zip(&written) {
+                match written {
+                    // A client's retry written to Kafka a second time: not published again.
+                    Written::Duplicate => {
+                        dropped.extend(notice_at);
+                        tally.add(&source, EventOutcome::Duplicate);
+                    }
+                    Written::Stored | Written::Stale => tally.add(&source, EventOutcome::Stored),
+                }
+            }
+            if !dropped.is_empty() {
+                tracing::info!(duplicates = dropped.len(), "dropped second copies of keyed requests");
+                let mut at = 0;
+                outgoing.retain(|_| {
+                    at += 1;
+                    !dropped.contains(&(at - 1))
+                });
+            }
+            let stale = written.iter().filter(|w| **w == Written::Stale).count();
             if stale > 0 {
                 tracing::info!(stale, "kept newer stored versions over redelivered updates");
             }
         }
+        tally.record(s, Stage::Pre);
         // The spans end when the notices are acknowledged.
         Ok(Processed { outgoing, on_delivered: Box::new(move || drop(spans)) })
     }

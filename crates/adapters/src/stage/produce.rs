@@ -67,6 +67,7 @@ pub(super) type Sent = Result<DeliveryFuture, KafkaError>;
 /// [`Interrupted`] when shutdown comes while waiting.
 async fn enqueue(s: &Shared, messages: &[Outgoing], which: &[usize]) -> Result<Vec<Sent>, Interrupted> {
     let mut sent = Vec::with_capacity(which.len());
+    let producer = s.producer.get();
     for m in which.iter().map(|&i| &messages[i]) {
         if s.limits.of(&s.topics, &m.topic).is_some_and(|limit| !fits(m, limit)) {
             // The broker would refuse it: do not send it, treat it as refused for good.
@@ -78,7 +79,7 @@ async fn enqueue(s: &Shared, messages: &[Outgoing], which: &[usize]) -> Result<V
             if let Some(key) = &m.key {
                 record = record.key(key);
             }
-            match s.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => sent.push(Ok(delivery)),
                 Err((err, _)) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     tokio::select! {

@@ -12,7 +12,7 @@ use deadpool_redis::Pool;
 use domain::Stage;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::producer::Producer as _;
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 
@@ -127,7 +127,8 @@ pub struct Processed {
 /// The clients a transformer's processing uses; cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
-    pub producer: FutureProducer,
+    /// The producer (replaced when a transactional one is fenced).
+    pub producer: crate::kafka::SharedProducer,
     pub pool: Pool,
     pub catalog: std::sync::Arc<crate::SourceCatalog>,
     pub health: Health,
@@ -146,6 +147,9 @@ pub struct Shared {
     /// Messages already published, being redone only to restore the store (after a Redis
     /// restart): their output must not be published again.
     pub replay: Replay,
+    /// How long the first ingest position of a keyed request is remembered
+    /// (`gateway.idempotency_window_s`).
+    pub dedupe_window: Duration,
 }
 
 /// Per partition, the offset below which every consumed message's output is already published
@@ -168,7 +172,7 @@ impl Replay {
 impl Shared {
     /// The processed records in Redis, through this stage's pool.
     pub fn records(&self) -> crate::store::Records {
-        crate::store::Records::new(self.pool.clone(), self.keys.clone(), self.redis_timeout, self.metrics.clone())
+        crate::store::Records::new(self.pool.clone(), self.keys.clone(), self.redis_timeout, self.metrics.clone(), self.dedupe_window)
     }
 }
 
@@ -215,25 +219,32 @@ impl StageRunner {
         let limits = crate::kafka::topic_limits(&settings.kafka).await?;
         let metrics = crate::metrics::Metrics::new(service.name(), &settings.telemetry.otlp_endpoint);
         let exactly_once = settings.delivery.guarantee == crate::settings::Guarantee::ExactlyOnce;
-        let (producer, txn_state, commits) = if exactly_once {
-            let id = transactional_id(&t.group_id);
-            let producer = crate::kafka::transactional_producer(&settings.kafka, &limits, &id).await?;
-            let state = Arc::new(TxnState::default());
-            let hook = Transaction::revoke_hook(producer.clone(), state.clone());
-            tracing::info!(transactional_id = %id, "exactly once: output and offsets commit in one transaction");
-            (producer, Some(state), crate::kafka::Commits::InTransaction(hook))
-        } else {
-            let producer = crate::kafka::producer(&settings.kafka, Some(&limits))?;
-            (producer, None, crate::kafka::Commits::StoredEvery(Duration::from_millis(t.commit_interval_ms)))
+        let transactional_id = exactly_once.then(|| transactional_id(&t.group_id, &t.listen));
+        let (producer, txn_state, commits) = match &transactional_id {
+            Some(id) => {
+                let producer = crate::kafka::SharedProducer::new(crate::kafka::transactional_producer(&settings.kafka, &limits, id).await?);
+                let state = Arc::new(TxnState::default());
+                let hook = Transaction::revoke_hook(producer.clone(), state.clone());
+                tracing::info!(transactional_id = %id, "exactly once: output and offsets commit in one transaction");
+                (producer, Some(state), crate::kafka::Commits::InTransaction(hook))
+            }
+            None => {
+                let producer = crate::kafka::SharedProducer::new(crate::kafka::producer(&settings.kafka, Some(&limits))?);
+                (producer, None, crate::kafka::Commits::StoredEvery(Duration::from_millis(t.commit_interval_ms)))
+            }
         };
-        let transaction = txn_state.clone().map(|state| Transaction::new(producer.clone(), state, settings.delivery.transaction_interval()));
+
         let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic], Some(metrics.clone()), commits)?;
         let pool = crate::store::pool(&settings.redis)?;
-        crate::metrics::register_client_gauges(&metrics, &producer, &pool);
+        crate::metrics::register_client_gauges(&metrics, &producer.get(), &pool);
         let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
         let probe = crate::kafka::probe(&settings.kafka, input_topic)?;
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
         let (health_server, port) = crate::http::health_server(&t.listen, health.clone(), metrics.clone())?;
+        let transaction = txn_state.clone().zip(transactional_id).map(|(state, id)| {
+            let interval = settings.delivery.transaction_interval();
+            Transaction::new(producer.clone(), settings.kafka.clone(), limits, id, state, interval, health.clone(), shutdown.clone())
+        });
         let stage = if service == Service::PreTransformer { Stage::Pre } else { Stage::Post };
         let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let gauge = in_flight.clone();
@@ -257,6 +268,7 @@ impl StageRunner {
                 limits,
                 transaction: txn_state,
                 replay: Replay::default(),
+                dedupe_window: Duration::from_secs(settings.gateway.idempotency_window_s),
             },
             transaction,
             health_server,
@@ -392,7 +404,7 @@ impl StageRunner {
         } else {
             crate::kafka::commit_stored(&self.consumer, CommitMode::Sync);
         }
-        let producer = s.producer.clone();
+        let producer = s.producer.get();
         let deadline = self.deadline;
         if let Ok(Err(err)) = tokio::task::spawn_blocking(move || producer.flush(deadline)).await {
             tracing::warn!(error = %err, "flushing the producer failed");
@@ -415,6 +427,10 @@ enum Stopped {
     /// non-zero and the orchestrator restarts it (never a silent exit 0).
     Broken(String),
 }
+
+/// How long, under exactly once, a batch's deliveries may take before the transaction is
+/// aborted: well past `kafka.produce_timeout_ms`, after which each message has an outcome.
+const STUCK_DELIVERY: Duration = Duration::from_secs(30);
 
 /// A batch, back from its delivery task, and whether everything it led to was acknowledged.
 type Delivered = (Vec<OwnedMessage>, Result<(), Interrupted>);
@@ -464,8 +480,30 @@ impl Pipeline<'_> {
 
     /// Waits for the next task to end and finishes its batch.
     async fn finish_next(&mut self) {
-        if let Some(done) = self.tasks.join_next_with_id().await {
-            self.finished(done);
+        if self.transaction.is_none() {
+            if let Some(done) = self.tasks.join_next_with_id().await {
+                self.finished(done);
+            }
+            return;
+        }
+        // Under exactly once, a delivery that neither succeeds nor fails (the producer waiting
+        // for the broker to hand it a transactional id again) must not hold the stage for
+        // ever: past the limit, the transaction is aborted, which fails what it still holds.
+        match tokio::time::timeout(STUCK_DELIVERY, self.tasks.join_next_with_id()).await {
+            Ok(Some(done)) => self.finished(done),
+            Ok(None) => {}
+            Err(_) => {
+                if let Some(state) = &self.shared.transaction {
+                    state.doom(&rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::MessageTimedOut));
+                }
+                let producer = self.shared.producer.get();
+                tracing::warn!(after = ?STUCK_DELIVERY, "the transaction's deliveries did not complete; aborting it");
+                let _ = tokio::task::spawn_blocking(move || {
+                    use rdkafka::producer::Producer as _;
+                    producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight())
+                })
+                .await;
+            }
         }
     }
 
@@ -541,7 +579,11 @@ impl Pipeline<'_> {
         if !self.transaction.as_ref().is_some_and(Transaction::is_open) {
             return;
         }
+        let started = std::time::Instant::now();
         self.finish_all().await;
+        if started.elapsed() > Duration::from_secs(1) {
+            tracing::warn!(took = ?started.elapsed(), "waiting for the transaction's batches was slow");
+        }
         if matches!(self.stopped, Some(Stopped::Requested)) {
             // A batch was left unfinished: its output is incomplete.
             self.abort("shutting down with a batch unfinished".into()).await;
@@ -551,7 +593,18 @@ impl Pipeline<'_> {
         match txn.commit(self.consumer).await {
             Ok(()) => {}
             Err(NotCommitted::Aborted(why)) => self.redo(&why),
-            Err(NotCommitted::Fatal(why)) => self.stopped = Some(Stopped::Broken(format!("the transaction failed for good: {why}"))),
+            Err(NotCommitted::Fatal(why)) => self.fenced(why).await,
+        }
+    }
+
+    /// The producer was fenced (its transaction outlived `transaction.timeout.ms` during a
+    /// broker outage, or another instance took its id): a new producer takes over, and the work
+    /// since the last commit is redone.
+    async fn fenced(&mut self, why: String) {
+        let Some(txn) = self.transaction.as_mut() else { return };
+        match txn.recreate().await {
+            Ok(()) => self.redo(&why),
+            Err(err) => self.stopped = Some(Stopped::Broken(format!("the transaction failed for good ({why}) and a new producer could not be made: {err:#}"))),
         }
     }
 
@@ -561,7 +614,7 @@ impl Pipeline<'_> {
         if let Some(txn) = self.transaction.as_mut() {
             match txn.abort(why).await {
                 NotCommitted::Aborted(why) => self.redo(&why),
-                NotCommitted::Fatal(why) => self.stopped = Some(Stopped::Broken(format!("the transaction failed for good: {why}"))),
+                NotCommitted::Fatal(why) => self.fenced(why).await,
             }
         }
     }
@@ -626,13 +679,17 @@ impl Pipeline<'_> {
 }
 
 /// A transactional id unique to this producer, and stable across restarts where the instance
-/// name is (a pod's name survives a container restart): `<group>.<instance>.<pid>.<n>`, `n`
-/// counting the runners of this process. A restarted instance with the same id fences its
-/// predecessor and aborts its open transaction at once; with another id, a killed instance's
-/// transaction is aborted after `transaction.timeout.ms`. Either way the consumer group's
-/// generation (KIP-447) fences a zombie.
-fn transactional_id(group: &str) -> String {
+/// is: `<group>.<instance>.<port>` with the health listener's port (a pod's name survives a
+/// container restart; two instances on one host listen on different ports), or
+/// `<group>.<instance>.<pid>.<n>` when the port is chosen at random (0, tests). A restarted
+/// instance with the same id fences its predecessor and aborts its open transaction at once;
+/// with another id, a killed instance's transaction is aborted after `transaction.timeout.ms`.
+/// Either way the consumer group's generation (KIP-447) fences a zombie.
+fn transactional_id(group: &str, listen: &str) -> String {
     static RUNNERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = RUNNERS.fetch_add(1, Ordering::Relaxed);
-    format!("{group}.{}.{}.{n}", crate::instance_id(), std::process::id())
+    let instance = crate::instance_id();
+    match listen.rsplit_once(':').map(|(_, port)| port) {
+        Some(port) if port != "0" => format!("{group}.{instance}.{port}"),
+        _ => format!("{group}.{instance}.{}.{}", std::process::id(), RUNNERS.fetch_add(1, Ordering::Relaxed)),
+    }
 }

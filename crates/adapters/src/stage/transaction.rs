@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::dead_letter::Failure;
 use super::ledger::TopicPartition;
-use crate::kafka::{GroupConsumer, RevokeHook};
+use crate::kafka::{GroupConsumer, RevokeHook, SharedProducer};
 
 /// What a transaction's delivery tasks tell the runner; shared through [`super::Shared`].
 #[derive(Default)]
@@ -73,24 +73,53 @@ pub(super) enum NotCommitted {
 
 /// The transaction a runner has open, and the offsets its batches released.
 pub(super) struct Transaction {
-    producer: FutureProducer,
+    producer: SharedProducer,
+    /// What recreating the producer takes.
+    kafka: crate::settings::KafkaSettings,
+    limits: domain::TopicLimits,
+    transactional_id: String,
     state: Arc<TxnState>,
+    health: crate::health::Health,
+    shutdown: crate::shutdown::CancellationToken,
     interval: Duration,
     opened: Option<Instant>,
     offsets: BTreeMap<TopicPartition, i64>,
 }
 
 impl Transaction {
-    pub(super) fn new(producer: FutureProducer, state: Arc<TxnState>, interval: Duration) -> Self {
-        Transaction { producer, state, interval, opened: None, offsets: BTreeMap::new() }
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        producer: SharedProducer,
+        kafka: crate::settings::KafkaSettings,
+        limits: domain::TopicLimits,
+        transactional_id: String,
+        state: Arc<TxnState>,
+        interval: Duration,
+        health: crate::health::Health,
+        shutdown: crate::shutdown::CancellationToken,
+    ) -> Self {
+        Transaction { producer, kafka, limits, transactional_id, state, health, shutdown, interval, opened: None, offsets: BTreeMap::new() }
+    }
+
+    /// Replaces a producer the broker fenced with a new one under the same transactional id
+    /// (its transactions initialised again), so the stage goes on.
+    ///
+    /// # Errors
+    /// When the new producer cannot be created.
+    pub(super) async fn recreate(&mut self) -> anyhow::Result<()> {
+        let producer = crate::kafka::transactional_producer(&self.kafka, &self.limits, &self.transactional_id).await?;
+        self.producer.replace(producer);
+        self.closed();
+        tracing::warn!(transactional_id = %self.transactional_id, "the producer was fenced; recreated it");
+        Ok(())
     }
 
     /// What the consumer runs before partitions are revoked: the open transaction is aborted
     /// (its output never becomes visible), and the runner redoes what it still owns.
-    pub(super) fn revoke_hook(producer: FutureProducer, state: Arc<TxnState>) -> RevokeHook {
+    pub(super) fn revoke_hook(producer: SharedProducer, state: Arc<TxnState>) -> RevokeHook {
         Arc::new(move || {
             if state.open.swap(false, Ordering::SeqCst) {
-                match producer.abort_transaction(Duration::from_secs(30)) {
+                match producer.get().abort_transaction(Duration::from_secs(30)) {
                     Ok(()) => tracing::info!("partitions revoked: aborted the open transaction; its work is redone by their next owner"),
                     Err(err) => tracing::warn!(error = %err, "aborting the transaction before a revoke failed"),
                 }
@@ -102,7 +131,7 @@ impl Transaction {
     /// Opens a transaction unless one is open.
     pub(super) fn begin(&mut self) -> Result<(), KafkaError> {
         if self.opened.is_none() {
-            self.producer.begin_transaction()?;
+            self.producer.get().begin_transaction()?;
             self.opened = Some(Instant::now());
             self.state.open.store(true, Ordering::SeqCst);
         }
@@ -150,40 +179,72 @@ impl Transaction {
         let Some(group) = consumer.group_metadata() else {
             return Err(self.abort("the consumer has no group metadata".into()).await);
         };
-        let producer = self.producer.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            if tpl.count() > 0 {
-                producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))?;
+        if tpl.count() > 0 {
+            let producer = self.producer.get();
+            let sent = self.retrying("sending offsets", move || producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))).await;
+            if let Err(err) = sent {
+                return Err(self.after_failure(err).await);
             }
-            producer.commit_transaction(Duration::from_secs(60))
-        })
-        .await
-        .unwrap_or_else(|err| Err(KafkaError::Canceled).inspect_err(|_| tracing::error!(error = %err, "the commit task failed")));
-        match result {
+        }
+        let producer = self.producer.get();
+        let started = Instant::now();
+        let committed = self.retrying("committing", move || producer.commit_transaction(Duration::from_secs(60))).await;
+        if started.elapsed() > Duration::from_secs(1) {
+            tracing::warn!(took = ?started.elapsed(), ok = committed.is_ok(), "a transaction commit was slow");
+        }
+        match committed {
             Ok(()) => {
                 self.closed();
+                self.health.clear_trouble();
                 Ok(())
             }
-            Err(err) if is_fatal(&err) => {
-                self.closed();
-                Err(NotCommitted::Fatal(err.to_string()))
-            }
-            Err(err) => Err(self.abort(err.to_string()).await),
+            Err(err) => Err(self.after_failure(err).await),
         }
     }
 
-    /// Aborts the open transaction (unless the revoke hook already did).
+    /// A transactional call failed for other reasons than a retriable one: fatal, or abort.
+    async fn after_failure(&mut self, err: KafkaError) -> NotCommitted {
+        if is_fatal(&err) {
+            self.closed();
+            NotCommitted::Fatal(err.to_string())
+        } else {
+            self.abort(err.to_string()).await
+        }
+    }
+
+    /// Runs a blocking transactional call off the runtime, again (with backoff, reporting not
+    /// ready) while librdkafka says the same call may succeed when retried — the broker is
+    /// down, a request timed out — until it does, fails otherwise, or shutdown comes.
+    async fn retrying(&self, what: &'static str, call: impl Fn() -> Result<(), KafkaError> + Send + Sync + 'static) -> Result<(), KafkaError> {
+        let call = Arc::new(call);
+        let mut backoff = crate::retry::Backoff::infra();
+        loop {
+            let attempt = call.clone();
+            let result = tokio::task::spawn_blocking(move || attempt()).await.unwrap_or(Err(KafkaError::Canceled));
+            match result {
+                Err(err) if is_retriable(&err) && !self.shutdown.is_cancelled() => {
+                    tracing::warn!(error = %err, what, "a transactional call failed; retrying");
+                    self.health.set_trouble(format!("kafka transaction {what} failing: {err}"));
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Aborts the open transaction (unless the revoke hook already did), retrying while the
+    /// broker cannot be reached: nothing more may be produced until it is aborted.
     pub(super) async fn abort(&mut self, why: String) -> NotCommitted {
         self.state.failure.lock().expect("txn lock").take();
         if self.state.open.swap(false, Ordering::SeqCst) {
-            let producer = self.producer.clone();
-            let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(Duration::from_secs(30))).await;
-            if let Ok(Err(err)) = aborted {
-                if is_fatal(&err) {
+            let producer = self.producer.get();
+            match self.retrying("aborting", move || producer.abort_transaction(Duration::from_secs(30))).await {
+                Err(err) if is_fatal(&err) => {
                     self.closed();
                     return NotCommitted::Fatal(format!("{why}; aborting failed: {err}"));
                 }
-                tracing::warn!(error = %err, "aborting the transaction failed");
+                Err(err) => tracing::warn!(error = %err, "aborting the transaction failed"),
+                Ok(()) => self.health.clear_trouble(),
             }
         }
         self.closed();
@@ -200,6 +261,13 @@ impl Transaction {
 fn is_fatal(err: &KafkaError) -> bool {
     match err {
         KafkaError::Transaction(e) => e.is_fatal(),
+        _ => false,
+    }
+}
+
+fn is_retriable(err: &KafkaError) -> bool {
+    match err {
+        KafkaError::Transaction(e) => e.is_retriable(),
         _ => false,
     }
 }
