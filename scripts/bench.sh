@@ -6,6 +6,7 @@
 #     events all arrive during the load (searched, open loop);
 #  4. end-to-end latency at 25 % and 50 % of the measured maximum, next to a raw Kafka
 #     produce -> consume round trip at the same rates;
+#  4b. the cost of exactly once: steps 3 and 4 (at 50 %) again with delivery.guarantee=at_least_once;
 #  5. (full run only) Redpanda Connect doing the gateway's job (http_server -> kafka), if it builds.
 # Release builds; results in bench/results/ (JSON per step, a markdown table per run).
 # Usage: scripts/bench.sh [quick]
@@ -118,6 +119,26 @@ for pctl in 25 50; do
   lg "e2e-at-$pctl" --mode http --batch 10 --clients 32 --rate "$RATE" --e2e-topic "$RUN.output" $(pids)
   lg "raw-roundtrip-at-$pctl" --mode kafka-roundtrip --topic "$RUN.roundtrip" --rate "$RATE"
 done
+
+# 4b. What exactly once costs: the same search and latency step with the transformers under
+#     at_least_once (step 3 and 4 ran under the default, exactly_once), side by side.
+"$ROOT/scripts/services.sh" stop >/dev/null
+export METASTREAM__DELIVERY__GUARANTEE=at_least_once
+"$ROOT/scripts/services.sh" start >/dev/null
+ALO_GOOD=0
+RATE=$MAX_RATE; [[ $RATE -lt 1000 ]] && RATE=1000
+ALO_PROBES=3; [[ $QUICK == quick ]] && ALO_PROBES=2
+for ((i = 0; i < ALO_PROBES; i++)); do
+  drain
+  lg "alo-pipeline-at-$RATE" --mode http --batch 100 --clients 8 --rate "$RATE" --e2e-topic "$RUN.output" $(pids)
+  if [[ $(sustained "alo-pipeline-at-$RATE") == yes ]]; then ALO_GOOD=$RATE; RATE=$((RATE * 13 / 10 / 100 * 100)); else break; fi
+done
+[[ $ALO_GOOD -gt 0 ]] && cp "$OUT/alo-pipeline-at-$ALO_GOOD.json" "$OUT/alo-pipeline-sustained.json"
+RATE=$((MAX_RATE / 2)); [[ $RATE -lt 100 ]] && RATE=100
+drain
+lg "alo-e2e-at-50" --mode http --batch 10 --clients 32 --rate "$RATE" --e2e-topic "$RUN.output" $(pids)
+"$ROOT/scripts/services.sh" stop >/dev/null
+unset METASTREAM__DELIVERY__GUARANTEE
 
 # 5. Redpanda Connect (full run only).
 RPC_NOTE="not run (bench-quick)"

@@ -53,6 +53,16 @@ for p in (25, 50):
                 target += f" (no evidence: the raw baseline stalled, its p99 {rl['p99'] / max(rl['p50'], 0.001):.0f}× its p50)"
         rows.append((f"4. e2e latency at {p} % ({e['rate']} ev/s)", f"p50 {el['p50']:.1f} / p99 {el['p99']:.1f} / p99.9 {el['p999']:.1f} ms",
                      f"raw Kafka p99 {rl['p99']:.1f} ms ({el['p99']/max(rl['p99'],0.001):.1f} ×)", target))
+alo, alo_e2e, eos_e2e = load("alo-pipeline-sustained"), load("alo-e2e-at-50"), load("e2e-at-50")
+if alo or alo_e2e:
+    alo_rate = alo.get("delivered_per_s", 0.0) if alo else 0.0
+    rows.append(("4b. at_least_once instead: pipeline sustained" + (f" (at {alo['rate']:,} ev/s offered)" if alo else ""),
+                 f"{alo_rate:,.0f} ev/s (exactly once: {pipe_rate:,.0f})",
+                 f"exactly once = {pipe_rate/alo_rate:.2f} × at least once" if alo_rate else "", "the cost of exactly once"))
+    if alo_e2e and alo_e2e.get("e2e_latency_ms") and eos_e2e and eos_e2e.get("e2e_latency_ms"):
+        a, e = alo_e2e["e2e_latency_ms"], eos_e2e["e2e_latency_ms"]
+        rows.append((f"4b. at_least_once e2e at {alo_e2e['rate']} ev/s", f"p50 {a['p50']:.1f} / p99 {a['p99']:.1f} ms",
+                     f"exactly once: p50 {e['p50']:.1f} / p99 {e['p99']:.1f} ms", "the cost of exactly once"))
 if rpc:
     rows.append(("5. Redpanda Connect http_server → kafka", f"{eps(rpc):,.0f} ev/s", f"{eps(rpc)/eps(raw):.2f} × (1)" if raw else "", ""))
 else:
