@@ -360,9 +360,14 @@ impl StageRunner {
             if pipeline.stopped.is_some() {
                 break;
             }
-            if let Err(err) = pipeline.begin() {
-                pipeline.stopped = Some(Stopped::Broken(format!("opening a transaction failed: {err}")));
-                break;
+            match pipeline.begin().await {
+                Ok(true) => {}
+                // Revoked meanwhile: the batch is dropped, what is still owned read again.
+                Ok(false) => continue,
+                Err(err) => {
+                    pipeline.stopped = Some(Stopped::Broken(format!("opening a transaction failed: {err}")));
+                    break;
+                }
             }
             let started = std::time::Instant::now();
             let Ok(processed) = processor.process(&batch).await else { break };
@@ -560,10 +565,15 @@ impl Pipeline<'_> {
     }
 
     /// Opens a transaction for the next batch (under exactly once, unless one is open).
-    fn begin(&mut self) -> Result<(), rdkafka::error::KafkaError> {
+    /// `false` when partitions were revoked since the batch was taken: the transaction it would
+    /// have joined is aborted and the batch must be dropped (what is still owned is re-read).
+    async fn begin(&mut self) -> Result<bool, rdkafka::error::KafkaError> {
+        if self.revoked().await {
+            return Ok(false);
+        }
         match self.transaction.as_mut() {
-            Some(txn) => txn.begin(),
-            None => Ok(()),
+            Some(txn) => txn.begin().map(|()| true),
+            None => Ok(true),
         }
     }
 
@@ -576,7 +586,7 @@ impl Pipeline<'_> {
     /// the offsets they released — or, when that cannot be, aborts it and rewinds to the
     /// committed offsets, so the work is redone.
     async fn commit(&mut self) {
-        if !self.transaction.as_ref().is_some_and(Transaction::is_open) {
+        if !self.transaction.as_ref().is_some_and(Transaction::is_open) || self.revoked().await {
             return;
         }
         let started = std::time::Instant::now();
