@@ -549,14 +549,23 @@ impl Pipeline<'_> {
             return;
         }
         self.shared.health.clear_trouble();
-        for (tp, offset) in &released.offsets {
-            self.released.insert(tp.clone(), *offset);
+        // Only offsets that advance: batches redone after a Redis restart release offsets below
+        // what is already released, which must not move the group back.
+        let mut advancing = BTreeMap::new();
+        for (tp, offset) in released.offsets {
+            if self.released.get(&tp).is_none_or(|done| offset > *done) {
+                self.released.insert(tp.clone(), offset);
+                advancing.insert(tp, offset);
+            }
+        }
+        if advancing.is_empty() {
+            return;
         }
         match self.transaction.as_mut() {
             // Committed with the transaction.
-            Some(txn) => txn.release(&released.offsets),
+            Some(txn) => txn.release(&advancing),
             None => {
-                if let Err(err) = crate::kafka::store_positions(self.consumer, &released.offsets) {
+                if let Err(err) = crate::kafka::store_positions(self.consumer, &advancing) {
                     // Revoked meanwhile: the partition's new owner redelivers (at least once).
                     tracing::warn!(error = %err, "storing offsets failed; the batch may be redelivered");
                 }
@@ -635,6 +644,8 @@ impl Pipeline<'_> {
         tracing::warn!(why, "the transaction was aborted; redoing its work from the committed offsets");
         self.shared.metrics.delivery_errors.add(1, &[opentelemetry::KeyValue::new("topic", "(transaction aborted)")]);
         self.ledger = OffsetLedger::default();
+        // What the aborted transaction released is released again when redone.
+        self.released.clear();
         super::transaction::rewind_to_committed(self.consumer);
     }
 
