@@ -226,11 +226,33 @@ impl ClientContext for LoggingContext {
         let lags = statistics.topics.values().flat_map(|t| {
             t.partitions
                 .values()
-                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                .map(|p| (t.topic.clone(), p.partition, p.consumer_lag))
+                .filter(|p| p.partition >= 0)
+                .filter_map(|p| Some((t.topic.clone(), p.partition, partition_lag(p, self.on_revoke.is_some())?)))
                 .collect::<Vec<_>>()
         });
         metrics.set_lags(&self.group, lags);
+    }
+}
+
+/// A partition's consumer lag, from librdkafka's statistics: behind the committed offset when
+/// the consumer commits (at least once). When offsets travel in transactions instead
+/// (`transactional`), the consumer never learns what was committed (its `consumer_lag` is -1,
+/// or stale from the assignment), so the lag is taken behind what it has consumed, on the
+/// partitions it is fetching. `None` when unknown.
+fn partition_lag(p: &rdkafka::statistics::Partition, transactional: bool) -> Option<i64> {
+    if !transactional {
+        return (p.consumer_lag >= 0).then_some(p.consumer_lag);
+    }
+    let fetching = matches!(p.fetch_state.as_str(), "active" | "offset-query" | "offset-wait");
+    if !fetching {
+        return None;
+    }
+    // The last stable offset: what a read_committed consumer can reach.
+    let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+    match p.app_offset {
+        position if position >= 0 && end >= 0 => Some((end - position).max(0)),
+        _ if end == 0 => Some(0),
+        _ => None,
     }
 }
 
