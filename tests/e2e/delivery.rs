@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use domain::schema::headers;
 use futures_util::stream::{self, StreamExt as _};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::json;
 
@@ -84,10 +84,7 @@ async fn a_pre_transformer_killed_mid_stream_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_goes_to_the_dead_letter_topic_without_blocking_its_partition() {
     let stack = Stack::start().await;
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &stack.settings.kafka.bootstrap_servers)
-        .create()
-        .unwrap();
+    let producer = stack.raw_producer();
     // Same key as the good event below, so both land in one partition, poison first.
     let topic = &stack.settings.kafka.topics.ingest;
     producer

@@ -8,7 +8,7 @@ use std::time::Duration;
 use domain::schema::headers;
 use futures_util::stream::{self, StreamExt as _};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::json;
 
@@ -44,10 +44,12 @@ async fn ingest_counted(stack: &Stack, ids: std::ops::Range<usize>, acked: &Atom
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transformers_killed_mid_stream_publish_every_update_exactly_once() {
     let mut stack = Stack::start().await;
+    // A second post-transformer joins the group first; the first one is then killed, as is the
+    // only pre-transformer, which a new instance replaces.
     let (pre, post) = (stack.pre.take().unwrap(), std::mem::replace(&mut stack.post, start_post(&stack.settings).await));
     let acked = AtomicUsize::new(0);
     let crash = async {
-        // Crash each stage while events flow; new instances resume from the committed offsets,
+        // Crash while events flow: the instances left or new resume from the committed offsets,
         // and what the dead ones had in open transactions never becomes visible.
         while acked.load(Ordering::Relaxed) < 250 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -71,10 +73,7 @@ async fn a_retried_request_written_twice_is_published_once() {
     let stack = Stack::start().await;
     // What a gateway does when a client's retry (same Idempotency-Key) comes after the first
     // answer was lost: the event is in the ingest topic twice, at two offsets.
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &stack.settings.kafka.bootstrap_servers)
-        .create()
-        .unwrap();
+    let producer = stack.raw_producer();
     let topic = &stack.settings.kafka.topics.ingest;
     let send = |id: &'static str, key: Option<&'static str>, n: i64| {
         let producer = producer.clone();

@@ -291,6 +291,11 @@ impl Stack {
         }
     }
 
+    /// A plain producer on the test's broker, to write to a topic as another client would.
+    pub fn raw_producer(&self) -> rdkafka::producer::FutureProducer {
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &self.settings.kafka.bootstrap_servers).create().unwrap()
+    }
+
     /// Every message on a topic, from the beginning, until `want` arrived or `within` passed.
     pub async fn read_topic(&self, topic: &str, want: usize, within: Duration) -> Vec<TopicMessage> {
         let consumer: StreamConsumer = rdkafka::ClientConfig::new()

@@ -27,13 +27,18 @@ pub struct PublishedPayload {
     pub seq: u64,
 }
 
-pub async fn run_kafka_produce(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histogram<u64>>>) -> anyhow::Result<()> {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &args.kafka)
+/// A raw rdkafka producer as a careful user would set one up: acks=all, idempotent, 5 ms linger.
+fn raw_producer(kafka: &str) -> anyhow::Result<FutureProducer> {
+    Ok(rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
-        .create()?;
+        .create()?)
+}
+
+pub async fn run_kafka_produce(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histogram<u64>>>) -> anyhow::Result<()> {
+    let producer = raw_producer(&args.kafka)?;
     let payload = event(args, &filler(args), 0, 0);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
@@ -133,12 +138,7 @@ pub async fn run_roundtrip(args: &Args, e2e: Arc<Mutex<Histogram<u64>>>, receive
     let stop = CancellationToken::new();
     let consumer = latency_consumer(&args.kafka, &args.topic).await?;
     let consumer = tokio::spawn(consume_latency(consumer, None, e2e, received, stop.clone()));
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &args.kafka)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?;
+    let producer = raw_producer(&args.kafka)?;
     let rate = args.rate.unwrap_or(1000).max(1);
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let started = Instant::now();
