@@ -12,7 +12,6 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 
 use crate::health::Health;
-use crate::settings::Secret;
 
 /// An error answer: its status, a stable code, a message (its `Display`), and what the JSON
 /// body or headers add. Each service's error enum implements it, and [`problem_response!`]
@@ -61,10 +60,24 @@ macro_rules! problem_response {
 pub enum RequestError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A presented key that cannot be valid (malformed, expired): said without a lookup.
+    #[error("{0}")]
+    InvalidKey(String),
+    #[error(transparent)]
+    Forbidden(domain::auth::Forbidden),
+    #[error("rate limit of this key exceeded ({}); retry in {retry_after_s} s", .state.kind.as_str())]
+    RateLimited { retry_after_s: u64, state: crate::auth::RateState },
+    #[error("this request costs {cost} {kind}, more than this key's burst of {burst}; split it")]
+    OverBurst { cost: u64, burst: u32, kind: &'static str },
+    /// A cap on what one key may hold (long polls, consumer groups).
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the request body was not received within {0} ms")]
@@ -80,9 +93,13 @@ pub enum RequestError {
 impl Problem for RequestError {
     fn status(&self) -> StatusCode {
         match self {
-            RequestError::Unauthorized => StatusCode::UNAUTHORIZED,
+            RequestError::Unauthorized | RequestError::InvalidKey(_) => StatusCode::UNAUTHORIZED,
+            RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
+            RequestError::RateLimited { .. } | RequestError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::OverBurst { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
             RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RequestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             RequestError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -93,9 +110,14 @@ impl Problem for RequestError {
 
     fn code(&self) -> &'static str {
         match self {
-            RequestError::Unauthorized => "unauthorized",
+            RequestError::Unauthorized | RequestError::InvalidKey(_) => "unauthorized",
+            RequestError::Forbidden(_) => "forbidden",
+            RequestError::RateLimited { .. } => "rate_limited",
+            RequestError::OverBurst { .. } => "exceeds_burst",
+            RequestError::LimitExceeded(_) => "limit_exceeded",
             RequestError::BadRequest(_) => "bad_request",
             RequestError::NotFound(_) => "not_found",
+            RequestError::MethodNotAllowed(_) => "method_not_allowed",
             RequestError::PayloadTooLarge(_) => "payload_too_large",
             RequestError::RequestTimeout(_) => "request_timeout",
             RequestError::UnsupportedMediaType => "unsupported_media_type",
@@ -104,10 +126,21 @@ impl Problem for RequestError {
         }
     }
 
+    fn details(&self, body: &mut serde_json::Map<String, serde_json::Value>) {
+        if let RequestError::Forbidden(f) = self {
+            body.insert("required_scope".into(), json!(f.required));
+        }
+    }
+
     fn headers(&self, response: &mut actix_web::HttpResponseBuilder) {
         match self {
-            RequestError::Unauthorized => {
+            RequestError::Unauthorized | RequestError::InvalidKey(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            RequestError::RateLimited { retry_after_s, state } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+                response.insert_header(("RateLimit-Policy", state.policy.clone()));
+                response.insert_header(("RateLimit", state.header()));
             }
             RequestError::Unavailable { retry_after_s, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
@@ -123,39 +156,6 @@ impl Problem for RequestError {
 }
 
 crate::problem_response!(RequestError);
-
-/// The bearer tokens a service accepts.
-#[derive(Clone)]
-pub struct Tokens(Vec<Secret>);
-
-impl Tokens {
-    pub fn new(tokens: Vec<Secret>) -> Self {
-        Tokens(tokens)
-    }
-
-    /// Checks the request's `Authorization: Bearer <token>`.
-    ///
-    /// # Errors
-    /// [`RequestError::Unauthorized`] when the header is missing or the token unknown.
-    pub fn verify(&self, req: &HttpRequest) -> Result<(), RequestError> {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or(RequestError::Unauthorized)?;
-        if self.0.iter().any(|t| constant_time_eq(t.expose().as_bytes(), presented.as_bytes())) {
-            Ok(())
-        } else {
-            Err(RequestError::Unauthorized)
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// Refuses bodies that are not JSON. A missing Content-Type is taken as JSON.
 ///
@@ -216,9 +216,66 @@ pub async fn readyz(health: web::Data<Health>) -> HttpResponse {
     }
 }
 
-/// Answers unknown routes with the JSON error shape.
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, RequestError> {
-    Err(RequestError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+/// Answers requests no route takes, in the JSON shape: 405 with `Allow` when the path is one
+/// of `routes` (a [`routes!`](crate::routes) table) under another method, 404 otherwise.
+pub fn fallback(routes: Vec<&'static [(&'static str, &'static str)]>) -> actix_web::Route {
+    web::to(move |req: HttpRequest| {
+        let allowed: Vec<&str> = routes
+            .iter()
+            .flat_map(|table| table.iter())
+            .filter(|(_, pattern)| path_matches(pattern, req.path()))
+            .map(|(method, _)| *method)
+            .collect();
+        let answer = if allowed.is_empty() {
+            problem_response(&RequestError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+        } else {
+            let mut response = problem_response(&RequestError::MethodNotAllowed(format!(
+                "{} {} is not served; allowed: {}",
+                req.method(),
+                req.path(),
+                allowed.join(", ")
+            )));
+            if let Ok(v) = header::HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, v);
+            }
+            response
+        };
+        std::future::ready(answer)
+    })
+}
+
+/// Whether `path` matches a route pattern (`/v1/keys/{id}`: a `{…}` segment matches one
+/// non-empty segment).
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (mut p, mut q) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a.starts_with('{') && a.ends_with('}') && !b.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Declares a module's routes once: `configure` registers them, and the table lists each
+/// (method, path) for the 405 fallback and the OpenAPI test (no route missing from the document).
+///
+/// ```ignore
+/// adapters::routes! { pub(crate) fn configure / ROUTES {
+///     POST "/ingest" => ingest,
+/// } }
+/// ```
+#[macro_export]
+macro_rules! routes {
+    ($vis:vis fn $configure:ident / $table:ident { $($method:ident $path:literal => $handler:path),* $(,)? }) => {
+        /// Every (method, path) this module serves.
+        $vis const $table: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        $vis fn $configure(cfg: &mut actix_web::web::ServiceConfig) {
+            $(cfg.route($path, actix_web::web::method(actix_web::http::Method::$method).to($handler));)*
+        }
+    };
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
@@ -226,37 +283,127 @@ pub async fn metrics(metrics: web::Data<std::sync::Arc<crate::metrics::Metrics>>
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
 }
 
-/// Registers `/healthz`, `/readyz` and `/metrics`.
-pub fn health_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
-}
+crate::routes! { pub fn health_routes / HEALTH_ROUTES {
+    GET "/healthz" => healthz,
+    GET "/readyz" => readyz,
+} }
 
-/// Middleware counting requests and timing them by route pattern, method and status
-/// (`actix_web::middleware::from_fn(adapters::http::record_metrics)`).
+crate::routes! { pub fn metrics_routes / METRICS_ROUTES {
+    GET "/metrics" => metrics,
+} }
+
+/// The middleware every listener runs (`actix_web::middleware::from_fn(adapters::http::finish)`):
+/// - an error the framework answered by itself (405 of a resource, an extractor's 400, …) is
+///   rewritten into the JSON shape, so every error a client receives is JSON;
+/// - a key's rate-limit state, left in the request's extensions, becomes the `RateLimit` and
+///   `RateLimit-Policy` headers;
+/// - client errors are logged at WARN, at most one line a second (with how many were not);
+/// - requests are counted and timed by route pattern, method and status.
 ///
 /// # Errors
 /// Whatever the wrapped service returns.
-pub async fn record_metrics(
+pub async fn finish(
     req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     let started = std::time::Instant::now();
     let metrics = req.app_data::<web::Data<std::sync::Arc<crate::metrics::Metrics>>>().cloned();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().to_string();
-    let res = next.call(req).await?;
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    let rate = actix_web::HttpMessage::extensions(res.request()).get::<crate::auth::RateStates>().and_then(crate::auth::RateStates::headers);
+    if let Some((policy, state)) = rate {
+        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+            if let Ok(value) = header::HeaderValue::from_str(&value) {
+                res.headers_mut().insert(header::HeaderName::from_static(name), value);
+            }
+        }
+    }
+    let status = res.status();
+    if (status.is_client_error() || status.is_server_error()) && !is_json(res.headers()) {
+        res = into_json_error(res).await;
+    }
+    if status.is_client_error() {
+        BAD_REQUESTS.note(&method, &route, status);
+    }
     if let Some(m) = metrics {
         let attrs = [
             opentelemetry::KeyValue::new("route", route),
             opentelemetry::KeyValue::new("method", method),
-            opentelemetry::KeyValue::new("status", i64::from(res.status().as_u16())),
+            opentelemetry::KeyValue::new("status", i64::from(status.as_u16())),
         ];
         m.http_requests.add(1, &attrs);
         m.http_duration.record(started.elapsed().as_secs_f64(), &attrs);
     }
     Ok(res)
+}
+
+fn is_json(headers: &header::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("application/problem+json"))
+}
+
+/// Rewrites a framework-made error answer (text or empty) into the JSON shape, keeping its
+/// status and headers (`Allow`, …). Its text, when short, becomes the message.
+async fn into_json_error(res: actix_web::dev::ServiceResponse) -> actix_web::dev::ServiceResponse {
+    let (req, response) = res.into_parts();
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    let body = actix_web::body::to_bytes(response.into_body()).await.unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = match std::str::from_utf8(&body) {
+        Ok(text) if !text.trim().is_empty() && text.len() <= 1024 => text.trim().to_owned(),
+        _ => reason.to_owned(),
+    };
+    let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    let mut rebuilt = HttpResponse::build(status).json(json!({"error": code, "message": message}));
+    for (name, value) in &headers {
+        if name != header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    actix_web::dev::ServiceResponse::new(req, rebuilt)
+}
+
+/// Client errors, logged at WARN at most once a second (a flood of bad requests must not become
+/// a flood of log lines).
+static BAD_REQUESTS: LogLimiter = LogLimiter::new();
+
+struct LogLimiter {
+    last_second: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    const fn new() -> Self {
+        LogLimiter { last_second: std::sync::atomic::AtomicU64::new(0), suppressed: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn note(&self, method: &str, route: &str, status: StatusCode) {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let last = self.last_second.load(Ordering::Relaxed);
+        if now > last && self.last_second.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(method, route, status = status.as_u16(), suppressed, "client error (at most one such line a second; `suppressed` counts the others)");
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Query strings that do not parse answer 400 in the JSON shape, naming the parameter.
+pub fn query_errors() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _| RequestError::BadRequest(format!("invalid query string: {err}")).into())
+}
+
+/// Path segments that do not parse answer 400 in the JSON shape.
+pub fn path_errors() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _| RequestError::BadRequest(format!("invalid path: {err}")).into())
 }
 
 /// Serves `server` until `shutdown` is cancelled, then stops taking requests and finishes the
@@ -300,9 +447,12 @@ pub fn health_server(
         actix_web::App::new()
             .app_data(health.clone())
             .app_data(metrics.clone())
-            .wrap(actix_web::middleware::from_fn(record_metrics))
+            .wrap(actix_web::middleware::from_fn(finish))
+            .app_data(query_errors())
+            .app_data(path_errors())
             .configure(health_routes)
-            .default_service(web::to(not_found))
+            .configure(metrics_routes)
+            .default_service(fallback(vec![HEALTH_ROUTES, METRICS_ROUTES]))
     })
     .workers(1)
     .disable_signals()

@@ -391,12 +391,16 @@ pub async fn ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
 async fn try_ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
     let admin: AdminClient<_> =
         base_config(k, &BTreeMap::new()).create().context("creating Kafka admin client")?;
-    let topics: Vec<NewTopic<'_>> = k
+    let mut topics: Vec<NewTopic<'_>> = k
         .topics
         .all()
         .iter()
         .map(|t| NewTopic::new(t, k.partitions, TopicReplication::Fixed(k.replication_factor)))
         .collect();
+    // One partition keeps the audit trail in order; it is kept a year.
+    topics.push(
+        NewTopic::new(&k.topics.audit, 1, TopicReplication::Fixed(k.replication_factor)).set("retention.ms", "31536000000"),
+    );
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(&topics, &opts).await.context("creating topics")?;
     for result in results {

@@ -17,6 +17,7 @@
 //!   offset ledger, produce-and-wait, dead letters, counters, the Redis-restart guard, the
 //!   `on_error` policy.
 
+pub mod auth;
 pub mod health;
 pub mod http;
 pub mod kafka;

@@ -67,6 +67,12 @@ pub struct Metrics {
     pub e2e_latency: Histogram<f64>,
     pub rebalances: Counter<u64>,
     pub events_delivered: Counter<u64>,
+    /// Requests refused by a key's rate limit, by kind (requests, events).
+    pub rate_limited: Counter<u64>,
+    /// Rate-limit decisions Redis could not answer (then `auth.rate_limit_on_redis_error`).
+    pub rate_limit_errors: Counter<u64>,
+    /// Admin actions whose audit record could not be written to Kafka.
+    pub audit_failures: Counter<u64>,
     /// Latest consumer lag per (group, topic, partition), from librdkafka's statistics.
     lags: Mutex<HashMap<(String, String, i32), i64>>,
 }
@@ -117,6 +123,9 @@ impl Metrics {
             e2e_latency: seconds("metastream_e2e_latency_seconds", "Gateway acknowledgement to publication on the output topic"),
             rebalances: counter("metastream_kafka_rebalances_total", "Consumer group rebalances"),
             events_delivered: counter("metastream_events_delivered_total", "Events handed out by GET /consume"),
+            rate_limited: counter("metastream_rate_limited_total", "Requests refused by a key's rate limit, by kind"),
+            rate_limit_errors: counter("metastream_rate_limit_errors_total", "Rate-limit decisions redis could not answer"),
+            audit_failures: counter("metastream_audit_failures_total", "Admin actions whose audit record kafka did not take"),
             lags: Mutex::new(HashMap::new()),
             reader,
             provider,
@@ -133,6 +142,9 @@ impl Metrics {
             &metrics.ingest_rejected,
             &metrics.events_processed,
             &metrics.dead_letters,
+            &metrics.rate_limited,
+            &metrics.rate_limit_errors,
+            &metrics.audit_failures,
             &metrics.dead_letter_references,
             &metrics.operation_failures,
             &metrics.rebalances,

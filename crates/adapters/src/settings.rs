@@ -116,15 +116,36 @@ pub enum UnknownSourcePolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
+    /// Tokens with every ingest, consume and read scope (`ingest:*`, `consume:*`, `read:*`).
     pub tokens: Vec<Secret>,
-    /// Tokens for the admin API (`/v1/...`); distinct from ingest tokens. None: admin API off.
+    /// Tokens with the `admin` scope; distinct from `tokens`.
     pub admin_tokens: Vec<Secret>,
+    /// The server secret API keys are hashed with (HMAC-SHA-256); at least 32 bytes. Unset: only
+    /// the tokens above work, and `/v1/keys` answers 409.
+    #[serde(default)]
+    pub key_secret: Option<Secret>,
+    /// The rate limit a key created without one gets (`{}`: unlimited).
+    #[serde(default)]
+    pub default_rate_limit: domain::auth::RateLimit,
+    /// When Redis cannot answer a rate-limit decision: `open` lets the request through (ingest
+    /// does not depend on Redis otherwise), `closed` answers 503.
+    pub rate_limit_on_redis_error: FailMode,
+}
+
+/// What a check that cannot reach its store does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySettings {
     pub listen: String,
+    /// The admin listener: `/v1/...` (admin API), `/metrics`. Not routed by the public edge.
+    pub admin_listen: String,
     pub max_body_bytes: usize,
     pub retry_after_s: u32,
     pub workers: usize,
@@ -165,6 +186,15 @@ pub struct TransformerSettings {
 #[serde(deny_unknown_fields)]
 pub struct ConsumerApiSettings {
     pub listen: String,
+    /// The operators' listener: `/metrics`. Not routed by the public edge.
+    pub admin_listen: String,
+    /// Concurrent `GET /consume` calls one key may hold on one replica.
+    pub max_long_polls_per_key: usize,
+    /// Consumer groups one key may hold open on one replica.
+    pub max_groups_per_key: usize,
+    /// A group consumer unused this long is closed (it leaves the Kafka group; its next call
+    /// rejoins).
+    pub group_idle_s: u64,
     pub group_prefix: String,
     pub default_group: String,
     pub default_batch: usize,
@@ -322,6 +352,7 @@ impl Settings {
             ("processed", &k.topics.processed),
             ("output", &k.topics.output),
             ("dead_letter", &k.topics.dead_letter),
+            ("audit", &k.topics.audit),
         ] {
             check(valid_topic(topic), &format!("kafka.topics.{name}: `{topic}` is not a valid Kafka topic name"));
         }
@@ -348,6 +379,11 @@ impl Settings {
             "auth.admin_tokens: an admin token must not also be an ingest token",
         );
         check(
+            self.auth.key_secret.as_ref().is_none_or(|s| s.expose().len() >= 32),
+            "auth.key_secret: must be at least 32 bytes (METASTREAM__AUTH__KEY_SECRET)",
+        );
+        check(self.auth.default_rate_limit.validate().is_ok(), "auth.default_rate_limit: rates must be above 0, burst at least 1");
+        check(
             SourceName::parse(self.sources.default_config.as_str()).is_ok(),
             "sources.default_config: must be a valid source name",
         );
@@ -355,6 +391,7 @@ impl Settings {
             Service::Gateway => {
                 let g = &self.gateway;
                 check(g.listen.parse::<SocketAddr>().is_ok(), "gateway.listen: must be host:port");
+                check(g.admin_listen.parse::<SocketAddr>().is_ok(), "gateway.admin_listen: must be host:port");
                 check(g.max_body_bytes >= 1024, "gateway.max_body_bytes: must be at least 1024");
                 check(g.workers >= 1, "gateway.workers: must be at least 1");
                 check(g.max_in_flight >= 1, "gateway.max_in_flight: must be at least 1");
@@ -378,6 +415,10 @@ impl Settings {
             Service::ConsumerApi => {
                 let c = &self.consumer_api;
                 check(c.listen.parse::<SocketAddr>().is_ok(), "consumer_api.listen: must be host:port");
+                check(c.admin_listen.parse::<SocketAddr>().is_ok(), "consumer_api.admin_listen: must be host:port");
+                check(c.max_long_polls_per_key >= 1, "consumer_api.max_long_polls_per_key: must be at least 1");
+                check(c.max_groups_per_key >= 1, "consumer_api.max_groups_per_key: must be at least 1");
+                check(c.group_idle_s >= 1, "consumer_api.group_idle_s: must be at least 1");
                 check(c.max_batch >= 1, "consumer_api.max_batch: must be at least 1");
                 check(
                     (1..=c.max_batch).contains(&c.default_batch),

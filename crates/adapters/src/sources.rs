@@ -280,24 +280,6 @@ impl SourceCatalog {
         *self.sources.write().expect("catalog lock") = Some(next);
         Ok(())
     }
-
-    /// Refreshes every `interval` until `shutdown` is cancelled.
-    pub fn spawn_refresh(self: &Arc<Self>, interval: Duration, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let catalog = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                if let Err(err) = catalog.refresh().await {
-                    tracing::warn!(error = %err, "refreshing source configs failed; keeping the cached ones");
-                }
-            }
-        })
-    }
 }
 
 impl SourceCatalog {
@@ -356,56 +338,18 @@ impl SourceCatalog {
             }
             Err(err) => return Err(err),
         }
-        catalog.spawn_refresh(Duration::from_millis(settings.sources.refresh_ms), shutdown.clone());
-        catalog.spawn_change_listener(settings.redis.url.expose().to_owned(), shutdown);
+        let reloaded = catalog.clone();
+        crate::store::spawn_reloader(
+            settings.redis.url.expose().to_owned(),
+            store.changes_channel(),
+            Duration::from_millis(settings.sources.refresh_ms),
+            shutdown,
+            "source configs",
+            move || {
+                let catalog = reloaded.clone();
+                async move { catalog.refresh().await }
+            },
+        );
         Ok(catalog)
-    }
-
-    /// Re-reads the configs as soon as a change is announced on Redis pub/sub, so a change
-    /// reaches every service within milliseconds; the periodic refresh heals a missed message.
-    fn spawn_change_listener(self: &Arc<Self>, url: String, shutdown: CancellationToken) {
-        use futures_util::StreamExt as _;
-        let catalog = self.clone();
-        let channel = self.store.changes_channel();
-        tokio::spawn(async move {
-            let mut backoff = crate::retry::Backoff::infra();
-            while !shutdown.is_cancelled() {
-                let subscribed = async {
-                    let client = deadpool_redis::redis::Client::open(url.as_str())?;
-                    let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(&channel).await?;
-                    Ok::<_, deadpool_redis::redis::RedisError>(pubsub)
-                };
-                let mut pubsub = match subscribed.await {
-                    Ok(p) => p,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "subscribing to source config changes failed; retrying");
-                        if crate::retry::pause(&mut backoff, &shutdown).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-                backoff = crate::retry::Backoff::infra();
-                // Anything announced while we were not subscribed.
-                let _ = catalog.refresh().await;
-                let mut messages = pubsub.on_message();
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        msg = messages.next() => match msg {
-                            Some(msg) => {
-                                tracing::debug!(source = msg.get_payload::<String>().unwrap_or_default(), "source config changed");
-                                if let Err(err) = catalog.refresh().await {
-                                    tracing::warn!(error = %err, "reloading source configs failed");
-                                }
-                            }
-                            None => break,
-                        }
-                    }
-                }
-                tracing::warn!("source config change subscription lost; resubscribing");
-            }
-        });
     }
 }

@@ -249,3 +249,72 @@ impl Records {
         result
     }
 }
+
+/// Keeps an in-memory view of something in Redis current until `shutdown`: calls `reload` at
+/// once, whenever a message arrives on `channel` (pub/sub, so a change reaches every replica
+/// within milliseconds), after each resubscription (what was announced meanwhile), and every
+/// `interval` (heals a missed message). `what` names the view in logs. A failed reload keeps
+/// the previous view.
+pub fn spawn_reloader<F, Fut>(url: String, channel: String, interval: Duration, shutdown: crate::shutdown::CancellationToken, what: &'static str, reload: F)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), StoreError>> + Send,
+{
+    use futures_util::StreamExt as _;
+    let reload = std::sync::Arc::new(reload);
+    let periodic = reload.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(err) = periodic().await {
+                tracing::warn!(error = %err, what, "periodic reload failed; keeping the cached view");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut backoff = crate::retry::Backoff::infra();
+        while !shutdown.is_cancelled() {
+            let subscribed = async {
+                let client = deadpool_redis::redis::Client::open(url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, deadpool_redis::redis::RedisError>(pubsub)
+            };
+            let mut pubsub = match subscribed.await {
+                Ok(p) => p,
+                Err(err) => {
+                    tracing::warn!(error = %err, what, "subscribing to changes failed; retrying");
+                    if crate::retry::pause(&mut backoff, &shutdown).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            backoff = crate::retry::Backoff::infra();
+            // Anything announced while we were not subscribed.
+            let _ = reload().await;
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    msg = messages.next() => match msg {
+                        Some(msg) => {
+                            tracing::debug!(what, changed = msg.get_payload::<String>().unwrap_or_default(), "change announced");
+                            if let Err(err) = reload().await {
+                                tracing::warn!(error = %err, what, "reload after a change failed; the periodic one retries");
+                            }
+                        }
+                        None => break,
+                    }
+                }
+            }
+            tracing::warn!(what, "change subscription lost; resubscribing");
+        }
+    });
+}

@@ -1,8 +1,12 @@
 //! The consumer-api: hands processed events to downstream systems over HTTP.
 //!
 //! - `GET /consume?group=&max=&wait_ms=`: the next events of the output topic for the caller's
-//!   group (`groups`).
+//!   group (`groups`), of the sources the caller's key may read.
 //! - `GET /metadata/{source}/{id}`: the stored processed record (`routes`).
+//! - `GET /openapi.json`: the API contract.
+//!
+//! `/metrics` is served on the operators' listener (`consumer_api.admin_listen`), which the
+//! public edge never routes. Every route checks its key's scope before any Kafka or Redis work.
 //!
 //! Each API group is a Kafka consumer group (`consumer_api.group_prefix` + name). An event counts
 //! as consumed once the same group calls `/consume` again: that call commits the offsets of the
@@ -10,21 +14,28 @@
 //! at most its last unacknowledged answer again; nothing is lost.
 
 mod groups;
+pub mod openapi;
 mod routes;
 
 
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
-use adapters::http::{health_routes, not_found, RequestError, Tokens};
+use std::sync::Arc;
+
+use adapters::auth::{Authenticator, KeyStore, RateLimiter};
+use adapters::http::{fallback, finish, health_routes, metrics_routes, path_errors, query_errors, HEALTH_ROUTES, METRICS_ROUTES};
 use adapters::settings::{ConsumerApiSettings, Service};
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings};
 use domain::KeySchema;
 
 pub(crate) struct State {
-    pub groups: groups::Groups,
-    pub tokens: Tokens,
+    pub groups: Arc<groups::Groups>,
+    pub auth: Arc<Authenticator>,
+    pub limiter: RateLimiter,
+    /// `GET /consume` calls in flight, per key (`consumer_api.max_long_polls_per_key`).
+    pub long_polls: groups::PerKey,
     pub records: adapters::store::Records,
     pub limits: ConsumerApiSettings,
     pub retry_after_s: u32,
@@ -34,7 +45,9 @@ pub(crate) struct State {
 /// A built consumer-api, listening, not yet serving.
 pub struct Application {
     server: actix_web::dev::Server,
+    admin_server: actix_web::dev::Server,
     port: u16,
+    admin_port: u16,
     shutdown: CancellationToken,
 }
 
@@ -51,17 +64,26 @@ impl Application {
         let pool = adapters::store::pool(&settings.redis)?;
         let metrics = adapters::metrics::Metrics::new(Service::ConsumerApi.name(), &settings.telemetry.otlp_endpoint);
         adapters::metrics::register_pool_gauge(&metrics, &pool);
-        let groups = groups::Groups::new(settings.kafka.clone(), settings.consumer_api.group_prefix.clone(), metrics.clone());
-        // Join the default group now, so the first call does not wait for it.
-        groups.get(&settings.consumer_api.default_group)?;
+        let groups = Arc::new(groups::Groups::new(settings.kafka.clone(), &settings.consumer_api, metrics.clone()));
+        groups.spawn_idle_release(shutdown.clone());
+        let open = Arc::downgrade(&groups);
+        metrics.gauge("metastream_consumer_groups_open", "API consumer groups open on this replica", move || {
+            open.upgrade().map(|g| vec![(g.open_count() as i64, Vec::new())]).unwrap_or_default()
+        });
+        let keys = KeySchema::new(&settings.redis.key_prefix);
+        let auth = Arc::new(Authenticator::new(&settings.auth, KeyStore::new(pool.clone(), keys.clone(), settings.redis.timeout())));
+        auth.start(settings.redis.url.expose(), Duration::from_millis(settings.sources.refresh_ms), shutdown.clone());
+        let limiter = RateLimiter::new(pool.clone(), keys.clone(), settings.redis.timeout(), settings.auth.rate_limit_on_redis_error, metrics.clone());
         let probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.output)?;
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe)));
         let state = web::Data::new(State {
             groups,
-            tokens: Tokens::new(settings.auth.tokens.clone()),
+            auth,
+            limiter,
+            long_polls: groups::PerKey::default(),
             records: adapters::store::Records::new(
                 pool,
-                KeySchema::new(&settings.redis.key_prefix),
+                keys,
                 settings.redis.timeout(),
                 metrics.clone(),
                 Duration::from_secs(settings.gateway.idempotency_window_s),
@@ -72,29 +94,52 @@ impl Application {
         });
         let metrics_data = web::Data::new(metrics);
         let (listener, port) = adapters::http::bind(&settings.consumer_api.listen)?;
+        let (admin_listener, admin_port) = adapters::http::bind(&settings.consumer_api.admin_listen)?;
+        let deadline = settings.shutdown.deadline().as_secs().max(1);
+        let (admin_health, admin_metrics) = (health.clone(), metrics_data.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(health.clone())
                 .app_data(metrics_data.clone())
-                .wrap(actix_web::middleware::from_fn(adapters::http::record_metrics))
-                .app_data(web::QueryConfig::default().error_handler(|err, _| RequestError::BadRequest(err.to_string()).into()))
-                .app_data(web::PathConfig::default().error_handler(|err, _| RequestError::BadRequest(err.to_string()).into()))
+                .app_data(query_errors())
+                .app_data(path_errors())
+                .wrap(actix_web::middleware::from_fn(finish))
                 .configure(health_routes)
                 .configure(routes::configure)
-                .default_service(web::to(not_found))
+                .configure(openapi::configure)
+                .default_service(fallback(vec![HEALTH_ROUTES, routes::ROUTES, openapi::ROUTES]))
         })
         .workers(settings.consumer_api.workers)
-        .shutdown_timeout(settings.shutdown.deadline().as_secs().max(1))
+        .shutdown_timeout(deadline)
         .disable_signals()
         .listen(listener)?
         .run();
-        tracing::info!(port, "consumer-api listening");
-        Ok(Application { server, port, shutdown })
+        let admin_server = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_health.clone())
+                .app_data(admin_metrics.clone())
+                .wrap(actix_web::middleware::from_fn(finish))
+                .configure(health_routes)
+                .configure(metrics_routes)
+                .default_service(fallback(vec![HEALTH_ROUTES, METRICS_ROUTES]))
+        })
+        .workers(1)
+        .shutdown_timeout(deadline)
+        .disable_signals()
+        .listen(admin_listener)?
+        .run();
+        tracing::info!(port, admin_port, "consumer-api listening");
+        Ok(Application { server, admin_server, port, admin_port, shutdown })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the operators' listener (`/metrics`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
     }
 
     /// Serves until the shutdown token is cancelled, then finishes requests in flight.
@@ -102,6 +147,10 @@ impl Application {
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        adapters::http::serve_until_stopped(self.server, &self.shutdown, "consumer-api").await
+        tokio::try_join!(
+            adapters::http::serve_until_stopped(self.server, &self.shutdown, "consumer-api"),
+            adapters::http::serve_until_stopped(self.admin_server, &self.shutdown, "consumer-api admin"),
+        )?;
+        Ok(())
     }
 }

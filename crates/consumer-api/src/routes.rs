@@ -1,9 +1,13 @@
 //! `GET /consume` and `GET /metadata/{source}/{id}`.
+//!
+//! Each checks its key's scope first (`consume:<group>` and some `read:` scope; `read:<source>`),
+//! then its rate limit, then its caps, and only then touches Kafka or Redis.
 
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::RequestError;
+use domain::auth::{Access, RateKind};
 use domain::{EventId, SourceName};
 use rdkafka::message::Message;
 use serde::Deserialize;
@@ -11,10 +15,10 @@ use serde_json::{json, Value};
 
 use crate::State;
 
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/consume", web::get().to(consume))
-        .route("/metadata/{source}/{id}", web::get().to(metadata));
-}
+adapters::routes! { pub(crate) fn configure / ROUTES {
+    GET "/consume" => consume,
+    GET "/metadata/{source}/{id}" => metadata,
+} }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,9 +29,11 @@ struct ConsumeQuery {
 }
 
 async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
-    state.tokens.verify(&req)?;
     let limits = &state.limits;
     let group = query.group.clone().unwrap_or_else(|| limits.default_group.clone());
+    let principal = state.auth.authorize(&req, Access::Consume(&group))?;
+    // A key that may read no source could never receive anything.
+    principal.require(Access::AnyRead)?;
     SourceName::parse(group.as_str())
         .map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
     let max = query.max.unwrap_or(limits.default_batch);
@@ -38,11 +44,13 @@ async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::
     if wait_ms > limits.max_wait_ms {
         return Err(RequestError::BadRequest(format!("`wait_ms` must be at most {}", limits.max_wait_ms)));
     }
-    let api_group = state.groups.get(&group).map_err(|e| RequestError::Unavailable {
-        what: format!("cannot create a Kafka consumer: {e}"),
-        retry_after_s: state.retry_after_s,
-    })?;
-    let messages = api_group.next(max, Duration::from_millis(wait_ms)).await;
+    state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
+    let _slot = state.long_polls.acquire(&principal.id, limits.max_long_polls_per_key)?;
+    let api_group = state.groups.get(&group, &principal.id)?;
+    let mut messages = api_group.next(max, Duration::from_millis(wait_ms)).await;
+    // Events of sources the key may not read are passed over: consumed for this group, never
+    // shown to this key.
+    messages.retain(|m| principal.may_read(&adapters::stage::headers::source_of(m)));
     state.metrics.events_delivered.add(messages.len() as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
     let events: Vec<Value> = messages
         .iter()
@@ -78,10 +86,11 @@ async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::
 }
 
 async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
-    state.tokens.verify(&req)?;
     let (source, id) = path.into_inner();
+    let principal = state.auth.authorize(&req, Access::Read(&source))?;
     let source = SourceName::parse(source).map_err(|e| RequestError::BadRequest(e.to_string()))?;
     let id = EventId::parse(id).map_err(|e| RequestError::BadRequest(e.to_string()))?;
+    state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
     let record = state.records.get(&source, &id).await;
     let record = record.map_err(|e| RequestError::Unavailable { what: format!("cannot read the record: {e}"), retry_after_s: state.retry_after_s })?;
     match record {

@@ -101,6 +101,44 @@ impl<'a> ClientEvent<'a> {
     }
 }
 
+/// How a batch body is framed: a JSON array of events, or NDJSON (one event per line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchFormat {
+    Array,
+    Ndjson,
+}
+
+/// What one element of a batch is before it is parsed as an event: its JSON text, or why it is
+/// not JSON (an NDJSON line that does not parse; the other lines still count).
+pub type BatchItem<'a> = Result<&'a RawValue, String>;
+
+/// Splits a batch body into its elements' JSON text, without building them.
+///
+/// # Errors
+/// When the body as a whole is not a batch: an array body that is not valid JSON or not an
+/// array. An NDJSON line that does not parse is an `Err` item, not an error of the batch.
+pub fn split_batch(body: &[u8], format: BatchFormat) -> Result<Vec<BatchItem<'_>>, String> {
+    match format {
+        BatchFormat::Ndjson => Ok(body
+            .split(|b: &u8| *b == b'\n')
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| {
+                check_json(line)
+                    .and_then(|()| serde_json::from_slice::<&RawValue>(line))
+                    .map_err(|e| format!("line is not valid JSON: {e}"))
+            })
+            .collect()),
+        BatchFormat::Array => {
+            let not_json = |e: serde_json::Error| format!("body is not valid JSON: {e}");
+            check_json(body).map_err(not_json)?;
+            if !body.trim_ascii_start().starts_with(b"[") {
+                return Err("a batch must be a JSON array of events (or NDJSON)".into());
+            }
+            Ok(serde_json::from_slice::<Vec<&RawValue>>(body).map_err(not_json)?.into_iter().map(Ok).collect())
+        }
+    }
+}
+
 /// Checks that `json` is JSON the pipeline's value parser accepts — syntax, numbers in range,
 /// nesting within serde_json's limit — without building it.
 ///

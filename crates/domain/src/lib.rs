@@ -13,6 +13,7 @@
 //!
 //! This crate does no I/O: no tokio, rdkafka or redis anywhere in its dependency tree.
 
+pub mod auth;
 pub mod client;
 pub mod condition;
 pub mod event;
@@ -24,7 +25,7 @@ pub mod pipeline;
 pub mod schema;
 pub mod source;
 
-pub use client::{check_json, ClientEvent};
+pub use client::{check_json, split_batch, BatchFormat, ClientEvent};
 pub use condition::Condition;
 pub use event::{Event, EventError, EventId, Provenance, Routing, SourceName};
 pub use limits::TopicLimits;

@@ -31,6 +31,14 @@ pub struct Topics {
     pub output: String,
     /// Messages a stage could not process, with headers saying why.
     pub dead_letter: String,
+    /// Admin actions (keys created and revoked, source configs changed, dead letters replayed):
+    /// who, what, when.
+    #[serde(default = "default_audit_topic")]
+    pub audit: String,
+}
+
+fn default_audit_topic() -> String {
+    "metastream_audit".into()
 }
 
 impl Default for Topics {
@@ -40,6 +48,7 @@ impl Default for Topics {
             processed: "processed_meta_data_notices".into(),
             output: "post_process_meta_data_events".into(),
             dead_letter: "dead_letter_meta_data_events".into(),
+            audit: default_audit_topic(),
         }
     }
 }
@@ -92,6 +101,28 @@ impl KeySchema {
     /// (a client's retry whose first answer was lost) is dropped.
     pub fn ingested(&self, idempotency_key: &str) -> String {
         format!("{}ingested:{idempotency_key}", self.prefix)
+    }
+
+    /// `<prefix>keys`: the hash of API keys (key id → record JSON, holding the key's keyed hash,
+    /// never the key).
+    pub fn api_keys(&self) -> String {
+        format!("{}keys", self.prefix)
+    }
+
+    /// `<prefix>keys:changed`: the pub/sub channel naming a key that was created, changed or
+    /// revoked.
+    pub fn api_keys_changed(&self) -> String {
+        format!("{}keys:changed", self.prefix)
+    }
+
+    /// `<prefix>keys:last-used`: key id → when it last authenticated a request (RFC 3339).
+    pub fn api_keys_last_used(&self) -> String {
+        format!("{}keys:last-used", self.prefix)
+    }
+
+    /// `<prefix>ratelimit:<key-id>:<dimension>`: a key's GCRA state (theoretical arrival time).
+    pub fn rate_limit(&self, key_id: &str, dimension: &str) -> String {
+        format!("{}ratelimit:{{{key_id}}}:{dimension}", self.prefix)
     }
 
     /// `<prefix>dead-letters:replayed:<partition>:<offset>`: the dead letter at that position of

@@ -1,4 +1,4 @@
-//! The admin API, behind admin tokens distinct from the ingest tokens:
+//! The admin API, on the admin listener, for keys with the `admin` scope:
 //!
 //! - `GET /v1/sources`, `GET|PUT|DELETE /v1/sources/{source}` (optimistic concurrency:
 //!   `If-Match: <version>` answers 412 on mismatch; `ETag` carries the version),
@@ -12,26 +12,26 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::{read_body, require_json, Problem, RequestError};
 use adapters::sources::Versioned;
+use adapters::auth::Principal;
+use domain::auth::Access;
 use domain::{CompiledSource, Event, SourceConfig, SourceName};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::State;
 
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/sources", web::get().to(list))
-        .route("/v1/sources/{source}", web::get().to(get))
-        .route("/v1/sources/{source}", web::put().to(put))
-        .route("/v1/sources/{source}", web::delete().to(delete))
-        .route("/v1/sources/{source}/preview", web::post().to(preview))
-        .route("/v1/operations", web::get().to(operations));
-}
+adapters::routes! { pub(crate) fn configure / ROUTES {
+    GET "/v1/sources" => list,
+    GET "/v1/sources/{source}" => get,
+    PUT "/v1/sources/{source}" => put,
+    DELETE "/v1/sources/{source}" => delete,
+    POST "/v1/sources/{source}/preview" => preview,
+    GET "/v1/operations" => operations,
+} }
 
-pub(crate) fn authorize(req: &HttpRequest, state: &State) -> Result<(), AdminError> {
-    match &state.admin_tokens {
-        Some(tokens) => Ok(tokens.verify(req)?),
-        None => Err(AdminError::Forbidden("the admin API is off: set auth.admin_tokens".into())),
-    }
+/// The caller, if its key has the `admin` scope: checked before anything else.
+pub(crate) fn authorize(req: &HttpRequest, state: &State) -> Result<std::sync::Arc<Principal>, AdminError> {
+    Ok(state.auth.authorize(req, Access::Admin)?)
 }
 
 fn source_name(raw: &str) -> Result<SourceName, AdminError> {
@@ -87,7 +87,7 @@ fn parse_config(name: &SourceName, body: &[u8]) -> Result<SourceConfig, AdminErr
 }
 
 async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
-    authorize(&req, &state)?;
+    let admin = authorize(&req, &state)?;
     require_json(&req)?;
     let name = source_name(&path)?;
     let expected = if_match(&req)?;
@@ -97,6 +97,7 @@ async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, stat
     match state.catalog.store().put(&config, expected).await.map_err(|e| unavailable(&state, e))? {
         Versioned::Done(version) => {
             tracing::info!(source = %name, version, "source config stored");
+            crate::audit::record(&state, &admin, "source.put", name.as_str(), json!({"version": version})).await;
             let stored = SourceConfig { version, ..config };
             Ok(HttpResponse::Ok().insert_header((header::ETAG, format!("\"{version}\""))).json(stored))
         }
@@ -108,12 +109,13 @@ async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, stat
 }
 
 async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
-    authorize(&req, &state)?;
+    let admin = authorize(&req, &state)?;
     let name = source_name(&path)?;
     let expected = if_match(&req)?;
     match state.catalog.store().delete(name.as_str(), expected).await.map_err(|e| unavailable(&state, e))? {
-        Some(Versioned::Done(_)) => {
+        Some(Versioned::Done(version)) => {
             tracing::info!(source = %name, "source config deleted");
+            crate::audit::record(&state, &admin, "source.delete", name.as_str(), json!({"version": version})).await;
             Ok(HttpResponse::NoContent().finish())
         }
         Some(Versioned::Conflict(current)) => Err(AdminError::PreconditionFailed(format!(
@@ -175,9 +177,9 @@ async fn preview(req: HttpRequest, path: web::Path<String>, body: web::Payload, 
 pub(crate) enum AdminError {
     #[error(transparent)]
     Request(#[from] RequestError),
-    /// The admin API is off, or the token is not an admin token.
+    /// The request conflicts with the server's state (e.g. `/v1/keys` without `auth.key_secret`).
     #[error("{0}")]
-    Forbidden(String),
+    Conflict(String),
     #[error("the source configuration has {} error(s)", .0.len())]
     InvalidConfig(Vec<domain::ConfigError>),
     /// `If-Match` names another version than the stored one.
@@ -207,7 +209,7 @@ impl Problem for AdminError {
         use actix_web::http::StatusCode;
         match self {
             AdminError::Request(e) => e.status(),
-            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::InvalidConfig(_) | AdminError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
             AdminError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
         }
@@ -216,7 +218,7 @@ impl Problem for AdminError {
     fn code(&self) -> &'static str {
         match self {
             AdminError::Request(e) => e.code(),
-            AdminError::Forbidden(_) => "forbidden",
+            AdminError::Conflict(_) => "conflict",
             AdminError::InvalidConfig(_) => "invalid_config",
             AdminError::PreconditionFailed(_) => "version_mismatch",
             AdminError::InvalidEvent(_) => "invalid_event",
@@ -224,8 +226,12 @@ impl Problem for AdminError {
     }
 
     fn details(&self, body: &mut serde_json::Map<String, serde_json::Value>) {
-        if let AdminError::InvalidConfig(errors) = self {
-            body.insert("errors".into(), serde_json::json!(errors));
+        match self {
+            AdminError::Request(e) => e.details(body),
+            AdminError::InvalidConfig(errors) => {
+                body.insert("errors".into(), serde_json::json!(errors));
+            }
+            _ => {}
         }
     }
 

@@ -31,9 +31,10 @@ use serde_json::{json, Value};
 use crate::admin::AdminError;
 use crate::State;
 
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/dead-letters", web::get().to(list)).route("/v1/dead-letters/replay", web::post().to(replay));
-}
+adapters::routes! { pub(crate) fn configure / ROUTES {
+    GET "/v1/dead-letters" => list,
+    POST "/v1/dead-letters/replay" => replay,
+} }
 
 /// The longest a page read may take.
 const READ_DEADLINE: Duration = Duration::from_secs(5);
@@ -88,16 +89,16 @@ fn describe(m: &OwnedMessage) -> Value {
     })
 }
 
-/// Reads the dead-letter topic from `start` (per partition), keeping messages `keep` accepts,
-/// until `limit` are kept, every partition is read to its end, or the deadline passes.
-/// Returns the kept messages and where each partition stopped.
-fn scan(
+/// Reads `topic` from `start` (per partition), keeping messages `keep` accepts, until `limit`
+/// are kept, every partition is read to its end, or the deadline passes. Returns the kept
+/// messages and where each partition stopped.
+pub(crate) fn scan(
     state: &State,
+    topic: &str,
     start: &BTreeMap<i32, i64>,
     limit: usize,
     keep: impl Fn(&OwnedMessage) -> bool,
 ) -> anyhow::Result<(Vec<OwnedMessage>, BTreeMap<i32, i64>)> {
-    let topic = &state.dead_letter_topic;
     let consumer: BaseConsumer = state.reader_config.create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let partitions: Vec<i32> = metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
@@ -131,14 +132,14 @@ fn scan(
                     kept.push(m);
                 }
             }
-            Some(Err(err)) => anyhow::bail!("reading the dead-letter topic: {err}"),
+            Some(Err(err)) => anyhow::bail!("reading {topic}: {err}"),
             None => {}
         }
     }
     Ok((kept, position))
 }
 
-fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, AdminError> {
+pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, AdminError> {
     let mut out = BTreeMap::new();
     for part in cursor.unwrap_or("").split(',').filter(|s| !s.is_empty()) {
         let (p, o) = part.split_once(':').ok_or_else(|| AdminError::bad_request("cursor must be `partition:offset,...`"))?;
@@ -149,7 +150,7 @@ fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, AdminError> 
     Ok(out)
 }
 
-fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
+pub(crate) fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
     AdminError::Request(RequestError::Unavailable { what: format!("kafka: {err}"), retry_after_s: state.retry_after_s })
 }
 
@@ -162,7 +163,7 @@ async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<S
     let start = parse_cursor(query.cursor.as_deref())?;
     let filter = Filter { source: query.source.clone(), reason: query.reason };
     let st = state.clone();
-    let (kept, position) = web::block(move || scan(&st, &start, limit, |m| matches(m, &filter)))
+    let (kept, position) = web::block(move || scan(&st, &st.dead_letter_topic, &start, limit, |m| matches(m, &filter)))
         .await
         .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
         .map_err(|e| kafka_unavailable(&state, e))?;
@@ -193,7 +194,7 @@ struct ReplayRequest {
 }
 
 async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
-    crate::admin::authorize(&req, &state)?;
+    let admin = crate::admin::authorize(&req, &state)?;
     require_json(&req)?;
     let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let request: ReplayRequest =
@@ -205,7 +206,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     let filter = Filter { source: request.source.clone(), reason: request.reason };
     let st = state.clone();
     let (selected, _) = web::block(move || {
-        scan(&st, &BTreeMap::new(), usize::MAX, |m| {
+        scan(&st, &st.dead_letter_topic, &BTreeMap::new(), usize::MAX, |m| {
             if wanted.is_empty() { matches(m, &filter) } else { wanted.contains(&(m.partition(), m.offset())) }
         })
     })
@@ -274,5 +275,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
         }
     }
     tracing::info!(replayed = replayed.len(), skipped = skipped.len(), "dead letters replayed");
+    let selection = json!({"items": request.items.len(), "source": request.source, "reason": request.reason, "force": request.force});
+    crate::audit::record(&state, &admin, "dead_letters.replay", &state.dead_letter_topic, json!({"selection": selection, "replayed": replayed.len(), "skipped": skipped.len()})).await;
     Ok(HttpResponse::Ok().json(json!({"replayed": replayed, "skipped": skipped})))
 }

@@ -39,15 +39,24 @@ fn redis_error(state: &State, err: impl std::fmt::Display) -> IngestError {
     })
 }
 
-/// Claims `key` for this request, or finds its earlier answer.
+/// The client's `Idempotency-Key`, checked.
 ///
 /// # Errors
-/// 400 for a bad key, 409 while the first request is in flight, 422 for another body under
-/// the same key, 503 when Redis does not answer.
-pub(crate) async fn claim(state: &State, key: &str, body: &[u8]) -> Result<Claim, IngestError> {
+/// 400 when it is empty, too long or holds control characters.
+pub(crate) fn check_key(key: &str) -> Result<&str, IngestError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
         return Err(IngestError::bad_request(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable characters")));
     }
+    Ok(key)
+}
+
+/// Claims `key` (the client's key, scoped by its API key's id) for this request, or finds its
+/// earlier answer.
+///
+/// # Errors
+/// 409 while the first request is in flight, 422 for another body under the same key, 503 when
+/// Redis does not answer.
+pub(crate) async fn claim(state: &State, key: &str, body: &[u8]) -> Result<Claim, IngestError> {
     let redis_key = state.keys.idempotency(key);
     let fp = fingerprint(body);
     let pending = json!({"state": "pending", "fp": fp}).to_string();

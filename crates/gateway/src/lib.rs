@@ -1,10 +1,19 @@
 //! The gateway: authenticates clients' events, validates them, and writes them to Kafka.
 //!
 //! - [`Application`]: builds the HTTP server from [`Settings`] and runs it until shutdown.
-//! - `routes`: `POST /ingest`, `POST /ingest/batch`.
-//! - `admin`: the admin API (`/v1/sources`, `/v1/operations`, preview), behind admin tokens.
+//! Two listeners: the public one (`gateway.listen`) and the operators' one
+//! (`gateway.admin_listen`), which the public edge never routes.
+//!
+//! - `routes` (public): `POST /ingest`, `POST /ingest/batch`.
+//! - `admin`: the admin API (`/v1/sources`, `/v1/operations`, preview), `admin` scope.
+//! - `keys`: `/v1/keys` (create, list, get, update, rotate, revoke), `admin` scope.
+//! - `audit`: every admin action appended to the audit topic; `GET /v1/audit`.
 //! - `preview`: runs a source's operations on a sample event, as the transformers would.
 //! - `dead_letters`: `/v1/dead-letters` (list, replay).
+//! - `openapi`: the API contract, `GET /openapi.json` on both listeners.
+//!
+//! Every route authenticates from memory and checks its scope before any Kafka or Redis work
+//! (`adapters::auth`).
 //!
 //! An event is answered `202 Accepted` only after Kafka acknowledged it (`acks=all`, idempotent
 //! producer). When Kafka cannot take it in time, the answer is `503` with `Retry-After`. An
@@ -12,8 +21,11 @@
 //! refused at once (413 / 400), never answered 503: retrying it could not succeed.
 
 mod admin;
+mod audit;
 mod dead_letters;
 mod idempotency;
+mod keys;
+pub mod openapi;
 mod preview;
 mod routes;
 
@@ -21,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
-use adapters::http::{health_routes, not_found, Tokens};
+use adapters::auth::{Authenticator, KeyStore, RateLimiter};
+use adapters::http::{fallback, finish, health_routes, metrics_routes, path_errors, query_errors, HEALTH_ROUTES, METRICS_ROUTES};
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings, SourceCatalog};
@@ -31,8 +44,10 @@ use rdkafka::producer::{FutureProducer, Producer as _};
 pub(crate) struct State {
     pub producer: FutureProducer,
     pub catalog: Arc<SourceCatalog>,
-    pub tokens: Tokens,
-    pub admin_tokens: Option<Tokens>,
+    pub auth: Arc<Authenticator>,
+    pub limiter: RateLimiter,
+    pub default_rate_limit: domain::auth::RateLimit,
+    pub audit_topic: String,
     pub instance: String,
     pub ingest_topic: String,
     pub max_body_bytes: usize,
@@ -57,7 +72,9 @@ pub(crate) struct State {
 /// A built gateway, listening, not yet serving.
 pub struct Application {
     server: actix_web::dev::Server,
+    admin_server: actix_web::dev::Server,
     port: u16,
+    admin_port: u16,
     producer: FutureProducer,
     shutdown: CancellationToken,
     deadline: Duration,
@@ -88,14 +105,19 @@ impl Application {
             vec![((max - gauge_sem.available_permits()) as i64, Vec::new())]
         });
 
+        let keys = domain::KeySchema::new(&settings.redis.key_prefix);
+        let auth = Arc::new(Authenticator::new(&settings.auth, KeyStore::new(pool.clone(), keys.clone(), settings.redis.timeout())));
+        auth.start(settings.redis.url.expose(), Duration::from_millis(settings.sources.refresh_ms), shutdown.clone());
+        let limiter = RateLimiter::new(pool.clone(), keys.clone(), settings.redis.timeout(), settings.auth.rate_limit_on_redis_error, metrics.clone());
         let kafka_probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.ingest)?;
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(kafka_probe)));
         let state = web::Data::new(State {
             producer: producer.clone(),
             catalog,
-            tokens: Tokens::new(settings.auth.tokens.clone()),
-            admin_tokens: (!settings.auth.admin_tokens.is_empty())
-                .then(|| Tokens::new(settings.auth.admin_tokens.clone())),
+            auth,
+            limiter,
+            default_rate_limit: settings.auth.default_rate_limit,
+            audit_topic: settings.kafka.topics.audit.clone(),
             instance: adapters::instance_id(),
             ingest_topic: settings.kafka.topics.ingest.clone(),
             max_body_bytes: settings.gateway.max_body_bytes,
@@ -108,7 +130,7 @@ impl Application {
             in_flight,
             metrics: metrics.clone(),
             pool: pool.clone(),
-            keys: domain::KeySchema::new(&settings.redis.key_prefix),
+            keys,
             redis_timeout: settings.redis.timeout(),
             idempotency_window: Duration::from_secs(settings.gateway.idempotency_window_s),
             dead_letter_topic: settings.kafka.topics.dead_letter.clone(),
@@ -117,32 +139,69 @@ impl Application {
 
         let metrics_data = web::Data::new(metrics);
         let (listener, port) = adapters::http::bind(&settings.gateway.listen)?;
+        let (admin_listener, admin_port) = adapters::http::bind(&settings.gateway.admin_listen)?;
         let deadline = settings.shutdown.deadline();
+        let (public_state, public_health, public_metrics) = (state.clone(), health.clone(), metrics_data.clone());
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
-                .app_data(health.clone())
-                .app_data(metrics_data.clone())
-                .app_data(web::QueryConfig::default().error_handler(|err, _| adapters::http::RequestError::BadRequest(err.to_string()).into()))
-                .wrap(actix_web::middleware::from_fn(adapters::http::record_metrics))
+                .app_data(public_state.clone())
+                .app_data(public_health.clone())
+                .app_data(public_metrics.clone())
+                .app_data(query_errors())
+                .app_data(path_errors())
+                .wrap(actix_web::middleware::from_fn(finish))
                 .configure(health_routes)
                 .configure(routes::configure)
-                .configure(admin::configure)
-                .configure(dead_letters::configure)
-                .default_service(web::to(not_found))
+                .configure(openapi::configure)
+                .default_service(fallback(vec![HEALTH_ROUTES, routes::ROUTES, openapi::ROUTES]))
         })
         .workers(settings.gateway.workers)
         .shutdown_timeout(deadline.as_secs().max(1))
         .disable_signals()
         .listen(listener)?
         .run();
-        tracing::info!(port, "gateway listening");
-        Ok(Application { server, port, producer, shutdown, deadline })
+        let admin_server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(health.clone())
+                .app_data(metrics_data.clone())
+                .app_data(query_errors())
+                .app_data(path_errors())
+                .wrap(actix_web::middleware::from_fn(finish))
+                .configure(health_routes)
+                .configure(metrics_routes)
+                .configure(admin::configure)
+                .configure(keys::configure)
+                .configure(audit::configure)
+                .configure(dead_letters::configure)
+                .configure(openapi::configure)
+                .default_service(fallback(vec![
+                    HEALTH_ROUTES,
+                    METRICS_ROUTES,
+                    admin::ROUTES,
+                    keys::ROUTES,
+                    audit::ROUTES,
+                    dead_letters::ROUTES,
+                    openapi::ROUTES,
+                ]))
+        })
+        .workers(1)
+        .shutdown_timeout(deadline.as_secs().max(1))
+        .disable_signals()
+        .listen(admin_listener)?
+        .run();
+        tracing::info!(port, admin_port, "gateway listening");
+        Ok(Application { server, admin_server, port, admin_port, producer, shutdown, deadline })
     }
 
     /// The port the gateway listens on (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the admin listener (`/v1/...`, `/metrics`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
     }
 
     /// Serves until the shutdown token is cancelled, then stops taking requests, finishes the
@@ -151,7 +210,10 @@ impl Application {
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        adapters::http::serve_until_stopped(self.server, &self.shutdown, "gateway").await?;
+        tokio::try_join!(
+            adapters::http::serve_until_stopped(self.server, &self.shutdown, "gateway"),
+            adapters::http::serve_until_stopped(self.admin_server, &self.shutdown, "gateway admin"),
+        )?;
         let producer = self.producer;
         let deadline = self.deadline;
         tokio::task::spawn_blocking(move || producer.flush(deadline)).await??;

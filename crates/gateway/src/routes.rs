@@ -1,4 +1,8 @@
-//! `POST /ingest`.
+//! `POST /ingest` and `POST /ingest/batch`.
+//!
+//! The order of checks is the authorization invariant: the key (from memory), then its
+//! `ingest` scope for the event's source, then its rate limit (Redis), then anything else that
+//! touches Redis or Kafka. A key scoped `ingest:jira` never writes as `github`.
 
 use std::time::Duration;
 
@@ -7,21 +11,22 @@ use adapters::http::{read_body, require_json, Problem, RequestError};
 use actix_web::http::StatusCode;
 use domain::schema::headers;
 use domain::event::now_rfc3339;
+use domain::auth::{Access, RateKind};
 use domain::ClientEvent;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use tracing::Instrument as _;
 
 use crate::{idempotency, State};
 
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ingest", web::post().to(ingest)).route("/ingest/batch", web::post().to(ingest_batch));
-}
+adapters::routes! { pub(crate) fn configure / ROUTES {
+    POST "/ingest" => ingest,
+    POST "/ingest/batch" => ingest_batch,
+} }
 
 /// `POST /ingest/batch`: a JSON array of events, or NDJSON (`application/x-ndjson`), up to
 /// `gateway.max_batch_events` and `gateway.max_batch_bytes`. Every event is validated and
@@ -39,7 +44,7 @@ async fn ingest_batch(req: HttpRequest, body: web::Payload, state: web::Data<Sta
 }
 
 async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<HttpResponse, IngestError> {
-    state.tokens.verify(&req)?;
+    let principal = state.auth.authorize(&req, Access::AnyIngest)?;
     let ndjson = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -50,23 +55,8 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
     }
     let body = read_body(&req, body, state.max_batch_bytes, state.body_timeout).await?;
     // Events stay JSON text (checked, not built into values): see `domain::client`.
-    let items: Vec<Result<&RawValue, String>> = if ndjson {
-        body[..].split(|b: &u8| *b == b'\n')
-            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| {
-                domain::check_json(line)
-                    .and_then(|()| serde_json::from_slice::<&RawValue>(line))
-                    .map_err(|e| format!("line is not valid JSON: {e}"))
-            })
-            .collect()
-    } else {
-        let not_json = |e: serde_json::Error| IngestError::InvalidEvent(format!("body is not valid JSON: {e}"));
-        domain::check_json(&body).map_err(not_json)?;
-        if !body.trim_ascii_start().starts_with(b"[") {
-            return Err(IngestError::InvalidEvent("a batch must be a JSON array of events (or NDJSON)".into()));
-        }
-        serde_json::from_slice::<Vec<&RawValue>>(&body).map_err(not_json)?.into_iter().map(Ok).collect()
-    };
+    let format = if ndjson { domain::BatchFormat::Ndjson } else { domain::BatchFormat::Array };
+    let items = domain::split_batch(&body, format).map_err(IngestError::InvalidEvent)?;
     if items.is_empty() {
         return Err(IngestError::InvalidEvent("the batch holds no event".into()));
     }
@@ -78,15 +68,23 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
         what: "the gateway is at capacity (gateway.max_in_flight)".into(),
         retry_after_s: state.retry_after_s,
     }))?;
-    let received_at = now_rfc3339();
-    let results = futures_util::future::join_all(items.into_iter().map(|item| {
-        let received_at = &received_at;
-        async move {
+    // Parse and authorize every event before any of them costs Redis or Kafka work.
+    let events: Vec<Result<ClientEvent<'_>, IngestError>> = items
+        .into_iter()
+        .map(|item| {
             let event = item
                 .map_err(IngestError::InvalidEvent)
                 .and_then(|raw| ClientEvent::from_raw(raw).map_err(|e| IngestError::InvalidEvent(e.to_string())))?;
-            accept_event(state, event, received_at, None).await
-        }
+            principal.require(Access::Ingest(event.source.as_str()))?;
+            Ok(event)
+        })
+        .collect();
+    let cost = events.iter().filter(|e| e.is_ok()).count() as u64;
+    state.limiter.take(&principal, &[(RateKind::Requests, 1), (RateKind::Events, cost)]).await?.attach(&req);
+    let received_at = now_rfc3339();
+    let results = futures_util::future::join_all(events.into_iter().map(|event| {
+        let received_at = &received_at;
+        async move { accept_event(state, event?, received_at, None).await }
     }))
     .await;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
@@ -167,7 +165,7 @@ async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
 }
 
 async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<HttpResponse, IngestError> {
-    state.tokens.verify(&req)?;
+    let principal = state.auth.authorize(&req, Access::AnyIngest)?;
     require_json(&req)?;
     // Bound what is in flight: past the limit, refuse rather than queue without end.
     let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| IngestError::Request(RequestError::Unavailable {
@@ -175,7 +173,14 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
         retry_after_s: state.retry_after_s,
     }))?;
     let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
-    let idempotency_key = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("").to_owned());
+    let event = ClientEvent::parse(&body).map_err(|e| IngestError::InvalidEvent(e.to_string()))?;
+    principal.require(Access::Ingest(event.source.as_str()))?;
+    state.limiter.take(&principal, &[(RateKind::Requests, 1), (RateKind::Events, 1)]).await?.attach(&req);
+    // An Idempotency-Key is the client's: scoped by its key, so clients never share answers.
+    let idempotency_key = match req.headers().get("idempotency-key") {
+        Some(v) => Some(format!("{}:{}", principal.id, idempotency::check_key(v.to_str().unwrap_or(""))?)),
+        None => None,
+    };
     let claim = match &idempotency_key {
         Some(key) => match idempotency::claim(state, key, &body).await? {
             idempotency::Claim::Replay(status, answer) => {
@@ -186,7 +191,9 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
         },
         None => None,
     };
-    let result = accept(state, &body, idempotency_key.as_deref()).await;
+    let result = accept_event(state, event, &now_rfc3339(), idempotency_key.as_deref())
+        .await
+        .map(|accepted| serde_json::to_value(accepted).expect("an answer always serializes"));
     if let Some(redis_key) = claim {
         match &result {
             Ok(answer) => idempotency::complete(state, &redis_key, &body, 202, answer).await,
@@ -194,13 +201,6 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
         }
     }
     Ok(HttpResponse::Accepted().json(result?))
-}
-
-/// Validates the event and waits for Kafka's ack; the answer body on success.
-async fn accept(state: &State, body: &[u8], idempotency_key: Option<&str>) -> Result<serde_json::Value, IngestError> {
-    let event = ClientEvent::parse(body).map_err(|e| IngestError::InvalidEvent(e.to_string()))?;
-    let accepted = accept_event(state, event, &now_rfc3339(), idempotency_key).await?;
-    Ok(serde_json::to_value(accepted).expect("an answer always serializes"))
 }
 
 /// Checks the event's source and waits for Kafka's ack; the answer body on success. A request's
@@ -358,9 +358,13 @@ impl Problem for IngestError {
     }
 
     fn details(&self, body: &mut serde_json::Map<String, serde_json::Value>) {
-        if let IngestError::EventTooLarge { size, limit } = self {
-            body.insert("size".into(), (*size).into());
-            body.insert("limit".into(), (*limit).into());
+        match self {
+            IngestError::Request(e) => e.details(body),
+            IngestError::EventTooLarge { size, limit } => {
+                body.insert("size".into(), (*size).into());
+                body.insert("limit".into(), (*limit).into());
+            }
+            _ => {}
         }
     }
 

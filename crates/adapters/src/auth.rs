@@ -1,0 +1,535 @@
+//! Who is calling, and what they may do: API keys in Redis, the in-memory view every replica
+//! authenticates from, and per-key rate limits shared by all replicas.
+//!
+//! - [`KeyStore`]: the Redis hash `<prefix>keys` (key id → [`KeyRecord`]). A record holds the
+//!   key's HMAC-SHA-256 under `auth.key_secret`, never the key: a dump of Redis holds nothing
+//!   that authenticates. Every change is announced on `<prefix>keys:changed`.
+//! - [`Authenticator`]: every key by hash, in memory, reloaded on each announcement (and every
+//!   `sources.refresh_ms` to heal a missed one), so a revocation or scope change reaches every
+//!   replica within milliseconds. Authenticating does no I/O: the invariant "no route does I/O
+//!   for a request before its scope is checked" holds because of it.
+//! - [`RateLimiter`]: one GCRA decision per request (and per batch of events), one Lua script in
+//!   Redis, so every gateway replica draws from the same allowance.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use chrono::{DateTime, Utc};
+use deadpool_redis::redis::AsyncCommands as _;
+use deadpool_redis::Pool;
+use domain::auth::{Access, ApiKeyFormat, Forbidden, RateKind, RateLimit, Scopes};
+use domain::KeySchema;
+use hmac::{Hmac, Mac as _};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::http::RequestError;
+use crate::settings::{FailMode, Secret};
+use crate::shutdown::CancellationToken;
+use crate::store::{timed, StoreError};
+
+/// A key as stored: everything but the key itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub scopes: Scopes,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    /// Who created it (a key id).
+    #[serde(default)]
+    pub created_by: String,
+    /// HMAC-SHA-256 of the key under `auth.key_secret`, hex.
+    pub hash: String,
+}
+
+/// The caller of a request, once authenticated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The key's id (`cfg-token-0` for `auth.tokens[0]`), as audit records name it.
+    pub id: String,
+    pub name: String,
+    pub scopes: Scopes,
+    pub rate_limit: RateLimit,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Principal {
+    /// # Errors
+    /// [`RequestError::Forbidden`] naming the missing scope.
+    pub fn require(&self, access: Access<'_>) -> Result<(), RequestError> {
+        self.scopes.require(access).map_err(RequestError::Forbidden)
+    }
+
+    /// Whether the key may read `source`.
+    pub fn may_read(&self, source: &str) -> bool {
+        self.scopes.allows(Access::Read(source))
+    }
+}
+
+/// HMAC-SHA-256 under the server secret.
+#[derive(Clone)]
+pub struct KeyHasher(Hmac<Sha256>);
+
+impl KeyHasher {
+    pub fn new(secret: &Secret) -> Self {
+        KeyHasher(Hmac::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes keys of any length"))
+    }
+
+    pub fn hash(&self, key: &str) -> String {
+        let mut mac = self.0.clone();
+        mac.update(key.as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Issues a new key: its text (shown once) and its hash.
+pub fn issue(hasher: &KeyHasher) -> (String, String) {
+    let random: [u8; 32] = rand::random();
+    let key = ApiKeyFormat::encode(&random);
+    let hash = hasher.hash(&key);
+    (key, hash)
+}
+
+/// The keys in Redis.
+#[derive(Clone)]
+pub struct KeyStore {
+    pool: Pool,
+    keys: KeySchema,
+    timeout: Duration,
+}
+
+impl KeyStore {
+    pub fn new(pool: Pool, keys: KeySchema, timeout: Duration) -> Self {
+        KeyStore { pool, keys, timeout }
+    }
+
+    /// Stores `record` (new or changed) and announces it.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn put(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).expect("a key record serializes");
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = deadpool_redis::redis::pipe()
+                .atomic()
+                .hset(self.keys.api_keys(), &record.id, json)
+                .ignore()
+                .publish(self.keys.api_keys_changed(), &record.id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// Deletes a key and announces it. Returns whether it existed.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let (deleted,): (i64,) = deadpool_redis::redis::pipe()
+                .atomic()
+                .hdel(self.keys.api_keys(), id)
+                .hdel(self.keys.api_keys_last_used(), id)
+                .ignore()
+                .publish(self.keys.api_keys_changed(), id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(deleted == 1)
+        })
+        .await
+    }
+
+    /// # Errors
+    /// When Redis fails or the record is not one.
+    pub async fn get(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let raw: Option<String> = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            Ok::<_, StoreError>(conn.hget(self.keys.api_keys(), id).await?)
+        })
+        .await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("key `{id}`: {e}")))).transpose()
+    }
+
+    /// Every key; a record that does not parse is logged and left out.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn all(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let raw: HashMap<String, String> = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            Ok::<_, StoreError>(conn.hgetall(self.keys.api_keys()).await?)
+        })
+        .await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(id, json)| match serde_json::from_str(&json) {
+                Ok(r) => Some(r),
+                Err(err) => {
+                    tracing::error!(key_id = %id, error = %err, "unreadable API key record in redis; it authenticates nothing");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// When each key last authenticated a request.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn last_used(&self) -> Result<HashMap<String, String>, StoreError> {
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            Ok::<_, StoreError>(conn.hgetall(self.keys.api_keys_last_used()).await?)
+        })
+        .await
+    }
+
+    async fn record_last_used(&self, used: &[(String, String)]) -> Result<(), StoreError> {
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = conn.hset_multiple(self.keys.api_keys_last_used(), used).await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    pub fn changes_channel(&self) -> String {
+        self.keys.api_keys_changed()
+    }
+}
+
+/// Authenticates requests from memory: the configured tokens and every stored key.
+pub struct Authenticator {
+    /// `auth.tokens` and `auth.admin_tokens`, compared in constant time.
+    tokens: Vec<(Secret, Arc<Principal>)>,
+    hasher: Option<KeyHasher>,
+    store: KeyStore,
+    /// Stored keys by hash; None until loaded once.
+    keys: RwLock<Option<HashMap<String, Arc<Principal>>>>,
+    /// Key id → when it was last used, not yet written to Redis.
+    used: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl Authenticator {
+    /// An authenticator for the configured tokens and the keys of `store` (loaded by
+    /// [`Authenticator::refresh`]).
+    pub fn new(auth: &crate::settings::AuthSettings, store: KeyStore) -> Self {
+        let config = |prefix: &str, list: &[Secret], scopes: fn() -> Scopes| -> Vec<(Secret, Arc<Principal>)> {
+            list.iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let principal = Principal {
+                        id: format!("{prefix}-{i}"),
+                        name: format!("auth.{}[{i}]", prefix.trim_start_matches("cfg-").replace('-', "_") + "s"),
+                        scopes: scopes(),
+                        rate_limit: RateLimit::default(),
+                        expires_at: None,
+                    };
+                    (t.clone(), Arc::new(principal))
+                })
+                .collect()
+        };
+        let mut tokens = config("cfg-token", &auth.tokens, Scopes::all_data);
+        tokens.extend(config("cfg-admin-token", &auth.admin_tokens, Scopes::admin));
+        Authenticator {
+            tokens,
+            hasher: auth.key_secret.as_ref().map(KeyHasher::new),
+            store,
+            keys: RwLock::new(None),
+            used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn hasher(&self) -> Option<&KeyHasher> {
+        self.hasher.as_ref()
+    }
+
+    pub fn store(&self) -> &KeyStore {
+        &self.store
+    }
+
+    /// The caller of `req`, from `Authorization: Bearer <key>` (the scheme in any case).
+    ///
+    /// # Errors
+    /// 401 when the header is missing, the key malformed, unknown or expired; 503 when it is a
+    /// stored key and the keys have not been loaded yet (Redis unreachable since start).
+    pub fn authenticate(&self, req: &HttpRequest) -> Result<Arc<Principal>, RequestError> {
+        let presented = bearer(req).ok_or(RequestError::Unauthorized)?;
+        if ApiKeyFormat::is_candidate(presented) {
+            ApiKeyFormat::check(presented).map_err(|e| RequestError::InvalidKey(e.to_string()))?;
+            let hasher = self.hasher.as_ref().ok_or(RequestError::Unauthorized)?;
+            let hash = hasher.hash(presented);
+            let keys = self.keys.read().expect("keys lock");
+            let keys = keys.as_ref().ok_or_else(|| RequestError::Unavailable {
+                what: "API keys are not loaded yet (redis unreachable)".into(),
+                retry_after_s: 1,
+            })?;
+            let principal = keys.get(&hash).cloned().ok_or(RequestError::Unauthorized)?;
+            if principal.expires_at.is_some_and(|at| at <= Utc::now()) {
+                return Err(RequestError::InvalidKey("the API key has expired".into()));
+            }
+            self.used.lock().expect("used lock").insert(principal.id.clone(), Utc::now());
+            return Ok(principal);
+        }
+        // Every configured token is compared, so the time taken says nothing about which matched.
+        let mut found = None;
+        for (token, principal) in &self.tokens {
+            if constant_time_eq(token.expose().as_bytes(), presented.as_bytes()) {
+                found = Some(principal.clone());
+            }
+        }
+        found.ok_or(RequestError::Unauthorized)
+    }
+
+    /// Authenticates and checks `access` in one step.
+    ///
+    /// # Errors
+    /// See [`Authenticator::authenticate`]; 403 when the key lacks the scope.
+    pub fn authorize(&self, req: &HttpRequest, access: Access<'_>) -> Result<Arc<Principal>, RequestError> {
+        let principal = self.authenticate(req)?;
+        principal.require(access)?;
+        Ok(principal)
+    }
+
+    /// Re-reads every key from Redis.
+    ///
+    /// # Errors
+    /// When Redis fails; the keys in memory are kept.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let records = self.store.all().await?;
+        let keys = records
+            .into_iter()
+            .map(|r| {
+                let principal = Principal { id: r.id, name: r.name, scopes: r.scopes, rate_limit: r.rate_limit, expires_at: r.expires_at };
+                (r.hash, Arc::new(principal))
+            })
+            .collect();
+        *self.keys.write().expect("keys lock") = Some(keys);
+        Ok(())
+    }
+
+    /// Loads the keys, keeps them current (pub/sub, and every `refresh`), and writes last-used
+    /// times every few seconds, until `shutdown`.
+    pub fn start(self: &Arc<Self>, redis_url: &str, refresh: Duration, shutdown: CancellationToken) {
+        let me = self.clone();
+        crate::store::spawn_reloader(redis_url.to_owned(), self.store.changes_channel(), refresh, shutdown.clone(), "API keys", move || {
+            let me = me.clone();
+            async move { me.refresh().await }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let used: Vec<(String, String)> = std::mem::take(&mut *me.used.lock().expect("used lock"))
+                    .into_iter()
+                    .map(|(id, at)| (id, at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+                    .collect();
+                if !used.is_empty() {
+                    if let Err(err) = me.store.record_last_used(&used).await {
+                        tracing::debug!(error = %err, "recording keys' last use failed; dropped (informational only)");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 9110).
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What a rate-limit decision said, for the `RateLimit` and `RateLimit-Policy` headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateState {
+    pub kind: RateKind,
+    pub policy: String,
+    pub remaining: u64,
+    /// Seconds until the allowance is full again.
+    pub reset_s: u64,
+}
+
+impl RateState {
+    /// `RateLimit: "requests";r=42;t=1` (draft-ietf-httpapi-ratelimit-headers).
+    pub fn header(&self) -> String {
+        format!("\"{}\";r={};t={}", self.kind.as_str(), self.remaining, self.reset_s)
+    }
+}
+
+/// Per-key rate limits, shared by every replica through Redis.
+#[derive(Clone)]
+pub struct RateLimiter {
+    pool: Pool,
+    keys: KeySchema,
+    timeout: Duration,
+    on_error: FailMode,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl RateLimiter {
+    pub fn new(pool: Pool, keys: KeySchema, timeout: Duration, on_error: FailMode, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        RateLimiter { pool, keys, timeout, on_error, metrics }
+    }
+
+    /// Takes each `(kind, cost)` from the key's allowances, all or none, in one decision.
+    /// Dimensions the key does not limit cost no I/O; a key without limits none at all.
+    ///
+    /// # Errors
+    /// 429 with when to retry; 413 when a cost exceeds its burst (it could never pass); 503 when
+    /// Redis cannot answer and `auth.rate_limit_on_redis_error` is `closed`.
+    pub async fn take(&self, principal: &Principal, costs: &[(RateKind, u64)]) -> Result<RateStates, RequestError> {
+        let limited: Vec<(RateKind, u64, domain::auth::Gcra)> =
+            costs.iter().filter_map(|&(kind, cost)| principal.rate_limit.dimension(kind).map(|g| (kind, cost, g))).collect();
+        if limited.is_empty() {
+            return Ok(RateStates::default());
+        }
+        if let Some((kind, cost, gcra)) = limited.iter().find(|(_, cost, g)| *cost > u64::from(g.burst)) {
+            return Err(RequestError::OverBurst { cost: *cost, burst: gcra.burst, kind: kind.as_str() });
+        }
+        let decision: Result<Vec<i64>, StoreError> = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let mut invocation = GCRA_SCRIPT.prepare_invoke();
+            for (kind, cost, gcra) in &limited {
+                invocation
+                    .key(self.keys.rate_limit(&principal.id, kind.as_str()))
+                    .arg(gcra.interval_us)
+                    .arg(u64::from(gcra.burst) * gcra.interval_us)
+                    .arg(*cost);
+            }
+            Ok::<_, StoreError>(invocation.invoke_async(&mut conn).await?)
+        })
+        .await;
+        let secs = |us: i64| (us.max(0) as u64).div_ceil(1_000_000);
+        match decision {
+            Ok(reply) if reply.first() == Some(&1) => Ok(RateStates(
+                limited
+                    .iter()
+                    .zip(reply[1..].chunks(2))
+                    .map(|((kind, _, gcra), r)| RateState {
+                        kind: *kind,
+                        policy: gcra.policy(*kind),
+                        remaining: r[0].max(0) as u64,
+                        reset_s: secs(r[1]),
+                    })
+                    .collect(),
+            )),
+            Ok(reply) => {
+                let (index, retry_us, reset_us) = (reply[1].max(1) as usize - 1, reply[2], reply[3]);
+                let (kind, _, gcra) = limited[index.min(limited.len() - 1)];
+                self.metrics.rate_limited.add(1, &[opentelemetry::KeyValue::new("kind", kind.as_str())]);
+                Err(RequestError::RateLimited {
+                    retry_after_s: secs(retry_us).max(1),
+                    state: RateState { kind, policy: gcra.policy(kind), remaining: 0, reset_s: secs(reset_us) },
+                })
+            }
+            Err(err) => {
+                self.metrics.rate_limit_errors.add(1, &[]);
+                match self.on_error {
+                    FailMode::Open => {
+                        tracing::warn!(error = %err, key_id = %principal.id, "rate limit undecided (redis); letting the request through (auth.rate_limit_on_redis_error: open)");
+                        Ok(RateStates::default())
+                    }
+                    FailMode::Closed => Err(RequestError::Unavailable { what: format!("rate limit undecided: {err}"), retry_after_s: 1 }),
+                }
+            }
+        }
+    }
+}
+
+/// The states of a request's rate-limit decision, left in the request's extensions for the
+/// `RateLimit` headers (`adapters::http::finish`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateStates(pub Vec<RateState>);
+
+impl RateStates {
+    /// Leaves them on `req` for the response headers.
+    pub fn attach(self, req: &HttpRequest) {
+        if !self.0.is_empty() {
+            actix_web::HttpMessage::extensions_mut(req).insert(self);
+        }
+    }
+
+    /// `RateLimit-Policy` and `RateLimit` values: one list item per limited dimension.
+    pub fn headers(&self) -> Option<(String, String)> {
+        (!self.0.is_empty()).then(|| {
+            let policy: Vec<String> = self.0.iter().map(|s| s.policy.clone()).collect();
+            let state: Vec<String> = self.0.iter().map(RateState::header).collect();
+            (policy.join(", "), state.join(", "))
+        })
+    }
+}
+
+/// GCRA over one or more dimensions, all or none. KEYS[i] holds dimension i's theoretical
+/// arrival time (µs, Redis clock); ARGV holds per dimension its emission interval (µs), burst
+/// tolerance (µs: burst × interval) and cost. Returns {1, remaining_1, reset_us_1, …} when
+/// allowed, {0, i, retry_after_us, reset_us} naming the first dimension that refused.
+static GCRA_SCRIPT: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
+    deadpool_redis::redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {1}
+local next_tat = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[3 * i - 2])
+  local tolerance = tonumber(ARGV[3 * i - 1])
+  local cost = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval * cost
+  local allow_at = new_tat - tolerance
+  if allow_at > now then
+    return {0, i, allow_at - now, tat - now}
+  end
+  next_tat[i] = new_tat
+  out[#out + 1] = math.floor((tolerance - (new_tat - now)) / interval)
+  out[#out + 1] = new_tat - now
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.0f', next_tat[i]), 'PX', math.ceil((next_tat[i] - now) / 1000) + 1)
+end
+return out
+",
+    )
+});
+
+/// Forbidden as a request error.
+impl From<Forbidden> for RequestError {
+    fn from(f: Forbidden) -> Self {
+        RequestError::Forbidden(f)
+    }
+}
+
+/// A new key id: `key_` and 16 hex digits. Ids name keys in the admin API, audit records and
+/// logs; they authenticate nothing.
+pub fn new_key_id() -> String {
+    format!("key_{:016x}", rand::random::<u64>())
+}
+
+/// Whether `id` has the form of a key id.
+pub fn is_key_id(id: &str) -> bool {
+    id.strip_prefix("key_").is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}

@@ -1,0 +1,80 @@
+//! The audit trail: every admin action (a key created, changed, rotated or revoked; a source
+//! config stored or deleted; dead letters replayed) appended to the audit topic
+//! (`kafka.topics.audit`, one partition, so in order) as `{"at", "actor", "actor_name",
+//! "action", "target", "details"}`; `actor` is the acting key's id. `GET /v1/audit` reads it,
+//! oldest first, a page at a time.
+//!
+//! A record is written after its action succeeded and before the answer. When Kafka does not
+//! take it, the action still stands (it cannot be undone), the failure is logged at ERROR and
+//! counted in `metastream_audit_failures_total`, which operators alert on.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use adapters::auth::Principal;
+use rdkafka::message::Message as _;
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::admin::AdminError;
+use crate::dead_letters::{kafka_unavailable, parse_cursor, scan};
+use crate::State;
+
+adapters::routes! { pub(crate) fn configure / ROUTES {
+    GET "/v1/audit" => list,
+} }
+
+const MAX_PAGE: usize = 1000;
+
+/// Appends one admin action to the audit topic.
+pub(crate) async fn record(state: &State, actor: &Principal, action: &str, target: &str, details: Value) {
+    let record = json!({
+        "at": domain::event::now_rfc3339(),
+        "actor": actor.id,
+        "actor_name": actor.name,
+        "action": action,
+        "target": target,
+        "details": details,
+    })
+    .to_string();
+    let delivery = tokio::time::timeout(
+        state.produce_timeout + Duration::from_secs(1),
+        state.producer.send(FutureRecord::to(&state.audit_topic).key(target).payload(&record), Timeout::After(Duration::from_millis(100))),
+    )
+    .await;
+    if !matches!(delivery, Ok(Ok(_))) {
+        state.metrics.audit_failures.add(1, &[]);
+        tracing::error!(action, target, actor = %actor.id, "the audit record of an admin action was not written to kafka: {record}");
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+    /// `partition:offset`: where the previous page stopped.
+    cursor: Option<String>,
+}
+
+/// `GET /v1/audit?limit=&cursor=`: audit records, oldest first; `next_cursor` continues.
+async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+    crate::admin::authorize(&req, &state)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AdminError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}")));
+    }
+    let start = parse_cursor(query.cursor.as_deref())?;
+    let st = state.clone();
+    let (kept, position) = web::block(move || scan(&st, &st.audit_topic, &start, limit, |_| true))
+        .await
+        .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
+        .map_err(|e| kafka_unavailable(&state, e))?;
+    let records: Vec<Value> = kept
+        .iter()
+        .filter_map(|m| m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()))
+        .collect();
+    let cursor: Vec<String> = position.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    Ok(HttpResponse::Ok().json(json!({"records": records, "count": records.len(), "next_cursor": cursor.join(",")})))
+}

@@ -1,0 +1,212 @@
+//! API keys in the admin API (`admin` scope):
+//!
+//! - `POST /v1/keys` `{"name", "scopes", "expires_at"?, "rate_limit"?}`: a new key; the answer
+//!   holds the key itself, shown this once (Redis keeps only its HMAC).
+//! - `GET /v1/keys`, `GET /v1/keys/{id}`: what each key may do, when it expires, when it was
+//!   last used; never the key.
+//! - `PATCH /v1/keys/{id}`: change its name, scopes, expiry or rate limit.
+//! - `POST /v1/keys/{id}/rotate`: a new key for the same id, scopes and limits; the old one
+//!   stops working at once.
+//! - `DELETE /v1/keys/{id}`: revoke.
+//!
+//! Each change is announced on pub/sub: every replica applies it within milliseconds. Each is
+//! recorded in the audit trail.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use adapters::auth::{is_key_id, issue, new_key_id, KeyHasher, KeyRecord};
+use adapters::http::{read_body, require_json, RequestError};
+use chrono::{DateTime, Utc};
+use domain::auth::{RateLimit, Scopes};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::admin::{authorize, AdminError};
+use crate::State;
+
+adapters::routes! { pub(crate) fn configure / ROUTES {
+    POST "/v1/keys" => create,
+    GET "/v1/keys" => list,
+    GET "/v1/keys/{id}" => get,
+    PATCH "/v1/keys/{id}" => update,
+    POST "/v1/keys/{id}/rotate" => rotate,
+    DELETE "/v1/keys/{id}" => revoke,
+} }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    scopes: Scopes,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    rate_limit: Option<RateLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyChange {
+    name: Option<String>,
+    scopes: Option<Scopes>,
+    /// `null` removes the expiry.
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<DateTime<Utc>>>,
+    rate_limit: Option<RateLimit>,
+}
+
+/// Tells a member set to `null` (Some(None)) from one left out (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<DateTime<Utc>>>, D::Error> {
+    Option::<DateTime<Utc>>::deserialize(d).map(Some)
+}
+
+fn hasher(state: &State) -> Result<&KeyHasher, AdminError> {
+    state
+        .auth
+        .hasher()
+        .ok_or_else(|| AdminError::Conflict("API keys are off: set auth.key_secret (METASTREAM__AUTH__KEY_SECRET)".into()))
+}
+
+fn unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
+    AdminError::Request(RequestError::Unavailable { what: format!("redis: {err}"), retry_after_s: state.retry_after_s })
+}
+
+fn check_name(name: &str) -> Result<(), AdminError> {
+    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(AdminError::bad_request("`name` must be 1 to 128 printable characters"));
+    }
+    Ok(())
+}
+
+fn check_scopes(scopes: &Scopes) -> Result<(), AdminError> {
+    if scopes.is_empty() {
+        return Err(AdminError::bad_request("`scopes` must name at least one scope"));
+    }
+    Ok(())
+}
+
+fn check_rate_limit(limit: &RateLimit) -> Result<(), AdminError> {
+    limit.validate().map_err(AdminError::bad_request)
+}
+
+/// A key as the API shows it: everything but its hash.
+fn view(record: &KeyRecord, last_used: Option<&String>) -> Value {
+    json!({
+        "id": record.id,
+        "name": record.name,
+        "scopes": record.scopes,
+        "created_at": record.created_at,
+        "created_by": record.created_by,
+        "expires_at": record.expires_at,
+        "rate_limit": record.rate_limit,
+        "last_used_at": last_used,
+    })
+}
+
+async fn parse<T: serde::de::DeserializeOwned>(req: &HttpRequest, body: web::Payload, state: &State) -> Result<T, AdminError> {
+    require_json(req)?;
+    let body = read_body(req, body, 64 * 1024, state.body_timeout).await?;
+    serde_json::from_slice(&body).map_err(|e| AdminError::bad_request(format!("invalid request: {e}")))
+}
+
+async fn record_of(state: &State, id: &str) -> Result<KeyRecord, AdminError> {
+    let missing = || AdminError::not_found(format!("no API key `{id}`"));
+    if !is_key_id(id) {
+        return Err(missing());
+    }
+    state.auth.store().get(id).await.map_err(|e| unavailable(state, e))?.ok_or_else(missing)
+}
+
+async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+    let admin = authorize(&req, &state)?;
+    let hasher = hasher(&state)?;
+    let new: NewKey = parse(&req, body, &state).await?;
+    check_name(&new.name)?;
+    check_scopes(&new.scopes)?;
+    let rate_limit = new.rate_limit.unwrap_or(state.default_rate_limit);
+    check_rate_limit(&rate_limit)?;
+    if new.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(AdminError::bad_request("`expires_at` is in the past"));
+    }
+    let (key, hash) = issue(hasher);
+    let record = KeyRecord {
+        id: new_key_id(),
+        name: new.name,
+        scopes: new.scopes,
+        created_at: Utc::now(),
+        expires_at: new.expires_at,
+        rate_limit,
+        created_by: admin.id.clone(),
+        hash,
+    };
+    state.auth.store().put(&record).await.map_err(|e| unavailable(&state, e))?;
+    crate::audit::record(&state, &admin, "key.create", &record.id, json!({"name": record.name, "scopes": record.scopes})).await;
+    tracing::info!(key_id = %record.id, name = %record.name, "API key created");
+    let mut answer = view(&record, None);
+    answer["key"] = json!(key);
+    Ok(HttpResponse::Created().insert_header(("Location", format!("/v1/keys/{}", record.id))).json(answer))
+}
+
+async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &state)?;
+    let store = state.auth.store();
+    let mut records = store.all().await.map_err(|e| unavailable(&state, e))?;
+    let used = store.last_used().await.map_err(|e| unavailable(&state, e))?;
+    records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+    let keys: Vec<Value> = records.iter().map(|r| view(r, used.get(&r.id))).collect();
+    Ok(HttpResponse::Ok().json(json!({"keys": keys})))
+}
+
+async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &state)?;
+    let record = record_of(&state, &path).await?;
+    let used = state.auth.store().last_used().await.map_err(|e| unavailable(&state, e))?;
+    Ok(HttpResponse::Ok().json(view(&record, used.get(&record.id))))
+}
+
+async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+    let admin = authorize(&req, &state)?;
+    let change: KeyChange = parse(&req, body, &state).await?;
+    let mut record = record_of(&state, &path).await?;
+    if let Some(name) = change.name {
+        check_name(&name)?;
+        record.name = name;
+    }
+    if let Some(scopes) = change.scopes {
+        check_scopes(&scopes)?;
+        record.scopes = scopes;
+    }
+    if let Some(expires_at) = change.expires_at {
+        record.expires_at = expires_at;
+    }
+    if let Some(limit) = change.rate_limit {
+        check_rate_limit(&limit)?;
+        record.rate_limit = limit;
+    }
+    state.auth.store().put(&record).await.map_err(|e| unavailable(&state, e))?;
+    crate::audit::record(&state, &admin, "key.update", &record.id, json!({"name": record.name, "scopes": record.scopes, "expires_at": record.expires_at, "rate_limit": record.rate_limit})).await;
+    Ok(HttpResponse::Ok().json(view(&record, None)))
+}
+
+async fn rotate(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+    let admin = authorize(&req, &state)?;
+    let hasher = hasher(&state)?;
+    let mut record = record_of(&state, &path).await?;
+    let (key, hash) = issue(hasher);
+    record.hash = hash;
+    state.auth.store().put(&record).await.map_err(|e| unavailable(&state, e))?;
+    crate::audit::record(&state, &admin, "key.rotate", &record.id, json!({})).await;
+    let mut answer = view(&record, None);
+    answer["key"] = json!(key);
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+async fn revoke(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+    let admin = authorize(&req, &state)?;
+    let id = path.into_inner();
+    if !is_key_id(&id) || !state.auth.store().delete(&id).await.map_err(|e| unavailable(&state, e))? {
+        return Err(AdminError::not_found(format!("no API key `{id}`")));
+    }
+    crate::audit::record(&state, &admin, "key.revoke", &id, json!({})).await;
+    tracing::info!(key_id = %id, "API key revoked");
+    Ok(HttpResponse::NoContent().finish())
+}
