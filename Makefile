@@ -7,7 +7,7 @@ BIN_DIR := $(TARGET_DIR)/debug
 FAULTS_FULL := --events 20000 --entities 2000 --poison 50
 FAULTS_QUICK := --events 3000 --entities 300 --poison 20
 
-.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults smoke fmt lint clean images k8s-validate bench bench-quick
+.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults smoke fmt lint clean images k8s-validate bench bench-quick fuzz
 
 help:
 	@echo "make run        start Kafka, Redis, the four services and the edge on :8080 (dev config)"
@@ -15,6 +15,7 @@ help:
 	@echo "make test       start Kafka and Redis if needed, run every test (unit, end-to-end, smoke, k8s, reduced fault suite)"
 	@echo "make test-faults  the full fault-injection suite (20,000 events per scenario)"
 	@echo "make bench      throughput and latency against the broker's limit (make bench-quick: < 2 min)"
+	@echo "make fuzz       fuzz the domain crate's parsers, FUZZ_SECONDS (default 60) per target (nightly)"
 	@echo "make infra      start only Kafka and Redis"
 	@echo "make images       build the metastream image (needs a Docker engine)"
 	@echo "make k8s-validate render and validate the Kubernetes manifests and the compose file"
@@ -74,6 +75,11 @@ bench:
 
 bench-quick:
 	scripts/bench.sh quick
+
+# libFuzzer targets for what parses untrusted input (fuzz/README.md); fails on a crash and names
+# the saved input. `make fuzz FUZZ_SECONDS=300` fuzzes longer.
+fuzz:
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) scripts/fuzz.sh
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

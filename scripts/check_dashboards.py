@@ -17,8 +17,9 @@ cannot be read or there is no dashboard.
 
 Usage:
   scripts/check_dashboards.py deploy/observability/metrics-contract.prom
-  scripts/check_dashboards.py http://127.0.0.1:8081/metrics http://127.0.0.1:8082/metrics \\
-      http://127.0.0.1:8083/metrics http://127.0.0.1:8084/metrics
+  scripts/check_dashboards.py http://127.0.0.1:9081/metrics http://127.0.0.1:8082/metrics \\
+      http://127.0.0.1:8083/metrics http://127.0.0.1:9084/metrics
+  (the gateway's and the consumer-api's /metrics are on their admin ports, 9081 and 9084)
   scripts/check_dashboards.py --dashboard my.json -v saved-scrape.txt
   python3 scripts/test_check_dashboards.py   (its own tests)
 
@@ -498,7 +499,7 @@ def run(sources: list[str], dashboards: list[Path], verbose: bool, timeout: floa
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Check that the metrics used by Grafana dashboards are exported.",
-        epilog="Sources: URLs (http://127.0.0.1:8081/metrics) or files with a saved scrape.")
+        epilog="Sources: URLs (http://127.0.0.1:9081/metrics) or files with a saved scrape.")
     ap.add_argument("sources", nargs="*", help="metrics URLs or exposition files (names are pooled)")
     ap.add_argument("--dashboard", "-d", action="append",
                     help=f"dashboard JSON file or directory (repeatable; default {DEFAULT_DASHBOARDS.relative_to(ROOT)}/)")

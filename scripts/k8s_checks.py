@@ -15,6 +15,11 @@ the Kubernetes JSON schemas (kubernetes-validate), then checks what the schemas 
     the binaries read is set or has a default, every referenced ConfigMap/Secret exists;
   * the topic Job's script, run here against a stub kafka-topics.sh, creates the configured topics;
   * the Ingress routes like the dev stack's nginx; the NetworkPolicies let the flow through;
+  * neither the Ingress nor the nginx edges route the admin API (/v1/...) or /metrics, nor send
+    anything to an `admin` port; every container with an `admin` port is isolated by a
+    NetworkPolicy that opens that port only to the monitoring namespace and operator pods;
+  * Prometheus (ServiceMonitor, compose's prometheus.yml) scrapes each service's /metrics where
+    it serves it: the `admin` port when the service has one, and the NetworkPolicies let it;
   * deploy/docker-compose.yml passes `docker compose config` and agrees with the manifests;
   * deploy/Dockerfile builds what CI builds (toolchain, cargo invocation, binaries).
 
@@ -48,12 +53,27 @@ SERVICES = {
     "post-transformer": "post_transformer",
     "consumer-api": "consumer_api",
 }
+# Services with a separate admin listener (the gateway's admin API, /metrics), the container port
+# named `admin`: the config key of its address. The public `http` port serves neither.
+ADMIN_LISTEN = {
+    "gateway": "gateway.admin_listen",
+    "consumer-api": "consumer_api.admin_listen",
+}
+ADMIN_PORT_NAME = "admin"
+# Who may reach an admin port: Prometheus' namespace, and pods of metastream's namespace carrying
+# the operator label (k8s/base/networkpolicies.yaml, allow-admin).
+ADMIN_NAMESPACES = {"monitoring"}
+OPERATOR_LABEL = ("metastream.io/operator", "true")
+# Paths that must never be routed at the edge (Ingress, dev nginx, compose nginx).
+ADMIN_PATHS = ["/v1", "/v1/", "/v1/sources", "/v1/sources/jira", "/v1/operations", "/v1/keys", "/v1/audit",
+               "/v1/dead-letters", "/metrics", "/metrics/"]
+
 # Services whose replicas are members of Kafka consumer groups: more replicas than partitions idle
 # (a consumer-api replica without partitions would answer its share of /consume calls with nothing).
 PARTITION_BOUND = {"pre-transformer", "post-transformer", "consumer-api"}
 # The workspace's other binaries: in the image, without a Deployment.
 TOOLS = {
-    "metastream": "the admin CLI (crates/cli): `kubectl run ... --image=<metastream image> -- metastream sources ...`",
+    "metastream": "the admin CLI (crates/cli): `kubectl run ... --labels=metastream.io/operator=true --image=<metastream image> -- metastream --url http://gateway:9081 sources ...`",
     "metastream-loadgen": "the load generator (crates/loadgen): `kubectl run ... -- metastream-loadgen --url http://gateway:8081`",
     "metastream-faults": "the fault-injection suite (crates/faults): runs beside a checkout (`make test-faults`), shipped for completeness",
 }
@@ -525,11 +545,19 @@ def check_env(name: str, objects: list[dict], root: Path, rep: Report, secret_te
         if cfg_dir and cfg_dir not in mounts:
             problems.append(f"{obj['metadata']['name']}: METASTREAM_CONFIG_DIR={cfg_dir} is not a mounted volume")
         cfg = effective_config(root, env)
-        section = SERVICES[obj["metadata"]["name"]]
-        port = port_of(cfg[section]["listen"])
-        cports = [p["containerPort"] for p in c.get("ports") or []]
-        if cports != [port]:
-            problems.append(f"{obj['metadata']['name']}: containerPort {cports} but {section}.listen is {cfg[section]['listen']}")
+        svc = obj["metadata"]["name"]
+        section = SERVICES[svc]
+        want = {"http": (port_of(cfg[section]["listen"]), f"{section}.listen")}
+        if svc in ADMIN_LISTEN:
+            admin = get_path(cfg, ADMIN_LISTEN[svc])
+            if admin is None:
+                problems.append(f"{svc}: config/default.yaml has no {ADMIN_LISTEN[svc]}")
+            else:
+                want[ADMIN_PORT_NAME] = (port_of(admin), ADMIN_LISTEN[svc])
+        got = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
+        if got != {n: port for n, (port, _) in want.items()}:
+            problems.append(f"{svc}: container ports {got} but " + ", ".join(
+                f"{key} is {get_path(cfg, key)} (port `{n}`)" for n, (_, key) in want.items()))
         if c.get("command") != [f"/usr/local/bin/{obj['metadata']['name']}"]:
             problems.append(f"{obj['metadata']['name']}: command {c.get('command')} does not run its binary")
     defaulted = ", ".join(f"{k} ({d})" for k, (h, d) in KNOWN_ENV.items() if h == "default")
@@ -615,11 +643,11 @@ def check_topics_job(name: str, objects: list[dict], root: Path, rep: Report, se
                f"{len(want)} topics x {cfg['kafka']['partitions']} partitions, replication {cfg['kafka']['replication_factor']}; run with {shell_name} and a stub kafka-topics.sh")
 
 
-SAMPLE_PATHS = ["/ingest", "/ingest/", "/ingest/batch", "/ingestx", "/v1/", "/v1/sources", "/v1/sources/jira",
+SAMPLE_PATHS = ["/ingest", "/ingest/", "/ingest/batch", "/ingest/batch/x", "/ingestx", "/openapi.json", "/openapi.jsonx",
                 "/consume", "/consume/", "/consume/x", "/consumex", "/metadata/", "/metadata/jira/12345",
-                "/", "/healthz", "/readyz", "/metrics", "/other"]
-# Not compared: /v1 and /metadata without their slash, which nginx's `location /v1/` does not match
-# and an Ingress Prefix path `/v1/` does (the service then answers 404 itself).
+                "/", "/healthz", "/readyz", "/other", "/_edge_error/internal"] + ADMIN_PATHS
+# Not compared: /metadata without its slash, which nginx's `location /metadata/` does not match and
+# an Ingress Prefix path `/metadata/` does (the service then answers 404 itself).
 
 
 def nginx_routes(path: Path) -> list[tuple[str, str, str | None]]:
@@ -743,6 +771,170 @@ def check_network(name: str, objects: list[dict], root: Path, rep: Report, secre
             problems.append(f"{pname}: Redis accepts no client traffic")
     rep.result(f"{name}: NetworkPolicies deny by default and allow the flow", problems,
                f"{len(pols)} policies" + (f"; {notes[0]}" if notes else ""))
+
+
+def admin_ports_of(obj: dict) -> list[tuple[str, int]]:
+    """(container, containerPort) of every port named `admin` in a workload's pod."""
+    spec = pod_spec(obj) or {}
+    return [(c["name"], p["containerPort"])
+            for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
+            for p in c.get("ports") or [] if p.get("name") == ADMIN_PORT_NAME]
+
+
+def check_admin_routes(name: str, objects: list[dict], root: Path, rep: Report) -> None:
+    """Neither the Ingress nor the nginx edges route /v1/... or /metrics, or reach an admin port."""
+    problems = []
+    edges = {"deploy/nginx/metastream.conf.in": nginx_routes(root / "deploy/nginx/metastream.conf.in"),
+             "deploy/compose/edge.conf": nginx_routes(root / "deploy/compose/edge.conf")}
+    services = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Service"}
+    ings = [o for o in objects if o.get("kind") == "Ingress"]
+    for ing in ings:
+        iname = ing["metadata"]["name"]
+        for p in ADMIN_PATHS:
+            routed = route_ingress(ing, p)
+            if routed:
+                problems.append(f"Ingress/{iname} routes {p} to {routed}")
+        backends = [("defaultBackend", (ing["spec"].get("defaultBackend") or {}).get("service"))]
+        backends += [(path["path"], path["backend"].get("service"))
+                     for rule in ing["spec"].get("rules") or [] for path in (rule.get("http") or {}).get("paths") or []]
+        for where, b in backends:
+            if not b:
+                continue
+            port = b.get("port") or {}
+            svc = services.get(b["name"])
+            admin_numbers = {sp["port"] for sp in (svc or {}).get("spec", {}).get("ports", []) if sp.get("name") == ADMIN_PORT_NAME}
+            if port.get("name") == ADMIN_PORT_NAME or port.get("number") in admin_numbers:
+                problems.append(f"Ingress/{iname} {where}: backend {b['name']} port {port} is an admin port")
+    for edge, routes in edges.items():
+        for p in ADMIN_PATHS:
+            routed = route_nginx(routes, p)
+            if routed:
+                problems.append(f"{edge} routes {p} to {routed}")
+    rep.result(f"{name}: no edge routes the admin API or /metrics, nor reaches an admin port", problems,
+               f"{len(ADMIN_PATHS)} paths x {len(ings)} Ingress + 2 nginx edges")
+
+
+def peer_is_admin_client(peer: dict) -> bool:
+    """A NetworkPolicy peer that stands only for the monitoring namespace or operator pods."""
+    if "ipBlock" in peer:
+        return False
+    ns, pods = peer.get("namespaceSelector"), peer.get("podSelector")
+    if ns is not None:
+        # A namespace named by kubernetes.io/metadata.name (set by the API server, not forgeable).
+        ml = ns.get("matchLabels") or {}
+        return not ns.get("matchExpressions") and set(ml) == {"kubernetes.io/metadata.name"} \
+            and ml["kubernetes.io/metadata.name"] in ADMIN_NAMESPACES
+    if pods is not None:
+        return (pods.get("matchLabels") or {}).get(OPERATOR_LABEL[0]) == OPERATOR_LABEL[1]
+    return False
+
+
+def rule_covers_port(rule: dict, name: str, number: int) -> bool:
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    for x in ports:
+        p = x.get("port")
+        if p is None or p == name or p == number:
+            return True
+        if isinstance(p, int) and x.get("endPort") and p <= number <= x["endPort"]:
+            return True
+    return False
+
+
+def check_admin_policies(name: str, objects: list[dict], rep: Report) -> None:
+    """Every container with an `admin` port: isolated for ingress, and each rule that lets traffic
+    reach that port admits only the monitoring namespace and operator pods; someone may reach it."""
+    problems, notes = [], []
+    pols = [o for o in objects if o.get("kind") == "NetworkPolicy"]
+    found = set()
+    for obj in objects:
+        ports = admin_ports_of(obj)
+        if not ports:
+            continue
+        oname, labels = obj["metadata"]["name"], pod_labels(obj)
+        found.add(oname)
+        selecting = [p for p in pols if "Ingress" in (p["spec"].get("policyTypes") or [])
+                     and selector_matches(p["spec"].get("podSelector") or {}, labels)]
+        if not selecting:
+            problems.append(f"{obj['kind']}/{oname}: no NetworkPolicy isolates its pods for ingress: its admin port is open to all")
+            continue
+        for cname, number in ports:
+            admitted = []
+            for pol in selecting:
+                for i, rule in enumerate(pol["spec"].get("ingress") or []):
+                    if not rule_covers_port(rule, ADMIN_PORT_NAME, number):
+                        continue
+                    where = f"NetworkPolicy/{pol['metadata']['name']} ingress[{i}]"
+                    peers = rule.get("from")
+                    if not peers:
+                        problems.append(f"{oname} {cname}:{number}: {where} admits every source to the admin port")
+                        continue
+                    for peer in peers:
+                        if not peer_is_admin_client(peer):
+                            problems.append(f"{oname} {cname}:{number}: {where} admits {json.dumps(peer, sort_keys=True)}, "
+                                            f"neither a namespace in {sorted(ADMIN_NAMESPACES)} nor pods labelled "
+                                            f"{OPERATOR_LABEL[0]}={OPERATOR_LABEL[1]}")
+                    admitted.append(pol["metadata"]["name"])
+            if not admitted:
+                problems.append(f"{oname} {cname}:{number}: no NetworkPolicy lets the monitoring namespace or operators reach the admin port")
+            notes.append(f"{oname}:{number} via {', '.join(sorted(set(admitted))) or '-'}")
+    for svc in ADMIN_LISTEN:
+        if svc not in found:
+            problems.append(f"{svc}: no container port named `{ADMIN_PORT_NAME}` ({ADMIN_LISTEN[svc]})")
+    rep.result(f"{name}: admin ports open only to the monitoring namespace and operator pods", problems, "; ".join(notes))
+
+
+def check_scrape(name: str, objects: list[dict], rep: Report) -> None:
+    """ServiceMonitors/PodMonitors scrape each service's /metrics on the port that serves it (`admin`
+    when there is one, else `http`), never the public port of a service with an admin port; the
+    NetworkPolicies let the monitoring namespace through."""
+    monitors = [o for o in objects if o.get("kind") in ("ServiceMonitor", "PodMonitor")]
+    label = f"{name}: Prometheus scrapes each service's /metrics where it is served"
+    if not monitors:
+        rep.result(label, [], "no ServiceMonitor or PodMonitor in this variant")
+        return
+    problems, notes = [], []
+    pols = [o for o in objects if o.get("kind") == "NetworkPolicy"]
+    services = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Service"}
+    deployments = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Deployment"}
+    for svc in SERVICES:
+        dep, service = deployments.get(svc), services.get(svc)
+        if dep is None or service is None:
+            problems.append(f"{svc}: no Deployment or Service")
+            continue
+        want = ADMIN_PORT_NAME if admin_ports_of(dep) else "http"
+        labels = pod_labels(dep)
+        svc_ports = {p.get("name") for p in service["spec"].get("ports") or []}
+        scraped = []
+        for m in monitors:
+            if m["kind"] == "ServiceMonitor":
+                if not selector_matches(m["spec"].get("selector") or {}, service["metadata"].get("labels") or {}):
+                    continue
+                scraped += [(m["metadata"]["name"], e.get("port"), e.get("path", "/metrics"))
+                            for e in m["spec"].get("endpoints") or [] if e.get("port") in svc_ports]
+            else:
+                if not selector_matches(m["spec"].get("selector") or {}, labels):
+                    continue
+                cports = {p.get("name") for c in pod_spec(dep)["containers"] for p in c.get("ports") or []}
+                scraped += [(m["metadata"]["name"], e.get("port"), e.get("path", "/metrics"))
+                            for e in m["spec"].get("podMetricsEndpoints") or [] if e.get("port") in cports]
+        for mname, port, path in scraped:
+            if port != want or path != "/metrics":
+                problems.append(f"{svc}: {mname} scrapes {path} on port `{port}`; /metrics is on `{want}`")
+        if not any(port == want and path == "/metrics" for _, port, path in scraped):
+            problems.append(f"{svc}: no monitor scrapes /metrics on port `{want}`")
+        number = next((p["containerPort"] for c in pod_spec(dep)["containers"] for p in c.get("ports") or [] if p.get("name") == want), None)
+        reachable = any(
+            "Ingress" in (pol["spec"].get("policyTypes") or []) and selector_matches(pol["spec"].get("podSelector") or {}, labels)
+            and any(rule_covers_port(r, want, number or -1) and any(
+                (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") in ADMIN_NAMESPACES
+                for peer in r.get("from") or []) for r in pol["spec"].get("ingress") or [])
+            for pol in pols)
+        if not reachable:
+            problems.append(f"{svc}: no NetworkPolicy lets the monitoring namespace reach port `{want}`")
+        notes.append(f"{svc} `{want}`")
+    rep.result(label, problems, ", ".join(notes))
 
 
 def check_images(root: Path, variants: dict[str, list[dict]], rep: Report) -> None:
@@ -953,13 +1145,30 @@ def check_compose(root: Path, compose_cmd: list[str] | None, skip_reason: str, d
             problems.append(f"{infra}: image {services[infra].get('image')} in compose, {k_img} in k8s")
     if "create-topics" not in services:
         problems.append("no create-topics service")
-    # Prometheus scrapes the services where they listen.
+    # Prometheus scrapes /metrics where the services serve it: the admin port when there is one.
     prom = load_yaml(root / "deploy/observability/prometheus/prometheus.yml")
     targets = {t for job in prom.get("scrape_configs") or [] if job.get("job_name") == "metastream"
                for sc in job.get("static_configs") or [] for t in sc.get("targets") or []}
-    want = {f"{svc}:{int(services[svc]['ports'][0]['target'])}" for svc in SERVICES if svc in services and services[svc].get("ports")}
+    want = set()
+    for svc in SERVICES:
+        if svc not in deployments:
+            continue
+        ports = {p.get("name"): p["containerPort"] for p in pod_spec(deployments[svc])["containers"][0].get("ports") or []}
+        want.add(f"{svc}:{ports.get(ADMIN_PORT_NAME, ports.get('http'))}")
+        # An admin port is published on the host's loopback only, if at all.
+        if ADMIN_PORT_NAME in ports:
+            for p in (services.get(svc) or {}).get("ports") or []:
+                if int(p["target"]) == ports[ADMIN_PORT_NAME] and p.get("published") and p.get("host_ip") not in ("127.0.0.1", "::1"):
+                    problems.append(f"{svc}: the admin port {p['target']} is published on {p.get('host_ip') or 'every interface'}, not 127.0.0.1")
     if targets != want:
-        problems.append(f"Prometheus scrapes {sorted(targets)}, the services listen on {sorted(want)}")
+        problems.append(f"Prometheus scrapes {sorted(targets)}, the services serve /metrics on {sorted(want)}")
+    # The compose edge includes the JSON error pages from where the compose file mounts them.
+    m = re.search(r"^\s*include\s+(\S+json-errors\.conf);", (root / "deploy/compose/edge.conf").read_text(), re.M)
+    mounts = {v.get("target"): v.get("source") for v in (services.get("edge") or {}).get("volumes") or []}
+    if not m:
+        problems.append("deploy/compose/edge.conf does not include json-errors.conf")
+    elif Path(mounts.get(m.group(1)) or "/nonexistent").resolve() != (root / "deploy/nginx/json-errors.conf").resolve():
+        problems.append(f"the edge service does not mount deploy/nginx/json-errors.conf at {m.group(1)} (mounts: {mounts})")
     rep.result("compose: service names, ports, METASTREAM variables and images agree with k8s/overlays/dev", problems,
                f"{len(services)} compose services")
 
@@ -1026,6 +1235,9 @@ def main() -> int:
         check_topics_job(name, objs, root, rep, secret_template)
         check_ingress(name, objs, root, rep)
         check_network(name, objs, root, rep, secret_template)
+        check_admin_routes(name, objs, root, rep)
+        check_admin_policies(name, objs, rep)
+        check_scrape(name, objs, rep)
     print("--- images, Dockerfile, compose")
     check_images(root, variants, rep)
     check_dockerfile(root, rep)

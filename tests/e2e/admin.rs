@@ -12,7 +12,7 @@ pub const ADMIN: &str = "dev-admin-key";
 impl Stack {
     /// Calls the admin API with the dev admin token.
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>, if_match: Option<u64>) -> (u16, Option<String>, Value) {
-        let mut req = self.http.request(method, self.gateway_url(path)).bearer_auth(ADMIN);
+        let mut req = self.http.request(method, self.admin_url(path)).bearer_auth(ADMIN);
         if let Some(v) = if_match {
             req = req.header("If-Match", v.to_string());
         }
@@ -54,11 +54,16 @@ async fn sources_crud_with_optimistic_concurrency() {
     let (status, _, body) = stack.admin(Method::GET, "/v1/sources/dq", None, None).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
 
-    // Admin and ingest tokens are not interchangeable.
-    let r = stack.http.get(stack.gateway_url("/v1/sources")).bearer_auth(TOKEN).send().await.unwrap();
-    assert_eq!(r.status(), 401);
+    // Admin and ingest tokens are not interchangeable: each lacks the other's scope.
+    let r = stack.http.get(stack.admin_url("/v1/sources")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((body["error"].as_str(), body["required_scope"].as_str()), (Some("forbidden"), Some("admin")), "{body}");
     let r = stack.http.post(stack.gateway_url("/ingest")).bearer_auth(ADMIN).json(&jira_event()).send().await.unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 403);
+    // The admin API is not on the public listener.
+    let r = stack.http.get(stack.gateway_url("/v1/sources")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

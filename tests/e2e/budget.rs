@@ -234,7 +234,7 @@ async fn a_dead_letter_too_large_for_its_topic_becomes_a_reference() {
 
 /// The gateway's `metastream_in_flight_requests`, read from its `/metrics`.
 async fn in_flight(stack: &Stack) -> i64 {
-    let text = stack.http.get(stack.gateway_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = stack.http.get(stack.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines()
         .find(|l| l.starts_with("metastream_in_flight_requests"))
         .and_then(|l| l.rsplit(' ').next())

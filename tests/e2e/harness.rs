@@ -87,6 +87,8 @@ pub fn test_settings() -> Settings {
         &mut s.pre_transformer.listen,
         &mut s.post_transformer.listen,
         &mut s.consumer_api.listen,
+        &mut s.gateway.admin_listen,
+        &mut s.consumer_api.admin_listen,
     ] {
         *listen = "127.0.0.1:0".into();
     }
@@ -99,6 +101,9 @@ pub fn test_settings() -> Settings {
 /// A running service: its task and the token that stops it.
 pub struct Running {
     pub port: u16,
+    /// Where its operators' endpoints are (`/metrics`; the gateway's admin API): the admin
+    /// listener of the gateway and the consumer-api, the only listener of a transformer.
+    pub admin_port: u16,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<anyhow::Result<()>>,
 }
@@ -119,29 +124,29 @@ impl Running {
 pub async fn start_gateway(s: &Settings) -> Running {
     let shutdown = CancellationToken::new();
     let app = gateway::Application::build(s.clone(), shutdown.clone()).await.expect("starting gateway");
-    let port = app.port();
-    Running { port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
+    let (port, admin_port) = (app.port(), app.admin_port());
+    Running { port, admin_port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
 }
 
 pub async fn start_pre(s: &Settings) -> Running {
     let shutdown = CancellationToken::new();
     let app = pre_transformer::PreTransformer::build(s.clone(), shutdown.clone()).await.expect("starting pre-transformer");
     let port = app.port();
-    Running { port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
+    Running { port, admin_port: port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
 }
 
 pub async fn start_post(s: &Settings) -> Running {
     let shutdown = CancellationToken::new();
     let app = post_transformer::PostTransformer::build(s.clone(), shutdown.clone()).await.expect("starting post-transformer");
     let port = app.port();
-    Running { port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
+    Running { port, admin_port: port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
 }
 
 pub async fn start_consumer_api(s: &Settings) -> Running {
     let shutdown = CancellationToken::new();
     let app = consumer_api::Application::build(s.clone(), shutdown.clone()).await.expect("starting consumer-api");
-    let port = app.port();
-    Running { port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
+    let (port, admin_port) = (app.port(), app.admin_port());
+    Running { port, admin_port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
 }
 
 /// The four services of one test, and a client for them.
@@ -175,6 +180,11 @@ impl Stack {
 
     pub fn gateway_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.gateway.port)
+    }
+
+    /// A path on the gateway's admin listener (`/v1/...`, `/metrics`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway.admin_port)
     }
 
     pub fn consumer_url(&self, path: &str) -> String {
@@ -251,7 +261,7 @@ impl Stack {
     /// Waits until the gateway and both transformers run `source` at `version` or later, as
     /// their `metastream_source_config_version` says; fails the test after 10 s.
     pub async fn wait_for_config(&self, source: &str, version: u64) {
-        let mut ports = vec![self.gateway.port, self.post.port];
+        let mut ports = vec![self.gateway.admin_port, self.post.port];
         ports.extend(self.pre.as_ref().map(|p| p.port));
         let label = format!("source=\"{source}\"");
         let started = Instant::now();

@@ -15,3 +15,4 @@ mod exactly_once;
 mod prototype;
 mod sources;
 mod tracing;
+mod trust;

@@ -23,7 +23,7 @@ fn total(m: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_the_events_sent_and_the_e2e_histogram_counts_them() {
     let stack = Stack::start().await;
-    let ports = [stack.gateway.port, stack.pre.as_ref().unwrap().port, stack.post.port, stack.consumer_api.port];
+    let ports = [stack.gateway.admin_port, stack.pre.as_ref().unwrap().port, stack.post.port, stack.consumer_api.admin_port];
     let mut before = Vec::new();
     for p in ports {
         before.push(scrape(&stack, p).await);

@@ -396,6 +396,17 @@ impl LogLimiter {
     }
 }
 
+/// The request's query string as `T`. Handlers call it after authenticating, so a client without
+/// a valid key learns nothing about the parameters.
+///
+/// # Errors
+/// 400 naming what does not parse.
+pub fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, RequestError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| RequestError::BadRequest(format!("invalid query string: {e}")))
+}
+
 /// Query strings that do not parse answer 400 in the JSON shape, naming the parameter.
 pub fn query_errors() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _| RequestError::BadRequest(format!("invalid query string: {err}")).into())

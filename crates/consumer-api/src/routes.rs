@@ -28,10 +28,12 @@ struct ConsumeQuery {
     wait_ms: Option<u64>,
 }
 
-async fn consume(req: HttpRequest, query: web::Query<ConsumeQuery>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
+async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
+    let principal = state.auth.authenticate(&req)?;
+    let query: ConsumeQuery = adapters::http::query(&req)?;
     let limits = &state.limits;
     let group = query.group.clone().unwrap_or_else(|| limits.default_group.clone());
-    let principal = state.auth.authorize(&req, Access::Consume(&group))?;
+    principal.require(Access::Consume(&group))?;
     // A key that may read no source could never receive anything.
     principal.require(Access::AnyRead)?;
     SourceName::parse(group.as_str())

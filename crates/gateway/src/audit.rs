@@ -59,8 +59,9 @@ struct ListQuery {
 }
 
 /// `GET /v1/audit?limit=&cursor=`: audit records, oldest first; `next_cursor` continues.
-async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     crate::admin::authorize(&req, &state)?;
+    let query: ListQuery = adapters::http::query(&req)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AdminError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}")));

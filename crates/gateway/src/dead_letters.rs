@@ -154,8 +154,9 @@ pub(crate) fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> A
     AdminError::Request(RequestError::Unavailable { what: format!("kafka: {err}"), retry_after_s: state.retry_after_s })
 }
 
-async fn list(req: HttpRequest, query: web::Query<ListQuery>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     crate::admin::authorize(&req, &state)?;
+    let query: ListQuery = adapters::http::query(&req)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AdminError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}")));

@@ -1,0 +1,282 @@
+//! Trust: API keys with scopes, authorization before any I/O, revocation reaching every
+//! replica, rate limits shared by replicas, caps per key, and JSON for every error.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::harness::{jira_event, start_gateway, Stack, TOKEN};
+
+fn event(source: &str, id: &str) -> Value {
+    json!({"id": id, "source": source, "payload": {"title": "t"}, "metadata": {}})
+}
+
+impl Stack {
+    /// Creates a key through the admin API; returns (id, key).
+    async fn create_key(&self, body: Value) -> (String, String) {
+        let (status, _, created) = self.admin(Method::POST, "/v1/keys", Some(body), None).await;
+        assert_eq!(status, 201, "{created}");
+        (created["id"].as_str().unwrap().to_owned(), created["key"].as_str().unwrap().to_owned())
+    }
+}
+
+async fn ingest_on(http: &reqwest::Client, port: u16, key: &str, body: &Value) -> (u16, Value) {
+    let r = http.post(format!("http://127.0.0.1:{port}/ingest")).bearer_auth(key).json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls until `check` holds, at most `within`; returns how long it took.
+async fn within<F, Fut>(within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_key_writes_and_reads_only_its_sources_and_changes_reach_every_replica_within_a_second() {
+    let stack = Stack::start().await;
+    let second = start_gateway(&stack.settings).await;
+    let ports = [stack.gateway.port, second.port];
+    let (id, key) = stack
+        .create_key(json!({"name": "jira client", "scopes": ["ingest:jira", "read:jira", "consume:team-a-*"]}))
+        .await;
+    assert!(key.starts_with("msk_") && key.len() == 42, "{key}");
+
+    // The key is shown once: listing and reading it never show it, nor its hash.
+    let (status, _, listed) = stack.admin(Method::GET, &format!("/v1/keys/{id}"), None, None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["scopes"], json!(["ingest:jira", "read:jira", "consume:team-a-*"]));
+    assert!(listed.get("key").is_none() && listed.get("hash").is_none(), "{listed}");
+    // Redis holds no usable secret: no value under the deployment's prefix contains the key.
+    let mut conn = stack.redis.get().await.unwrap();
+    let all: Vec<String> = deadpool_redis::redis::cmd("KEYS").arg(format!("{}*", stack.settings.redis.key_prefix)).query_async(&mut conn).await.unwrap();
+    for k in all {
+        let dump: Vec<u8> = deadpool_redis::redis::cmd("DUMP").arg(&k).query_async(&mut conn).await.unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&dump).contains(&key[4..]), "redis key {k} holds the API key");
+    }
+
+    // Once the key reached both replicas: it writes as jira on each, never as github.
+    for port in ports {
+        within(Duration::from_secs(2), || async { ingest_on(&stack.http, port, &key, &event("jira", "j-1")).await.0 == 202 }).await;
+        let (status, body) = ingest_on(&stack.http, port, &key, &event("github", "g-1")).await;
+        assert_eq!((status, body["error"].as_str(), body["required_scope"].as_str()), (403, Some("forbidden"), Some("ingest:github")), "{body}");
+    }
+    // In a batch, the forbidden event is rejected and the others accepted.
+    let r = stack.http.post(stack.gateway_url("/ingest/batch")).bearer_auth(&key).json(&json!([event("jira", "j-2"), event("github", "g-2")])).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((body["accepted"].as_u64(), body["rejected"].as_u64()), (Some(1), Some(1)), "{body}");
+    assert_eq!(body["results"][1]["error"], "forbidden", "{body}");
+
+    // Reads: its own source only.
+    let get = |path: String| {
+        let (http, url, key) = (stack.http.clone(), stack.consumer_url(&path), key.clone());
+        async move {
+            let r = http.get(url).bearer_auth(key).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = get("/metadata/github/g-1".into()).await;
+    assert_eq!((status, body["required_scope"].as_str()), (403, Some("read:github")), "{body}");
+    within(Duration::from_secs(10), || async { get("/metadata/jira/j-1".into()).await.0 == 200 }).await;
+    let (status, body) = get("/consume?group=team-b".into()).await;
+    assert_eq!((status, body["required_scope"].as_str()), (403, Some("consume:team-b")), "{body}");
+
+    // A github event written with the dev token never reaches this key's /consume.
+    let (status, _) = stack.ingest(&event("github", "g-3")).await;
+    assert_eq!(status, 202);
+    let (status, _) = stack.ingest(&event("jira", "j-3")).await;
+    assert_eq!(status, 202);
+    let mut sources = Vec::new();
+    let started = Instant::now();
+    while !sources.iter().any(|(_, id)| id == "j-3") && started.elapsed() < Duration::from_secs(20) {
+        let (status, body) = get("/consume?group=team-a-1&max=100&wait_ms=500".into()).await;
+        assert_eq!(status, 200, "{body}");
+        sources.extend(body["events"].as_array().unwrap().iter().map(|e| (e["event"]["source"].as_str().unwrap().to_owned(), e["event"]["id"].as_str().unwrap().to_owned())));
+    }
+    assert!(sources.iter().any(|(_, id)| id == "j-3"), "{sources:?}");
+    assert!(sources.iter().all(|(s, _)| s == "jira"), "a jira-only key received {sources:?}");
+
+    // A mistyped key is refused by its checksum, without a lookup.
+    let mut typo = key.clone().into_bytes();
+    typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+    let (status, body) = ingest_on(&stack.http, ports[0], std::str::from_utf8(&typo).unwrap(), &jira_event()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("checksum"), "{body}");
+
+    // A scope change reaches both replicas within a second.
+    let (status, _, _) = stack.admin(Method::PATCH, &format!("/v1/keys/{id}"), Some(json!({"scopes": ["ingest:jira", "ingest:github"]})), None).await;
+    assert_eq!(status, 200);
+    for port in ports {
+        let took = within(Duration::from_secs(1), || async { ingest_on(&stack.http, port, &key, &event("github", "g-4")).await.0 == 202 }).await;
+        println!("scope change visible on port {port} after {took:?}");
+    }
+    // Revocation reaches both within a second.
+    let (status, _, _) = stack.admin(Method::DELETE, &format!("/v1/keys/{id}"), None, None).await;
+    assert_eq!(status, 204);
+    for port in ports {
+        let took = within(Duration::from_secs(1), || async { ingest_on(&stack.http, port, &key, &jira_event()).await.0 == 401 }).await;
+        println!("revocation visible on port {port} after {took:?}");
+    }
+
+    // Every admin action is in the audit trail, naming who did it.
+    let mut actions: Vec<(String, String)> = Vec::new();
+    let started = Instant::now();
+    while actions.len() < 3 && started.elapsed() < Duration::from_secs(5) {
+        let (status, _, page) = stack.admin(Method::GET, "/v1/audit?limit=100", None, None).await;
+        assert_eq!(status, 200, "{page}");
+        actions = page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["target"] == json!(id))
+            .map(|r| (r["action"].as_str().unwrap().to_owned(), r["actor"].as_str().unwrap().to_owned()))
+            .collect();
+    }
+    assert_eq!(actions, vec![("key.create".into(), "cfg-admin-token-0".into()), ("key.update".into(), "cfg-admin-token-0".into()), ("key.revoke".into(), "cfg-admin-token-0".to_owned())]);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_one_rate_limit() {
+    let stack = Stack::start().await;
+    let second = start_gateway(&stack.settings).await;
+    let (_, key) = stack
+        .create_key(json!({"name": "limited", "scopes": ["ingest:*"], "rate_limit": {"requests_per_s": 2, "burst": 4}}))
+        .await;
+    // Wait until both replicas know the key (this spends part of the allowance: start over).
+    for port in [stack.gateway.port, second.port] {
+        within(Duration::from_secs(2), || async { ingest_on(&stack.http, port, &key, &jira_event()).await.0 != 401 }).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let started = Instant::now();
+    let (mut accepted, mut limited) = (0u32, 0u32);
+    for i in 0..16 {
+        let port = if i % 2 == 0 { stack.gateway.port } else { second.port };
+        let r = stack.http.post(format!("http://127.0.0.1:{port}/ingest")).bearer_auth(&key).json(&event("jira", &format!("r-{i}"))).send().await.unwrap();
+        let headers = r.headers().clone();
+        match r.status().as_u16() {
+            202 => {
+                accepted += 1;
+                assert!(headers.get("ratelimit").is_some() && headers.get("ratelimit-policy").is_some(), "{headers:?}");
+            }
+            429 => {
+                limited += 1;
+                assert!(headers.get("retry-after").is_some(), "{headers:?}");
+                assert_eq!(headers.get("ratelimit-policy").unwrap(), "\"requests\";q=4;w=2");
+                assert!(headers.get("ratelimit").unwrap().to_str().unwrap().starts_with("\"requests\";r=0;"), "{headers:?}");
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["error"], "rate_limited", "{body}");
+            }
+            other => panic!("unexpected {other}: {:?}", r.text().await),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The burst (4) plus what refilled meanwhile (2/s), across both replicas together.
+    let allowed = 4.0 + (elapsed * 2.0).ceil();
+    assert!(accepted >= 4 && f64::from(accepted) <= allowed, "accepted {accepted} of 16 in {elapsed:.2} s; allowance {allowed}");
+    assert_eq!(accepted + limited, 16);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_holds_at_most_its_caps_of_groups_and_long_polls_and_idle_groups_close() {
+    let stack = Stack::start_with(|s| {
+        s.consumer_api.max_groups_per_key = 2;
+        s.consumer_api.max_long_polls_per_key = 1;
+        s.consumer_api.group_idle_s = 1;
+    })
+    .await;
+    let (_, key) = stack.create_key(json!({"name": "reader", "scopes": ["consume:*", "read:*"]})).await;
+    let consume = |group: &'static str, wait_ms: u64| {
+        let (http, url, key) = (stack.http.clone(), stack.consumer_url(&format!("/consume?group={group}&wait_ms={wait_ms}")), key.clone());
+        async move {
+            let r = http.get(url).bearer_auth(key).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    within(Duration::from_secs(2), || async { consume("g1", 0).await.0 == 200 }).await;
+    assert_eq!(consume("g2", 0).await.0, 200);
+    let (status, body) = consume("g3", 0).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("limit_exceeded")), "{body}");
+
+    // One long poll at a time for this key.
+    let polling = tokio::spawn(consume("g1", 3000));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = consume("g2", 0).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("limit_exceeded")), "{body}");
+    assert_eq!(polling.await.unwrap().0, 200);
+
+    // Unused groups close after group_idle_s, which frees the key's allowance of groups.
+    within(Duration::from_secs(10), || async { consume("g3", 0).await.0 == 200 }).await;
+}
+
+/// Sends raw bytes to `port` and returns the status and the body of the answer.
+async fn raw(port: u16, request: &[u8]) -> (u16, String, String) {
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+fn assert_json_error(status: u16, head: &str, body: &str, expected: u16) {
+    assert_eq!(status, expected, "{head}\n{body}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let value: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"));
+    assert!(value["error"].is_string() && value["message"].is_string(), "{value}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json_even_those_the_framework_answers_by_itself() {
+    let stack = Stack::start().await;
+    let port = stack.gateway.port;
+    // A malformed request line.
+    let (status, head, body) = raw(port, b"GARBAGE\r\n\r\n").await;
+    assert_json_error(status, &head, &body, 400);
+    // A request head past the server's limit.
+    let big = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(200 * 1024));
+    let (status, head, body) = raw(port, big.as_bytes()).await;
+    assert_json_error(status, &head, &body, 431);
+    // A method a route does not serve: 405 with Allow.
+    let (status, head, body) = raw(port, b"GET /ingest HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_json_error(status, &head, &body, 405);
+    assert!(head.contains("allow: post"), "{head}");
+    // No route.
+    let (status, head, body) = raw(port, b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_json_error(status, &head, &body, 404);
+    // A query string that does not parse, checked after authentication.
+    let cport = stack.consumer_api.port;
+    let (status, head, body) = raw(cport, b"GET /consume?max=lots HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_json_error(status, &head, &body, 401);
+    let bad_query = format!("GET /consume?max=lots HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n");
+    let (status, head, body) = raw(cport, bad_query.as_bytes()).await;
+    assert_json_error(status, &head, &body, 400);
+    // The scheme is case-insensitive.
+    let r = stack.http.post(stack.gateway_url("/ingest")).header("Authorization", format!("bEaReR {TOKEN}")).json(&jira_event()).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    // The admin listener and the consumer-api's operators' listener serve /metrics; the public
+    // listeners do not.
+    assert_eq!(stack.http.get(stack.gateway_url("/metrics")).send().await.unwrap().status(), 404);
+    assert_eq!(stack.http.get(stack.consumer_url("/metrics")).send().await.unwrap().status(), 404);
+    assert_eq!(stack.http.get(stack.admin_url("/metrics")).send().await.unwrap().status(), 200);
+    let r = stack.http.get(format!("http://127.0.0.1:{}/metrics", stack.consumer_api.admin_port)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
