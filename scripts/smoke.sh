@@ -113,8 +113,8 @@ fi
 echo "smoke: every error the edge answers itself is JSON ($(tail -n 1 "$VAR/log/smoke-edge-errors.txt"))"
 passed=$((passed + 1))
 
-# The admin API and /metrics: on the admin ports, not on the public ones.
-# The HTTP status of a GET; 000 when nothing answers.
+# The admin API and /metrics: on the admin ports, not on the public ones. status_of: the HTTP status
+# of a GET, 000 when nothing answers.
 status_of() { curl -sS -o /dev/null -w '%{http_code}' "$@" 2>/dev/null || true; }
 for url in http://127.0.0.1:8081/v1/sources http://127.0.0.1:8081/metrics http://127.0.0.1:8084/metrics; do
   code=$(status_of "$url" -H "Authorization: Bearer dev-admin-key")

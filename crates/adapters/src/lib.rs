@@ -22,6 +22,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod openapi;
 pub mod process;
 pub mod retry;
 pub mod settings;

@@ -1,10 +1,13 @@
-//! `metastream`: list, get, put, delete and preview source configurations through the gateway's
-//! admin API, from YAML (or JSON) files, so configs can live in git and be applied in CI.
+//! `metastream`: the gateway's admin API from the command line: source configurations from
+//! YAML (or JSON) files, so configs can live in git and be applied in CI, and API keys.
 //!
 //! ```text
 //! metastream sources validate config/sources.yaml      # compile locally, no server needed
 //! metastream sources put config/sources.yaml           # store every config in the file
 //! metastream sources preview jira --event event.json   # pre then post, nothing stored
+//! metastream keys create jira-prod --scope ingest:jira --scope read:jira --requests-per-s 100
+//! metastream keys list
+//! metastream keys revoke key_0123456789abcdef
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -17,12 +20,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
-#[command(name = "metastream", version, about = "Manage metastream source configurations")]
+#[command(name = "metastream", version, about = "Manage metastream source configurations and API keys")]
 struct Cli {
-    /// Base URL of the gateway (or the edge routing /v1 to it).
-    #[arg(long, env = "METASTREAM_URL", default_value = "http://localhost:8080", global = true)]
+    /// Base URL of the gateway's admin listener (gateway.admin_listen; never the public edge).
+    #[arg(long, env = "METASTREAM_URL", default_value = "http://localhost:9081", global = true)]
     url: String,
-    /// Admin token (auth.admin_tokens of the gateway).
+    /// A key with the `admin` scope (an `auth.admin_tokens` entry, or a key created with it).
     #[arg(long, env = "METASTREAM_ADMIN_TOKEN", default_value = "dev-admin-key", global = true, hide_default_value = true)]
     token: String,
     #[command(subcommand)]
@@ -36,6 +39,44 @@ enum Command {
     Sources(Sources),
     /// The operation catalog: every operation with its parameters and an example.
     Operations,
+    /// API keys: create (the key is printed once), list, show, rotate, revoke.
+    #[command(subcommand)]
+    Keys(Keys),
+    /// The audit trail of admin actions, oldest first.
+    Audit {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum Keys {
+    /// Create a key; prints it once (only its keyed hash is stored).
+    Create {
+        /// What the key is for (shown in listings and the audit trail).
+        name: String,
+        /// `ingest:<source-glob>`, `consume:<group-glob>`, `read:<source-glob>` or `admin`;
+        /// repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// When the key stops working (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        requests_per_s: Option<f64>,
+        #[arg(long)]
+        events_per_s: Option<f64>,
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// List every key (never the keys themselves).
+    List,
+    /// Show one key.
+    Get { id: String },
+    /// Issue a new key for the same id and scopes; the old one stops working at once.
+    Rotate { id: String },
+    /// Revoke a key: every replica refuses it within a second.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -132,6 +173,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     use reqwest::Method;
     match cli.command {
         Command::Operations => print_yaml(&admin.call(Method::GET, "/v1/operations", None, None).await?)?,
+        Command::Keys(keys) => run_keys(&admin, keys).await?,
+        Command::Audit { limit } => print_yaml(&admin.call(Method::GET, &format!("/v1/audit?limit={limit}"), None, None).await?)?,
         Command::Sources(Sources::List) => print_yaml(&admin.call(Method::GET, "/v1/sources", None, None).await?)?,
         Command::Sources(Sources::Get { source }) => {
             print_yaml(&admin.call(Method::GET, &format!("/v1/sources/{source}"), None, None).await?)?
@@ -177,6 +220,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 body["config"] = read_yaml::<Value>(&config)?;
             }
             print_yaml(&admin.call(Method::POST, &format!("/v1/sources/{source}/preview"), Some(body), None).await?)?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_keys(admin: &Admin, keys: Keys) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match keys {
+        Keys::Create { name, scopes, expires_at, requests_per_s, events_per_s, burst } => {
+            let mut body = json!({"name": name, "scopes": scopes});
+            if expires_at.is_some() {
+                body["expires_at"] = json!(expires_at);
+            }
+            if requests_per_s.is_some() || events_per_s.is_some() || burst.is_some() {
+                body["rate_limit"] = json!({"requests_per_s": requests_per_s, "events_per_s": events_per_s, "burst": burst});
+                body["rate_limit"].as_object_mut().expect("an object").retain(|_, v| !v.is_null());
+            }
+            let created = admin.call(Method::POST, "/v1/keys", Some(body), None).await?;
+            eprintln!("created {} — the key below is shown this once; store it in your secret manager:", created["id"].as_str().unwrap_or("?"));
+            println!("{}", created["key"].as_str().unwrap_or_default());
+        }
+        Keys::List => print_yaml(&admin.call(Method::GET, "/v1/keys", None, None).await?)?,
+        Keys::Get { id } => print_yaml(&admin.call(Method::GET, &format!("/v1/keys/{id}"), None, None).await?)?,
+        Keys::Rotate { id } => {
+            let rotated = admin.call(Method::POST, &format!("/v1/keys/{id}/rotate"), None, None).await?;
+            eprintln!("rotated {id} — the new key below is shown this once; the old one no longer works:");
+            println!("{}", rotated["key"].as_str().unwrap_or_default());
+        }
+        Keys::Revoke { id } => {
+            admin.call(Method::DELETE, &format!("/v1/keys/{id}"), None, None).await?;
+            println!("revoked {id}");
         }
     }
     Ok(())

@@ -24,7 +24,7 @@ use actix_web::{web, App, HttpServer};
 use std::sync::Arc;
 
 use adapters::auth::{Authenticator, KeyStore, RateLimiter};
-use adapters::http::{fallback, finish, health_routes, metrics_routes, path_errors, query_errors, HEALTH_ROUTES, METRICS_ROUTES};
+use adapters::http::{fallback, finish, health_routes, metrics_routes, path_errors, query_errors};
 use adapters::settings::{ConsumerApiSettings, Service};
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings};
@@ -107,8 +107,8 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(finish))
                 .configure(health_routes)
                 .configure(routes::configure)
-                .configure(openapi::configure)
-                .default_service(fallback(vec![HEALTH_ROUTES, routes::ROUTES, openapi::ROUTES]))
+                .configure(openapi::configure_public)
+                .default_service(fallback(openapi::public_routes()))
         })
         .workers(settings.consumer_api.workers)
         .shutdown_timeout(deadline)
@@ -122,7 +122,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(finish))
                 .configure(health_routes)
                 .configure(metrics_routes)
-                .default_service(fallback(vec![HEALTH_ROUTES, METRICS_ROUTES]))
+                .default_service(fallback(openapi::admin_routes()))
         })
         .workers(1)
         .shutdown_timeout(deadline)

@@ -1,11 +1,78 @@
-//! The API contract: `GET /openapi.json` (OpenAPI 3.1).
+//! The consumer-api's contract (OpenAPI 3.1), generated from its handlers' annotations, at
+//! `GET /openapi.json` on the public listener.
 
-use actix_web::HttpResponse;
+use std::sync::LazyLock;
 
-adapters::routes! { pub(crate) fn configure / ROUTES {
-    GET "/openapi.json" => document,
-} }
+use adapters::openapi::{for_routes, with_bearer, Common};
+use serde::Serialize;
+use utoipa::openapi::OpenApi as Document;
+use utoipa::{OpenApi, ToSchema};
 
-async fn document() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body("{}")
+/// One delivered event and where it was on the output topic.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Delivered)]
+pub struct DeliveredDoc {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    /// The processed event.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
+/// `GET /consume`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ConsumeAnswer)]
+pub struct ConsumeAnswerDoc {
+    pub group: String,
+    pub count: u64,
+    pub events: Vec<DeliveredDoc>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "metastream consumer-api", description = "Processed events and records for downstream systems."),
+    paths(crate::routes::consume, crate::routes::metadata),
+    servers((url = "/"))
+)]
+struct ConsumerApi;
+
+/// Every operation of the consumer-api, both listeners.
+pub fn document() -> Document {
+    let mut doc = ConsumerApi::openapi();
+    doc.merge(Common::openapi());
+    with_bearer(doc)
+}
+
+static FULL: LazyLock<Document> = LazyLock::new(document);
+
+pub(crate) fn configure_public(cfg: &mut actix_web::web::ServiceConfig) {
+    adapters::openapi::serve(cfg, &for_routes(&FULL, &public_routes()));
+}
+
+pub(crate) fn public_routes() -> Vec<&'static [(&'static str, &'static str)]> {
+    vec![adapters::http::HEALTH_ROUTES, crate::routes::ROUTES, adapters::openapi::ROUTES]
+}
+
+pub(crate) fn admin_routes() -> Vec<&'static [(&'static str, &'static str)]> {
+    vec![adapters::http::HEALTH_ROUTES, adapters::http::METRICS_ROUTES]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_names_every_route_the_listeners_serve_and_no_other() {
+        let mut served: Vec<(String, String)> = public_routes()
+            .into_iter()
+            .chain(admin_routes())
+            .flat_map(|t| t.iter())
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        served.sort();
+        served.dedup();
+        assert_eq!(adapters::openapi::operations(&document()), served);
+    }
 }

@@ -20,14 +20,25 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
     GET "/metadata/{source}/{id}" => metadata,
 } }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ConsumeQuery {
+    /// The API consumer group (consumer_api.default_group); needs `consume:<group>`.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     group: Option<String>,
+    /// Most events in the answer (consumer_api.default_batch; at most consumer_api.max_batch).
+    #[param(minimum = 1)]
     max: Option<usize>,
+    /// How long to wait for the first event (consumer_api.default_wait_ms; at most consumer_api.max_wait_ms).
     wait_ms: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/consume", operation_id = "consume", tag = "consume",
+    description = "The group's next events, of the sources the key may read (`read:<source>`); calling again acknowledges the previous answer.",
+    params(ConsumeQuery),
+    responses((status = 200, description = "Events (possibly none after waiting)", body = crate::openapi::ConsumeAnswerDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
     let principal = state.auth.authenticate(&req)?;
     let query: ConsumeQuery = adapters::http::query(&req)?;
@@ -87,6 +98,14 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(json!({"group": group, "count": events.len(), "events": events})))
 }
 
+#[utoipa::path(get, path = "/metadata/{source}/{id}", operation_id = "get_metadata", tag = "consume",
+    description = "The stored processed record. Needs `read:<source>`.",
+    params(("source" = String, Path, description = "Source name"), ("id" = String, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "The processed record", body = Object),
+        (status = 404, description = "No record", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
     let (source, id) = path.into_inner();
     let principal = state.auth.authorize(&req, Access::Read(&source))?;

@@ -186,6 +186,9 @@ impl Stack {
 
     fn spawn(&mut self, c: Component, instance: u16) -> anyhow::Result<()> {
         let port = c.port() + 10 * instance;
+        // The gateway's and consumer-api's operators' listeners: 1000 above the public one.
+        let admin = matches!(c, Component::Gateway | Component::ConsumerApi)
+            .then(|| (format!("METASTREAM__{}__ADMIN_LISTEN", c.section()), format!("127.0.0.1:{}", port + 1000)));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -194,6 +197,7 @@ impl Stack {
             .current_dir(&self.root)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(format!("METASTREAM__{}__LISTEN", c.section()), format!("127.0.0.1:{port}"))
+            .envs(admin)
             .env("HOSTNAME", format!("{}-{instance}", c.binary()))
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))

@@ -48,6 +48,9 @@ fn unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
     AdminError::Request(RequestError::Unavailable { what: format!("redis: {err}"), retry_after_s: state.retry_after_s })
 }
 
+#[utoipa::path(get, path = "/v1/sources", operation_id = "list_sources", tag = "admin",
+    responses((status = 200, description = "Every stored source configuration", body = crate::openapi::SourceListDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let raw = state.catalog.store().load_all().await.map_err(|e| unavailable(&state, e))?;
@@ -56,6 +59,14 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(json!({"sources": sources})))
 }
 
+#[utoipa::path(get, path = "/v1/sources/{source}", operation_id = "get_source", tag = "admin",
+    params(("source" = String, Path, description = "Source name")),
+    responses(
+        (status = 200, description = "The configuration; `ETag` carries its version", body = Object,
+            headers(("ETag" = String, description = "The version, quoted"))),
+        (status = 404, description = "No configuration", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let name = source_name(&path)?;
@@ -86,6 +97,19 @@ fn parse_config(name: &SourceName, body: &[u8]) -> Result<SourceConfig, AdminErr
     })
 }
 
+#[utoipa::path(put, path = "/v1/sources/{source}", operation_id = "put_source", tag = "admin",
+    description = "Compiles, then stores the configuration with the next version; every service applies it within milliseconds.",
+    params(("source" = String, Path, description = "Source name"),
+        ("If-Match" = Option<String>, Header, description = "Store only if the stored version is this one")),
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored", body = Object, headers(("ETag" = String, description = "The new version"))),
+        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
+        (status = 412, description = "The stored version is another one", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
+        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
     require_json(&req)?;
@@ -108,6 +132,15 @@ async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, stat
     }
 }
 
+#[utoipa::path(delete, path = "/v1/sources/{source}", operation_id = "delete_source", tag = "admin",
+    params(("source" = String, Path, description = "Source name"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the stored version is this one")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No configuration", body = adapters::openapi::ProblemDoc),
+        (status = 412, description = "The stored version is another one", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
     let name = source_name(&path)?;
@@ -126,6 +159,9 @@ async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<Stat
     }
 }
 
+#[utoipa::path(get, path = "/v1/operations", operation_id = "list_operations", tag = "admin",
+    responses((status = 200, description = "Every operation with its parameters and an example", body = Object), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn operations(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     Ok(HttpResponse::Ok().json(domain::describe_catalog()))
@@ -140,6 +176,18 @@ struct PreviewRequest {
     config: Option<Value>,
 }
 
+#[utoipa::path(post, path = "/v1/sources/{source}/preview", operation_id = "preview_source", tag = "admin",
+    description = "Runs pre then post operations on a sample event; stores and publishes nothing.",
+    params(("source" = String, Path, description = "Source name")),
+    request_body(content = crate::openapi::PreviewRequestDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What each operation did", body = Object),
+        (status = 404, description = "No stored configuration and none sent", body = adapters::openapi::ProblemDoc),
+        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
+        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn preview(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     require_json(&req)?;

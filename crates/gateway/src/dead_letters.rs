@@ -154,6 +154,14 @@ pub(crate) fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> A
     AdminError::Request(RequestError::Unavailable { what: format!("kafka: {err}"), retry_after_s: state.retry_after_s })
 }
 
+#[utoipa::path(get, path = "/v1/dead-letters", operation_id = "list_dead_letters", tag = "admin",
+    params(
+        ("source" = Option<String>, Query, description = "Only this source"),
+        ("reason" = Option<String>, Query, description = "Only this reason"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Dead letters per page (100)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "Dead letters, oldest first, with why", body = crate::openapi::DeadLetterPageDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     crate::admin::authorize(&req, &state)?;
     let query: ListQuery = adapters::http::query(&req)?;
@@ -194,6 +202,15 @@ struct ReplayRequest {
     force: bool,
 }
 
+#[utoipa::path(post, path = "/v1/dead-letters/replay", operation_id = "replay_dead_letters", tag = "admin",
+    request_body(content = crate::openapi::ReplayRequestDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was replayed and what was skipped", body = crate::openapi::ReplayAnswerDoc),
+        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
+        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = crate::admin::authorize(&req, &state)?;
     require_json(&req)?;

@@ -116,6 +116,17 @@ async fn record_of(state: &State, id: &str) -> Result<KeyRecord, AdminError> {
     state.auth.store().get(id).await.map_err(|e| unavailable(state, e))?.ok_or_else(missing)
 }
 
+#[utoipa::path(post, path = "/v1/keys", operation_id = "create_key", tag = "keys",
+    request_body(content = crate::openapi::NewKeyDoc, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; `key` is shown this once", body = crate::openapi::IssuedKeyDoc,
+            headers(("Location" = String, description = "The key's URL"))),
+        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
+        (status = 409, description = "API keys are off (no auth.key_secret)", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
+        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
     let hasher = hasher(&state)?;
@@ -146,6 +157,9 @@ async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     Ok(HttpResponse::Created().insert_header(("Location", format!("/v1/keys/{}", record.id))).json(answer))
 }
 
+#[utoipa::path(get, path = "/v1/keys", operation_id = "list_keys", tag = "keys",
+    responses((status = 200, description = "Every key, never the keys themselves", body = crate::openapi::KeyListDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let store = state.auth.store();
@@ -156,6 +170,13 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(json!({"keys": keys})))
 }
 
+#[utoipa::path(get, path = "/v1/keys/{id}", operation_id = "get_key", tag = "keys",
+    params(("id" = String, Path, description = "Key id (`key_` + 16 hex digits)")),
+    responses(
+        (status = 200, description = "The key", body = crate::openapi::KeyDoc),
+        (status = 404, description = "No such key", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let record = record_of(&state, &path).await?;
@@ -163,6 +184,18 @@ async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>)
     Ok(HttpResponse::Ok().json(view(&record, used.get(&record.id))))
 }
 
+#[utoipa::path(patch, path = "/v1/keys/{id}", operation_id = "update_key", tag = "keys",
+    description = "Changes name, scopes, expiry or rate limit; every replica applies it within a second.",
+    params(("id" = String, Path, description = "Key id")),
+    request_body(content = crate::openapi::KeyChangeDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The changed key", body = crate::openapi::KeyDoc),
+        (status = 404, description = "No such key", body = adapters::openapi::ProblemDoc),
+        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
+        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
     let change: KeyChange = parse(&req, body, &state).await?;
@@ -187,6 +220,15 @@ async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, s
     Ok(HttpResponse::Ok().json(view(&record, None)))
 }
 
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", operation_id = "rotate_key", tag = "keys",
+    description = "A new key for the same id, scopes and limits; the old one stops working at once.",
+    params(("id" = String, Path, description = "Key id")),
+    responses(
+        (status = 200, description = "Rotated; `key` is shown this once", body = crate::openapi::IssuedKeyDoc),
+        (status = 404, description = "No such key", body = adapters::openapi::ProblemDoc),
+        (status = 409, description = "API keys are off (no auth.key_secret)", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn rotate(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
     let hasher = hasher(&state)?;
@@ -200,6 +242,14 @@ async fn rotate(req: HttpRequest, path: web::Path<String>, state: web::Data<Stat
     Ok(HttpResponse::Ok().json(answer))
 }
 
+#[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "revoke_key", tag = "keys",
+    description = "Every replica refuses the key within a second.",
+    params(("id" = String, Path, description = "Key id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such key", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn revoke(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
     let id = path.into_inner();

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use adapters::auth::{Authenticator, KeyStore, RateLimiter};
-use adapters::http::{fallback, finish, health_routes, metrics_routes, path_errors, query_errors, HEALTH_ROUTES, METRICS_ROUTES};
+use adapters::http::{fallback, finish, health_routes, metrics_routes, path_errors, query_errors};
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings, SourceCatalog};
@@ -152,8 +152,8 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(finish))
                 .configure(health_routes)
                 .configure(routes::configure)
-                .configure(openapi::configure)
-                .default_service(fallback(vec![HEALTH_ROUTES, routes::ROUTES, openapi::ROUTES]))
+                .configure(openapi::configure_public)
+                .default_service(fallback(openapi::public_routes()))
         })
         .workers(settings.gateway.workers)
         .shutdown_timeout(deadline.as_secs().max(1))
@@ -174,16 +174,8 @@ impl Application {
                 .configure(keys::configure)
                 .configure(audit::configure)
                 .configure(dead_letters::configure)
-                .configure(openapi::configure)
-                .default_service(fallback(vec![
-                    HEALTH_ROUTES,
-                    METRICS_ROUTES,
-                    admin::ROUTES,
-                    keys::ROUTES,
-                    audit::ROUTES,
-                    dead_letters::ROUTES,
-                    openapi::ROUTES,
-                ]))
+                .configure(openapi::configure_admin)
+                .default_service(fallback(openapi::admin_routes()))
         })
         .workers(1)
         .shutdown_timeout(deadline.as_secs().max(1))

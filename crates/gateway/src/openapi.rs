@@ -1,11 +1,329 @@
-//! The API contract: `GET /openapi.json` (OpenAPI 3.1).
+//! The gateway's API contract (OpenAPI 3.1), generated from its handlers' annotations:
+//! `GET /openapi.json` on each listener answers the operations that listener serves.
+//!
+//! The types here describe JSON the handlers build; schemathesis (`make test`) checks every
+//! answer of the live stack against them.
 
-use actix_web::HttpResponse;
+use std::sync::LazyLock;
 
-adapters::routes! { pub(crate) fn configure / ROUTES {
-    GET "/openapi.json" => document,
-} }
+use adapters::openapi::{for_routes, with_bearer, Common};
+use serde::Serialize;
+use utoipa::openapi::OpenApi as Document;
+use utoipa::{OpenApi, ToSchema};
 
-async fn document() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body("{}")
+/// One event as a client sends it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ClientEvent)]
+pub struct ClientEventDoc {
+    /// The entity's id within its source; with `source`, it keys the stored record.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f]+$")]
+    pub id: String,
+    /// The system the event comes from; its configuration decides the operations.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    pub source: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// An event Kafka acknowledged: where it is.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Accepted)]
+pub struct AcceptedDoc {
+    /// `accepted`.
+    pub status: String,
+    pub id: String,
+    pub source: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One event of a batch that was not accepted.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Rejected)]
+pub struct RejectedDoc {
+    /// `rejected`.
+    pub status: String,
+    pub error: String,
+    pub message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = BatchResult)]
+pub enum BatchResultDoc {
+    Accepted(AcceptedDoc),
+    Rejected(RejectedDoc),
+}
+
+/// The answer to a batch: one result per event, in order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchAnswer)]
+pub struct BatchAnswerDoc {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub results: Vec<BatchResultDoc>,
+}
+
+/// A key's rate limits; a dimension left out is not limited.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RateLimit)]
+pub struct RateLimitDoc {
+    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0)]
+    pub requests_per_s: Option<f64>,
+    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0)]
+    pub events_per_s: Option<f64>,
+    /// Most a key may spend at once (default: one second's worth).
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
+    pub burst: Option<u32>,
+}
+
+/// `POST /v1/keys`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewKey)]
+pub struct NewKeyDoc {
+    #[schema(min_length = 1, max_length = 128)]
+    pub name: String,
+    /// `ingest:<source-glob>`, `consume:<group-glob>`, `read:<source-glob>` or `admin`.
+    #[schema(min_items = 1)]
+    pub scopes: Vec<ScopeDoc>,
+    /// When the key stops working (RFC 3339, in the future).
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub rate_limit: Option<RateLimitDoc>,
+}
+
+/// A scope: `ingest:<glob>`, `consume:<glob>`, `read:<glob>` (glob: letters, digits, `_`,
+/// `.`, `-`, `*`), or `admin`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Scope, pattern = r"^(admin|(ingest|consume|read):[A-Za-z0-9_.*-]{1,64})$")]
+pub struct ScopeDoc(pub String);
+
+/// `PATCH /v1/keys/{id}`: what to change.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = KeyChange)]
+pub struct KeyChangeDoc {
+    #[schema(min_length = 1, max_length = 128)]
+    pub name: Option<String>,
+    #[schema(min_items = 1)]
+    pub scopes: Option<Vec<ScopeDoc>>,
+    /// `null` removes the expiry.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub rate_limit: Option<RateLimitDoc>,
+}
+
+/// A key as the API shows it (never the key itself).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Key)]
+pub struct KeyDoc {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<ScopeDoc>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The id of the key that created it.
+    pub created_by: String,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub rate_limit: RateLimitDoc,
+    pub last_used_at: Option<String>,
+}
+
+/// A key just created or rotated: `key` is shown this once.
+#[derive(Serialize, ToSchema)]
+#[schema(as = IssuedKey)]
+pub struct IssuedKeyDoc {
+    #[serde(flatten)]
+    pub view: KeyDoc,
+    /// `msk_` + 38 characters.
+    pub key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = KeyList)]
+pub struct KeyListDoc {
+    pub keys: Vec<KeyDoc>,
+}
+
+/// One admin action.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AuditRecord)]
+pub struct AuditRecordDoc {
+    pub at: String,
+    /// The acting key's id.
+    pub actor: String,
+    pub actor_name: String,
+    /// `key.create`, `key.update`, `key.rotate`, `key.revoke`, `source.put`, `source.delete`,
+    /// `dead_letters.replay`.
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = AuditPage)]
+pub struct AuditPageDoc {
+    pub records: Vec<AuditRecordDoc>,
+    pub count: u64,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeadLetterPage)]
+pub struct DeadLetterPageDoc {
+    #[schema(value_type = Vec<Object>)]
+    pub dead_letters: Vec<serde_json::Value>,
+    pub count: u64,
+    pub next_cursor: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ReplayItem)]
+pub struct ReplayItemDoc {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// What to replay: `items`, or every dead letter of a `source` (optionally of one `reason`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ReplayRequest)]
+pub struct ReplayRequestDoc {
+    pub items: Option<Vec<ReplayItemDoc>>,
+    pub source: Option<String>,
+    pub reason: Option<String>,
+    pub force: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReplayAnswer)]
+pub struct ReplayAnswerDoc {
+    #[schema(value_type = Vec<Object>)]
+    pub replayed: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub skipped: Vec<serde_json::Value>,
+}
+
+/// `POST /v1/sources/{source}/preview`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PreviewRequest)]
+pub struct PreviewRequestDoc {
+    pub event: ClientEventDoc,
+    /// A config to try instead of the stored one.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SourceList)]
+pub struct SourceListDoc {
+    #[schema(value_type = Vec<Object>)]
+    pub sources: Vec<serde_json::Value>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "metastream gateway", description = "Ingest (public listener, gateway.listen) and the admin API (admin listener, gateway.admin_listen)."),
+    paths(
+        crate::routes::ingest,
+        crate::routes::ingest_batch,
+        crate::admin::list,
+        crate::admin::get,
+        crate::admin::put,
+        crate::admin::delete,
+        crate::admin::preview,
+        crate::admin::operations,
+        crate::keys::create,
+        crate::keys::list,
+        crate::keys::get,
+        crate::keys::update,
+        crate::keys::rotate,
+        crate::keys::revoke,
+        crate::audit::list,
+        crate::dead_letters::list,
+        crate::dead_letters::replay,
+    ),
+    servers((url = "/"))
+)]
+struct Gateway;
+
+/// Every operation of the gateway, both listeners.
+pub fn document() -> Document {
+    let mut doc = Gateway::openapi();
+    doc.merge(Common::openapi());
+    with_bearer(doc)
+}
+
+static FULL: LazyLock<Document> = LazyLock::new(document);
+
+/// The public listener's contract.
+pub(crate) fn configure_public(cfg: &mut actix_web::web::ServiceConfig) {
+    adapters::openapi::serve(cfg, &for_routes(&FULL, &public_routes()));
+}
+
+/// The admin listener's contract.
+pub(crate) fn configure_admin(cfg: &mut actix_web::web::ServiceConfig) {
+    adapters::openapi::serve(cfg, &for_routes(&FULL, &admin_routes()));
+}
+
+pub(crate) fn public_routes() -> Vec<&'static [(&'static str, &'static str)]> {
+    vec![adapters::http::HEALTH_ROUTES, crate::routes::ROUTES, adapters::openapi::ROUTES]
+}
+
+pub(crate) fn admin_routes() -> Vec<&'static [(&'static str, &'static str)]> {
+    vec![
+        adapters::http::HEALTH_ROUTES,
+        adapters::http::METRICS_ROUTES,
+        crate::admin::ROUTES,
+        crate::keys::ROUTES,
+        crate::audit::ROUTES,
+        crate::dead_letters::ROUTES,
+        adapters::openapi::ROUTES,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_names_every_route_the_listeners_serve_and_no_other() {
+        let doc = document();
+        let mut served: Vec<(String, String)> = public_routes()
+            .into_iter()
+            .chain(admin_routes())
+            .flat_map(|t| t.iter())
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        served.sort();
+        served.dedup();
+        assert_eq!(adapters::openapi::operations(&doc), served);
+        let json: serde_json::Value = serde_json::from_str(&doc.to_json().unwrap()).unwrap();
+        assert_eq!(json["openapi"], "3.1.0");
+        // Every operation but health and the document itself needs a key.
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let public = ["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(&path.as_str());
+                assert_eq!(op.get("security").is_some(), !public, "{method} {path}");
+                assert!(op["operationId"].is_string(), "{method} {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn each_listener_documents_what_it_serves() {
+        let public = adapters::openapi::operations(&for_routes(&FULL, &public_routes()));
+        assert!(public.contains(&("POST".into(), "/ingest".into())));
+        assert!(!public.iter().any(|(_, p)| p.starts_with("/v1")), "{public:?}");
+        let admin = adapters::openapi::operations(&for_routes(&FULL, &admin_routes()));
+        assert!(admin.contains(&("POST".into(), "/v1/keys".into())));
+        assert!(!admin.iter().any(|(_, p)| p == "/ingest"), "{admin:?}");
+    }
 }

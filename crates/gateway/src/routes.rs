@@ -33,6 +33,18 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
 /// produced on its own; the answer lists one result per event, in order: `accepted` with its
 /// partition and offset (only after Kafka's ack), or `rejected` with its error. One bad event
 /// does not reject the others. 503 when no event could be accepted because Kafka is unavailable.
+#[utoipa::path(post, path = "/ingest/batch", operation_id = "ingest_batch", tag = "ingest",
+    description = "A JSON array of events, or NDJSON. Each event is validated, authorized (`ingest:<source>`) and produced on its own.",
+    request_body(content(
+        (Vec<crate::openapi::ClientEventDoc> = "application/json"),
+        (String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "One result per event, in order", body = crate::openapi::BatchAnswerDoc),
+        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Too many events or bytes, or more events than the key's burst", body = adapters::openapi::ProblemDoc),
+        (status = 415, description = "Neither JSON nor NDJSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn ingest_batch(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
     let span = tracing::info_span!("ingest_batch", otel.name = "POST /ingest/batch", otel.kind = "server", http.route = "/ingest/batch");
     adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_http(req.headers()));
@@ -137,6 +149,19 @@ struct Accepted {
 /// a full queue means Kafka is not keeping up, and the client should back off.
 const QUEUE_WAIT: Duration = Duration::from_millis(100);
 
+#[utoipa::path(post, path = "/ingest", operation_id = "ingest", tag = "ingest",
+    description = "One event. Answered 202 only once Kafka acknowledged it. Needs `ingest:<source>`.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key (within gateway.idempotency_window_s) gets the first answer; no second event")),
+    request_body(content = crate::openapi::ClientEventDoc, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Kafka acknowledged the event", body = crate::openapi::AcceptedDoc),
+        (status = 409, description = "A request with the same Idempotency-Key is in flight", body = adapters::openapi::ProblemDoc),
+        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Larger than the pipeline carries (`event_too_large`, with `size` and `limit`) or than the body limit", body = adapters::openapi::ProblemDoc),
+        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        (status = 422, description = "No configuration for the source (`unknown_source`), or an Idempotency-Key reused with another body", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
 async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
     // The server span; a client's `traceparent` makes it part of the client's trace.
     let span = tracing::info_span!(

@@ -1,0 +1,180 @@
+//! What every service's OpenAPI document shares: the error body, the health answers, the bearer
+//! security scheme, and serving a document filtered to what one listener serves.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi;
+use utoipa::ToSchema;
+
+/// Every error answer: `{"error": "<code>", "message": "<what is wrong>"}`, and for some codes
+/// more members (`required_scope` with `forbidden`; `size`, `limit` with `event_too_large`;
+/// `errors` with `invalid_config`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDoc {
+    /// A stable code: `unauthorized`, `forbidden`, `rate_limited`, `invalid_event`, …
+    pub error: String,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Alive)]
+pub struct AliveDoc {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `GET /readyz`: each dependency's check.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Readiness)]
+pub struct ReadinessDoc {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Each check's result (`ok` or what failed), by name (`kafka`, `redis`, …).
+    #[schema(value_type = Object)]
+    pub checks: serde_json::Value,
+}
+
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
+    responses((status = 200, description = "The process is alive", body = AliveDoc)))]
+#[allow(dead_code)]
+fn healthz_doc() {}
+
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
+    responses(
+        (status = 200, description = "Every dependency answers", body = ReadinessDoc),
+        (status = 503, description = "A dependency does not answer", body = ReadinessDoc)))]
+#[allow(dead_code)]
+fn readyz_doc() {}
+
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
+#[allow(dead_code)]
+fn metrics_doc() {}
+
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "health",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)))]
+#[allow(dead_code)]
+fn openapi_doc() {}
+
+/// The health, metrics and contract endpoints every listener may serve.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz_doc, readyz_doc, metrics_doc, openapi_doc), components(schemas(ProblemDoc)))]
+pub struct Common;
+
+/// Adds the bearer scheme (`bearer`) every authenticated operation names.
+pub fn with_bearer(mut doc: OpenApi) -> OpenApi {
+    doc.components.get_or_insert_with(Default::default).add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An API key (`msk_…`) or a configured token; scopes decide what it may do"))
+                .build(),
+        ),
+    );
+    doc
+}
+
+/// `doc` reduced to the operations of `routes` (a listener's [`routes!`](crate::routes) tables).
+pub fn for_routes(doc: &OpenApi, routes: &[&[(&str, &str)]]) -> OpenApi {
+    let mut doc = doc.clone();
+    let served = |path: &str, method: &str| routes.iter().flat_map(|t| t.iter()).any(|(m, p)| *p == path && m.eq_ignore_ascii_case(method));
+    let paths = std::mem::take(&mut doc.paths.paths);
+    for (path, mut item) in paths {
+        let methods = [
+            ("GET", &mut item.get),
+            ("PUT", &mut item.put),
+            ("POST", &mut item.post),
+            ("DELETE", &mut item.delete),
+            ("PATCH", &mut item.patch),
+            ("HEAD", &mut item.head),
+            ("OPTIONS", &mut item.options),
+            ("TRACE", &mut item.trace),
+        ];
+        let mut any = false;
+        for (method, op) in methods {
+            if op.is_some() && !served(&path, method) {
+                *op = None;
+            }
+            any |= op.is_some();
+        }
+        if any {
+            doc.paths.paths.insert(path, item);
+        }
+    }
+    doc
+}
+
+/// Every (METHOD, path) `doc` documents.
+pub fn operations(doc: &OpenApi) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        for (method, op) in [
+            ("GET", &item.get),
+            ("PUT", &item.put),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+            ("HEAD", &item.head),
+            ("OPTIONS", &item.options),
+            ("TRACE", &item.trace),
+        ] {
+            if op.is_some() {
+                out.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Registers `GET /openapi.json` answering `doc`.
+pub fn serve(cfg: &mut web::ServiceConfig, doc: &OpenApi) {
+    let json = doc.to_pretty_json().expect("an OpenAPI document serializes");
+    cfg.route(
+        "/openapi.json",
+        web::get().to(move || {
+            let json = json.clone();
+            async move { HttpResponse::Ok().content_type("application/json").body(json) }
+        }),
+    );
+}
+
+/// The `routes!` table of `GET /openapi.json`.
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/openapi.json")];
+
+/// The answers every authenticated operation may give besides its own: no or bad key (401),
+/// a missing scope (403), a rate limit (429), a dependency down (503).
+#[derive(utoipa::IntoResponses)]
+pub enum AuthErrors {
+    /// No bearer key, or one that is malformed, unknown, revoked or expired.
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
+    Unauthorized(ProblemDoc),
+    /// The key lacks the scope this request needs; `required_scope` names it.
+    #[response(status = 403)]
+    Forbidden(ProblemDoc),
+    /// The key's rate limit (`rate_limited`) or a cap on what it holds (`limit_exceeded`).
+    #[response(status = 429, headers(
+        ("Retry-After" = u64, description = "Seconds until a retry may pass"),
+        ("RateLimit" = String, description = "IETF RateLimit: remaining quota and seconds to reset, per limited dimension"),
+        ("RateLimit-Policy" = String, description = "IETF RateLimit-Policy: quota and window, per limited dimension")
+    ))]
+    TooManyRequests(ProblemDoc),
+    /// Kafka or Redis does not answer; retry after `Retry-After`.
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Unavailable(ProblemDoc),
+}
+
+/// A query string, path or body that is not valid (400), or a route that does not take the
+/// method (405).
+#[derive(utoipa::IntoResponses)]
+pub enum RequestErrors {
+    #[response(status = 400)]
+    BadRequest(ProblemDoc),
+    #[response(status = 405)]
+    MethodNotAllowed(ProblemDoc),
+}
