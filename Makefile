@@ -7,13 +7,14 @@ BIN_DIR := $(TARGET_DIR)/debug
 FAULTS_FULL := --events 20000 --entities 2000 --poison 50
 FAULTS_QUICK := --events 3000 --entities 300 --poison 20
 
-.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults smoke fmt lint clean images k8s-validate bench bench-quick fuzz
+.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults smoke contract fmt lint clean images k8s-validate bench bench-quick fuzz
 
 help:
 	@echo "make run        start Kafka, Redis, the four services and the edge on :8080 (dev config)"
 	@echo "make stop       stop everything 'make run' started"
 	@echo "make test       start Kafka and Redis if needed, run every test (unit, end-to-end, smoke, k8s, reduced fault suite)"
 	@echo "make test-faults  the full fault-injection suite (20,000 events per scenario)"
+	@echo "make contract   schemathesis against each listener's /openapi.json on the dev stack"
 	@echo "make bench      throughput and latency against the broker's limit (make bench-quick: < 2 min)"
 	@echo "make fuzz       fuzz the domain crate's parsers, FUZZ_SECONDS (default 60) per target (nightly)"
 	@echo "make infra      start only Kafka and Redis"
@@ -51,6 +52,7 @@ test: infra build k8s-validate
 	$(CARGO) test --workspace --no-fail-fast
 	python3 scripts/test_check_dashboards.py
 	scripts/smoke.sh
+	scripts/contract.sh
 	$(BIN_DIR)/metastream-faults --bin $(BIN_DIR) $(FAULTS_QUICK)
 
 # Kills and restarts each component under load; checks nothing acknowledged is lost.
@@ -65,6 +67,10 @@ test-e2e: infra
 
 smoke: infra
 	scripts/smoke.sh
+
+# The API contract: schemathesis against each listener's /openapi.json on the live dev stack.
+contract: infra
+	scripts/contract.sh
 
 fmt:
 	$(CARGO) fmt --all

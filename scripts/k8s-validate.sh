@@ -66,36 +66,7 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || fail_early "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); scripts/k8s_checks.py needs 3.11 or newer (tomllib)"
 
 # --- Python tools, pinned, in var/venv (or var/pylib when no venv can be made) -------------------
-stamp() { sha256sum "$REQUIREMENTS" | cut -d' ' -f1; }
-PY=""
-if [[ -x $VENV/bin/python && -f $VENV/.requirements && $(cat "$VENV/.requirements") == "$(stamp)" ]]; then
-  PY="$VENV/bin/python"
-elif [[ -f $VAR/pylib/.requirements && $(cat "$VAR/pylib/.requirements") == "$(stamp)" ]]; then
-  PY="python3"; export PYTHONPATH="$VAR/pylib${PYTHONPATH:+:$PYTHONPATH}"
-else
-  rm -rf "$VENV"
-  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
-    rm -rf "$VENV"
-    log "python3 -m venv failed: installing python3-venv"
-    (apt_install python3-venv) || true
-    python3 -m venv "$VENV" >/dev/null 2>&1 || rm -rf "$VENV"
-  fi
-  if [[ -x $VENV/bin/python ]]; then
-    log "installing $(grep -c '==' "$REQUIREMENTS") pinned packages into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$REQUIREMENTS" \
-      || fail_early "pip could not install scripts/k8s-validate.requirements.txt into $VENV"
-    stamp > "$VENV/.requirements"
-    PY="$VENV/bin/python"
-  else
-    banner "no virtual environment possible: installing the pinned packages into $VAR/pylib (pip --target)"
-    python3 -m pip --version >/dev/null 2>&1 || (apt_install python3-pip) || true
-    rm -rf "$VAR/pylib"
-    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$VAR/pylib" -r "$REQUIREMENTS" \
-      || fail_early "pip could not install scripts/k8s-validate.requirements.txt into $VAR/pylib"
-    stamp > "$VAR/pylib/.requirements"
-    PY="python3"; export PYTHONPATH="$VAR/pylib${PYTHONPATH:+:$PYTHONPATH}"
-  fi
-fi
+python_tools "$VENV" "$REQUIREMENTS" "$VAR/pylib" || fail_early "pip could not install $REQUIREMENTS"
 
 # --- a `docker compose config` ----------------------------------------------------------------------
 COMPOSE="" COMPOSE_SKIP=""

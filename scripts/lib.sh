@@ -47,3 +47,38 @@ apt_install() {
       || die "could not install $* with apt-get"
   fi
 }
+
+# python_tools VENV REQUIREMENTS FALLBACK_DIR: the pinned packages of REQUIREMENTS in the virtual
+# environment VENV (made, or remade when the pins change), or, where no venv can be made, installed
+# into FALLBACK_DIR with pip --target. Sets PY (the interpreter to run) and, for the fallback,
+# PYTHONPATH. Returns non-zero when pip cannot install them.
+python_tools() {
+  local venv=$1 requirements=$2 fallback=$3 stamp
+  stamp=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [[ -x $venv/bin/python && -f $venv/.requirements && $(cat "$venv/.requirements") == "$stamp" ]]; then
+    PY="$venv/bin/python"; return 0
+  fi
+  if [[ -f $fallback/.requirements && $(cat "$fallback/.requirements") == "$stamp" ]]; then
+    PY="python3"; export PYTHONPATH="$fallback${PYTHONPATH:+:$PYTHONPATH}"; return 0
+  fi
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    log "python3 -m venv failed: installing python3-venv"
+    (apt_install python3-venv) || true
+    python3 -m venv "$venv" >/dev/null 2>&1 || rm -rf "$venv"
+  fi
+  if [[ -x $venv/bin/python ]]; then
+    log "installing $(grep -c '==' "$requirements") pinned packages into $venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$requirements" || return 1
+    echo "$stamp" > "$venv/.requirements"
+    PY="$venv/bin/python"
+  else
+    log "no virtual environment possible: installing the pinned packages into $fallback (pip --target)"
+    python3 -m pip --version >/dev/null 2>&1 || (apt_install python3-pip) || true
+    rm -rf "$fallback"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$fallback" -r "$requirements" || return 1
+    echo "$stamp" > "$fallback/.requirements"
+    PY="python3"; export PYTHONPATH="$fallback${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+}

@@ -73,6 +73,7 @@ pub fn test_settings() -> Settings {
     t.processed = format!("{run}.processed");
     t.output = format!("{run}.output");
     t.dead_letter = format!("{run}.dead-letter");
+    t.audit = format!("{run}.audit");
     // Short sessions so a killed consumer's partitions move on quickly.
     s.kafka.consumer_properties.insert("session.timeout.ms".into(), "6000".into());
     s.kafka.consumer_properties.insert("heartbeat.interval.ms".into(), "500".into());

@@ -154,7 +154,8 @@ pub enum AuthErrors {
     /// No bearer key, or one that is malformed, unknown, revoked or expired.
     #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
     Unauthorized(ProblemDoc),
-    /// The key lacks the scope this request needs; `required_scope` names it.
+    /// The key lacks the scope this request needs; `required_scope` names it. (A batch none of
+    /// whose events the key may write: `batch_refused`, with `results` per event.)
     #[response(status = 403)]
     Forbidden(ProblemDoc),
     /// The key's rate limit (`rate_limited`) or a cap on what it holds (`limit_exceeded`).

@@ -27,10 +27,13 @@ struct ConsumeQuery {
     /// The API consumer group (consumer_api.default_group); needs `consume:<group>`.
     #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     group: Option<String>,
-    /// Most events in the answer (consumer_api.default_batch; at most consumer_api.max_batch).
-    #[param(minimum = 1)]
+    /// Most events in the answer (consumer_api.default_batch; at most consumer_api.max_batch,
+    /// 1000 unless configured otherwise).
+    #[param(minimum = 1, maximum = 1000)]
     max: Option<usize>,
-    /// How long to wait for the first event (consumer_api.default_wait_ms; at most consumer_api.max_wait_ms).
+    /// How long to wait for the first event, ms (consumer_api.default_wait_ms; at most
+    /// consumer_api.max_wait_ms, 30000 unless configured otherwise).
+    #[param(maximum = 30000)]
     wait_ms: Option<u64>,
 }
 
@@ -100,7 +103,9 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
 
 #[utoipa::path(get, path = "/metadata/{source}/{id}", operation_id = "get_metadata", tag = "consume",
     description = "The stored processed record. Needs `read:<source>`.",
-    params(("source" = String, Path, description = "Source name"), ("id" = String, Path, description = "Event id")),
+    params(
+        ("source" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description = "Source name"),
+        ("id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$", description = "Event id")),
     responses(
         (status = 200, description = "The processed record", body = Object),
         (status = 404, description = "No record", body = adapters::openapi::ProblemDoc),

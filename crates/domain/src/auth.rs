@@ -290,8 +290,7 @@ pub struct Forbidden {
 
 /// A key's rate limits: each dimension refills at its rate and holds at most `burst` (default:
 /// one second's worth, at least 1). `None`: that dimension is not limited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct RateLimit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_s: Option<f64>,
@@ -299,6 +298,25 @@ pub struct RateLimit {
     pub events_per_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
+}
+
+/// Only from a JSON object (serde's derive would also take an array of the members in order).
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Members {
+            #[serde(default)]
+            requests_per_s: Option<f64>,
+            #[serde(default)]
+            events_per_s: Option<f64>,
+            #[serde(default)]
+            burst: Option<u32>,
+        }
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let m: Members = serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)?;
+        Ok(RateLimit { requests_per_s: m.requests_per_s, events_per_s: m.events_per_s, burst: m.burst })
+    }
 }
 
 impl RateLimit {
@@ -444,5 +462,8 @@ mod tests {
         assert!(RateLimit { requests_per_s: Some(0.0), ..r }.validate().is_err());
         assert!(RateLimit { burst: Some(0), ..r }.validate().is_err());
         assert!(r.validate().is_ok());
+        assert!(serde_json::from_str::<RateLimit>("[1, 2, 3]").is_err());
+        assert!(serde_json::from_str::<RateLimit>(r#"{"requests_per_s": 1, "other": 2}"#).is_err());
+        assert_eq!(serde_json::from_str::<RateLimit>(r#"{"burst": 3}"#).unwrap().burst, Some(3));
     }
 }

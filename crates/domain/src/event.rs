@@ -288,8 +288,9 @@ impl EventId {
         if s.is_empty() {
             return Err(invalid("id", "must not be empty".into()));
         }
-        if s.len() > MAX_ID_LEN {
-            return Err(invalid("id", format!("must be at most {MAX_ID_LEN} bytes")));
+        // Characters, not bytes, as JSON Schema's maxLength counts (the API contract says 256).
+        if s.chars().count() > MAX_ID_LEN {
+            return Err(invalid("id", format!("must be at most {MAX_ID_LEN} characters")));
         }
         if s.chars().any(char::is_control) {
             return Err(invalid("id", "must not contain control characters".into()));

@@ -184,10 +184,15 @@ mod tests {
 
     #[test]
     fn the_envelope_allowance_covers_the_largest_wrapper() {
-        // The longest id (every byte escaped), the longest source, the largest trace headers.
-        let id = "\"".repeat(crate::event::MAX_ID_LEN);
+        // The longest id (its characters 4 bytes each, or every one escaped: whichever is
+        // longer written), the longest source, the largest trace headers.
+        let escaped_id = ["\"", "\u{1D11E}"]
+            .iter()
+            .map(|c| serde_json::to_string(&c.repeat(crate::event::MAX_ID_LEN)).unwrap())
+            .max_by_key(String::len)
+            .unwrap();
+        let id = "\u{1D11E}".repeat(crate::event::MAX_ID_LEN);
         let source = "s".repeat(crate::event::MAX_SOURCE_LEN);
-        let escaped_id = serde_json::to_string(&id).unwrap();
         let trace = [("traceparent", 55), ("tracestate", 512)];
         let notice_wrapper = format!(r#"{{"source":"{source}","id":{escaped_id},"record":}}"#).len();
         let provenance = r#""provenance":{"ingest_partition":2147483647,"ingest_offset":9223372036854775807,"pre_config_version":18446744073709551615},"#.len();

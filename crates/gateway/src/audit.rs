@@ -62,7 +62,7 @@ struct ListQuery {
 #[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "admin",
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Records per page (100)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+        ("cursor" = Option<String>, Query, pattern = r"^([0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*)?$", description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "Admin actions, oldest first", body = crate::openapi::AuditPageDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {

@@ -157,9 +157,9 @@ pub(crate) fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> A
 #[utoipa::path(get, path = "/v1/dead-letters", operation_id = "list_dead_letters", tag = "admin",
     params(
         ("source" = Option<String>, Query, description = "Only this source"),
-        ("reason" = Option<String>, Query, description = "Only this reason"),
+        ("reason" = Option<crate::openapi::DeadLetterReasonDoc>, Query, description = "Only this reason"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Dead letters per page (100)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+        ("cursor" = Option<String>, Query, pattern = r"^([0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*)?$", description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "Dead letters, oldest first, with why", body = crate::openapi::DeadLetterPageDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {

@@ -71,7 +71,7 @@ fn unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
 }
 
 fn check_name(name: &str) -> Result<(), AdminError> {
-    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
         return Err(AdminError::bad_request("`name` must be 1 to 128 printable characters"));
     }
     Ok(())
@@ -209,6 +209,9 @@ async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, s
         record.scopes = scopes;
     }
     if let Some(expires_at) = change.expires_at {
+        if expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(AdminError::bad_request("`expires_at` is in the past (to stop a key now, revoke it)"));
+        }
         record.expires_at = expires_at;
     }
     if let Some(limit) = change.rate_limit {

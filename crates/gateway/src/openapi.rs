@@ -17,7 +17,7 @@ use utoipa::{OpenApi, ToSchema};
 #[schema(as = ClientEvent)]
 pub struct ClientEventDoc {
     /// The entity's id within its source; with `source`, it keys the stored record.
-    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f]+$")]
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub id: String,
     /// The system the event comes from; its configuration decides the operations.
     #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
@@ -26,6 +26,30 @@ pub struct ClientEventDoc {
     pub payload: serde_json::Value,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+}
+
+/// The events of `POST /ingest/batch` (at most gateway.max_batch_events, 1000 unless
+/// configured otherwise).
+pub struct BatchDoc;
+
+impl utoipa::PartialSchema for BatchDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("ClientEvent"))
+            .min_items(Some(1))
+            .max_items(Some(1000))
+            .into()
+    }
+}
+
+impl ToSchema for BatchDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Batch".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((ClientEventDoc::name().into_owned(), <ClientEventDoc as utoipa::PartialSchema>::schema()));
+    }
 }
 
 /// An event Kafka acknowledged: where it is.
@@ -68,6 +92,18 @@ pub struct BatchAnswerDoc {
     pub results: Vec<BatchResultDoc>,
 }
 
+/// A batch of which no event was accepted: the error shape, with every event's result.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchRefused)]
+pub struct BatchRefusedDoc {
+    /// `batch_refused`.
+    pub error: String,
+    pub message: String,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub results: Vec<BatchResultDoc>,
+}
+
 /// A key's rate limits; a dimension left out is not limited.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +123,7 @@ pub struct RateLimitDoc {
 #[serde(deny_unknown_fields)]
 #[schema(as = NewKey)]
 pub struct NewKeyDoc {
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub name: String,
     /// `ingest:<source-glob>`, `consume:<group-glob>`, `read:<source-glob>` or `admin`.
     #[schema(min_items = 1)]
@@ -108,7 +144,7 @@ pub struct ScopeDoc(pub String);
 #[serde(deny_unknown_fields)]
 #[schema(as = KeyChange)]
 pub struct KeyChangeDoc {
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub name: Option<String>,
     #[schema(min_items = 1)]
     pub scopes: Option<Vec<ScopeDoc>>,
@@ -173,6 +209,20 @@ pub struct AuditPageDoc {
     pub next_cursor: String,
 }
 
+/// Why a stage dead-lettered a message (`domain::DeadLetterReason`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = DeadLetterReason)]
+pub enum DeadLetterReasonDoc {
+    Unparseable,
+    UnparseableRecord,
+    RecordMissing,
+    MissingConfig,
+    OperationFailed,
+    ProduceFailed,
+    TooLarge,
+}
+
 #[derive(Serialize, ToSchema)]
 #[schema(as = DeadLetterPage)]
 pub struct DeadLetterPageDoc {
@@ -197,7 +247,7 @@ pub struct ReplayItemDoc {
 pub struct ReplayRequestDoc {
     pub items: Option<Vec<ReplayItemDoc>>,
     pub source: Option<String>,
-    pub reason: Option<String>,
+    pub reason: Option<DeadLetterReasonDoc>,
     pub force: Option<bool>,
 }
 
@@ -231,6 +281,7 @@ pub struct SourceListDoc {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "metastream gateway", description = "Ingest (public listener, gateway.listen) and the admin API (admin listener, gateway.admin_listen)."),
+    components(schemas(BatchRefusedDoc)),
     paths(
         crate::routes::ingest,
         crate::routes::ingest_batch,
@@ -315,6 +366,14 @@ mod tests {
                 assert!(op["operationId"].is_string(), "{method} {path}");
             }
         }
+    }
+
+    #[test]
+    fn the_documented_dead_letter_reasons_are_the_pipeline_s() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let documented = &doc["components"]["schemas"]["DeadLetterReason"]["enum"];
+        let actual: Vec<&str> = domain::DeadLetterReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(documented, &serde_json::json!(actual));
     }
 
     #[test]

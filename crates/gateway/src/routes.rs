@@ -36,12 +36,14 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
 #[utoipa::path(post, path = "/ingest/batch", operation_id = "ingest_batch", tag = "ingest",
     description = "A JSON array of events, or NDJSON. Each event is validated, authorized (`ingest:<source>`) and produced on its own.",
     request_body(content(
-        (Vec<crate::openapi::ClientEventDoc> = "application/json"),
-        (String = "application/x-ndjson"))),
+        (crate::openapi::BatchDoc = "application/json"),
+        (crate::openapi::BatchDoc = "application/x-ndjson")),
+        description = "JSON: an array of events. NDJSON: one event per line (blank lines ignored)."),
     responses(
-        (status = 200, description = "One result per event, in order", body = crate::openapi::BatchAnswerDoc),
+        (status = 200, description = "One result per event, in order; at least one event accepted (or none sent)", body = crate::openapi::BatchAnswerDoc),
+        (status = 422, description = "No event accepted: every one named a source without configuration (`batch_refused`, with `results` per event, as BatchRefused)", body = adapters::openapi::ProblemDoc),
         (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Too many events or bytes, or more events than the key's burst", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Too many events or bytes, or more events than the key's burst; or no event accepted, every one too large (`batch_refused` with `results`, as BatchRefused)", body = adapters::openapi::ProblemDoc),
         (status = 415, description = "Neither JSON nor NDJSON", body = adapters::openapi::ProblemDoc),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -101,6 +103,16 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
     .await;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     let unavailable = results.iter().filter(|r| matches!(r, Err(IngestError::Request(RequestError::Unavailable { .. })))).count();
+    if accepted == 0 && unavailable > 0 {
+        return Err(IngestError::Request(RequestError::Unavailable { what: "kafka did not acknowledge any event of the batch".into(), retry_after_s: state.retry_after_s }));
+    }
+    // With no event accepted, the status says why: the rejections' status when they agree, 400
+    // otherwise. The body still lists every event's result.
+    let refused = (accepted == 0).then(|| {
+        let mut statuses = results.iter().filter_map(|r| r.as_ref().err().map(Problem::status));
+        let first = statuses.next();
+        first.filter(|s| statuses.all(|t| t == *s)).unwrap_or(StatusCode::BAD_REQUEST)
+    });
     let answers: Vec<BatchResult> = results
         .into_iter()
         .map(|r| match r {
@@ -111,11 +123,17 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
             }
         })
         .collect();
-    if accepted == 0 && unavailable > 0 {
-        return Err(IngestError::Request(RequestError::Unavailable { what: "kafka did not acknowledge any event of the batch".into(), retry_after_s: state.retry_after_s }));
-    }
     let rejected = answers.len() - accepted;
-    Ok(HttpResponse::Ok().json(BatchAnswer { accepted, rejected, results: answers }))
+    match refused {
+        Some(status) if rejected > 0 => Ok(HttpResponse::build(status).json(serde_json::json!({
+            "error": "batch_refused",
+            "message": format!("no event of the batch was accepted ({rejected} rejected; see results)"),
+            "accepted": 0,
+            "rejected": rejected,
+            "results": answers,
+        }))),
+        _ => Ok(HttpResponse::Ok().json(BatchAnswer { accepted, rejected, results: answers })),
+    }
 }
 
 /// The answer to `POST /ingest/batch`.
@@ -151,7 +169,8 @@ const QUEUE_WAIT: Duration = Duration::from_millis(100);
 
 #[utoipa::path(post, path = "/ingest", operation_id = "ingest", tag = "ingest",
     description = "One event. Answered 202 only once Kafka acknowledged it. Needs `ingest:<source>`.",
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key (within gateway.idempotency_window_s) gets the first answer; no second event")),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$",
+        description = "A retry with the same key (within gateway.idempotency_window_s) gets the first answer; no second event")),
     request_body(content = crate::openapi::ClientEventDoc, content_type = "application/json"),
     responses(
         (status = 202, description = "Kafka acknowledged the event", body = crate::openapi::AcceptedDoc),
