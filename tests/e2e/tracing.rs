@@ -99,6 +99,10 @@ fn service_process(name: &str, section: &str, port: u16, s: &adapters::Settings,
         .env("METASTREAM__POST_TRANSFORMER__GROUP_ID", &s.post_transformer.group_id)
         .env("METASTREAM__CONSUMER_API__GROUP_PREFIX", &s.consumer_api.group_prefix)
         .env(format!("METASTREAM__{section}__LISTEN"), format!("127.0.0.1:{port}"))
+        // The gateway's and consumer-api's admin listeners: any free port (tests run side by side).
+        .env("METASTREAM__GATEWAY__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("METASTREAM__CONSUMER_API__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("METASTREAM__KAFKA__TOPICS__AUDIT", &s.kafka.topics.audit)
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .stdout(Stdio::from(log.try_clone().expect("log file")))
         .stderr(Stdio::from(log))

@@ -246,7 +246,7 @@ impl Authenticator {
         tokens.extend(config("cfg-admin-token", &auth.admin_tokens, Scopes::admin));
         Authenticator {
             tokens,
-            hasher: auth.key_secret.as_ref().map(KeyHasher::new),
+            hasher: auth.key_secret.as_ref().filter(|s| !s.expose().is_empty()).map(KeyHasher::new),
             store,
             keys: RwLock::new(None),
             used: Mutex::new(HashMap::new()),
@@ -532,4 +532,84 @@ pub fn new_key_id() -> String {
 /// Whether `id` has the form of a key id.
 pub fn is_key_id(id: &str) -> bool {
     id.strip_prefix("key_").is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{AuthSettings, RedisSettings};
+
+    /// A pool for a loopback port nothing listens on: every Redis call fails, fast.
+    fn unreachable_pool() -> Pool {
+        let settings: RedisSettings = serde_json::from_value(serde_json::json!({
+            "url": "redis://127.0.0.1:1", "key_prefix": "", "pool_size": 1, "timeout_ms": 200
+        }))
+        .unwrap();
+        crate::store::pool(&settings).unwrap()
+    }
+
+    fn authenticator(secret: &str) -> Authenticator {
+        let auth = AuthSettings {
+            tokens: vec![Secret::new("data-token")],
+            admin_tokens: vec![Secret::new("admin-token")],
+            key_secret: Some(Secret::new(secret)),
+            default_rate_limit: RateLimit::default(),
+            rate_limit_on_redis_error: FailMode::Open,
+        };
+        Authenticator::new(&auth, KeyStore::new(unreachable_pool(), KeySchema::new(""), Duration::from_millis(200)))
+    }
+
+    fn request(authorization: &str) -> HttpRequest {
+        actix_web::test::TestRequest::default().insert_header((header::AUTHORIZATION, authorization)).to_http_request()
+    }
+
+    #[actix_web::test]
+    async fn configured_tokens_carry_their_scopes_and_the_scheme_is_case_insensitive() {
+        let auth = authenticator(&"s".repeat(32));
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let p = auth.authenticate(&request(&format!("{scheme} data-token"))).unwrap();
+            assert_eq!(p.id, "cfg-token-0");
+            assert!(p.scopes.allows(Access::Ingest("anything")) && !p.scopes.allows(Access::Admin));
+        }
+        let admin = auth.authenticate(&request("Bearer admin-token")).unwrap();
+        assert_eq!((admin.id.as_str(), admin.name.as_str()), ("cfg-admin-token-0", "auth.admin_tokens[0]"));
+        assert!(matches!(auth.authenticate(&request("Bearer nope")), Err(RequestError::Unauthorized)));
+        assert!(matches!(auth.authenticate(&request("Basic data-token")), Err(RequestError::Unauthorized)));
+        assert!(matches!(auth.authorize(&request("Bearer data-token"), Access::Admin), Err(RequestError::Forbidden(_))));
+    }
+
+    #[actix_web::test]
+    async fn a_malformed_key_is_refused_without_a_lookup_and_an_unloaded_store_is_unavailable() {
+        let auth = authenticator(&"s".repeat(32));
+        let hasher = auth.hasher().unwrap().clone();
+        let (key, hash) = issue(&hasher);
+        assert_eq!(hasher.hash(&key), hash);
+        assert_ne!(KeyHasher::new(&Secret::new("t".repeat(32))).hash(&key), hash, "the hash depends on the server secret");
+        let mut typo = key.clone();
+        typo.replace_range(10..11, if &key[10..11] == "a" { "b" } else { "a" });
+        assert!(matches!(auth.authenticate(&request(&format!("Bearer {typo}"))), Err(RequestError::InvalidKey(_))));
+        // Well-formed, but the keys were never loaded (Redis unreachable): 503, not 401.
+        assert!(matches!(auth.authenticate(&request(&format!("Bearer {key}"))), Err(RequestError::Unavailable { .. })));
+    }
+
+    #[actix_web::test]
+    async fn a_rate_limit_redis_cannot_decide_fails_open_or_closed_as_configured() {
+        let metrics = crate::metrics::Metrics::new("test", "");
+        let principal = Principal {
+            id: "key_0000000000000000".into(),
+            name: "limited".into(),
+            scopes: Scopes::all_data(),
+            rate_limit: RateLimit { requests_per_s: Some(1.0), events_per_s: None, burst: None },
+            expires_at: None,
+        };
+        let limiter = |mode| RateLimiter::new(unreachable_pool(), KeySchema::new(""), Duration::from_millis(200), mode, metrics.clone());
+        assert_eq!(limiter(FailMode::Open).take(&principal, &[(RateKind::Requests, 1)]).await.unwrap(), RateStates::default());
+        let closed = limiter(FailMode::Closed).take(&principal, &[(RateKind::Requests, 1)]).await;
+        assert!(matches!(closed, Err(RequestError::Unavailable { .. })), "{closed:?}");
+        // A cost above the burst could never pass: refused without asking Redis.
+        let over = limiter(FailMode::Open).take(&principal, &[(RateKind::Requests, 5)]).await;
+        assert!(matches!(over, Err(RequestError::OverBurst { cost: 5, burst: 1, .. })), "{over:?}");
+        // Unlimited dimensions cost nothing.
+        assert_eq!(limiter(FailMode::Closed).take(&principal, &[(RateKind::Events, 100)]).await.unwrap(), RateStates::default());
+    }
 }

@@ -120,8 +120,8 @@ pub struct AuthSettings {
     pub tokens: Vec<Secret>,
     /// Tokens with the `admin` scope; distinct from `tokens`.
     pub admin_tokens: Vec<Secret>,
-    /// The server secret API keys are hashed with (HMAC-SHA-256); at least 32 bytes. Unset: only
-    /// the tokens above work, and `/v1/keys` answers 409.
+    /// The server secret API keys are hashed with (HMAC-SHA-256); at least 32 bytes. Empty or
+    /// unset: only the tokens above work, and `/v1/keys` answers 409.
     #[serde(default)]
     pub key_secret: Option<Secret>,
     /// The rate limit a key created without one gets (`{}`: unlimited).
@@ -379,7 +379,7 @@ impl Settings {
             "auth.admin_tokens: an admin token must not also be an ingest token",
         );
         check(
-            self.auth.key_secret.as_ref().is_none_or(|s| s.expose().len() >= 32),
+            self.auth.key_secret.as_ref().is_none_or(|s| s.expose().is_empty() || s.expose().len() >= 32),
             "auth.key_secret: must be at least 32 bytes (METASTREAM__AUTH__KEY_SECRET)",
         );
         check(self.auth.default_rate_limit.validate().is_ok(), "auth.default_rate_limit: rates must be above 0, burst at least 1");

@@ -7,9 +7,13 @@
 //! | `<prefix>processed:<source>:<id>` | string | the processed record (JSON), written by the pre-transformer |
 //! | `<prefix>sources` | hash | source name → source configuration (JSON) |
 //! | `<prefix>sources:changed` | pub/sub channel | the name of a source whose config changed |
-//! | `<prefix>idempotency:<key>` | string, expiring | the gateway's answer to an `Idempotency-Key` |
-//! | `<prefix>ingested:<key>` | string, expiring | where the first copy of a keyed request was ingested |
+//! | `<prefix>idempotency:<key-id>:<key>` | string, expiring | the gateway's answer to an `Idempotency-Key` of one API key |
+//! | `<prefix>ingested:<key-id>:<key>` | string, expiring | where the first copy of a keyed request was ingested |
 //! | `<prefix>dead-letters:replayed:<partition>:<offset>` | string | a dead letter already replayed |
+//! | `<prefix>keys` | hash | API key id → its record (scopes, limits, the key's HMAC; never the key) |
+//! | `<prefix>keys:changed` | pub/sub channel | the id of a key created, changed or revoked |
+//! | `<prefix>keys:last-used` | hash | API key id → when it last authenticated a request |
+//! | `<prefix>ratelimit:{<key-id>}:<dimension>` | string, expiring | a key's GCRA state (`requests`, `events`) |
 //!
 //! Source names cannot contain `:`, so `<source>:<id>` is unambiguous even when ids contain `:`.
 //!
