@@ -1,9 +1,9 @@
 //! The gateway: authenticates clients' events, validates them, and writes them to Kafka.
 //!
-//! - [`Application`]: builds the HTTP server from [`Settings`] and runs it until shutdown.
 //! Two listeners: the public one (`gateway.listen`) and the operators' one
 //! (`gateway.admin_listen`), which the public edge never routes.
 //!
+//! - [`Application`]: builds both HTTP servers from [`Settings`] and runs them until shutdown.
 //! - `routes` (public): `POST /ingest`, `POST /ingest/batch`.
 //! - `admin`: the admin API (`/v1/sources`, `/v1/operations`, preview), `admin` scope.
 //! - `keys`: `/v1/keys` (create, list, get, update, rotate, revoke), `admin` scope.
