@@ -13,14 +13,7 @@ python_tools "$VAR/venv-contract" "$ROOT/scripts/contract.requirements.txt" "$VA
 ST=("$PY" -m schemathesis.cli)
 [[ $PY == python3 ]] || ST=("$(dirname "$PY")/st")
 
-started=0
-if ! pid_alive "$VAR/run/gateway.pid"; then
-  (cd "$ROOT" && cargo build --workspace --bins -q)
-  "$ROOT/scripts/services.sh" start >/dev/null
-  started=1
-fi
-cleanup() { [[ $started == 1 ]] && "$ROOT/scripts/services.sh" stop >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+ensure_dev_stack
 
 passed=0 failed=0
 mkdir -p "$VAR/log/contract"

@@ -82,3 +82,15 @@ python_tools() {
     PY="python3"; export PYTHONPATH="$fallback${PYTHONPATH:+:$PYTHONPATH}"
   fi
 }
+
+# ensure_dev_stack: starts the dev stack (as `make run`, building first) unless it runs already,
+# and stops it again when the calling script exits if it started it.
+ensure_dev_stack() {
+  DEV_STACK_STARTED=0
+  if ! pid_alive "$VAR/run/gateway.pid"; then
+    (cd "$ROOT" && cargo build --workspace --bins -q)
+    "$ROOT/scripts/services.sh" start >/dev/null
+    DEV_STACK_STARTED=1
+  fi
+  trap '[[ $DEV_STACK_STARTED == 1 ]] && "$ROOT/scripts/services.sh" stop >/dev/null 2>&1 || true' EXIT
+}

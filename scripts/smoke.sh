@@ -7,14 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-started=0
-if ! pid_alive "$VAR/run/gateway.pid"; then
-  (cd "$ROOT" && cargo build --workspace --bins -q)
-  "$ROOT/scripts/services.sh" start >/dev/null
-  started=1
-fi
-cleanup() { [[ $started == 1 ]] && "$ROOT/scripts/services.sh" stop >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+ensure_dev_stack
 
 passed=0
 fail() { printf 'smoke: FAILED: %s\n' "$*" >&2; echo "$passed passed, 1 failed"; exit 1; }

@@ -132,6 +132,15 @@ pub fn operations(doc: &OpenApi) -> Vec<(String, String)> {
     out
 }
 
+/// The (METHOD, path) pairs of `tables`, sorted and deduplicated: what a service serves, to
+/// compare with [`operations`] of its document.
+pub fn served(tables: &[&[(&str, &str)]]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = tables.iter().flat_map(|t| t.iter()).map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Registers `GET /openapi.json` answering `doc`.
 pub fn serve(cfg: &mut web::ServiceConfig, doc: &OpenApi) {
     let json = doc.to_pretty_json().expect("an OpenAPI document serializes");

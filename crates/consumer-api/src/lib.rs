@@ -24,7 +24,7 @@ use actix_web::{web, App, HttpServer};
 use std::sync::Arc;
 
 use adapters::auth::{Authenticator, KeyStore, RateLimiter};
-use adapters::http::{fallback, finish, health_routes, metrics_routes, path_errors, query_errors};
+use adapters::http::{fallback, finish, health_routes, path_errors, query_errors};
 use adapters::settings::{ConsumerApiSettings, Service};
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings};
@@ -92,11 +92,11 @@ impl Application {
             retry_after_s: settings.gateway.retry_after_s,
             metrics: metrics.clone(),
         });
+        // The operators' listener: health and /metrics, as a transformer's.
+        let (admin_server, admin_port) = adapters::http::health_server(&settings.consumer_api.admin_listen, Health::clone(&*health), metrics.clone())?;
         let metrics_data = web::Data::new(metrics);
         let (listener, port) = adapters::http::bind(&settings.consumer_api.listen)?;
-        let (admin_listener, admin_port) = adapters::http::bind(&settings.consumer_api.admin_listen)?;
         let deadline = settings.shutdown.deadline().as_secs().max(1);
-        let (admin_health, admin_metrics) = (health.clone(), metrics_data.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -114,20 +114,6 @@ impl Application {
         .shutdown_timeout(deadline)
         .disable_signals()
         .listen(listener)?
-        .run();
-        let admin_server = HttpServer::new(move || {
-            App::new()
-                .app_data(admin_health.clone())
-                .app_data(admin_metrics.clone())
-                .wrap(actix_web::middleware::from_fn(finish))
-                .configure(health_routes)
-                .configure(metrics_routes)
-                .default_service(fallback(openapi::admin_routes()))
-        })
-        .workers(1)
-        .shutdown_timeout(deadline)
-        .disable_signals()
-        .listen(admin_listener)?
         .run();
         tracing::info!(port, admin_port, "consumer-api listening");
         Ok(Application { server, admin_server, port, admin_port, shutdown })
