@@ -26,21 +26,32 @@ fuzz_target!(|body: &[u8]| {
             }
         }
         Err(_) => {
-            let is_array = check_json(body).is_ok() && matches!(serde_json::from_slice::<Value>(body), Ok(Value::Array(_)));
+            let is_array =
+                check_json(body).is_ok() && matches!(serde_json::from_slice::<Value>(body), Ok(Value::Array(_)));
             assert!(!is_array, "a JSON array body was refused as a batch");
         }
     }
 
     let items = split_batch(body, BatchFormat::Ndjson).expect("an NDJSON body always splits");
-    let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|line| !line.iter().all(u8::is_ascii_whitespace)).collect();
-    assert!(items.len() <= body.split(|b| *b == b'\n').count(), "more items than lines");
+    let lines: Vec<&[u8]> = body
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    assert!(
+        items.len() <= body.split(|b| *b == b'\n').count(),
+        "more items than lines"
+    );
     assert_eq!(items.len(), lines.len(), "not one item per non-blank line");
     for (item, line) in items.into_iter().zip(lines) {
         match item {
             Ok(raw) => {
                 assert!(check_json(line).is_ok(), "an Ok item from a line that is not JSON");
                 let text = std::str::from_utf8(line).expect("a JSON line is UTF-8");
-                assert_eq!(raw.get(), text.trim_matches(|c: char| c.is_ascii_whitespace()), "an item is not its line's JSON");
+                assert_eq!(
+                    raw.get(),
+                    text.trim_matches(|c: char| c.is_ascii_whitespace()),
+                    "an item is not its line's JSON"
+                );
                 check_client_event(raw.get().as_bytes(), ClientEvent::from_raw(raw));
             }
             Err(message) => assert!(check_json(line).is_err(), "a JSON line became an Err item: {message}"),

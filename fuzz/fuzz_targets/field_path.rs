@@ -31,17 +31,30 @@ fuzz_target!(|data: &[u8]| {
     let Ok(path) = FieldPath::parse(text) else { return };
 
     assert_eq!(path.to_string(), text, "Display is not the text parsed");
-    assert_eq!(FieldPath::parse(&path.to_string()).as_ref(), Ok(&path), "the displayed path reparses differently");
+    assert_eq!(
+        FieldPath::parse(&path.to_string()).as_ref(),
+        Ok(&path),
+        "the displayed path reparses differently"
+    );
     let spelled = canonical(&path);
-    let again = FieldPath::parse(&spelled).unwrap_or_else(|e| panic!("the canonical spelling {spelled:?} does not parse: {e}"));
-    assert_eq!((again.root(), again.segments()), (path.root(), path.segments()), "{spelled:?}");
+    let again =
+        FieldPath::parse(&spelled).unwrap_or_else(|e| panic!("the canonical spelling {spelled:?} does not parse: {e}"));
+    assert_eq!(
+        (again.root(), again.segments()),
+        (path.root(), path.segments()),
+        "{spelled:?}"
+    );
 
     let mut event = sample_event();
     let _ = path.get(&event);
     let _ = path.get_mut(&mut event);
     let _ = path.object_mut(&mut event);
 
-    let value = if path.is_root() { json!({"fuzz": [1, "two"]}) } else { json!("fuzz") };
+    let value = if path.is_root() {
+        json!({"fuzz": [1, "two"]})
+    } else {
+        json!("fuzz")
+    };
     // A refused `set` may leave objects it created on the way: a stage that fails discards the
     // event for the original, so that is not checked.
     if path.set(&mut event, value.clone()).is_ok() {

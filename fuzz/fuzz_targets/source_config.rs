@@ -33,7 +33,9 @@ fn parse_config(body: &[u8]) -> Option<SourceConfig> {
 
 fuzz_target!(|body: &[u8]| {
     let Some(config) = parse_config(body) else { return };
-    let Ok(compiled) = CompiledSource::compile(config) else { return };
+    let Ok(compiled) = CompiledSource::compile(config) else {
+        return;
+    };
 
     let stored: SourceConfig = serde_json::from_str(&compiled.config().to_json()).expect("a stored config parses");
     if let Err(errors) = CompiledSource::compile(stored) {
@@ -44,7 +46,11 @@ fuzz_target!(|body: &[u8]| {
     let (id, source) = (event.id.clone(), event.source.clone());
     for stage in [Stage::Pre, Stage::Post] {
         let outcome = compiled.run(stage, &mut event, &context(stage, compiled.version()));
-        assert_eq!((&event.id, &event.source), (&id, &source), "an operation changed the envelope");
+        assert_eq!(
+            (&event.id, &event.source),
+            (&id, &source),
+            "an operation changed the envelope"
+        );
         match outcome {
             Ok(Outcome::Keep) => match stage {
                 Stage::Pre => event.provenance.pre_config_version = Some(compiled.version()),
@@ -59,6 +65,9 @@ fuzz_target!(|body: &[u8]| {
     let record = event.to_record();
     if domain::limits::json_depth(&record) <= domain::limits::PARSER_DEPTH_LIMIT {
         let back = Event::from_wire(&record).expect("a kept event's record reads back");
-        assert_eq!((&back.id, &back.source, &back.provenance, &back.routing), (&id, &source, &event.provenance, &event.routing));
+        assert_eq!(
+            (&back.id, &back.source, &back.provenance, &back.routing),
+            (&id, &source, &event.provenance, &event.routing)
+        );
     }
 });

@@ -18,11 +18,19 @@ def ndjson(ctx, value):
 
 
 @schemathesis.hook
-def map_query(ctx, query):
-    """GET /consume long-polls up to wait_ms (30 s at most); the contract run checks answers,
-    not waiting, so it waits at most 200 ms a call."""
-    if query is not None and ctx.operation.path == "/consume":
-        wait = query.get("wait_ms")
-        if not isinstance(wait, int) or 0 <= wait:
-            query["wait_ms"] = min(wait if isinstance(wait, int) else 0, 200)
-    return query
+def before_call(ctx, case, kwargs):
+    """GET /consume long-polls up to wait_ms (30 s at most). The contract run checks answers, not
+    waiting: a valid wait_ms is capped at 200 ms, a missing one set to 0 (invalid values are
+    left alone, so negative cases stay negative). Runs for every call, whatever the phase."""
+    if case.operation.path != "/consume":
+        return
+    query = case.query if case.query is not None else {}
+    wait = query.get("wait_ms")
+    if wait is None:
+        query["wait_ms"] = 0
+    else:
+        # Generated as a number or, in the coverage phase, as its text.
+        text = str(wait) if isinstance(wait, (int, str)) and not isinstance(wait, bool) else ""
+        if text.isdigit() and int(text) <= 30000:
+            query["wait_ms"] = type(wait)(min(int(text), 200))
+    case.query = query

@@ -140,7 +140,8 @@ pub fn split_batch(body: &[u8], format: BatchFormat) -> Result<Vec<BatchItem<'_>
 }
 
 /// Checks that `json` is JSON the pipeline's value parser accepts — syntax, numbers in range,
-/// nesting within serde_json's limit — without building it.
+/// nesting within serde_json's limit — and reads back as written (no field named
+/// `$serde_json::private::RawValue`), without building it.
 ///
 /// # Errors
 /// The parser's error, with its position.
@@ -189,10 +190,37 @@ impl<'de> Visitor<'de> for CheckedVisitor {
         Ok(Checked)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        while map.next_key::<IgnoredAny>()?.is_some() {
+        while map.next_key::<CheckedKey>()?.is_some() {
             map.next_value::<Checked>()?;
         }
         Ok(Checked)
+    }
+}
+
+/// The field name serde_json's `raw_value` feature reserves: its value parser reads
+/// `{"$serde_json::private::RawValue": "<json>"}` as the JSON in the string, so an event holding
+/// it would reach the stages as something else than what was accepted, or not parse at all.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// A field name, refused when it is [`RAW_VALUE_TOKEN`] (compared unescaped, as serde_json does).
+struct CheckedKey;
+
+impl<'de> Deserialize<'de> for CheckedKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = CheckedKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CheckedKey, E> {
+                if v == RAW_VALUE_TOKEN {
+                    return Err(E::custom(format_args!("the field name `{RAW_VALUE_TOKEN}` is reserved")));
+                }
+                Ok(CheckedKey)
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 

@@ -133,6 +133,9 @@ impl Event {
     /// # Errors
     /// An [`EventError`] naming the first field that is missing, ill-typed or unknown.
     pub fn parse_client(body: &[u8]) -> Result<Event, EventError> {
+        // First what `ClientEvent::parse` checks first, so both refuse a body with one error; it
+        // also refuses the field name the value parser below would not read as written.
+        crate::client::check_json(body).map_err(|e| EventError::Malformed(e.to_string()))?;
         let value: Value =
             serde_json::from_slice(body).map_err(|e| EventError::Malformed(e.to_string()))?;
         if value.is_object() {
