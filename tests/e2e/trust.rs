@@ -280,3 +280,48 @@ async fn every_error_is_json_even_those_the_framework_answers_by_itself() {
     let r = stack.http.get(format!("http://127.0.0.1:{}/metrics", stack.consumer_api.admin_port)).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_filters_and_projects_server_side_and_filtered_events_still_count_as_consumed() {
+    let stack = Stack::start().await;
+    for (id, source, tagged) in [("a-1", "jira", false), ("a-2", "github", true), ("a-3", "jira", true), ("a-4", "github", false)] {
+        let metadata = if tagged { json!({"tags": ["PII"]}) } else { json!({}) };
+        let (status, body) = stack.ingest(&json!({"id": id, "source": source, "payload": {"title": id, "secret": "s"}, "metadata": metadata})).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let filter = urlencode(r#"{"exists":"metadata.tags"}"#);
+    let url = format!("/consume?group=pii&max=100&wait_ms=500&filter={filter}&fields=payload.title,metadata.tags");
+    let mut seen: Vec<Value> = Vec::new();
+    let started = Instant::now();
+    // Events pass through at their pace; a filtered-out one is consumed all the same.
+    while seen.len() < 2 && started.elapsed() < Duration::from_secs(20) {
+        let (status, body) = stack.get(&url).await;
+        assert_eq!(status, 200, "{body}");
+        seen.extend(body["events"].as_array().unwrap().iter().map(|e| e["event"].clone()));
+    }
+    let mut ids: Vec<&str> = seen.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a-2", "a-3"], "{seen:?}");
+    for e in &seen {
+        // Only id, source and the requested paths.
+        assert_eq!(e["payload"], json!({"title": e["id"]}), "{e}");
+        assert_eq!(e["metadata"], json!({"tags": ["PII"]}), "{e}");
+        assert!(e.get("received_at").is_none(), "{e}");
+    }
+    // The group moved past every event, the filtered-out ones too: a plain call finds nothing left.
+    let (status, body) = stack.get("/consume?group=pii&wait_ms=1000").await;
+    assert_eq!((status, body["count"].as_u64()), (200, Some(0)), "{body}");
+
+    // What does not compile is a 400 naming it.
+    let (status, body) = stack.get(&format!("/consume?group=pii&filter={}", urlencode(r#"{"nope":1}"#))).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("filter"), "{body}");
+    let (status, body) = stack.get("/consume?group=pii&fields=nowhere.x").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::RequestError;
 use domain::auth::{Access, RateKind};
-use domain::{EventId, SourceName};
+use domain::projection::Projection;
+use domain::{Condition, Event, EventId, SourceName};
 use rdkafka::message::Message;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -35,10 +36,28 @@ struct ConsumeQuery {
     /// consumer_api.max_wait_ms, 30000 unless configured otherwise).
     #[param(maximum = 30000)]
     wait_ms: Option<u64>,
+    /// Only events this condition holds for (JSON, the operations' `when` language, e.g.
+    /// `{"exists":"metadata.tags"}`); the others still count as consumed.
+    filter: Option<String>,
+    /// Only these paths of each event, comma-separated (`payload.title,metadata.tags`), besides
+    /// `id` and `source`.
+    fields: Option<String>,
+}
+
+/// The `filter` of a call, compiled.
+fn compile_filter(text: &str) -> Result<Condition, RequestError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| RequestError::BadRequest(format!("`filter` is not JSON: {e}")))?;
+    Condition::compile(&value).map_err(|errors| {
+        let list: Vec<String> = errors
+            .iter()
+            .map(|e| if e.at.is_empty() { e.message.clone() } else { format!("{}: {}", e.at, e.message) })
+            .collect();
+        RequestError::BadRequest(format!("`filter`: {}", list.join("; ")))
+    })
 }
 
 #[utoipa::path(get, path = "/consume", operation_id = "consume", tag = "consume",
-    description = "The group's next events, of the sources the key may read (`read:<source>`); calling again acknowledges the previous answer.",
+    description = "The group's next events, of the sources the key may read (`read:<source>`), optionally filtered and projected; calling again acknowledges the previous answer (events filtered out included).",
     params(ConsumeQuery),
     responses((status = 200, description = "Events (possibly none after waiting)", body = crate::openapi::ConsumeAnswerDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -56,6 +75,8 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     if !(1..=limits.max_batch).contains(&max) {
         return Err(RequestError::BadRequest(format!("`max` must be between 1 and {}", limits.max_batch)));
     }
+    let filter = query.filter.as_deref().map(compile_filter).transpose()?;
+    let projection = query.fields.as_deref().map(Projection::parse).transpose().map_err(RequestError::BadRequest)?;
     let wait_ms = query.wait_ms.unwrap_or(limits.default_wait_ms);
     if wait_ms > limits.max_wait_ms {
         return Err(RequestError::BadRequest(format!("`wait_ms` must be at most {}", limits.max_wait_ms)));
@@ -67,10 +88,9 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     // Events of sources the key may not read are passed over: consumed for this group, never
     // shown to this key.
     messages.retain(|m| principal.may_read(&adapters::stage::headers::source_of(m)));
-    state.metrics.events_delivered.add(messages.len() as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
     let events: Vec<Value> = messages
         .iter()
-        .map(|m| {
+        .filter_map(|m| {
             // The delivery span closes each event's trace.
             let span = tracing::info_span!(
                 "deliver",
@@ -85,19 +105,30 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
             );
             adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_kafka(m));
             drop(span);
-            let event = m
-                .payload()
-                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-                .unwrap_or(Value::Null);
-            json!({
+            let payload = m.payload().unwrap_or_default();
+            let event = if filter.is_some() || projection.is_some() {
+                // An event that does not read back cannot match a filter: passed over.
+                let event = Event::from_wire(payload).ok()?;
+                if filter.as_ref().is_some_and(|f| !f.eval(&event)) {
+                    return None;
+                }
+                match &projection {
+                    Some(p) => p.apply(&event),
+                    None => serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null),
+                }
+            } else {
+                serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null)
+            };
+            Some(json!({
                 "topic": m.topic(),
                 "partition": m.partition(),
                 "offset": m.offset(),
                 "key": m.key().map(String::from_utf8_lossy),
                 "event": event,
-            })
+            }))
         })
         .collect();
+    state.metrics.events_delivered.add(events.len() as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
     Ok(HttpResponse::Ok().json(json!({"group": group, "count": events.len(), "events": events})))
 }
 

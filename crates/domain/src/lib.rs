@@ -22,6 +22,7 @@ pub mod messages;
 pub mod operations;
 pub mod path;
 pub mod pipeline;
+pub mod projection;
 pub mod schema;
 pub mod source;
 
