@@ -312,6 +312,21 @@ async fn consume_filters_and_projects_server_side_and_filtered_events_still_coun
     let (status, body) = stack.get("/consume?group=pii&wait_ms=1000").await;
     assert_eq!((status, body["count"].as_u64()), (200, Some(0)), "{body}");
 
+    // CloudEvents 1.0, structured JSON, chosen per call (a new group reads from the start).
+    let mut cloud: Vec<Value> = Vec::new();
+    let started = Instant::now();
+    while cloud.len() < 4 && started.elapsed() < Duration::from_secs(20) {
+        let (status, body) = stack.get("/consume?group=ce&max=100&wait_ms=500&format=cloudevents").await;
+        assert_eq!(status, 200, "{body}");
+        cloud.extend(body["events"].as_array().unwrap().iter().map(|e| (e["event"].clone(), e["topic"].clone(), e["partition"].clone(), e["offset"].clone())).map(|(e, t, p, o)| {
+            assert_eq!(e["id"], json!(format!("{}-{}-{}", t.as_str().unwrap(), p, o)), "{e}");
+            e
+        }));
+    }
+    let a2 = cloud.iter().find(|e| e["subject"] == "a-2").unwrap_or_else(|| panic!("{cloud:?}"));
+    assert_eq!((a2["specversion"].as_str(), a2["type"].as_str(), a2["source"].as_str()), (Some("1.0"), Some("io.metastream.metadata.processed"), Some("/metastream/sources/github")), "{a2}");
+    assert!(a2["time"].is_string() && a2["data"]["payload"]["title"] == "a-2", "{a2}");
+
     // What does not compile is a 400 naming it.
     let (status, body) = stack.get(&format!("/consume?group=pii&filter={}", urlencode(r#"{"nope":1}"#))).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");

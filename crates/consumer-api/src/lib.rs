@@ -13,6 +13,7 @@
 //! previous answer before reading on, as Kafka's own poll loop does. After a crash, a group gets
 //! at most its last unacknowledged answer again; nothing is lost.
 
+mod cloudevents;
 mod groups;
 pub mod openapi;
 mod routes;

@@ -14,6 +14,7 @@ use rdkafka::message::Message;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::cloudevents::Format;
 use crate::State;
 
 adapters::routes! { pub(crate) fn configure / ROUTES {
@@ -42,6 +43,9 @@ struct ConsumeQuery {
     /// Only these paths of each event, comma-separated (`payload.title,metadata.tags`), besides
     /// `id` and `source`.
     fields: Option<String>,
+    /// `metastream` (the event as published) or `cloudevents` (CloudEvents 1.0, structured JSON).
+    #[serde(default)]
+    format: crate::cloudevents::Format,
 }
 
 /// The `filter` of a call, compiled.
@@ -106,18 +110,22 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
             adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_kafka(m));
             drop(span);
             let payload = m.payload().unwrap_or_default();
-            let event = if filter.is_some() || projection.is_some() {
-                // An event that does not read back cannot match a filter: passed over.
-                let event = Event::from_wire(payload).ok()?;
-                if filter.as_ref().is_some_and(|f| !f.eval(&event)) {
+            // The event as published, read only when a filter or projection needs it; an event
+            // that does not read back cannot match a filter: passed over.
+            let record = if filter.is_some() || projection.is_some() { Some(Event::from_wire(payload).ok()?) } else { None };
+            if let (Some(f), Some(r)) = (&filter, &record) {
+                if !f.eval(r) {
                     return None;
                 }
-                match &projection {
-                    Some(p) => p.apply(&event),
-                    None => serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null),
-                }
-            } else {
-                serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null)
+            }
+            let published = || serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
+            let data = match (&projection, &record) {
+                (Some(p), Some(r)) => p.apply(r),
+                _ => published(),
+            };
+            let event = match query.format {
+                Format::Metastream => data,
+                Format::Cloudevents => crate::cloudevents::wrap(m.topic(), m.partition(), m.offset(), &published(), data),
             };
             Some(json!({
                 "topic": m.topic(),
