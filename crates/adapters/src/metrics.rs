@@ -21,6 +21,16 @@ use opentelemetry_sdk::metrics::{InstrumentKind, ManualReader, Pipeline, SdkMete
 const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const SIZES: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
+/// Every histogram: its name, help and bucket bounds. Rendered empty (all zero) until its first
+/// observation, so a fresh stack's latency panels and alerts find their series from the start.
+const HISTOGRAMS: &[(&str, &str, &[f64])] = &[
+    ("http_server_request_duration_seconds", "HTTP request duration", SECONDS),
+    ("metastream_redis_command_duration_seconds", "Redis call duration", SECONDS),
+    ("metastream_batch_duration_seconds", "Time to process a batch, effects included", SECONDS),
+    ("metastream_batch_size_messages", "Messages per batch", SIZES),
+    ("metastream_e2e_latency_seconds", "Gateway acknowledgement to publication on the output topic", SECONDS),
+];
+
 /// A [`ManualReader`] shared between the meter provider and `/metrics`.
 #[derive(Debug, Clone)]
 struct SharedReader(Arc<ManualReader>);
@@ -94,8 +104,10 @@ impl Metrics {
         let provider = builder.with_resource(resource).build();
         let meter = provider.meter("metastream");
         let counter = |name: &'static str, help: &'static str| meter.u64_counter(name).with_description(help).build();
-        let seconds = |name: &'static str, help: &'static str| {
-            meter.f64_histogram(name).with_description(help).with_unit("s").with_boundaries(SECONDS.to_vec()).build()
+        let histogram = |name: &'static str| HISTOGRAMS.iter().find(|(n, _, _)| *n == name).expect("every histogram is in HISTOGRAMS");
+        let seconds = |name: &'static str, _help: &'static str| {
+            let (name, help, bounds) = histogram(name);
+            meter.f64_histogram(*name).with_description(*help).with_unit("s").with_boundaries(bounds.to_vec()).build()
         };
         let metrics = Arc::new(Metrics {
             service,
@@ -115,11 +127,10 @@ impl Metrics {
             ),
             operation_failures: counter("metastream_operation_failures_total", "Operations that failed on an event"),
             batch_duration: seconds("metastream_batch_duration_seconds", "Time to process a batch, effects included"),
-            batch_size: meter
-                .u64_histogram("metastream_batch_size_messages")
-                .with_description("Messages per batch")
-                .with_boundaries(SIZES.to_vec())
-                .build(),
+            batch_size: {
+                let (name, help, bounds) = histogram("metastream_batch_size_messages");
+                meter.u64_histogram(*name).with_description(*help).with_boundaries(bounds.to_vec()).build()
+            },
             e2e_latency: seconds("metastream_e2e_latency_seconds", "Gateway acknowledgement to publication on the output topic"),
             rebalances: counter("metastream_kafka_rebalances_total", "Consumer group rebalances"),
             events_delivered: counter("metastream_events_delivered_total", "Events handed out by GET /consume"),
@@ -213,15 +224,20 @@ impl Metrics {
             tracing::warn!(error = %err, "collecting metrics failed");
         }
         let service = self.service;
+        let mut rendered = std::collections::HashSet::new();
         for scope in rm.scope_metrics() {
             for metric in scope.metrics() {
                 let name = metric.name();
+                rendered.insert(name.to_owned());
                 match metric.data() {
                     AggregatedMetrics::U64(d) => render_data(&mut out, name, metric.description(), service, d, |v| v as f64),
                     AggregatedMetrics::I64(d) => render_data(&mut out, name, metric.description(), service, d, |v| v as f64),
                     AggregatedMetrics::F64(d) => render_data(&mut out, name, metric.description(), service, d, |v| v),
                 }
             }
+        }
+        for (name, help, bounds) in HISTOGRAMS.iter().filter(|(n, _, _)| !rendered.contains(*n)) {
+            render_empty_histogram(&mut out, name, help, service, bounds);
         }
         render_process(&mut out, service);
         out
@@ -314,6 +330,16 @@ fn render_data<T: Copy>(out: &mut String, name: &str, help: &str, service: &str,
     }
 }
 
+/// A histogram with no observation yet: every bucket, the sum and the count at 0.
+fn render_empty_histogram(out: &mut String, name: &str, help: &str, service: &str, bounds: &[f64]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for le in bounds.iter().map(ToString::to_string).chain(std::iter::once("+Inf".to_owned())) {
+        let _ = writeln!(out, "{name}_bucket{} 0", labels(service, std::iter::empty(), Some(("le", le))));
+    }
+    let l = labels(service, std::iter::empty(), None);
+    let _ = writeln!(out, "{name}_sum{l} 0\n{name}_count{l} 0");
+}
+
 /// `process_*` metrics from /proc, as the Prometheus client libraries name them.
 fn render_process(out: &mut String, service: &str) {
     let l = labels(service, std::iter::empty(), None);
@@ -366,4 +392,38 @@ pub fn register_pool_gauge(metrics: &Arc<Metrics>, pool: &deadpool_redis::Pool) 
         ]
     });
     metrics.register_lag_gauge();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_exported_from_the_start_and_replaced_by_their_data_once_observed() {
+        let metrics = Metrics::new("test", "");
+        let text = metrics.render();
+        for (name, _, bounds) in HISTOGRAMS {
+            assert_eq!(text.matches(&format!("# TYPE {name} histogram")).count(), 1, "{name}");
+            assert!(text.contains(&format!("{name}_count{{service=\"test\"}} 0")), "{name}");
+            assert_eq!(text.matches(&format!("{name}_bucket{{")).count(), bounds.len() + 1, "{name}");
+        }
+        metrics.e2e_latency.record(0.003, &[KeyValue::new("source", "jira")]);
+        let text = metrics.render();
+        assert_eq!(text.matches("# TYPE metastream_e2e_latency_seconds histogram").count(), 1);
+        assert!(text.contains("metastream_e2e_latency_seconds_count{service=\"test\",source=\"jira\"} 1"), "{text}");
+        assert!(!text.contains("metastream_e2e_latency_seconds_count{service=\"test\"} 0"));
+    }
+
+    #[test]
+    fn label_values_are_escaped_as_the_exposition_format_requires() {
+        let metrics = Metrics::new("test", "");
+        metrics.http_requests.add(1, &[KeyValue::new("route", "a\"b\\c\nd")]);
+        let text = metrics.render();
+        let line = text.lines().find(|l| l.starts_with("http_server_requests_total{") && l.contains("route=")).unwrap();
+        assert_eq!(line, r#"http_server_requests_total{service="test",route="a\"b\\c\nd"} 1"#);
+        // Every sample line is `name{labels} value`: nothing spilled onto another line.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.rsplit_once(' ').is_some_and(|(_, v)| v.parse::<f64>().is_ok()), "{line}");
+        }
+    }
 }
