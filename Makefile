@@ -53,6 +53,7 @@ test: infra build k8s-validate
 	python3 scripts/test_check_dashboards.py
 	scripts/smoke.sh
 	scripts/contract.sh
+	scripts/prometheus.sh check
 	$(BIN_DIR)/metastream-faults --bin $(BIN_DIR) $(FAULTS_QUICK)
 
 # Kills and restarts each component under load; checks nothing acknowledged is lost.
