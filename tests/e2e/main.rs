@@ -7,6 +7,7 @@ mod harness;
 
 mod admin;
 mod budget;
+mod consume;
 mod delivery;
 mod guarantees;
 mod observability;

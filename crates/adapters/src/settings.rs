@@ -192,9 +192,12 @@ pub struct ConsumerApiSettings {
     pub max_long_polls_per_key: usize,
     /// Consumer groups one key may hold open on one replica.
     pub max_groups_per_key: usize,
-    /// A group consumer unused this long is closed (it leaves the Kafka group; its next call
-    /// rejoins).
+    /// A group consumer unused this long is closed on this replica (the group's position stays in
+    /// Redis).
     pub group_idle_s: u64,
+    /// An answer not acknowledged within this long (by the owner's next call or its cursor) is
+    /// handed out again.
+    pub ack_timeout_ms: u64,
     pub group_prefix: String,
     pub default_group: String,
     pub default_batch: usize,
@@ -419,6 +422,7 @@ impl Settings {
                 check(c.max_long_polls_per_key >= 1, "consumer_api.max_long_polls_per_key: must be at least 1");
                 check(c.max_groups_per_key >= 1, "consumer_api.max_groups_per_key: must be at least 1");
                 check(c.group_idle_s >= 1, "consumer_api.group_idle_s: must be at least 1");
+                check(c.ack_timeout_ms >= 100, "consumer_api.ack_timeout_ms: must be at least 100");
                 check(c.max_batch >= 1, "consumer_api.max_batch: must be at least 1");
                 check(
                     (1..=c.max_batch).contains(&c.default_batch),

@@ -1,6 +1,7 @@
-//! API consumer groups: one Kafka consumer per group name on this instance, created on first
-//! use. Calls of one group are served one at a time; each first commits what the previous call
-//! handed out.
+//! API consumer groups. Where a group is lives in Redis (`positions`); on this replica a group
+//! has a Kafka consumer outside any Kafka group, assigned at each call to the group's positions,
+//! so any replica serves any call. Calls of one group are served one at a time across replicas
+//! (the group's lock in Redis).
 //!
 //! What one key may hold on this replica is capped: the groups it keeps open
 //! (`consumer_api.max_groups_per_key`; each is a Kafka consumer with its threads and prefetch)
@@ -13,18 +14,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adapters::http::RequestError;
-use adapters::kafka::GroupConsumer;
 use adapters::settings::{ConsumerApiSettings, KafkaSettings};
 use adapters::shutdown::CancellationToken;
-use rdkafka::consumer::CommitMode;
-use rdkafka::message::OwnedMessage;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::positions::{GroupStore, Lease};
 
 pub(crate) struct Groups {
     kafka: KafkaSettings,
     prefix: String,
     max_per_key: usize,
     idle: Duration,
-    metrics: Arc<adapters::metrics::Metrics>,
     inner: Mutex<Open>,
 }
 
@@ -36,21 +38,39 @@ struct Open {
 }
 
 pub(crate) struct ApiGroup {
-    consumer: GroupConsumer,
-    /// What the previous call handed out, committed by the next call.
-    handed_out: tokio::sync::Mutex<Vec<OwnedMessage>>,
+    name: String,
+    topic: String,
+    consumer: Arc<StreamConsumer>,
+    /// Calls of this group on this replica, one at a time (across replicas: the Redis lock),
+    /// and where this replica's consumer stands: the offset its next message of each partition
+    /// has. When the group's positions in Redis are the same (this replica served the group's
+    /// last call), the consumer streams on from its prefetch; otherwise it is assigned anew.
+    serial: tokio::sync::Mutex<std::collections::HashMap<i32, i64>>,
     last_used: Mutex<Instant>,
 }
 
+/// Where a group with no position yet starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    Earliest,
+    Latest,
+}
+
+/// What one call hands out.
+pub(crate) struct Answer {
+    pub messages: Vec<OwnedMessage>,
+    /// The lease the answer is, to acknowledge (none when the answer is empty).
+    pub lease: Option<String>,
+}
+
 impl Groups {
-    pub fn new(kafka: KafkaSettings, settings: &ConsumerApiSettings, metrics: Arc<adapters::metrics::Metrics>) -> Self {
+    pub fn new(kafka: KafkaSettings, settings: &ConsumerApiSettings) -> Self {
         let inner = Mutex::new(Open::default());
         Groups {
             kafka,
             prefix: settings.group_prefix.clone(),
             max_per_key: settings.max_groups_per_key,
             idle: Duration::from_secs(settings.group_idle_s),
-            metrics,
             inner,
         }
     }
@@ -73,11 +93,20 @@ impl Groups {
         let group = match open.groups.get(name) {
             Some(g) => g.clone(),
             None => {
-                let group_id = format!("{}{name}", self.prefix);
-                let consumer = adapters::kafka::consumer(&self.kafka, &group_id, &[&self.kafka.topics.output], Some(self.metrics.clone()), adapters::kafka::Commits::Explicit)
+                let consumer: StreamConsumer = adapters::kafka::reader_config(&self.kafka)
+                    .set("group.id", format!("{}{name}", self.prefix))
+                    // A reassignment waits for the fetch in flight: keep idle fetches short.
+                    .set("fetch.wait.max.ms", "100")
+                    .create()
                     .map_err(|e| RequestError::Unavailable { what: format!("cannot create a Kafka consumer: {e}"), retry_after_s: 1 })?;
-                tracing::info!(group = %group_id, "api consumer group created");
-                let g = Arc::new(ApiGroup { consumer, handed_out: tokio::sync::Mutex::new(Vec::new()), last_used: Mutex::new(Instant::now()) });
+                tracing::info!(group = %name, "api consumer group opened on this replica");
+                let g = Arc::new(ApiGroup {
+                    name: name.to_owned(),
+                    topic: self.kafka.topics.output.clone(),
+                    consumer: Arc::new(consumer),
+                    serial: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+                    last_used: Mutex::new(Instant::now()),
+                });
                 open.groups.insert(name.to_owned(), g.clone());
                 g
             }
@@ -136,29 +165,125 @@ impl Groups {
 }
 
 impl ApiGroup {
-    /// Commits the previous call's events, then waits up to `wait` for the first event and
-    /// takes whatever else is ready, up to `max`.
-    pub async fn next(&self, max: usize, wait: Duration) -> Vec<OwnedMessage> {
-        let mut handed_out = self.handed_out.lock().await;
-        adapters::kafka::commit(&self.consumer, &handed_out, CommitMode::Async);
-        handed_out.clear();
-        let deadline = tokio::time::Instant::now() + wait;
+    /// Acknowledges what `owner` was handed before (its latest lease, or `ack` when given), then
+    /// hands out the group's next events: waits up to `wait` for the first and takes whatever
+    /// else is ready, up to `max`.
+    ///
+    /// # Errors
+    /// 503 when Redis or Kafka cannot answer.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn next(&self, store: &GroupStore, owner: &str, ack: Option<&str>, start: Start, max: usize, wait: Duration, ack_timeout: Duration) -> Result<Answer, RequestError> {
+        let unavailable = |what: String| RequestError::Unavailable { what, retry_after_s: 1 };
+        let mut here = self.serial.lock().await;
+        let group = self.name.as_str();
+        if let Some(lease) = ack {
+            store.ack(group, lease).await.map_err(|e| unavailable(format!("redis: {e}")))?;
+        }
+        let until = tokio::time::Instant::now() + wait;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let locked = store.lock(group, &token, wait + Duration::from_secs(10), until).await.map_err(|e| unavailable(format!("redis: {e}")))?;
+        if !locked {
+            // Another call of this group held it all along: nothing for this one now.
+            return Ok(Answer { messages: Vec::new(), lease: None });
+        }
+        let result = self.next_locked(store, owner, ack.is_some(), start, max, until, ack_timeout, &mut here).await;
+        store.unlock(group, &token).await;
+        *self.last_used.lock().expect("last_used lock") = Instant::now();
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn next_locked(
+        &self,
+        store: &GroupStore,
+        owner: &str,
+        explicit_ack: bool,
+        start: Start,
+        max: usize,
+        until: tokio::time::Instant,
+        ack_timeout: Duration,
+        here: &mut std::collections::HashMap<i32, i64>,
+    ) -> Result<Answer, RequestError> {
+        let unavailable = |what: String| RequestError::Unavailable { what, retry_after_s: 1 };
+        let group = self.name.as_str();
+        let (mut state, last) = store.load(group).await.map_err(|e| unavailable(format!("redis: {e}")))?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut gone = state.expire(now_ms);
+        if !gone.is_empty() {
+            tracing::info!(group, leases = gone.len(), "unacknowledged answers past consumer_api.ack_timeout_ms: handing them out again");
+        }
+        if !explicit_ack {
+            if let Some(id) = last.get(owner) {
+                if state.leases.remove(id).is_some() {
+                    gone.push(id.clone());
+                }
+            }
+        }
+        // Partitions, and where a new group starts on each.
+        let (consumer, topic, known) = (self.consumer.clone(), self.topic.clone(), state.positions.clone());
+        let positions = tokio::task::spawn_blocking(move || -> anyhow::Result<std::collections::HashMap<i32, i64>> {
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+            let mut out = known;
+            for p in metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()).unwrap_or_default() {
+                if let std::collections::hash_map::Entry::Vacant(e) = out.entry(p) {
+                    let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(5))?;
+                    e.insert(if start == Start::Earliest { low } else { high });
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| unavailable(format!("kafka: {e}")))?
+        .map_err(|e| unavailable(format!("kafka: {e}")))?;
+        if *here != positions {
+            let mut tpl = TopicPartitionList::new();
+            for (p, offset) in &positions {
+                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*offset)).map_err(|e| unavailable(format!("kafka: {e}")))?;
+            }
+            self.consumer.assign(&tpl).map_err(|e| unavailable(format!("kafka: {e}")))?;
+            *here = positions.clone();
+        }
         let mut batch = Vec::new();
         // After the first event, wait only briefly for more: answer fast, not full.
-        let mut until = deadline;
+        let mut deadline = until;
         while batch.len() < max {
-            match tokio::time::timeout_at(until, self.consumer.recv()).await {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(m)) => {
-                    batch.push(m.detach());
-                    until = until.min(tokio::time::Instant::now() + Duration::from_millis(10));
+                    // A fetch from before this assignment may still be in flight: keep only what
+                    // follows the group's position.
+                    if positions.get(&m.partition()).is_some_and(|pos| m.offset() >= *pos) {
+                        here.insert(m.partition(), m.offset() + 1);
+                        batch.push(m.detach());
+                        deadline = deadline.min(tokio::time::Instant::now() + Duration::from_millis(10));
+                    }
                 }
                 Ok(Err(err)) => tracing::warn!(error = %err, "kafka consumer error"),
                 Err(_) => break,
             }
         }
-        handed_out.extend(batch.iter().cloned());
-        *self.last_used.lock().expect("last_used lock") = Instant::now();
-        batch
+        let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = std::collections::BTreeMap::new();
+        for m in &batch {
+            let from = positions[&m.partition()];
+            let r = ranges.entry(m.partition()).or_insert((from, from));
+            r.1 = r.1.max(m.offset() + 1);
+        }
+        let mut moved = positions.clone();
+        for (p, (_, to)) in &ranges {
+            moved.insert(*p, *to);
+        }
+        let lease = (!ranges.is_empty()).then(|| Lease {
+            owner: owner.to_owned(),
+            deadline_ms: now_ms + ack_timeout.as_millis() as i64,
+            ranges: ranges.iter().map(|(p, (from, to))| (*p, *from, *to)).collect(),
+        });
+        let lease_id = lease.as_ref().map(|_| uuid::Uuid::new_v4().simple().to_string());
+        if let Err(e) = store.save(group, &moved, lease_id.as_deref().zip(lease.as_ref()), &gone).await {
+            // Not recorded: the group's positions did not move, so this consumer must be
+            // reassigned to them on the next call.
+            here.clear();
+            return Err(unavailable(format!("redis: {e}")));
+        }
+        Ok(Answer { messages: batch, lease: lease_id })
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod cloudevents;
 mod groups;
+mod positions;
 pub mod openapi;
 mod routes;
 
@@ -37,6 +38,10 @@ pub(crate) struct State {
     pub limiter: RateLimiter,
     /// `GET /consume` calls in flight, per key (`consumer_api.max_long_polls_per_key`).
     pub long_polls: groups::PerKey,
+    /// Where each group is, in Redis (any replica serves any call).
+    pub positions: positions::GroupStore,
+    /// Signs and checks cursors, with the deployment's cursor secret from Redis (made once).
+    pub cursors: tokio::sync::OnceCell<adapters::auth::KeyHasher>,
     pub records: adapters::store::Records,
     pub limits: ConsumerApiSettings,
     pub retry_after_s: u32,
@@ -65,7 +70,7 @@ impl Application {
         let pool = adapters::store::pool(&settings.redis)?;
         let metrics = adapters::metrics::Metrics::new(Service::ConsumerApi.name(), &settings.telemetry.otlp_endpoint);
         adapters::metrics::register_pool_gauge(&metrics, &pool);
-        let groups = Arc::new(groups::Groups::new(settings.kafka.clone(), &settings.consumer_api, metrics.clone()));
+        let groups = Arc::new(groups::Groups::new(settings.kafka.clone(), &settings.consumer_api));
         groups.spawn_idle_release(shutdown.clone());
         let open = Arc::downgrade(&groups);
         metrics.gauge("metastream_consumer_groups_open", "API consumer groups open on this replica", move || {
@@ -82,6 +87,8 @@ impl Application {
             auth,
             limiter,
             long_polls: groups::PerKey::default(),
+            positions: positions::GroupStore::new(pool.clone(), &settings.redis.key_prefix, settings.redis.timeout()),
+            cursors: tokio::sync::OnceCell::new(),
             records: adapters::store::Records::new(
                 pool,
                 keys,

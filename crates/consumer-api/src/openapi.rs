@@ -27,13 +27,24 @@ pub struct DeliveredDoc {
 pub struct ConsumeAnswerDoc {
     pub group: String,
     pub count: u64,
+    /// Acknowledges this answer (`cursor=` on the next call, or `POST /consume/ack`); `null` when
+    /// the answer is empty.
+    pub cursor: Option<String>,
     pub events: Vec<DeliveredDoc>,
+}
+
+/// `POST /consume/ack`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AckAnswer)]
+pub struct AckAnswerDoc {
+    pub group: String,
+    pub acknowledged: bool,
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "metastream consumer-api", description = "Processed events and records for downstream systems."),
-    paths(crate::routes::consume, crate::routes::metadata),
+    paths(crate::routes::consume, crate::routes::ack, crate::routes::metadata),
     servers((url = "/"))
 )]
 struct ConsumerApi;

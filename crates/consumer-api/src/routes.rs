@@ -19,6 +19,7 @@ use crate::State;
 
 adapters::routes! { pub(crate) fn configure / ROUTES {
     GET "/consume" => consume,
+    POST "/consume/ack" => ack,
     GET "/metadata/{source}/{id}" => metadata,
 } }
 
@@ -46,6 +47,48 @@ struct ConsumeQuery {
     /// `metastream` (the event as published) or `cloudevents` (CloudEvents 1.0, structured JSON).
     #[serde(default)]
     format: crate::cloudevents::Format,
+    /// The `cursor` of an earlier answer of this group: acknowledges it and continues (without
+    /// one, the key's previous answer in the group is acknowledged).
+    cursor: Option<String>,
+    /// Where a group with no position yet starts: `earliest` (default) or `latest`.
+    from: Option<StartDoc>,
+}
+
+/// Where a new group starts.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum StartDoc {
+    Earliest,
+    Latest,
+}
+
+/// The signer of this deployment's cursors (its secret is made once, in Redis).
+async fn cursors(state: &State) -> Result<&adapters::auth::KeyHasher, RequestError> {
+    state
+        .cursors
+        .get_or_try_init(|| async {
+            let secret = state.positions.cursor_secret().await?;
+            Ok::<_, adapters::store::StoreError>(adapters::auth::KeyHasher::new(&adapters::Secret::new(secret)))
+        })
+        .await
+        .map_err(|e| RequestError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s })
+}
+
+/// `<lease>.<signature>`: opaque to clients, tamper-evident, bound to its group.
+fn sign_cursor(signer: &adapters::auth::KeyHasher, group: &str, lease: &str) -> String {
+    format!("{lease}.{}", &signer.hash(&format!("{group}/{lease}"))[..32])
+}
+
+/// The lease a cursor names, if it was signed for `group`.
+fn verify_cursor(signer: &adapters::auth::KeyHasher, group: &str, cursor: &str) -> Result<String, RequestError> {
+    let invalid = || RequestError::BadRequest(format!("`cursor` is not a cursor of group `{group}`"));
+    let (lease, _) = cursor.split_once('.').ok_or_else(invalid)?;
+    if lease.is_empty() || lease.len() > 64 || !lease.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid());
+    }
+    let expected = sign_cursor(signer, group, lease);
+    let same = expected.len() == cursor.len() && expected.bytes().zip(cursor.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same { Ok(lease.to_owned()) } else { Err(invalid()) }
 }
 
 /// The `filter` of a call, compiled.
@@ -86,9 +129,19 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
         return Err(RequestError::BadRequest(format!("`wait_ms` must be at most {}", limits.max_wait_ms)));
     }
     state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
+    let signer = cursors(&state).await?;
+    let ack = query.cursor.as_deref().map(|c| verify_cursor(signer, &group, c)).transpose()?;
+    let start = match query.from {
+        Some(StartDoc::Latest) => crate::groups::Start::Latest,
+        _ => crate::groups::Start::Earliest,
+    };
     let _slot = state.long_polls.acquire(&principal.id, limits.max_long_polls_per_key)?;
     let api_group = state.groups.get(&group, &principal.id)?;
-    let mut messages = api_group.next(max, Duration::from_millis(wait_ms)).await;
+    let answer = api_group
+        .next(&state.positions, &principal.id, ack.as_deref(), start, max, Duration::from_millis(wait_ms), Duration::from_millis(limits.ack_timeout_ms))
+        .await?;
+    let cursor = answer.lease.as_deref().map(|lease| sign_cursor(signer, &group, lease));
+    let mut messages = answer.messages;
     // Events of sources the key may not read are passed over: consumed for this group, never
     // shown to this key.
     messages.retain(|m| principal.may_read(&adapters::stage::headers::source_of(m)));
@@ -137,7 +190,42 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
         })
         .collect();
     state.metrics.events_delivered.add(events.len() as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
-    Ok(HttpResponse::Ok().json(json!({"group": group, "count": events.len(), "events": events})))
+    Ok(HttpResponse::Ok().json(json!({"group": group, "count": events.len(), "cursor": cursor, "events": events})))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AckRequest {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    group: String,
+    cursor: String,
+}
+
+#[utoipa::path(post, path = "/consume/ack", operation_id = "consume_ack", tag = "consume",
+    description = "Acknowledges an answer of `GET /consume` by its cursor, without fetching more. Needs `consume:<group>`.",
+    request_body(content = AckRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`acknowledged`: false when it was already (or timed out and was handed out again)", body = crate::openapi::AckAnswerDoc),
+        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
+        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
+async fn ack(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
+    let principal = state.auth.authorize(&req, Access::AnyConsume)?;
+    adapters::http::require_json(&req)?;
+    let body = adapters::http::read_body(&req, body, 4096, Duration::from_secs(10)).await?;
+    let request: AckRequest = serde_json::from_slice(&body).map_err(|e| RequestError::BadRequest(format!("invalid request: {e}")))?;
+    principal.require(Access::Consume(&request.group))?;
+    SourceName::parse(request.group.as_str()).map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
+    state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
+    let lease = verify_cursor(cursors(&state).await?, &request.group, &request.cursor)?;
+    let acknowledged = state
+        .positions
+        .ack(&request.group, &lease)
+        .await
+        .map_err(|e| RequestError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s })?;
+    Ok(HttpResponse::Ok().json(json!({"group": request.group, "acknowledged": acknowledged})))
 }
 
 #[utoipa::path(get, path = "/metadata/{source}/{id}", operation_id = "get_metadata", tag = "consume",

@@ -1,0 +1,226 @@
+//! Where each API group is, in Redis, so that any consumer-api replica serves any call of any
+//! group (no sticky sessions, nothing kept in one replica's memory).
+//!
+//! Per group `G` (keys hash-tagged `{G}`, one slot):
+//! - `consume:{G}:pos`: partition → the next offset to hand out;
+//! - `consume:{G}:leases`: lease id → `{"owner", "deadline_ms", "ranges": [[partition, from, to]…]}`,
+//!   an answer handed out and not yet acknowledged, and `last:<owner>` → the owner's latest lease;
+//! - `consume:{G}:lock`: held by the one call that reads positions, fetches and hands out (calls
+//!   of one group are serialized across replicas, so two clients never get the same events).
+//!
+//! A lease is acknowledged by the owner's next call (implicitly), or explicitly by its cursor
+//! (`GET /consume?cursor=`, `POST /consume/ack`). A lease not acknowledged by its deadline
+//! (`consumer_api.ack_timeout_ms`) is handed out again: the group's position moves back to its
+//! start. Delivery is at least once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use adapters::store::{timed, StoreError};
+use deadpool_redis::redis::AsyncCommands as _;
+use deadpool_redis::Pool;
+use serde::{Deserialize, Serialize};
+
+/// An answer handed out and not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Lease {
+    pub owner: String,
+    pub deadline_ms: i64,
+    /// `[partition, from, to)`: the offsets the answer covered (filtered-out events included).
+    pub ranges: Vec<(i32, i64, i64)>,
+}
+
+/// A group's state as one call reads it under the lock.
+#[derive(Debug, Default)]
+pub(crate) struct GroupState {
+    pub positions: HashMap<i32, i64>,
+    pub leases: HashMap<String, Lease>,
+}
+
+impl GroupState {
+    /// Moves the position back to the start of every lease past its deadline and forgets those
+    /// leases; returns their ids.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<String> {
+        let expired: Vec<String> = self.leases.iter().filter(|(_, l)| l.deadline_ms <= now_ms).map(|(id, _)| id.clone()).collect();
+        for id in &expired {
+            if let Some(lease) = self.leases.remove(id) {
+                for (p, from, _) in lease.ranges {
+                    let pos = self.positions.entry(p).or_insert(from);
+                    *pos = (*pos).min(from);
+                }
+            }
+        }
+        expired
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct GroupStore {
+    pool: Pool,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl GroupStore {
+    pub fn new(pool: Pool, prefix: &str, timeout: Duration) -> Self {
+        GroupStore { pool, prefix: prefix.to_owned(), timeout }
+    }
+
+    fn key(&self, group: &str, what: &str) -> String {
+        format!("{}consume:{{{group}}}:{what}", self.prefix)
+    }
+
+    /// Takes the group's lock for `ttl`, retrying until `until`. Returns whether it was taken.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn lock(&self, group: &str, token: &str, ttl: Duration, until: tokio::time::Instant) -> Result<bool, StoreError> {
+        let key = self.key(group, "lock");
+        loop {
+            let taken: bool = timed(self.timeout, async {
+                let mut conn = self.pool.get().await?;
+                let r: Option<String> = deadpool_redis::redis::cmd("SET")
+                    .arg(&key)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok::<_, StoreError>(r.is_some())
+            })
+            .await?;
+            if taken {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Releases the lock if this call still holds it.
+    pub async fn unlock(&self, group: &str, token: &str) {
+        let key = self.key(group, "lock");
+        let _ = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = UNLOCK.key(key).arg(token).invoke_async(&mut conn).await?;
+            Ok::<_, StoreError>(())
+        })
+        .await;
+    }
+
+    /// # Errors
+    /// When Redis fails or holds something unreadable.
+    pub async fn load(&self, group: &str) -> Result<(GroupState, HashMap<String, String>), StoreError> {
+        let (pos, leases): (HashMap<String, i64>, HashMap<String, String>) = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let r = deadpool_redis::redis::pipe()
+                .hgetall(self.key(group, "pos"))
+                .hgetall(self.key(group, "leases"))
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(r)
+        })
+        .await?;
+        let mut state = GroupState::default();
+        for (p, o) in pos {
+            state.positions.insert(p.parse().map_err(|_| StoreError::Corrupt(format!("group {group}: partition `{p}`")))?, o);
+        }
+        let mut last = HashMap::new();
+        for (id, json) in leases {
+            if let Some(owner) = id.strip_prefix("last:") {
+                last.insert(owner.to_owned(), json);
+            } else {
+                let lease = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("group {group}: lease {id}: {e}")))?;
+                state.leases.insert(id, lease);
+            }
+        }
+        Ok((state, last))
+    }
+
+    /// Writes what one call changed: positions, the new lease (and its owner's latest), the
+    /// leases it acknowledged or expired.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn save(&self, group: &str, positions: &HashMap<i32, i64>, new: Option<(&str, &Lease)>, gone: &[String]) -> Result<(), StoreError> {
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let mut pipe = deadpool_redis::redis::pipe();
+            pipe.atomic();
+            if !positions.is_empty() {
+                let items: Vec<(String, i64)> = positions.iter().map(|(p, o)| (p.to_string(), *o)).collect();
+                pipe.hset_multiple(self.key(group, "pos"), &items).ignore();
+            }
+            if !gone.is_empty() {
+                pipe.hdel(self.key(group, "leases"), gone).ignore();
+            }
+            if let Some((id, lease)) = new {
+                let json = serde_json::to_string(lease).expect("a lease serializes");
+                pipe.hset(self.key(group, "leases"), id, json).ignore();
+                pipe.hset(self.key(group, "leases"), format!("last:{}", lease.owner), id).ignore();
+            }
+            let () = pipe.query_async(&mut conn).await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// Acknowledges a lease (no lock needed: one atomic delete). Returns whether it was there.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn ack(&self, group: &str, lease_id: &str) -> Result<bool, StoreError> {
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let n: i64 = conn.hdel(self.key(group, "leases"), lease_id).await?;
+            Ok::<_, StoreError>(n == 1)
+        })
+        .await
+    }
+
+    /// The deployment's cursor-signing secret, made on first use (tamper evidence for cursors,
+    /// shared by every replica; it authenticates nothing).
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn cursor_secret(&self) -> Result<String, StoreError> {
+        let key = format!("{}consume:cursor-secret", self.prefix);
+        let candidate = format!("{:032x}{:032x}", rand_u128(), rand_u128());
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let _: bool = conn.set_nx(&key, &candidate).await?;
+            let secret: String = conn.get(&key).await?;
+            Ok::<_, StoreError>(secret)
+        })
+        .await
+    }
+}
+
+fn rand_u128() -> u128 {
+    u128::from(uuid::Uuid::new_v4().as_u64_pair().0) << 64 | u128::from(uuid::Uuid::new_v4().as_u64_pair().1)
+}
+
+static UNLOCK: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
+    deadpool_redis::redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0")
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expired_lease_moves_the_position_back_to_its_start() {
+        let mut state = GroupState::default();
+        state.positions.insert(0, 50);
+        state.positions.insert(1, 7);
+        state.leases.insert("a".into(), Lease { owner: "k".into(), deadline_ms: 100, ranges: vec![(0, 40, 50)] });
+        state.leases.insert("b".into(), Lease { owner: "k".into(), deadline_ms: 300, ranges: vec![(1, 5, 7)] });
+        assert_eq!(state.expire(200), vec!["a".to_owned()]);
+        assert_eq!(state.positions[&0], 40);
+        assert_eq!(state.positions[&1], 7);
+        assert!(state.leases.contains_key("b"));
+    }
+}

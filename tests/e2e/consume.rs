@@ -1,0 +1,182 @@
+//! `GET /consume` from any replica: a group's position lives in Redis, so replicas behind a
+//! round-robin serve one group together, a killed replica loses nothing, two clients never get
+//! the same events, cursors acknowledge, and an answer never acknowledged comes back.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::harness::{start_consumer_api, Running, Stack, TOKEN};
+
+/// Ingests `n` events `<prefix>-<i>` in batches of 500.
+async fn ingest_many(stack: &Stack, prefix: &str, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let events: Vec<Value> = chunk.iter().map(|i| json!({"id": format!("{prefix}-{i}"), "source": "jira", "payload": {"i": i}})).collect();
+        let r = stack.http.post(stack.gateway_url("/ingest/batch")).bearer_auth(TOKEN).json(&events).send().await.unwrap();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["accepted"].as_u64(), Some(chunk.len() as u64), "{body}");
+    }
+}
+
+async fn consume_on(http: &reqwest::Client, port: u16, key: &str, query: &str) -> Result<(u16, Value), reqwest::Error> {
+    let r = http.get(format!("http://127.0.0.1:{port}/consume?{query}")).bearer_auth(key).send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["events"].as_array().map(|a| a.iter().map(|e| e["event"]["id"].as_str().unwrap().to_owned()).collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_round_robin_serve_one_group_and_one_taken_out_mid_run_loses_nothing() {
+    let stack = Stack::start_with(|s| {
+        s.consumer_api.ack_timeout_ms = 3000;
+    })
+    .await;
+    let n = 3000;
+    ingest_many(&stack, "rr", n).await;
+    let mut replicas: Vec<Option<Running>> = vec![Some(start_consumer_api(&stack.settings).await), Some(start_consumer_api(&stack.settings).await)];
+    let mut ports = vec![stack.consumer_api.port];
+    ports.extend(replicas.iter().map(|r| r.as_ref().unwrap().port));
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let (mut calls, mut errors) = (0usize, Vec::new());
+    let started = Instant::now();
+    while seen.len() < n && started.elapsed() < Duration::from_secs(90) {
+        let port = ports[calls % ports.len()];
+        calls += 1;
+        if calls == 4 {
+            // One replica is taken out in the middle of the run: the others go on from where
+            // the group is, in Redis.
+            replicas[0].take().unwrap().stop().await;
+            ports.retain(|p| *p != port);
+            continue;
+        }
+        match consume_on(&stack.http, port, TOKEN, "group=rr&max=500&wait_ms=500").await {
+            Ok((200, body)) => {
+                for id in ids(&body) {
+                    *seen.entry(id).or_default() += 1;
+                }
+            }
+            Ok((status, body)) => errors.push(format!("{status} {body}")),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    assert!(errors.is_empty(), "error answers from live replicas: {errors:?}");
+    assert_eq!(seen.len(), n, "distinct events delivered through the replicas");
+    let again: usize = seen.values().map(|c| c - 1).sum();
+    println!("{n} events through 3 replicas (one taken out) in {calls} calls, {:?}; delivered again: {again}", started.elapsed());
+
+    // The last answer is acknowledged by the next call; then, with every replica restarted,
+    // nothing is handed out again.
+    let (status, body) = consume_on(&stack.http, ports[0], TOKEN, "group=rr&wait_ms=200").await.unwrap();
+    assert_eq!((status, body["count"].as_u64()), (200, Some(0)), "{body}");
+    for r in replicas.into_iter().flatten() {
+        r.stop().await;
+    }
+    let fresh = [start_consumer_api(&stack.settings).await, start_consumer_api(&stack.settings).await];
+    for r in &fresh {
+        let (status, body) = consume_on(&stack.http, r.port, TOKEN, "group=rr&wait_ms=1000").await.unwrap();
+        assert_eq!((status, body["count"].as_u64()), (200, Some(0)), "a restarted replica handed out {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_of_one_group_on_two_replicas_never_get_the_same_events() {
+    let stack = Stack::start().await;
+    let second = start_consumer_api(&stack.settings).await;
+    let n = 2000;
+    ingest_many(&stack, "two", n).await;
+    let (status, _, a) = stack.admin(Method::POST, "/v1/keys", Some(json!({"name": "client a", "scopes": ["consume:*", "read:*"]})), None).await;
+    assert_eq!(status, 201);
+    let (status, _, b) = stack.admin(Method::POST, "/v1/keys", Some(json!({"name": "client b", "scopes": ["consume:*", "read:*"]})), None).await;
+    assert_eq!(status, 201);
+    let client = |port: u16, key: String| {
+        let http = stack.http.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            let started = Instant::now();
+            let mut empty = 0;
+            while empty < 3 && started.elapsed() < Duration::from_secs(60) {
+                let (status, body) = consume_on(&http, port, &key, "group=shared&max=100&wait_ms=500").await.unwrap();
+                if status == 401 {
+                    continue; // the key has not reached this replica yet
+                }
+                assert_eq!(status, 200, "{body}");
+                let batch = ids(&body);
+                empty = if batch.is_empty() { empty + 1 } else { 0 };
+                got.extend(batch);
+            }
+            got
+        })
+    };
+    let one = client(stack.consumer_api.port, a["key"].as_str().unwrap().to_owned());
+    let two = client(second.port, b["key"].as_str().unwrap().to_owned());
+    let (one, two) = (one.await.unwrap(), two.await.unwrap());
+    let (set_one, set_two): (HashSet<_>, HashSet<_>) = (one.iter().collect(), two.iter().collect());
+    assert!(!one.is_empty() && !two.is_empty(), "both clients served: {} and {}", one.len(), two.len());
+    assert!(set_one.is_disjoint(&set_two), "an event went to both clients");
+    assert_eq!(set_one.len() + set_two.len(), n, "every event went to one of them");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_acknowledge_are_tamper_evident_and_an_unacknowledged_answer_comes_back() {
+    let stack = Stack::start_with(|s| {
+        s.consumer_api.ack_timeout_ms = 1500;
+    })
+    .await;
+    let second = start_consumer_api(&stack.settings).await;
+    ingest_many(&stack, "cur", 20).await;
+    let port = stack.consumer_api.port;
+    // Wait for the events to reach the output topic, then take them and never acknowledge.
+    let mut first = Value::Null;
+    let started = Instant::now();
+    while first["count"].as_u64().unwrap_or(0) == 0 && started.elapsed() < Duration::from_secs(20) {
+        first = consume_on(&stack.http, port, TOKEN, "group=lost&max=5&wait_ms=500").await.unwrap().1;
+    }
+    let lost = ids(&first);
+    assert!(!lost.is_empty(), "{first}");
+    // Past the ack timeout, another replica hands the same events out again.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (status, again) = consume_on(&stack.http, second.port, TOKEN, "group=lost&max=5&wait_ms=500&cursor=x").await.unwrap();
+    assert_eq!(status, 400, "a forged cursor: {again}");
+    let admin_key = {
+        let (_, _, k) = stack.admin(Method::POST, "/v1/keys", Some(json!({"name": "other", "scopes": ["consume:*", "read:*"]})), None).await;
+        k["key"].as_str().unwrap().to_owned()
+    };
+    // Past the ack timeout, the whole rest of the group comes to another client on another
+    // replica, and the unacknowledged answer with it.
+    let (mut all, mut again) = (Vec::new(), Value::Null);
+    let started = Instant::now();
+    while all.len() < 20 && started.elapsed() < Duration::from_secs(10) {
+        let (_, body) = consume_on(&stack.http, second.port, &admin_key, "group=lost&max=100&wait_ms=500").await.unwrap();
+        if body["count"].as_u64().unwrap_or(0) > 0 {
+            all.extend(ids(&body));
+            again = body;
+        }
+    }
+    assert_eq!(all.len(), 20, "{all:?}");
+    assert!(lost.iter().all(|id| all.contains(id)), "the unacknowledged answer {lost:?} was not handed out again: {all:?}");
+
+    // A cursor acknowledges explicitly, on any replica, and only for its own group.
+    let cursor = again["cursor"].as_str().unwrap().to_owned();
+    let (status, body) = consume_on(&stack.http, port, TOKEN, &format!("group=other&cursor={cursor}")).await.unwrap();
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "a cursor of another group: {body}");
+    let mut tampered = cursor.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
+    let r = stack.http.post(stack.consumer_url("/consume/ack")).bearer_auth(TOKEN).json(&json!({"group": "lost", "cursor": String::from_utf8(tampered).unwrap()})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = stack.http.post(format!("http://127.0.0.1:{}/consume/ack", second.port)).bearer_auth(TOKEN).json(&json!({"group": "lost", "cursor": cursor})).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["acknowledged"], true, "{body}");
+    // Everything acknowledged: past the timeout, nothing comes back, to anyone, on any replica.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    for p in [port, second.port] {
+        let (status, body) = consume_on(&stack.http, p, TOKEN, "group=lost&max=100&wait_ms=500").await.unwrap();
+        assert_eq!((status, body["count"].as_u64()), (200, Some(0)), "{body}");
+    }
+}
