@@ -187,19 +187,20 @@ pub async fn drive(plan: &Plan, stack: &Target, concurrency: usize, progress: &P
     Ok(acked.into_inner().unwrap())
 }
 
-/// A downstream client reading `/consume` throughout the scenario.
+/// A downstream client reading `/consume` throughout the scenario, through each of `bases` in
+/// turn (replicas behind a round-robin).
 pub struct Reader {
     seen: Arc<Mutex<HashSet<(String, u64)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Reader {
-    pub fn spawn(base: String) -> Reader {
+    pub fn spawn(bases: Vec<String>) -> Reader {
         let seen = Arc::new(Mutex::new(HashSet::new()));
         let into = seen.clone();
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-            loop {
+            for base in bases.iter().cycle() {
                 let r = http.get(format!("{base}/consume?group=faults-reader&max=1000&wait_ms=500")).bearer_auth(TOKEN).send().await;
                 let Ok(r) = r else {
                     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -123,7 +123,14 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     if let Fault::KillOneOfTwo(c) = fault {
         stack.start_second(c).await?;
     }
-    let reader = (matches!(fault, Fault::Kill(Component::ConsumerApi))).then(|| load::Reader::spawn(stack.consumer_url()));
+    // The downstream reader goes through two consumer-api replicas in turn (a group's position is
+    // in Redis, so either serves any call); the fault kills one of them.
+    let reader = if matches!(fault, Fault::Kill(Component::ConsumerApi)) {
+        stack.start_second(Component::ConsumerApi).await?;
+        Some(load::Reader::spawn(vec![stack.consumer_url_of(0), stack.consumer_url_of(1)]))
+    } else {
+        None
+    };
     let mut plan = load::Plan::new(args, &stack.run_id);
     if matches!(fault, Fault::Boundary) {
         let limit = boundary::max_event_bytes(&stack.target().http, &stack.gateway_url()).await?;

@@ -180,8 +180,9 @@ impl Stack {
         format!("http://127.0.0.1:{}", Component::Gateway.port())
     }
 
-    pub fn consumer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", Component::ConsumerApi.port())
+    /// The consumer-api `instance` (0, or 1 when [`Stack::start_second`] started one).
+    pub fn consumer_url_of(&self, instance: u16) -> String {
+        format!("http://127.0.0.1:{}", Component::ConsumerApi.port() + 10 * instance)
     }
 
     fn spawn(&mut self, c: Component, instance: u16) -> anyhow::Result<()> {
