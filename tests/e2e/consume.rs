@@ -180,3 +180,53 @@ async fn cursors_acknowledge_are_tamper_evident_and_an_unacknowledged_answer_com
         assert_eq!((status, body["count"].as_u64()), (200, Some(0)), "{body}");
     }
 }
+
+/// Reads `group` (calling again, which acknowledges) until `want` distinct ids or `within` passed.
+async fn collect(stack: &Stack, group: &str, extra: &str, want: usize, within: Duration) -> Vec<String> {
+    let mut got: Vec<String> = Vec::new();
+    let started = Instant::now();
+    while got.len() < want && started.elapsed() < within {
+        let (status, body) = consume_on(&stack.http, stack.consumer_api.port, TOKEN, &format!("group={group}&max=100&wait_ms=300{extra}")).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        got.extend(ids(&body));
+    }
+    got
+}
+
+async fn reset(stack: &Stack, group: &str, to: &str) -> (u16, Value) {
+    let r = stack.http.post(stack.consumer_url("/consume/reset")).bearer_auth(TOKEN).json(&json!({"group": group, "to": to})).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_starts_at_or_is_reset_to_a_time_the_earliest_or_the_latest() {
+    let stack = Stack::start().await;
+    ingest_many(&stack, "old", 10).await;
+    assert_eq!(collect(&stack, "probe", "", 10, Duration::from_secs(20)).await.len(), 10, "the first events reached the output");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ingest_many(&stack, "new", 10).await;
+
+    // A new group from a time gets only what was published after it.
+    let since = collect(&stack, "since", &format!("&from={t}"), 10, Duration::from_secs(20)).await;
+    assert_eq!(since.len(), 10, "{since:?}");
+    assert!(since.iter().all(|id| id.starts_with("new-")), "{since:?}");
+    // Replay: back to the earliest, everything again.
+    let (status, body) = reset(&stack, "since", "earliest").await;
+    assert_eq!(status, 200, "{body}");
+    let all: HashSet<String> = collect(&stack, "since", "", 20, Duration::from_secs(20)).await.into_iter().collect();
+    assert_eq!(all.len(), 20, "{all:?}");
+    // Back to the time, then to the latest: nothing left.
+    let (status, _) = reset(&stack, "since", &t).await;
+    assert_eq!(status, 200);
+    let again = collect(&stack, "since", "", 10, Duration::from_secs(20)).await;
+    assert!(again.len() == 10 && again.iter().all(|id| id.starts_with("new-")), "{again:?}");
+    let (status, _) = reset(&stack, "since", "latest").await;
+    assert_eq!(status, 200);
+    let (_, body) = consume_on(&stack.http, stack.consumer_api.port, TOKEN, "group=since&wait_ms=500").await.unwrap();
+    assert_eq!(body["count"], 0, "{body}");
+    let (status, body) = reset(&stack, "since", "yesterday").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+}

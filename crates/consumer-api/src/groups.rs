@@ -46,14 +46,47 @@ pub(crate) struct ApiGroup {
     /// has. When the group's positions in Redis are the same (this replica served the group's
     /// last call), the consumer streams on from its prefetch; otherwise it is assigned anew.
     serial: tokio::sync::Mutex<std::collections::HashMap<i32, i64>>,
+    partitions: std::sync::OnceLock<Vec<i32>>,
     last_used: Mutex<Instant>,
 }
 
-/// Where a group with no position yet starts.
+/// Where a group with no position yet starts, or where a reset puts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Start {
     Earliest,
     Latest,
+    /// The first event published at or after this time (Unix ms).
+    Time(i64),
+}
+
+/// The offset `start` names on each of `partitions` (blocking: asks the broker).
+fn offsets_at(consumer: &StreamConsumer, topic: &str, partitions: &[i32], start: Start) -> anyhow::Result<std::collections::HashMap<i32, i64>> {
+    let timeout = Duration::from_secs(5);
+    let mut out = std::collections::HashMap::new();
+    let by_time = match start {
+        Start::Time(ms) => {
+            let mut tpl = TopicPartitionList::new();
+            for p in partitions {
+                tpl.add_partition_offset(topic, *p, Offset::Offset(ms))?;
+            }
+            Some(consumer.offsets_for_times(tpl, timeout)?)
+        }
+        _ => None,
+    };
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
+        let offset = match (start, &by_time) {
+            (Start::Earliest, _) => low,
+            (Start::Latest, _) => high,
+            (Start::Time(_), Some(found)) => match found.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o.clamp(low, high),
+                _ => high, // nothing published at or after that time
+            },
+            (Start::Time(_), None) => high,
+        };
+        out.insert(*p, offset);
+    }
+    Ok(out)
 }
 
 /// What one call hands out.
@@ -61,6 +94,8 @@ pub(crate) struct Answer {
     pub messages: Vec<OwnedMessage>,
     /// The lease the answer is, to acknowledge (none when the answer is empty).
     pub lease: Option<String>,
+    /// The group's position was deleted by retention: it moved to the earliest offset left.
+    pub reset: bool,
 }
 
 impl Groups {
@@ -105,6 +140,7 @@ impl Groups {
                     topic: self.kafka.topics.output.clone(),
                     consumer: Arc::new(consumer),
                     serial: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+                    partitions: std::sync::OnceLock::new(),
                     last_used: Mutex::new(Instant::now()),
                 });
                 open.groups.insert(name.to_owned(), g.clone());
@@ -184,7 +220,7 @@ impl ApiGroup {
         let locked = store.lock(group, &token, wait + Duration::from_secs(10), until).await.map_err(|e| unavailable(format!("redis: {e}")))?;
         if !locked {
             // Another call of this group held it all along: nothing for this one now.
-            return Ok(Answer { messages: Vec::new(), lease: None });
+            return Ok(Answer { messages: Vec::new(), lease: None, reset: false });
         }
         let result = self.next_locked(store, owner, ack.is_some(), start, max, until, ack_timeout, &mut here).await;
         store.unlock(group, &token).await;
@@ -221,20 +257,32 @@ impl ApiGroup {
         }
         // Partitions, and where a new group starts on each.
         let (consumer, topic, known) = (self.consumer.clone(), self.topic.clone(), state.positions.clone());
-        let positions = tokio::task::spawn_blocking(move || -> anyhow::Result<std::collections::HashMap<i32, i64>> {
-            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+        let partitions = self.partitions().await.map_err(|e| unavailable(format!("kafka: {e}")))?;
+        let reassign = *here != known || known.len() != partitions.len();
+        let (positions, reset) = tokio::task::spawn_blocking(move || -> anyhow::Result<(std::collections::HashMap<i32, i64>, bool)> {
+            let missing: Vec<i32> = partitions.iter().copied().filter(|p| !known.contains_key(p)).collect();
             let mut out = known;
-            for p in metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()).unwrap_or_default() {
-                if let std::collections::hash_map::Entry::Vacant(e) = out.entry(p) {
-                    let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(5))?;
-                    e.insert(if start == Start::Earliest { low } else { high });
+            out.extend(offsets_at(&consumer, &topic, &missing, start)?);
+            // Where this replica is assigned anew, a position retention deleted moves to the
+            // earliest offset left (the answer says so).
+            let mut reset = false;
+            if reassign {
+                for (p, pos) in out.iter_mut() {
+                    let (low, _) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5))?;
+                    if *pos < low {
+                        *pos = low;
+                        reset = true;
+                    }
                 }
             }
-            Ok(out)
+            Ok((out, reset))
         })
         .await
         .map_err(|e| unavailable(format!("kafka: {e}")))?
         .map_err(|e| unavailable(format!("kafka: {e}")))?;
+        if reset {
+            tracing::warn!(group, "the group's position was deleted by retention; moved to the earliest offset left");
+        }
         if *here != positions {
             let mut tpl = TopicPartitionList::new();
             for (p, offset) in &positions {
@@ -283,7 +331,52 @@ impl ApiGroup {
             here.clear();
             return Err(unavailable(format!("redis: {e}")));
         }
-        Ok(Answer { messages: batch, lease: lease_id })
+        Ok(Answer { messages: batch, lease: lease_id, reset })
+    }
+
+    /// The output topic's partitions (asked of the broker once per open group).
+    async fn partitions(&self) -> anyhow::Result<Vec<i32>> {
+        if let Some(p) = self.partitions.get() {
+            return Ok(p.clone());
+        }
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i32>> {
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+            let partitions: Vec<i32> = metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+            anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions (does it exist?)");
+            Ok(partitions)
+        })
+        .await??;
+        Ok(self.partitions.get_or_init(|| found).clone())
+    }
+
+    /// Moves the group to `to` on every partition and forgets its unacknowledged answers (a
+    /// replay from a point, or a skip to the end). Returns the new positions.
+    ///
+    /// # Errors
+    /// 503 when Redis or Kafka cannot answer, or another call holds the group for 5 s.
+    pub async fn reset(&self, store: &GroupStore, to: Start) -> Result<std::collections::HashMap<i32, i64>, RequestError> {
+        let unavailable = |what: String| RequestError::Unavailable { what, retry_after_s: 1 };
+        let mut here = self.serial.lock().await;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        if !store.lock(&self.name, &token, Duration::from_secs(15), until).await.map_err(|e| unavailable(format!("redis: {e}")))? {
+            return Err(unavailable(format!("group `{}` is busy", self.name)));
+        }
+        let result = async {
+            let partitions = self.partitions().await.map_err(|e| unavailable(format!("kafka: {e}")))?;
+            let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+            let positions = tokio::task::spawn_blocking(move || offsets_at(&consumer, &topic, &partitions, to))
+                .await
+                .map_err(|e| unavailable(format!("kafka: {e}")))?
+                .map_err(|e| unavailable(format!("kafka: {e}")))?;
+            store.reset(&self.name, &positions).await.map_err(|e| unavailable(format!("redis: {e}")))?;
+            here.clear();
+            Ok(positions)
+        }
+        .await;
+        store.unlock(&self.name, &token).await;
+        result
     }
 }
 

@@ -30,7 +30,20 @@ pub struct ConsumeAnswerDoc {
     /// Acknowledges this answer (`cursor=` on the next call, or `POST /consume/ack`); `null` when
     /// the answer is empty.
     pub cursor: Option<String>,
+    /// Present (`true`) when the group's position had been deleted by retention and moved to the
+    /// earliest offset left.
+    pub reset: Option<bool>,
     pub events: Vec<DeliveredDoc>,
+}
+
+/// `POST /consume/reset`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ResetAnswer)]
+pub struct ResetAnswerDoc {
+    pub group: String,
+    /// Partition → the offset the group goes on from.
+    #[schema(value_type = Object)]
+    pub positions: serde_json::Value,
 }
 
 /// `POST /consume/ack`.
@@ -44,7 +57,7 @@ pub struct AckAnswerDoc {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "metastream consumer-api", description = "Processed events and records for downstream systems."),
-    paths(crate::routes::consume, crate::routes::ack, crate::routes::metadata),
+    paths(crate::routes::consume, crate::routes::ack, crate::routes::reset, crate::routes::metadata),
     servers((url = "/"))
 )]
 struct ConsumerApi;

@@ -168,6 +168,25 @@ impl GroupStore {
         .await
     }
 
+    /// Puts the group at `positions` and forgets its unacknowledged answers (under its lock).
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn reset(&self, group: &str, positions: &HashMap<i32, i64>) -> Result<(), StoreError> {
+        let items: Vec<(String, i64)> = positions.iter().map(|(p, o)| (p.to_string(), *o)).collect();
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let mut pipe = deadpool_redis::redis::pipe();
+            pipe.atomic().del(self.key(group, "leases")).ignore().del(self.key(group, "pos")).ignore();
+            if !items.is_empty() {
+                pipe.hset_multiple(self.key(group, "pos"), &items).ignore();
+            }
+            let () = pipe.query_async(&mut conn).await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
     /// Acknowledges a lease (no lock needed: one atomic delete). Returns whether it was there.
     ///
     /// # Errors

@@ -20,6 +20,7 @@ use crate::State;
 adapters::routes! { pub(crate) fn configure / ROUTES {
     GET "/consume" => consume,
     POST "/consume/ack" => ack,
+    POST "/consume/reset" => reset,
     GET "/metadata/{source}/{id}" => metadata,
 } }
 
@@ -50,16 +51,21 @@ struct ConsumeQuery {
     /// The `cursor` of an earlier answer of this group: acknowledges it and continues (without
     /// one, the key's previous answer in the group is acknowledged).
     cursor: Option<String>,
-    /// Where a group with no position yet starts: `earliest` (default) or `latest`.
-    from: Option<StartDoc>,
+    /// Where a group with no position yet starts: `earliest` (default), `latest`, or an RFC 3339
+    /// time (the first event published at or after it).
+    from: Option<String>,
 }
 
-/// Where a new group starts.
-#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-enum StartDoc {
-    Earliest,
-    Latest,
+/// `earliest`, `latest` or an RFC 3339 time.
+fn parse_start(text: &str) -> Result<crate::groups::Start, RequestError> {
+    use crate::groups::Start;
+    match text {
+        "earliest" => Ok(Start::Earliest),
+        "latest" => Ok(Start::Latest),
+        time => chrono::DateTime::parse_from_rfc3339(time)
+            .map(|t| Start::Time(t.timestamp_millis()))
+            .map_err(|_| RequestError::BadRequest(format!("`{time}` is not `earliest`, `latest` or an RFC 3339 time"))),
+    }
 }
 
 /// The signer of this deployment's cursors (its secret is made once, in Redis).
@@ -131,10 +137,7 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
     let signer = cursors(&state).await?;
     let ack = query.cursor.as_deref().map(|c| verify_cursor(signer, &group, c)).transpose()?;
-    let start = match query.from {
-        Some(StartDoc::Latest) => crate::groups::Start::Latest,
-        _ => crate::groups::Start::Earliest,
-    };
+    let start = query.from.as_deref().map(parse_start).transpose()?.unwrap_or(crate::groups::Start::Earliest);
     let _slot = state.long_polls.acquire(&principal.id, limits.max_long_polls_per_key)?;
     let api_group = state.groups.get(&group, &principal.id)?;
     let answer = api_group
@@ -190,7 +193,46 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
         })
         .collect();
     state.metrics.events_delivered.add(events.len() as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
-    Ok(HttpResponse::Ok().json(json!({"group": group, "count": events.len(), "cursor": cursor, "events": events})))
+    let mut body = json!({"group": group, "count": events.len(), "cursor": cursor, "events": events});
+    if answer.reset {
+        body["reset"] = json!(true);
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    group: String,
+    /// `earliest`, `latest`, or an RFC 3339 time.
+    to: String,
+}
+
+#[utoipa::path(post, path = "/consume/reset", operation_id = "consume_reset", tag = "consume",
+    description = "Replays or skips: moves the group to `to` on every partition and forgets its unacknowledged answers. Needs `consume:<group>`.",
+    request_body(content = ResetRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The group's new positions, by partition", body = crate::openapi::ResetAnswerDoc),
+        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
+        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
+async fn reset(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
+    let principal = state.auth.authorize(&req, Access::AnyConsume)?;
+    adapters::http::require_json(&req)?;
+    let body = adapters::http::read_body(&req, body, 4096, Duration::from_secs(10)).await?;
+    let request: ResetRequest = serde_json::from_slice(&body).map_err(|e| RequestError::BadRequest(format!("invalid request: {e}")))?;
+    principal.require(Access::Consume(&request.group))?;
+    SourceName::parse(request.group.as_str()).map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
+    let to = parse_start(&request.to)?;
+    state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
+    let api_group = state.groups.get(&request.group, &principal.id)?;
+    let positions = api_group.reset(&state.positions, to).await?;
+    tracing::info!(group = %request.group, to = %request.to, key_id = %principal.id, "api group reset");
+    let positions: std::collections::BTreeMap<String, i64> = positions.into_iter().map(|(p, o)| (p.to_string(), o)).collect();
+    Ok(HttpResponse::Ok().json(json!({"group": request.group, "positions": positions})))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
