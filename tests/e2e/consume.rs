@@ -230,3 +230,62 @@ async fn a_group_starts_at_or_is_reset_to_a_time_the_earliest_or_the_latest() {
     let (status, body) = reset(&stack, "since", "yesterday").await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
 }
+
+/// Reads SSE `metadata` events from `port` until `want` arrived (or 20 s): (id, event id) each.
+async fn read_stream(stack: &Stack, port: u16, group: &str, last_event_id: Option<&str>, want: usize) -> Vec<(String, String)> {
+    let mut req = stack.http.get(format!("http://127.0.0.1:{port}/stream?group={group}")).bearer_auth(TOKEN);
+    if let Some(id) = last_event_id {
+        req = req.header("Last-Event-ID", id);
+    }
+    let mut resp = req.send().await.unwrap();
+    if resp.status() != 200 {
+        let status = resp.status();
+        panic!("{status}: {}", resp.text().await.unwrap_or_default());
+    }
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let (mut buffer, mut got) = (String::new(), Vec::new());
+    let started = Instant::now();
+    while got.len() < want && started.elapsed() < Duration::from_secs(20) {
+        let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(12), resp.chunk()).await.unwrap_or(Ok(None)) else { break };
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut data) = (None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                }
+                if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str::<Value>(v).unwrap());
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                if got.len() < want {
+                    got.push((data["event"]["id"].as_str().unwrap().to_owned(), id));
+                }
+            }
+        }
+    }
+    // Dropping the response closes the connection, as a client going away.
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_stream_resumes_on_another_replica_with_no_gap_and_no_duplicate() {
+    let stack = Stack::start().await;
+    let second = start_consumer_api(&stack.settings).await;
+    ingest_many(&stack, "sse", 300).await;
+    let first = read_stream(&stack, stack.consumer_api.port, "live", None, 120).await;
+    assert_eq!(first.len(), 120);
+    let last_id = first.last().unwrap().1.clone();
+    // The client reconnects to the other replica, saying the last event it got.
+    let rest = read_stream(&stack, second.port, "live", Some(&last_id), 180).await;
+    let mut all: Vec<&String> = first.iter().chain(&rest).map(|(id, _)| id).collect();
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((total, all.len()), (300, 300), "{} then {} events: a gap or a duplicate", first.len(), rest.len());
+    // A forged Last-Event-ID is refused.
+    let r = stack.http.get(stack.consumer_url("/stream?group=live")).bearer_auth(TOKEN).header("Last-Event-ID", "x.0:0.abc").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -78,6 +78,9 @@ pub enum RequestError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// What the request was about has ended for good (a superseded stream).
+    #[error("{0}")]
+    Gone(String),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the request body was not received within {0} ms")]
@@ -100,6 +103,7 @@ impl Problem for RequestError {
             RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
             RequestError::NotFound(_) => StatusCode::NOT_FOUND,
             RequestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            RequestError::Gone(_) => StatusCode::GONE,
             RequestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             RequestError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -118,6 +122,7 @@ impl Problem for RequestError {
             RequestError::BadRequest(_) => "bad_request",
             RequestError::NotFound(_) => "not_found",
             RequestError::MethodNotAllowed(_) => "method_not_allowed",
+            RequestError::Gone(_) => "gone",
             RequestError::PayloadTooLarge(_) => "payload_too_large",
             RequestError::RequestTimeout(_) => "request_timeout",
             RequestError::UnsupportedMediaType => "unsupported_media_type",

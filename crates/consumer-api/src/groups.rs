@@ -96,6 +96,8 @@ pub(crate) struct Answer {
     pub lease: Option<String>,
     /// The group's position was deleted by retention: it moved to the earliest offset left.
     pub reset: bool,
+    /// Where the group stood on each partition when this answer was taken.
+    pub from: std::collections::HashMap<i32, i64>,
 }
 
 impl Groups {
@@ -220,7 +222,7 @@ impl ApiGroup {
         let locked = store.lock(group, &token, wait + Duration::from_secs(10), until).await.map_err(|e| unavailable(format!("redis: {e}")))?;
         if !locked {
             // Another call of this group held it all along: nothing for this one now.
-            return Ok(Answer { messages: Vec::new(), lease: None, reset: false });
+            return Ok(Answer { messages: Vec::new(), lease: None, reset: false, from: std::collections::HashMap::new() });
         }
         let result = self.next_locked(store, owner, ack.is_some(), start, max, until, ack_timeout, &mut here).await;
         store.unlock(group, &token).await;
@@ -242,6 +244,11 @@ impl ApiGroup {
     ) -> Result<Answer, RequestError> {
         let unavailable = |what: String| RequestError::Unavailable { what, retry_after_s: 1 };
         let group = self.name.as_str();
+        // A stream connection that a resume took over from takes nothing more (checked under the
+        // group's lock, which the resume also holds).
+        if owner.starts_with("sse:") && store.is_superseded(group, owner).await.map_err(|e| unavailable(format!("redis: {e}")))? {
+            return Err(RequestError::Gone(format!("a client resumed group `{group}`'s stream elsewhere")));
+        }
         let (mut state, last) = store.load(group).await.map_err(|e| unavailable(format!("redis: {e}")))?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut gone = state.expire(now_ms);
@@ -331,7 +338,26 @@ impl ApiGroup {
             here.clear();
             return Err(unavailable(format!("redis: {e}")));
         }
-        Ok(Answer { messages: batch, lease: lease_id, reset })
+        Ok(Answer { messages: batch, lease: lease_id, reset, from: positions })
+    }
+
+    /// Resumes a stream from `positions` (see [`GroupStore::resume`]), under the group's lock.
+    ///
+    /// # Errors
+    /// 503 when Redis cannot answer or another call holds the group for 5 s.
+    pub async fn resume(&self, store: &GroupStore, owner: &str, positions: &std::collections::HashMap<i32, i64>) -> Result<(), RequestError> {
+        let unavailable = |what: String| RequestError::Unavailable { what, retry_after_s: 1 };
+        store.supersede(&self.name, owner).await.map_err(|e| unavailable(format!("redis: {e}")))?;
+        let mut here = self.serial.lock().await;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        if !store.lock(&self.name, &token, Duration::from_secs(15), until).await.map_err(|e| unavailable(format!("redis: {e}")))? {
+            return Err(unavailable(format!("group `{}` is busy", self.name)));
+        }
+        let result = store.resume(&self.name, owner, positions).await.map_err(|e| unavailable(format!("redis: {e}")));
+        here.clear();
+        store.unlock(&self.name, &token).await;
+        result
     }
 
     /// The output topic's partitions (asked of the broker once per open group).

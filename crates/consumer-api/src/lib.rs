@@ -18,6 +18,7 @@ mod groups;
 mod positions;
 pub mod openapi;
 mod routes;
+mod stream;
 
 
 use std::time::Duration;

@@ -57,7 +57,7 @@ pub struct AckAnswerDoc {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "metastream consumer-api", description = "Processed events and records for downstream systems."),
-    paths(crate::routes::consume, crate::routes::ack, crate::routes::reset, crate::routes::metadata),
+    paths(crate::routes::consume, crate::routes::ack, crate::routes::reset, crate::routes::stream, crate::routes::metadata),
     servers((url = "/"))
 )]
 struct ConsumerApi;

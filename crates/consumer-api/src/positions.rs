@@ -187,6 +187,47 @@ impl GroupStore {
         .await
     }
 
+    /// Resumes a stream: the group goes on from `positions` (where a client's last received event
+    /// left it) and forgets what `owner` (the client's previous connection) was handed.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn resume(&self, group: &str, owner: &str, positions: &HashMap<i32, i64>) -> Result<(), StoreError> {
+        let (state, _) = self.load(group).await?;
+        let mut gone: Vec<String> = state.leases.iter().filter(|(_, l)| l.owner == owner).map(|(id, _)| id.clone()).collect();
+        gone.push(format!("last:{owner}"));
+        self.save(group, positions, None, &gone).await
+    }
+
+    /// Marks the stream connection `owner` as taken over: it may still be running on some replica
+    /// (its client is gone, its server has not noticed yet), and must take nothing more. Done
+    /// before waiting for the group's lock, which that connection may be taking again and again.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn supersede(&self, group: &str, owner: &str) -> Result<(), StoreError> {
+        let key = self.key(group, &format!("superseded:{owner}"));
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = conn.set_ex(key, 1, 3600).await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// Whether a resumed stream took over from the connection `owner`.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn is_superseded(&self, group: &str, owner: &str) -> Result<bool, StoreError> {
+        let key = self.key(group, &format!("superseded:{owner}"));
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            Ok::<_, StoreError>(conn.exists(key).await?)
+        })
+        .await
+    }
+
     /// Acknowledges a lease (no lock needed: one atomic delete). Returns whether it was there.
     ///
     /// # Errors

@@ -21,6 +21,7 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
     GET "/consume" => consume,
     POST "/consume/ack" => ack,
     POST "/consume/reset" => reset,
+    GET "/stream" => stream,
     GET "/metadata/{source}/{id}" => metadata,
 } }
 
@@ -148,50 +149,7 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     // Events of sources the key may not read are passed over: consumed for this group, never
     // shown to this key.
     messages.retain(|m| principal.may_read(&adapters::stage::headers::source_of(m)));
-    let events: Vec<Value> = messages
-        .iter()
-        .filter_map(|m| {
-            // The delivery span closes each event's trace.
-            let span = tracing::info_span!(
-                "deliver",
-                otel.name = %format!("deliver {}", m.topic()),
-                otel.kind = "consumer",
-                messaging.system = "kafka",
-                messaging.operation.type = "receive",
-                messaging.destination.name = m.topic(),
-                messaging.destination.partition.id = m.partition(),
-                messaging.kafka.offset = m.offset(),
-                messaging.consumer.group.name = %group,
-            );
-            adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_kafka(m));
-            drop(span);
-            let payload = m.payload().unwrap_or_default();
-            // The event as published, read only when a filter or projection needs it; an event
-            // that does not read back cannot match a filter: passed over.
-            let record = if filter.is_some() || projection.is_some() { Some(Event::from_wire(payload).ok()?) } else { None };
-            if let (Some(f), Some(r)) = (&filter, &record) {
-                if !f.eval(r) {
-                    return None;
-                }
-            }
-            let published = || serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
-            let data = match (&projection, &record) {
-                (Some(p), Some(r)) => p.apply(r),
-                _ => published(),
-            };
-            let event = match query.format {
-                Format::Metastream => data,
-                Format::Cloudevents => crate::cloudevents::wrap(m.topic(), m.partition(), m.offset(), &published(), data),
-            };
-            Some(json!({
-                "topic": m.topic(),
-                "partition": m.partition(),
-                "offset": m.offset(),
-                "key": m.key().map(String::from_utf8_lossy),
-                "event": event,
-            }))
-        })
-        .collect();
+    let events: Vec<Value> = messages.iter().filter_map(|m| deliver(m, &group, filter.as_ref(), projection.as_ref(), query.format)).collect();
     state.metrics.events_delivered.add(events.len() as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
     let mut body = json!({"group": group, "count": events.len(), "cursor": cursor, "events": events});
     if answer.reset {
@@ -233,6 +191,127 @@ async fn reset(req: HttpRequest, body: web::Payload, state: web::Data<State>) ->
     tracing::info!(group = %request.group, to = %request.to, key_id = %principal.id, "api group reset");
     let positions: std::collections::BTreeMap<String, i64> = positions.into_iter().map(|(p, o)| (p.to_string(), o)).collect();
     Ok(HttpResponse::Ok().json(json!({"group": request.group, "positions": positions})))
+}
+
+/// One event as `/consume` and `/stream` hand it out, filtered, projected and formatted as asked;
+/// `None` when the filter passes it over. Closes the event's trace with a delivery span.
+fn deliver(m: &rdkafka::message::OwnedMessage, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format) -> Option<Value> {
+    let span = tracing::info_span!(
+        "deliver",
+        otel.name = %format!("deliver {}", m.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "receive",
+        messaging.destination.name = m.topic(),
+        messaging.destination.partition.id = m.partition(),
+        messaging.kafka.offset = m.offset(),
+        messaging.consumer.group.name = %group,
+    );
+    adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_kafka(m));
+    drop(span);
+    let payload = m.payload().unwrap_or_default();
+    // The event as published, read only when a filter or projection needs it; an event that does
+    // not read back cannot match a filter: passed over.
+    let record = if filter.is_some() || projection.is_some() { Some(Event::from_wire(payload).ok()?) } else { None };
+    if let (Some(f), Some(r)) = (filter, &record) {
+        if !f.eval(r) {
+            return None;
+        }
+    }
+    let published = || serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
+    let data = match (projection, &record) {
+        (Some(p), Some(r)) => p.apply(r),
+        _ => published(),
+    };
+    let event = match format {
+        Format::Metastream => data,
+        Format::Cloudevents => crate::cloudevents::wrap(m.topic(), m.partition(), m.offset(), &published(), data),
+    };
+    Some(json!({
+        "topic": m.topic(),
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "key": m.key().map(String::from_utf8_lossy),
+        "event": event,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct StreamQuery {
+    /// The API consumer group (consumer_api.default_group); needs `consume:<group>`.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    group: Option<String>,
+    /// As `/consume`'s.
+    filter: Option<String>,
+    /// As `/consume`'s.
+    fields: Option<String>,
+    #[serde(default)]
+    format: Format,
+    /// Where a group with no position yet starts: `earliest` (default), `latest`, or an RFC 3339 time.
+    from: Option<String>,
+    /// The `id` of the last event received, for clients that cannot send `Last-Event-ID`.
+    last_event_id: Option<String>,
+}
+
+#[utoipa::path(get, path = "/stream", operation_id = "stream", tag = "consume",
+    description = "The group's events as Server-Sent Events: one `metadata` event per record (`data`: as an item of `/consume`), `id` a cursor; `: keepalive` comments while idle. Reconnecting to any replica with `Last-Event-ID` resumes right after that event. Needs `consume:<group>` and a `read:` scope.",
+    params(StreamQuery, ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received: resume after it")),
+    responses(
+        (status = 200, description = "The stream", content_type = "text/event-stream", body = String),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
+async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
+    let principal = state.auth.authenticate(&req)?;
+    let query: StreamQuery = adapters::http::query(&req)?;
+    let group = query.group.clone().unwrap_or_else(|| state.limits.default_group.clone());
+    principal.require(Access::Consume(&group))?;
+    principal.require(Access::AnyRead)?;
+    SourceName::parse(group.as_str())
+        .map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
+    let filter = query.filter.as_deref().map(compile_filter).transpose()?;
+    let projection = query.fields.as_deref().map(Projection::parse).transpose().map_err(RequestError::BadRequest)?;
+    let start = query.from.as_deref().map(parse_start).transpose()?.unwrap_or(crate::groups::Start::Earliest);
+    let last_event_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(query.last_event_id.clone());
+    state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
+    let signer = cursors(&state).await?.clone();
+    let resume = last_event_id.as_deref().map(|id| crate::stream::verify(&signer, &group, id)).transpose()?;
+    let slot = state.long_polls.acquire(&principal.id, state.limits.max_long_polls_per_key)?;
+    let api_group = state.groups.get(&group, &principal.id)?;
+    let mut positions = std::collections::BTreeMap::new();
+    if let Some((previous, at)) = resume {
+        api_group.resume(&state.positions, &previous, &at).await?;
+        positions = at.into_iter().collect();
+    }
+    let (reader, name, format) = (principal.clone(), group.clone(), query.format);
+    let render = Box::new(move |m: &rdkafka::message::OwnedMessage| {
+        if !reader.may_read(&adapters::stage::headers::source_of(m)) {
+            return None;
+        }
+        deliver(m, &name, filter.as_ref(), projection.as_ref(), format)
+    });
+    let stream = crate::stream::Stream {
+        state: state.clone(),
+        group: api_group,
+        name: group,
+        connection: format!("sse:{}", uuid::Uuid::new_v4().simple()),
+        signer,
+        start,
+        render,
+        _slot: slot,
+        positions,
+        last_sent: tokio::time::Instant::now(),
+    };
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<_, actix_web::Error>(chunk), s))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
