@@ -272,6 +272,24 @@ fn is_retriable(err: &KafkaError) -> bool {
     }
 }
 
+/// Leaves the consumer group and subscribes again to the same topics: the partitions come back
+/// (to this or another instance) at their committed offsets.
+fn rejoin(consumer: &GroupConsumer) {
+    let topics: Vec<String> = match consumer.subscription() {
+        Ok(tpl) => tpl.elements().iter().map(|e| e.topic().to_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+        Err(err) => {
+            tracing::error!(error = %err, "reading the subscription failed; cannot rejoin the group");
+            return;
+        }
+    };
+    tracing::warn!(?topics, "committed offsets unreadable; leaving the consumer group and joining again, so that the partitions restart from their committed offsets");
+    consumer.unsubscribe();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(err) = consumer.subscribe(&names) {
+        tracing::error!(error = %err, "subscribing again failed");
+    }
+}
+
 /// Seeks every assigned partition back to its committed offset (the beginning where the group
 /// has none): after an abort, the work since the last commit is redone.
 pub(super) fn rewind_to_committed(consumer: &GroupConsumer) {
@@ -283,10 +301,10 @@ pub(super) fn rewind_to_committed(consumer: &GroupConsumer) {
         }
     };
     // A transaction still pending on these partitions (another instance's) makes the
-    // committed offsets unstable for a moment: ask again.
+    // committed offsets unstable for a moment: ask again, briefly.
     let mut committed = None;
-    for _ in 0..20 {
-        match consumer.committed_offsets(assignment.clone(), Duration::from_secs(10)) {
+    for _ in 0..5 {
+        match consumer.committed_offsets(assignment.clone(), Duration::from_secs(3)) {
             Ok(tpl) => {
                 committed = Some(tpl);
                 break;
@@ -297,7 +315,15 @@ pub(super) fn rewind_to_committed(consumer: &GroupConsumer) {
             }
         }
     }
-    let Some(committed) = committed else { return };
+    let Some(committed) = committed else {
+        // The group coordinator does not answer: typically after a broker outage, when this
+        // member's session expired and its rejoin waits for the consumer to be polled, which
+        // this thread is not doing. Leave the group and join again: the new assignment starts
+        // every partition at its committed offset, which is what the rewind is for. Continuing
+        // from the current position instead would skip the aborted transaction's work.
+        rejoin(consumer);
+        return;
+    };
     for e in committed.elements() {
         let to = match e.offset() {
             Offset::Offset(o) => Offset::Offset(o),
