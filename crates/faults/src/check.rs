@@ -45,7 +45,11 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
     let mut delivered = 0usize;
     let mut boundary_seen: HashSet<String> = HashSet::new();
     let want = acked.updates.len();
-    read_topic(stack, &stack.output_topic, Duration::from_secs(20), |m| {
+    // Reading stops as soon as every acknowledged update is there; the idle window only decides
+    // how long a stalled pipeline gets to resume. After a broker restart the stages wait out
+    // session and transaction timeouts, and their redo, before output flows again (up to ~30 s
+    // here): a 20 s window reported such a run as losing what was merely late.
+    read_topic(stack, &stack.output_topic, Duration::from_secs(90), |m| {
         let id = m.headers().and_then(|h| h.iter().find(|h| h.key == domain_event_id()).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())));
         if let Some(id) = id.filter(|id| acked.boundary.contains(id)) {
             boundary_seen.insert(id);
