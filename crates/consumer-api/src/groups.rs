@@ -262,6 +262,9 @@ impl ApiGroup {
                 }
             }
         }
+        // Pointers to answers no longer outstanding (acknowledged, expired) go, so the group's
+        // state stays as small as its outstanding answers (each stream connection has an owner).
+        gone.extend(last.iter().filter(|(o, id)| o.as_str() != owner && !state.leases.contains_key(*id)).map(|(o, _)| format!("last:{o}")));
         // Partitions, and where a new group starts on each.
         let (consumer, topic, known) = (self.consumer.clone(), self.topic.clone(), state.positions.clone());
         let partitions = self.partitions().await.map_err(|e| unavailable(format!("kafka: {e}")))?;
