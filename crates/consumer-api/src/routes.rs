@@ -57,6 +57,31 @@ struct ConsumeQuery {
     from: Option<String>,
 }
 
+/// A group name: a source name's alphabet and length.
+fn check_group(group: &str) -> Result<(), RequestError> {
+    SourceName::parse(group)
+        .map(|_| ())
+        .map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))
+}
+
+/// A small JSON request about one group (`POST /consume/ack`, `/consume/reset`), checked in the
+/// order every route keeps: the key, its scope for the group, the group's name, its rate limit.
+async fn group_request<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &State,
+    group: impl Fn(&T) -> &str,
+) -> Result<(std::sync::Arc<adapters::auth::Principal>, T), RequestError> {
+    let principal = state.auth.authorize(req, Access::AnyConsume)?;
+    adapters::http::require_json(req)?;
+    let body = adapters::http::read_body(req, body, 4096, Duration::from_secs(10)).await?;
+    let request: T = serde_json::from_slice(&body).map_err(|e| RequestError::BadRequest(format!("invalid request: {e}")))?;
+    principal.require(Access::Consume(group(&request)))?;
+    check_group(group(&request))?;
+    state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(req);
+    Ok((principal, request))
+}
+
 /// `earliest`, `latest` or an RFC 3339 time.
 fn parse_start(text: &str) -> Result<crate::groups::Start, RequestError> {
     use crate::groups::Start;
@@ -123,8 +148,7 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     principal.require(Access::Consume(&group))?;
     // A key that may read no source could never receive anything.
     principal.require(Access::AnyRead)?;
-    SourceName::parse(group.as_str())
-        .map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
+    check_group(&group)?;
     let max = query.max.unwrap_or(limits.default_batch);
     if !(1..=limits.max_batch).contains(&max) {
         return Err(RequestError::BadRequest(format!("`max` must be between 1 and {}", limits.max_batch)));
@@ -178,14 +202,8 @@ struct ResetRequest {
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn reset(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
-    let principal = state.auth.authorize(&req, Access::AnyConsume)?;
-    adapters::http::require_json(&req)?;
-    let body = adapters::http::read_body(&req, body, 4096, Duration::from_secs(10)).await?;
-    let request: ResetRequest = serde_json::from_slice(&body).map_err(|e| RequestError::BadRequest(format!("invalid request: {e}")))?;
-    principal.require(Access::Consume(&request.group))?;
-    SourceName::parse(request.group.as_str()).map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
+    let (principal, request): (_, ResetRequest) = group_request(&req, body, &state, |r: &ResetRequest| r.group.as_str()).await?;
     let to = parse_start(&request.to)?;
-    state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
     let api_group = state.groups.get(&request.group, &principal.id)?;
     let positions = api_group.reset(&state.positions, to).await?;
     tracing::info!(group = %request.group, to = %request.to, key_id = %principal.id, "api group reset");
@@ -268,8 +286,7 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
     let group = query.group.clone().unwrap_or_else(|| state.limits.default_group.clone());
     principal.require(Access::Consume(&group))?;
     principal.require(Access::AnyRead)?;
-    SourceName::parse(group.as_str())
-        .map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
+    check_group(&group)?;
     let filter = query.filter.as_deref().map(compile_filter).transpose()?;
     let projection = query.fields.as_deref().map(Projection::parse).transpose().map_err(RequestError::BadRequest)?;
     let start = query.from.as_deref().map(parse_start).transpose()?.unwrap_or(crate::groups::Start::Earliest);
@@ -333,13 +350,7 @@ struct AckRequest {
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn ack(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
-    let principal = state.auth.authorize(&req, Access::AnyConsume)?;
-    adapters::http::require_json(&req)?;
-    let body = adapters::http::read_body(&req, body, 4096, Duration::from_secs(10)).await?;
-    let request: AckRequest = serde_json::from_slice(&body).map_err(|e| RequestError::BadRequest(format!("invalid request: {e}")))?;
-    principal.require(Access::Consume(&request.group))?;
-    SourceName::parse(request.group.as_str()).map_err(|_| RequestError::BadRequest("`group` may hold only letters, digits, `_`, `.` and `-` (at most 64)".into()))?;
-    state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
+    let (_, request): (_, AckRequest) = group_request(&req, body, &state, |r: &AckRequest| r.group.as_str()).await?;
     let lease = verify_cursor(cursors(&state).await?, &request.group, &request.cursor)?;
     let acknowledged = state
         .positions
