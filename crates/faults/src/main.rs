@@ -150,7 +150,10 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
             Fault::None | Fault::Boundary => {}
             Fault::Kill(c) => match stack.kill(c).await {
                 Ok(()) => {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    // Redis stays down longer than the restart guard's durability delay, so a
+                    // stage held up by the outage must still redo the writes Redis lost.
+                    let down = if c == Component::Redis { 8 } else { 2 };
+                    tokio::time::sleep(Duration::from_secs(down)).await;
                     recovery = Some(stack.restart(c).await?);
                 }
                 Err(err) => note = format!("skipped: {err}"),

@@ -354,7 +354,8 @@ impl StageRunner {
             if pipeline.redis_restarted().await {
                 pipeline.finish_all().await;
                 pipeline.commit().await;
-                pipeline.rewind();
+                // The batch just taken is dropped unprocessed: the rewind covers it too.
+                pipeline.rewind(&batch);
                 continue;
             }
             if pipeline.stopped.is_some() {
@@ -688,12 +689,13 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Seeks back over the recent batches a restarted Redis may have lost. What they publish was
-    /// published already (released): redone, they only restore the store.
-    fn rewind(&mut self) {
+    /// Seeks back over the recent batches a restarted Redis may have lost, and over `dropped`
+    /// (taken, not processed). What they publish was published already (released): redone,
+    /// they only restore the store.
+    fn rewind(&mut self, dropped: &[OwnedMessage]) {
         if let Some(guard) = self.guard.as_mut() {
             self.shared.replay.set(self.released.clone());
-            guard.rewind(self.consumer);
+            guard.rewind(self.consumer, dropped);
             self.ledger = OffsetLedger::default();
         }
     }
