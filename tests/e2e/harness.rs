@@ -83,6 +83,12 @@ pub fn test_settings() -> Settings {
     s.pre_transformer.group_id = format!("{run}.pre");
     s.post_transformer.group_id = format!("{run}.post");
     s.consumer_api.group_prefix = format!("{run}.consume-");
+    s.webhooks.group_prefix = format!("{run}.webhook-");
+    // Webhook retries quick enough for a test.
+    s.webhooks.timeout_ms = 2000;
+    s.webhooks.max_attempts = 3;
+    s.webhooks.backoff_initial_ms = 100;
+    s.webhooks.backoff_max_ms = 400;
     for listen in [
         &mut s.gateway.listen,
         &mut s.pre_transformer.listen,

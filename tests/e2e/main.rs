@@ -17,3 +17,4 @@ mod prototype;
 mod sources;
 mod tracing;
 mod trust;
+mod webhooks;

@@ -16,6 +16,7 @@
 //! - [`stage`]: what both transformers share (its own map in `stage/mod.rs`): the runner, the
 //!   offset ledger, produce-and-wait, dead letters, counters, the Redis-restart guard, the
 //!   `on_error` policy.
+//! - [`webhooks`]: webhook subscriptions, their delivery status and dead letters in Redis.
 
 pub mod auth;
 pub mod health;
@@ -31,6 +32,7 @@ pub mod stage;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use health::Health;
 /// The allocator every service binary installs (`#[global_allocator]`): under load, glibc's

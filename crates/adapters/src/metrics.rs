@@ -83,6 +83,8 @@ pub struct Metrics {
     pub rate_limit_errors: Counter<u64>,
     /// Admin actions whose audit record could not be written to Kafka.
     pub audit_failures: Counter<u64>,
+    /// Webhook delivery attempts, by outcome (delivered, failed, dead_lettered, gone).
+    pub webhook_attempts: Counter<u64>,
     /// Latest consumer lag per (group, topic, partition), from librdkafka's statistics.
     lags: Mutex<HashMap<(String, String, i32), i64>>,
 }
@@ -137,6 +139,7 @@ impl Metrics {
             rate_limited: counter("metastream_rate_limited_total", "Requests refused by a key's rate limit, by kind"),
             rate_limit_errors: counter("metastream_rate_limit_errors_total", "Rate-limit decisions redis could not answer"),
             audit_failures: counter("metastream_audit_failures_total", "Admin actions whose audit record kafka did not take"),
+            webhook_attempts: counter("metastream_webhook_attempts_total", "Webhook delivery attempts by outcome (delivered, failed, gone), and events dead-lettered once their attempts were spent"),
             lags: Mutex::new(HashMap::new()),
             reader,
             provider,

@@ -51,6 +51,39 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub shutdown: ShutdownSettings,
     pub delivery: DeliverySettings,
+    pub webhooks: WebhookSettings,
+}
+
+/// Webhook subscriptions: how the consumer-api replicas deliver them (their Kafka consumer
+/// group, timeouts, retries) and what the admin API allows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// The Kafka consumer group of subscription `s` is `group_prefix` + `s`: its partitions are
+    /// shared by the consumer-api replicas.
+    pub group_prefix: String,
+    /// How long one delivery attempt may take.
+    pub timeout_ms: u64,
+    /// Attempts per event before it is dead-lettered for the subscription.
+    pub max_attempts: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A subscription whose deliveries are dead-lettered this many times in a row is disabled
+    /// (what follows stays in Kafka, at its position, rather than piling up as dead letters).
+    pub disable_after_dead_letters: u64,
+    /// After a secret rotation, how long the previous secret signs beside the new one.
+    pub rotation_overlap_s: u64,
+    pub max_subscriptions: usize,
+}
+
+impl WebhookSettings {
+    pub fn retry_policy(&self) -> domain::webhooks::RetryPolicy {
+        domain::webhooks::RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial: Duration::from_millis(self.backoff_initial_ms),
+            max: Duration::from_millis(self.backoff_max_ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -433,6 +466,12 @@ impl Settings {
                     "consumer_api.default_wait_ms: must not exceed consumer_api.max_wait_ms",
                 );
                 check(c.workers >= 1, "consumer_api.workers: must be at least 1");
+                let w = &self.webhooks;
+                check(w.timeout_ms >= 100, "webhooks.timeout_ms: must be at least 100");
+                check(w.max_attempts >= 1, "webhooks.max_attempts: must be at least 1");
+                check(w.backoff_initial_ms >= 1 && w.backoff_initial_ms <= w.backoff_max_ms, "webhooks.backoff_initial_ms: must be between 1 and webhooks.backoff_max_ms");
+                check(w.disable_after_dead_letters >= 1, "webhooks.disable_after_dead_letters: must be at least 1");
+                check(!w.group_prefix.is_empty(), "webhooks.group_prefix: must not be empty");
             }
         }
         if errors.is_empty() {

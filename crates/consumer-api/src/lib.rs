@@ -19,6 +19,7 @@ mod positions;
 pub mod openapi;
 mod routes;
 mod stream;
+mod webhooks;
 
 
 use std::time::Duration;
@@ -56,6 +57,7 @@ pub struct Application {
     port: u16,
     admin_port: u16,
     shutdown: CancellationToken,
+    webhooks: Arc<webhooks::Webhooks>,
 }
 
 impl Application {
@@ -81,6 +83,7 @@ impl Application {
         let auth = Arc::new(Authenticator::new(&settings.auth, KeyStore::new(pool.clone(), keys.clone(), settings.redis.timeout())));
         auth.start(settings.redis.url.expose(), Duration::from_millis(settings.sources.refresh_ms), shutdown.clone());
         let limiter = RateLimiter::new(pool.clone(), keys.clone(), settings.redis.timeout(), settings.auth.rate_limit_on_redis_error, metrics.clone());
+        let webhooks = webhooks::Webhooks::start(&settings, pool.clone(), metrics.clone(), shutdown.clone());
         let probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.output)?;
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe)));
         let state = web::Data::new(State {
@@ -125,7 +128,7 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, admin_port, "consumer-api listening");
-        Ok(Application { server, admin_server, port, admin_port, shutdown })
+        Ok(Application { server, admin_server, port, admin_port, shutdown, webhooks })
     }
 
     pub fn port(&self) -> u16 {
@@ -146,6 +149,8 @@ impl Application {
             adapters::http::serve_until_stopped(self.server, &self.shutdown, "consumer-api"),
             adapters::http::serve_until_stopped(self.admin_server, &self.shutdown, "consumer-api admin"),
         )?;
+        // Webhook workers commit what they delivered and leave their groups.
+        self.webhooks.stopped().await;
         Ok(())
     }
 }

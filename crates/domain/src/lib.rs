@@ -10,6 +10,7 @@
 //! - [`schema`]: topic names, the Redis key schema and the Kafka header names.
 //! - [`messages`]: what travels between stages on Kafka besides the event itself.
 //! - [`limits`]: the size and depth budget every message of an accepted event must fit.
+//! - [`webhooks`]: webhook subscriptions, Standard Webhooks signatures, the retry schedule.
 //!
 //! This crate does no I/O: no tokio, rdkafka or redis anywhere in its dependency tree.
 
@@ -25,6 +26,7 @@ pub mod pipeline;
 pub mod projection;
 pub mod schema;
 pub mod source;
+pub mod webhooks;
 
 pub use client::{check_json, split_batch, BatchFormat, ClientEvent};
 pub use condition::Condition;

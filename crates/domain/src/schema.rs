@@ -129,6 +129,24 @@ impl KeySchema {
         format!("{}ratelimit:{{{key_id}}}:{dimension}", self.prefix)
     }
 
+    /// `<prefix>subscriptions`: the hash of webhook subscriptions (id → record JSON).
+    pub fn subscriptions(&self) -> String {
+        format!("{}subscriptions", self.prefix)
+    }
+
+    /// `<prefix>subscriptions:changed`: the pub/sub channel naming a subscription that was
+    /// created, changed, disabled or deleted.
+    pub fn subscriptions_changed(&self) -> String {
+        format!("{}subscriptions:changed", self.prefix)
+    }
+
+    /// `<prefix>subscription:{<id>}:<what>`: a subscription's delivery status (`status`, a hash),
+    /// its dead letters (`dead`, a hash webhook-id → JSON), the dead letters asked to be
+    /// replayed (`replay`, a set) and the lock of the replica replaying them (`replay-lock`).
+    pub fn subscription(&self, id: &str, what: &str) -> String {
+        format!("{}subscription:{{{id}}}:{what}", self.prefix)
+    }
+
     /// `<prefix>dead-letters:replayed:<partition>:<offset>`: the dead letter at that position of
     /// the dead-letter topic was replayed.
     pub fn replayed(&self, partition: i32, offset: i64) -> String {

@@ -28,6 +28,7 @@ mod keys;
 pub mod openapi;
 mod preview;
 mod routes;
+mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,12 @@ pub(crate) struct State {
     pub dead_letter_topic: String,
     /// Client config for reading the dead-letter topic outside any group.
     pub reader_config: rdkafka::ClientConfig,
+    /// Webhook subscriptions (delivered by the consumer-api).
+    pub subscriptions: adapters::webhooks::SubscriptionStore,
+    pub webhooks: adapters::settings::WebhookSettings,
+    pub output_topic: String,
+    /// `auth.key_secret`, which webhook secrets derive from.
+    pub server_secret: Option<Vec<u8>>,
 }
 
 /// A built gateway, listening, not yet serving.
@@ -135,6 +142,10 @@ impl Application {
             idempotency_window: Duration::from_secs(settings.gateway.idempotency_window_s),
             dead_letter_topic: settings.kafka.topics.dead_letter.clone(),
             reader_config: adapters::kafka::reader_config(&settings.kafka),
+            subscriptions: adapters::webhooks::SubscriptionStore::new(pool.clone(), domain::KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout()),
+            webhooks: settings.webhooks.clone(),
+            output_topic: settings.kafka.topics.output.clone(),
+            server_secret: settings.auth.key_secret.as_ref().map(|s| s.expose().as_bytes().to_vec()).filter(|s| !s.is_empty()),
         });
 
         let metrics_data = web::Data::new(metrics);
@@ -174,6 +185,7 @@ impl Application {
                 .configure(keys::configure)
                 .configure(audit::configure)
                 .configure(dead_letters::configure)
+                .configure(subscriptions::configure)
                 .configure(openapi::configure_admin)
                 .default_service(fallback(openapi::admin_routes()))
         })

@@ -278,6 +278,156 @@ pub struct SourceListDoc {
     pub sources: Vec<serde_json::Value>,
 }
 
+/// How a subscription's deliveries look: `metastream` (`{"type", "timestamp", "data"}`,
+/// `application/json`) or `cloudevents` (CloudEvents 1.0 structured JSON).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = WebhookFormat)]
+pub enum WebhookFormatDoc {
+    Metastream,
+    Cloudevents,
+}
+
+/// `POST /v1/subscriptions`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewSubscription)]
+pub struct NewSubscriptionDoc {
+    /// Where deliveries are POSTed (http or https).
+    #[schema(max_length = 2048)]
+    pub url: String,
+    #[schema(max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    pub description: Option<String>,
+    /// A condition in the operations' `when` language; events it rejects are not sent.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
+    /// A projection (`payload.title,metadata.tags`).
+    pub fields: Option<String>,
+    pub format: Option<WebhookFormatDoc>,
+    /// `latest` (default), `earliest`, or an RFC 3339 time.
+    pub from: Option<String>,
+}
+
+/// `PATCH /v1/subscriptions/{id}`: what to change (`null` removes description, filter or
+/// fields).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SubscriptionChange)]
+pub struct SubscriptionChangeDoc {
+    #[schema(max_length = 2048)]
+    pub url: Option<String>,
+    #[schema(max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
+    pub fields: Option<String>,
+    pub format: Option<WebhookFormatDoc>,
+    /// `active` or `disabled`.
+    pub state: Option<String>,
+}
+
+/// A subscription (never its secret).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Subscription)]
+pub struct SubscriptionDoc {
+    /// `sub_` + 32 hex digits.
+    pub id: String,
+    pub url: String,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
+    pub fields: Option<String>,
+    pub format: WebhookFormatDoc,
+    /// `active` or `disabled`.
+    pub state: String,
+    pub disabled_reason: Option<String>,
+    pub secret_generation: u32,
+    pub previous_secret_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub created_by: String,
+    /// The Kafka consumer group that holds its position.
+    pub consumer_group: String,
+}
+
+/// A subscription just created or with a rotated secret: `secret` (`whsec_…`) verifies its
+/// signatures.
+#[derive(Serialize, ToSchema)]
+#[schema(as = IssuedSubscription)]
+pub struct IssuedSubscriptionDoc {
+    #[serde(flatten)]
+    pub view: SubscriptionDoc,
+    pub secret: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SubscriptionList)]
+pub struct SubscriptionListDoc {
+    pub subscriptions: Vec<SubscriptionDoc>,
+}
+
+/// How a subscription's deliveries are going.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeliveryStatus)]
+pub struct DeliveryStatusDoc {
+    /// Events of the output topic not yet delivered, passed over or dead-lettered (null when
+    /// Kafka could not be asked).
+    pub lag: Option<i64>,
+    pub last_success_at: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u64,
+    pub delivered: u64,
+    pub dead_lettered: u64,
+    pub dead_letters_pending: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SubscriptionWithStatus)]
+pub struct SubscriptionStatusDoc {
+    #[serde(flatten)]
+    pub view: SubscriptionDoc,
+    pub status: DeliveryStatusDoc,
+}
+
+/// A delivery whose retries were spent.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebhookDeadLetter)]
+pub struct WebhookDeadLetterDoc {
+    pub webhook_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The body as sent.
+    pub body: String,
+    pub content_type: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub failed_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SubscriptionDeadLetters)]
+pub struct SubscriptionDeadLettersDoc {
+    pub subscription: String,
+    pub count: usize,
+    pub dead_letters: Vec<WebhookDeadLetterDoc>,
+}
+
+/// `POST /v1/subscriptions/{id}/dead-letters/replay`: which (all when `ids` is left out).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = WebhookReplayRequest)]
+pub struct WebhookReplayRequestDoc {
+    pub ids: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebhookReplayAccepted)]
+pub struct WebhookReplayAcceptedDoc {
+    pub subscription: String,
+    pub requested: usize,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "metastream gateway", description = "Ingest (public listener, gateway.listen) and the admin API (admin listener, gateway.admin_listen)."),
@@ -300,6 +450,14 @@ pub struct SourceListDoc {
         crate::audit::list,
         crate::dead_letters::list,
         crate::dead_letters::replay,
+        crate::subscriptions::create,
+        crate::subscriptions::list,
+        crate::subscriptions::get,
+        crate::subscriptions::update,
+        crate::subscriptions::delete,
+        crate::subscriptions::rotate_secret,
+        crate::subscriptions::dead_letters,
+        crate::subscriptions::replay,
     ),
     servers((url = "/"))
 )]
@@ -336,6 +494,7 @@ pub(crate) fn admin_routes() -> Vec<&'static [(&'static str, &'static str)]> {
         crate::keys::ROUTES,
         crate::audit::ROUTES,
         crate::dead_letters::ROUTES,
+        crate::subscriptions::ROUTES,
         adapters::openapi::ROUTES,
     ]
 }

@@ -1,0 +1,479 @@
+//! Webhook subscriptions in Redis: the records (hash `subscriptions`, announced on
+//! `subscriptions:changed`), each one's delivery status, and its dead letters. The gateway's
+//! admin API writes them; every consumer-api replica delivers (see `consumer-api`'s
+//! `webhooks`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_redis::redis::AsyncCommands as _;
+use deadpool_redis::Pool;
+use domain::webhooks::Subscription;
+use domain::KeySchema;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{timed, StoreError};
+
+/// A delivery that used up its retry budget, kept until replayed or the subscription deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadDelivery {
+    /// The delivery's `webhook-id`, kept on replay.
+    pub webhook_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The body as sent (filtered, projected and formatted).
+    pub body: String,
+    pub content_type: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// A subscription's delivery status, as `GET /v1/subscriptions/{id}` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DeliveryStatus {
+    pub last_success_at: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u64,
+    pub delivered: u64,
+    pub dead_lettered: u64,
+    pub dead_letters_pending: u64,
+}
+
+/// The subscriptions in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct SubscriptionStore {
+    pool: Pool,
+    keys: KeySchema,
+    timeout: Duration,
+}
+
+impl SubscriptionStore {
+    pub fn new(pool: Pool, keys: KeySchema, timeout: Duration) -> Self {
+        SubscriptionStore { pool, keys, timeout }
+    }
+
+    /// The channel announcing changes.
+    pub fn changed_channel(&self) -> String {
+        self.keys.subscriptions_changed()
+    }
+
+    /// Stores `sub` (new or changed) and announces it.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn put(&self, sub: &Subscription) -> Result<(), StoreError> {
+        let json = serde_json::to_string(sub).expect("a subscription serializes");
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = deadpool_redis::redis::pipe()
+                .atomic()
+                .hset(self.keys.subscriptions(), &sub.id, json)
+                .ignore()
+                .publish(self.keys.subscriptions_changed(), &sub.id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// Deletes a subscription with its status and dead letters, and announces it. Returns
+    /// whether it existed.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let (deleted,): (i64,) = deadpool_redis::redis::pipe()
+                .atomic()
+                .hdel(self.keys.subscriptions(), id)
+                .del(&[self.keys.subscription(id, "status"), self.keys.subscription(id, "dead"), self.keys.subscription(id, "replay")])
+                .ignore()
+                .publish(self.keys.subscriptions_changed(), id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(deleted == 1)
+        })
+        .await
+    }
+
+    /// # Errors
+    /// When Redis fails or the record is not one.
+    pub async fn get(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        let raw: Option<String> = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            Ok::<_, StoreError>(conn.hget(self.keys.subscriptions(), id).await?)
+        })
+        .await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("subscription `{id}`: {e}")))).transpose()
+    }
+
+    /// Every subscription; a record that does not parse is logged and left out.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn all(&self) -> Result<Vec<Subscription>, StoreError> {
+        let raw: HashMap<String, String> = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            Ok::<_, StoreError>(conn.hgetall(self.keys.subscriptions()).await?)
+        })
+        .await?;
+        let mut subs: Vec<Subscription> = raw
+            .into_iter()
+            .filter_map(|(id, json)| match serde_json::from_str(&json) {
+                Ok(s) => Some(s),
+                Err(err) => {
+                    tracing::error!(subscription = %id, error = %err, "unreadable subscription in redis; it delivers nothing");
+                    None
+                }
+            })
+            .collect();
+        subs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(subs)
+    }
+
+    /// Disables `id` (its receiver answered 410, or too many deliveries were dead-lettered in a
+    /// row), unless it was deleted or changed meanwhile.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn disable(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        if let Some(mut sub) = self.get(id).await? {
+            sub.state = domain::webhooks::SubscriptionState::Disabled;
+            sub.disabled_reason = Some(reason.to_owned());
+            self.put(&sub).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a delivered event.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn delivered(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let key = self.keys.subscription(id, "status");
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = deadpool_redis::redis::pipe()
+                .hset(&key, "last_success_at", at.to_rfc3339())
+                .ignore()
+                .hset(&key, "consecutive_failures", 0)
+                .ignore()
+                .hincr(&key, "delivered", 1)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// Records a failed attempt.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn failed(&self, id: &str, at: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
+        let key = self.keys.subscription(id, "status");
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = deadpool_redis::redis::pipe()
+                .hset(&key, "last_error_at", at.to_rfc3339())
+                .ignore()
+                .hset(&key, "last_error", error)
+                .ignore()
+                .hincr(&key, "consecutive_failures", 1)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// Keeps a delivery whose retries are spent. Returns the number of dead letters the
+    /// subscription had in a row (reset by a delivery).
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn dead_letter(&self, id: &str, dead: &DeadDelivery) -> Result<u64, StoreError> {
+        let status = self.keys.subscription(id, "status");
+        let json = serde_json::to_string(dead).expect("a dead delivery serializes");
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let (_, _, in_a_row): (i64, i64, u64) = deadpool_redis::redis::pipe()
+                .atomic()
+                .hset(self.keys.subscription(id, "dead"), &dead.webhook_id, json)
+                .hincr(&status, "dead_lettered", 1)
+                .hincr(&status, "dead_in_a_row", 1)
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(in_a_row)
+        })
+        .await
+    }
+
+    /// Clears the dead-letter run after a delivery.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn clear_dead_run(&self, id: &str) -> Result<(), StoreError> {
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = conn.hset(self.keys.subscription(id, "status"), "dead_in_a_row", 0).await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// The status of `id`.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn status(&self, id: &str) -> Result<DeliveryStatus, StoreError> {
+        let (fields, pending): (HashMap<String, String>, u64) = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let out: (HashMap<String, String>, u64) = deadpool_redis::redis::pipe()
+                .hgetall(self.keys.subscription(id, "status"))
+                .hlen(self.keys.subscription(id, "dead"))
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(out)
+        })
+        .await?;
+        let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(DeliveryStatus {
+            last_success_at: fields.get("last_success_at").cloned(),
+            last_error_at: fields.get("last_error_at").cloned(),
+            last_error: fields.get("last_error").cloned(),
+            consecutive_failures: number("consecutive_failures"),
+            delivered: number("delivered"),
+            dead_lettered: number("dead_lettered"),
+            dead_letters_pending: pending,
+        })
+    }
+
+    /// The dead letters of `id`, oldest first.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn dead_letters(&self, id: &str) -> Result<Vec<DeadDelivery>, StoreError> {
+        let raw: HashMap<String, String> = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            Ok::<_, StoreError>(conn.hgetall(self.keys.subscription(id, "dead")).await?)
+        })
+        .await?;
+        let mut dead: Vec<DeadDelivery> = raw.values().filter_map(|j| serde_json::from_str(j).ok()).collect();
+        dead.sort_by(|a, b| a.failed_at.cmp(&b.failed_at).then_with(|| (a.partition, a.offset).cmp(&(b.partition, b.offset))));
+        Ok(dead)
+    }
+
+    /// Asks for `ids` (all when `None`) of the dead letters of `id` to be delivered again.
+    /// Returns how many were asked for.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn request_replay(&self, id: &str, ids: Option<&[String]>) -> Result<usize, StoreError> {
+        let present: Vec<String> = timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            Ok::<_, StoreError>(conn.hkeys(self.keys.subscription(id, "dead")).await?)
+        })
+        .await?;
+        let chosen: Vec<String> = match ids {
+            Some(ids) => ids.iter().filter(|i| present.contains(i)).cloned().collect(),
+            None => present,
+        };
+        if chosen.is_empty() {
+            return Ok(0);
+        }
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = deadpool_redis::redis::pipe()
+                .sadd(self.keys.subscription(id, "replay"), &chosen)
+                .ignore()
+                .publish(self.keys.subscriptions_changed(), id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+        Ok(chosen.len())
+    }
+
+    /// The dead letters of `id` asked to be replayed, once this replica holds the subscription's
+    /// replay lock (for `hold`): one replica replays at a time. Empty when none are asked for or
+    /// another replica holds the lock.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn take_replays(&self, id: &str, owner: &str, hold: Duration) -> Result<Vec<DeadDelivery>, StoreError> {
+        let replay = self.keys.subscription(id, "replay");
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let wanted: Vec<String> = conn.smembers(&replay).await?;
+            if wanted.is_empty() {
+                return Ok(Vec::new());
+            }
+            let locked: Option<String> = deadpool_redis::redis::cmd("SET")
+                .arg(self.keys.subscription(id, "replay-lock"))
+                .arg(owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(hold.as_millis() as u64)
+                .query_async(&mut conn)
+                .await?;
+            if locked.is_none() {
+                return Ok(Vec::new());
+            }
+            let raw: Vec<Option<String>> = conn.hget(self.keys.subscription(id, "dead"), &wanted).await?;
+            let mut out = Vec::new();
+            for (webhook_id, json) in wanted.iter().zip(raw) {
+                match json.and_then(|j| serde_json::from_str::<DeadDelivery>(&j).ok()) {
+                    Some(d) => out.push(d),
+                    // Gone meanwhile (deleted): nothing to replay.
+                    None => {
+                        let () = conn.srem(&replay, webhook_id).await?;
+                    }
+                }
+            }
+            out.sort_by_key(|d| (d.partition, d.offset));
+            Ok::<_, StoreError>(out)
+        })
+        .await
+    }
+
+    /// A replayed dead letter was delivered (or dead-lettered again, `again`): it leaves the
+    /// replay set, and the dead letters unless it failed again.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn replayed(&self, id: &str, dead: &DeadDelivery, again: Option<&DeadDelivery>) -> Result<(), StoreError> {
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let mut pipe = deadpool_redis::redis::pipe();
+            pipe.atomic().srem(self.keys.subscription(id, "replay"), &dead.webhook_id).ignore();
+            match again {
+                Some(d) => pipe.hset(self.keys.subscription(id, "dead"), &d.webhook_id, serde_json::to_string(d).expect("serializes")).ignore(),
+                None => pipe.hdel(self.keys.subscription(id, "dead"), &dead.webhook_id).ignore(),
+            };
+            let () = pipe.query_async(&mut conn).await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+
+    /// Lets another replica replay.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn release_replay_lock(&self, id: &str) -> Result<(), StoreError> {
+        timed(self.timeout, async {
+            let mut conn = self.pool.get().await?;
+            let () = conn.del(self.keys.subscription(id, "replay-lock")).await?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+    }
+}
+
+/// Where a new subscription starts reading the output topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+    /// The first event published at or after this time (Unix ms).
+    Time(i64),
+}
+
+fn group_consumer(config: &rdkafka::ClientConfig, group: &str) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
+    use anyhow::Context as _;
+    let mut c = config.clone();
+    c.set("group.id", group);
+    c.create().context("creating a Kafka client")
+}
+
+fn partitions(consumer: &rdkafka::consumer::BaseConsumer, topic: &str, timeout: Duration) -> anyhow::Result<Vec<i32>> {
+    use rdkafka::consumer::Consumer as _;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let t = metadata.topics().first().ok_or_else(|| anyhow::anyhow!("no metadata for topic {topic}"))?;
+    if t.partitions().is_empty() {
+        anyhow::bail!("topic {topic} has no partitions (does it exist?)");
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// Commits `group`'s starting offsets on every partition of `topic`, before any of its members
+/// joins (so nothing published after the subscription was created is missed, however late a
+/// replica starts delivering). Blocking: asks the broker.
+///
+/// # Errors
+/// When the broker cannot be asked or refuses the commit.
+pub fn commit_start(config: &rdkafka::ClientConfig, group: &str, topic: &str, start: StartAt) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+    use rdkafka::consumer::Consumer as _;
+    use rdkafka::{Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(10);
+    let consumer = group_consumer(config, group)?;
+    let parts = partitions(&consumer, topic, timeout)?;
+    let by_time = match start {
+        StartAt::Time(ms) => {
+            let mut tpl = TopicPartitionList::new();
+            for p in &parts {
+                tpl.add_partition_offset(topic, *p, Offset::Offset(ms))?;
+            }
+            Some(consumer.offsets_for_times(tpl, timeout)?)
+        }
+        _ => None,
+    };
+    let mut chosen = std::collections::BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let offset = match (start, &by_time) {
+            (StartAt::Earliest, _) => low,
+            (StartAt::Time(_), Some(found)) => match found.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o.clamp(low, high),
+                _ => high,
+            },
+            _ => high,
+        };
+        tpl.add_partition_offset(topic, p, Offset::Offset(offset))?;
+        chosen.insert(p, offset);
+    }
+    consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
+    Ok(chosen)
+}
+
+/// How many events of `topic` `group` has not yet committed past, over all partitions.
+/// Blocking: asks the broker.
+///
+/// # Errors
+/// When the broker cannot be asked.
+pub fn lag(config: &rdkafka::ClientConfig, group: &str, topic: &str) -> anyhow::Result<i64> {
+    use rdkafka::consumer::Consumer as _;
+    use rdkafka::{Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(5);
+    let consumer = group_consumer(config, group)?;
+    let parts = partitions(&consumer, topic, timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let mut total = 0;
+    for p in parts {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o.max(low),
+            _ => low,
+        };
+        total += (high - at).max(0);
+    }
+    Ok(total)
+}
