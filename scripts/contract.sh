@@ -32,5 +32,12 @@ for target in "8081 your-secret-key gateway" "9081 dev-admin-key gateway-admin" 
     tail -60 "$VAR/log/contract/$name.log"
   fi
 done
+# Subscriptions the run created (to allowed loopback URLs) would keep a consumer each in the dev
+# consumer-api: deleted.
+subs=$(curl -fsS -H "Authorization: Bearer dev-admin-key" http://127.0.0.1:9081/v1/subscriptions \
+  | "$PY" -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)["subscriptions"]))' || true)
+for id in $subs; do
+  curl -fsS -o /dev/null -X DELETE -H "Authorization: Bearer dev-admin-key" "http://127.0.0.1:9081/v1/subscriptions/$id" || true
+done
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]

@@ -74,9 +74,20 @@ pub struct WebhookSettings {
     /// After a secret rotation, how long the previous secret signs beside the new one.
     pub rotation_overlap_s: u64,
     pub max_subscriptions: usize,
+    /// The hosts webhooks may be sent to (patterns with `*`, e.g. `*.internal.example.com`);
+    /// empty: any. Checked when a subscription is created or changed, and before each delivery
+    /// (a subscription whose host is no longer allowed is disabled).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl WebhookSettings {
+    /// Whether webhooks may go to `host`.
+    pub fn allows(&self, host: &str) -> bool {
+        self.allowed_hosts.is_empty()
+            || self.allowed_hosts.iter().filter_map(|p| domain::auth::Glob::parse(p).ok()).any(|g| g.matches(&host.to_ascii_lowercase()))
+    }
+
     pub fn retry_policy(&self) -> domain::webhooks::RetryPolicy {
         domain::webhooks::RetryPolicy {
             max_attempts: self.max_attempts,
@@ -472,6 +483,11 @@ impl Settings {
                 check(w.backoff_initial_ms >= 1 && w.backoff_initial_ms <= w.backoff_max_ms, "webhooks.backoff_initial_ms: must be between 1 and webhooks.backoff_max_ms");
                 check(w.disable_after_dead_letters >= 1, "webhooks.disable_after_dead_letters: must be at least 1");
                 check(!w.group_prefix.is_empty(), "webhooks.group_prefix: must not be empty");
+                for host in &w.allowed_hosts {
+                    if let Err(err) = domain::auth::Glob::parse(host) {
+                        check(false, &format!("webhooks.allowed_hosts: {err}"));
+                    }
+                }
             }
         }
         if errors.is_empty() {

@@ -333,6 +333,16 @@ impl Webhooks {
             if current.state != SubscriptionState::Active {
                 return Attempts::Stopped;
             }
+            let host = url::Url::parse(&current.url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+            if !self.settings.allows(&host) {
+                // webhooks.allowed_hosts changed since the subscription was made.
+                let reason = format!("host `{host}` is not in webhooks.allowed_hosts");
+                tracing::warn!(subscription = %current.id, reason, "disabling the subscription");
+                if let Err(err) = self.store.disable(&current.id, &reason).await {
+                    tracing::warn!(error = %err, "disabling the subscription failed");
+                }
+                return Attempts::Stopped;
+            }
             let now = Utc::now();
             let timestamp = now.timestamp();
             let signature = signature_header(&current.signing_secrets(secret, now), webhook_id, timestamp, body);

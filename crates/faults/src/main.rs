@@ -18,6 +18,7 @@ mod boundary;
 mod check;
 mod load;
 mod stack;
+mod webhook;
 
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,9 @@ pub struct Outcome {
     pub unexpected_dead_letters: usize,
     pub poison: usize,
     pub consume_lost: Option<usize>,
+    /// Acknowledged updates the scenario's webhook receiver never got (signatures checked).
+    pub webhook_lost: Option<usize>,
+    pub webhook_bad_signatures: usize,
     pub recovery: Option<Duration>,
     /// Boundary events the gateway accepted, and those of them found on neither the output nor
     /// the dead-letter topic; boundary events answered otherwise than expected.
@@ -115,6 +119,7 @@ impl Outcome {
             && duplicates_ok
             && self.lost == Some(0) && self.stale_store == 0
             && self.boundary_unaccounted == 0 && self.boundary_wrong_answer == 0 && self.exited.is_empty() && self.dead_letters == self.poison && self.unexpected_dead_letters == 0 && self.consume_lost.unwrap_or(0) == 0
+            && self.webhook_lost == Some(0) && self.webhook_bad_signatures == 0
     }
 }
 
@@ -131,6 +136,8 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     } else {
         None
     };
+    // Every scenario delivers its output to a webhook receiver too.
+    let receiver = webhook::Receiver::subscribe(&stack.http, &stack.admin_url(), stack::ADMIN_TOKEN).await?;
     let mut plan = load::Plan::new(args, &stack.run_id);
     if matches!(fault, Fault::Boundary) {
         let limit = boundary::max_event_bytes(&stack.target().http, &stack.gateway_url()).await?;
@@ -185,6 +192,12 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
         let got = reader.finish(&acked, Duration::from_secs(120)).await;
         outcome.consume_lost = Some(got);
     }
+    let hooks = receiver.finish(&acked.updates, Duration::from_secs(60)).await;
+    outcome.webhook_lost = Some(hooks.lost);
+    outcome.webhook_bad_signatures = hooks.bad_signatures;
+    if hooks.bad_signatures > 0 {
+        eprintln!("   {} of {} webhook deliveries had a bad signature", hooks.bad_signatures, hooks.requests);
+    }
     outcome.scenario = name.to_owned();
     outcome.recovery = recovery;
     outcome.note = note;
@@ -195,12 +208,12 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
 fn print_table(rows: &[Outcome]) {
     println!();
     println!(
-        "{:<22} {:>8} {:>9} {:>5} {:>10} {:>12} {:>11} {:>12} {:>12} {:>10}  note",
-        "scenario", "acked", "delivered", "lost", "duplicates", "out-of-order", "stale-store", "dead-letters", "consume-lost", "recovery"
+        "{:<22} {:>8} {:>9} {:>5} {:>10} {:>12} {:>11} {:>12} {:>12} {:>12} {:>10}  note",
+        "scenario", "acked", "delivered", "lost", "duplicates", "out-of-order", "stale-store", "dead-letters", "consume-lost", "webhook-lost", "recovery"
     );
     for r in rows {
         println!(
-            "{:<22} {:>8} {:>9} {:>5} {:>10} {:>12} {:>11} {:>12} {:>12} {:>10}  {}{}",
+            "{:<22} {:>8} {:>9} {:>5} {:>10} {:>12} {:>11} {:>12} {:>12} {:>12} {:>10}  {}{}",
             r.scenario,
             r.acknowledged,
             r.delivered,
@@ -210,6 +223,7 @@ fn print_table(rows: &[Outcome]) {
             r.stale_store,
             format!("{}/{}", r.dead_letters, r.poison),
             r.consume_lost.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            r.webhook_lost.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
             r.recovery.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "-".into()),
             if r.passed() { "" } else { "FAILED " },
             r.note,
@@ -259,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
             serde_json::json!({
                 "scenario": r.scenario, "acknowledged": r.acknowledged, "delivered": r.delivered, "lost": r.lost,
                 "duplicates": r.duplicates, "out_of_order": r.out_of_order, "stale_store": r.stale_store,
-                "dead_letters": r.dead_letters, "poison": r.poison, "consume_lost": r.consume_lost,
+                "dead_letters": r.dead_letters, "poison": r.poison, "consume_lost": r.consume_lost, "webhook_lost": r.webhook_lost, "webhook_bad_signatures": r.webhook_bad_signatures,
                 "boundary_accepted": r.boundary_accepted, "boundary_unaccounted": r.boundary_unaccounted,
                 "boundary_wrong_answer": r.boundary_wrong_answer, "exited": r.exited,
                 "recovery_s": r.recovery.map(|d| d.as_secs_f64()), "note": r.note, "passed": r.passed(),

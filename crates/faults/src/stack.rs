@@ -59,6 +59,8 @@ impl Component {
 
 pub const SOURCE: &str = "faults";
 pub const TOKEN: &str = "your-secret-key";
+/// The dev config's admin token (the gateway's admin API creates the webhook subscription).
+pub const ADMIN_TOKEN: &str = "dev-admin-key";
 
 pub struct Stack {
     pub run_id: String,
@@ -100,6 +102,7 @@ impl Stack {
             ("METASTREAM__PRE_TRANSFORMER__GROUP_ID", topic("pre")),
             ("METASTREAM__POST_TRANSFORMER__GROUP_ID", topic("post")),
             ("METASTREAM__CONSUMER_API__GROUP_PREFIX", topic("consume-")),
+            ("METASTREAM__WEBHOOKS__GROUP_PREFIX", topic("webhook-")),
             ("METASTREAM__SHUTDOWN__DEADLINE_MS", "10000".into()),
             ("RUST_LOG", "info,librdkafka=warn".into()),
         ];
@@ -174,6 +177,11 @@ impl Stack {
     /// Where the load goes.
     pub fn target(&self) -> crate::load::Target {
         crate::load::Target { http: self.http.clone(), gateway_url: self.gateway_url(), run_id: self.run_id.clone() }
+    }
+
+    /// The gateway's admin listener (1000 above its public one).
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", Component::Gateway.port() + 1000)
     }
 
     pub fn gateway_url(&self) -> String {

@@ -93,10 +93,14 @@ fn unavailable(state: &State, what: &str, err: impl std::fmt::Display) -> AdminE
     AdminError::Request(RequestError::Unavailable { what: format!("{what}: {err}"), retry_after_s: state.retry_after_s })
 }
 
-fn check_url(url: &str) -> Result<(), AdminError> {
+fn check_url(state: &State, url: &str) -> Result<(), AdminError> {
     let parsed = url::Url::parse(url).map_err(|e| AdminError::bad_request(format!("`url` is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+    let host = parsed.host_str().unwrap_or_default();
+    if !matches!(parsed.scheme(), "http" | "https") || host.is_empty() {
         return Err(AdminError::bad_request("`url` must be an http:// or https:// URL with a host"));
+    }
+    if !state.webhooks.allows(host) {
+        return Err(AdminError::bad_request(format!("`url`: host `{host}` is not in webhooks.allowed_hosts")));
     }
     if url.len() > 2048 {
         return Err(AdminError::bad_request("`url` must be at most 2048 characters"));
@@ -173,7 +177,7 @@ async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     let admin = authorize(&req, &state)?;
     let secret = server_secret(&state)?;
     let new: NewSubscription = parse(&req, body, &state).await?;
-    check_url(&new.url)?;
+    check_url(&state, &new.url)?;
     if let Some(d) = &new.description {
         check_description(d)?;
     }
@@ -264,7 +268,7 @@ async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, s
     let change: SubscriptionChange = parse(&req, body, &state).await?;
     let mut sub = subscription_of(&state, &path).await?;
     if let Some(url) = change.url {
-        check_url(&url)?;
+        check_url(&state, &url)?;
         sub.url = url;
     }
     if let Some(description) = change.description {
