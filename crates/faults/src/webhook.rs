@@ -91,9 +91,10 @@ impl Receiver {
                 (acked.iter().filter(|u| !log.updates.contains(*u)).count(), log.requests)
             };
             if missing == 0 || last_change.elapsed() > idle {
-                let log = self.log.lock().unwrap();
-                let received = Received { lost: missing, requests: log.requests, bad_signatures: log.bad_signatures };
-                drop(log);
+                let received = {
+                    let log = self.log.lock().unwrap();
+                    Received { lost: missing, requests: log.requests, bad_signatures: log.bad_signatures }
+                };
                 self.server.stop(false).await;
                 return received;
             }
