@@ -7,7 +7,8 @@
 #  4. end-to-end latency at 25 % and 50 % of the measured maximum, next to a raw Kafka
 #     produce -> consume round trip at the same rates;
 #  4b. the cost of exactly once: steps 3 and 4 (at 50 %) again with delivery.guarantee=at_least_once;
-#  5. (full run only) Redpanda Connect doing the gateway's job (http_server -> kafka), if it builds.
+#  5. (full run only) Redpanda Connect doing the gateway's job (http_server -> kafka), if it builds;
+#  6. downstream: GET /consume (max=1000) against a raw Kafka consumer reading the same topic.
 # Release builds; results in bench/results/ (JSON per step, a markdown table per run).
 # Usage: scripts/bench.sh [quick]
 set -euo pipefail
@@ -139,6 +140,15 @@ drain
 lg "alo-e2e-at-50" --mode http --batch 10 --clients 32 --rate "$RATE" --e2e-topic "$RUN.output" $(pids)
 "$ROOT/scripts/services.sh" stop >/dev/null
 unset METASTREAM__DELIVERY__GUARANTEE
+
+# 6. Downstream: the output topic (filled by the steps above) read from the start by a raw
+#    rdkafka consumer, then by one client calling GET /consume?max=1000 (a new group each), the
+#    same number of events; target: /consume >= 0.5 x raw.
+CONSUME_N=500000; [[ $QUICK == quick ]] && CONSUME_N=100000
+"$ROOT/scripts/services.sh" start >/dev/null
+lg "consume-raw" --mode kafka-consume --topic "$RUN.output" --max-events "$CONSUME_N" --seconds 120
+lg "consume-http" --mode http-consume --url "http://127.0.0.1:8084" --max-events "$CONSUME_N" --seconds 120 $(pids)
+"$ROOT/scripts/services.sh" stop >/dev/null
 
 # 5. Redpanda Connect (full run only).
 RPC_NOTE="not run (bench-quick)"

@@ -9,6 +9,10 @@ pub enum Mode {
     Http,
     KafkaProduce,
     KafkaRoundtrip,
+    /// A raw rdkafka consumer (read_committed) reading `--topic` from the start.
+    KafkaConsume,
+    /// `GET /consume?max=1000` on the consumer-api (`--url`), one new group, from the start.
+    HttpConsume,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -60,6 +64,12 @@ pub struct Args {
     /// Write results as JSON here.
     #[arg(long)]
     pub json: Option<String>,
+    /// The consume modes: stop after this many events (or `--seconds`).
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    /// `http-consume`: events per call.
+    #[arg(long, default_value_t = 1000)]
+    pub consume_max: u64,
     /// Only create `--topic` (6 partitions) and exit.
     #[arg(long)]
     pub create_topic: bool,

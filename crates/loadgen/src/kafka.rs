@@ -206,3 +206,44 @@ pub async fn ensure_topic(kafka: &str, topic: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `kafka-consume`: a raw consumer, as a careful user would set one up to read a topic as fast
+/// as it goes (read_committed, like the consumer-api), counting messages until `--max-events` or
+/// `--seconds`. Returns the time it read for.
+pub async fn run_kafka_consume(args: &Args, counters: Arc<Counters>) -> anyhow::Result<Duration> {
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &args.kafka)
+        .set("group.id", format!("loadgen-consume-{}", now_us()))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[&args.topic])?;
+    let max = args.max_events.unwrap_or(u64::MAX);
+    let deadline = Duration::from_secs(args.seconds);
+    let counters2 = counters.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut started = None;
+        let mut n = 0u64;
+        loop {
+            if started.is_some_and(|s: Instant| s.elapsed() >= deadline) || n >= max {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    // Timed from the first message: joining the group is not reading.
+                    started.get_or_insert_with(Instant::now);
+                    std::hint::black_box(m.payload().map(<[u8]>::len));
+                    n += 1;
+                    counters2.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Err(err)) => eprintln!("  consume error: {err}"),
+                None if started.is_none() => {}
+                None => break,
+            }
+        }
+        started.map(|s| s.elapsed()).unwrap_or_default()
+    })
+    .await
+    .map_err(Into::into)
+}

@@ -8,6 +8,9 @@
 //! - `kafka-produce`: a raw rdkafka producer (acks=all, same event size) straight to the broker:
 //!   the limit the gateway is compared with.
 //! - `kafka-roundtrip`: raw produce → consume latency on the same broker, at a fixed rate.
+//! - `kafka-consume` / `http-consume`: read a topic from the start with a raw consumer, or
+//!   through `GET /consume` (`max=1000`), up to `--max-events`: what the consumer-api costs over
+//!   reading Kafka directly.
 //!
 //! It prints progress every second, a table at the end, and writes JSON results (`--json`).
 //! With `--pid name=PID` (repeatable) it reports each process's CPU seconds per million events
@@ -29,7 +32,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{Args, Mode};
-use crate::kafka::{consume_latency, delete_topics, ensure_topic, latency_consumer, run_kafka_produce, run_roundtrip};
+use crate::kafka::{consume_latency, delete_topics, ensure_topic, latency_consumer, run_kafka_consume, run_kafka_produce, run_roundtrip};
 use crate::report::{histogram, pct, proc_usage, Counters};
 
 /// The load generator shares the machine with what it measures: it should cost little.
@@ -77,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(prefix) = &args.delete_topics {
         return delete_topics(&args.kafka, prefix).await;
     }
-    if args.mode != Mode::Http || args.create_topic {
+    if matches!(args.mode, Mode::KafkaProduce | Mode::KafkaRoundtrip) || args.create_topic {
         ensure_topic(&args.kafka, &args.topic).await?;
         if args.create_topic {
             return Ok(());
@@ -86,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     // Events that reached the output topic while the load ran (not while it drained after).
     let in_window = AtomicU64::new(0);
+    // The consume modes time their own reading (from the first event), not the set-up.
+    let mut read_for = None;
     match args.mode {
         Mode::Http => {
             let consumer = match &args.e2e_topic {
@@ -111,8 +116,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Mode::KafkaProduce => run_kafka_produce(&args, counters.clone(), latency.clone()).await.context("raw producer")?,
         Mode::KafkaRoundtrip => run_roundtrip(&args, e2e.clone(), received.clone(), counters.clone()).await?,
+        Mode::KafkaConsume => read_for = Some(run_kafka_consume(&args, counters.clone()).await.context("raw consumer")?),
+        Mode::HttpConsume => read_for = Some(http::run_http_consume(&args, counters.clone(), latency.clone()).await.context("GET /consume")?),
     }
-    let elapsed = started.elapsed().as_secs_f64().min(args.seconds as f64).max(0.001);
+    let elapsed = match read_for {
+        Some(d) => d.as_secs_f64().max(0.001),
+        None => started.elapsed().as_secs_f64().min(args.seconds as f64).max(0.001),
+    };
     progress.abort();
 
     let acked = counters.acked.load(Ordering::Relaxed);
