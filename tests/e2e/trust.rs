@@ -225,6 +225,42 @@ async fn a_key_holds_at_most_its_caps_of_groups_and_long_polls_and_idle_groups_c
     within(Duration::from_secs(10), || async { consume("g3", 0).await.0 == 200 }).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_holds_at_most_its_caps_of_groups_and_long_polls_over_all_keys() {
+    let stack = Stack::start_with(|s| {
+        s.consumer_api.max_groups = 2;
+        s.consumer_api.max_groups_per_key = 2;
+        s.consumer_api.max_long_polls = 1;
+        s.consumer_api.max_long_polls_per_key = 1;
+    })
+    .await;
+    let (_, a) = stack.create_key(json!({"name": "reader a", "scopes": ["consume:*", "read:*"]})).await;
+    let (_, b) = stack.create_key(json!({"name": "reader b", "scopes": ["consume:*", "read:*"]})).await;
+    let consume = |key: &String, group: &'static str, wait_ms: u64| {
+        let (http, url, key) = (stack.http.clone(), stack.consumer_url(&format!("/consume?group={group}&wait_ms={wait_ms}")), key.clone());
+        async move {
+            let r = http.get(url).bearer_auth(key).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    within(Duration::from_secs(2), || async { consume(&a, "g1", 0).await.0 == 200 }).await;
+    within(Duration::from_secs(2), || async { consume(&b, "g2", 0).await.0 == 200 }).await;
+    // Key b holds one group, under its own cap of two, but the replica holds its two.
+    let (status, body) = consume(&b, "g3", 0).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("limit_exceeded")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("consumer_api.max_groups"), "{body}");
+
+    // One long poll at a time on this replica, whoever calls.
+    let polling = tokio::spawn(consume(&a, "g1", 3000));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = consume(&b, "g2", 0).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("limit_exceeded")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("consumer_api.max_long_polls"), "{body}");
+    assert_eq!(polling.await.unwrap().0, 200);
+    assert_eq!(consume(&b, "g2", 0).await.0, 200, "the slot is free again");
+}
+
 /// Sends raw bytes to `port` and returns the status and the body of the answer.
 async fn raw(port: u16, request: &[u8]) -> (u16, String, String) {
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();

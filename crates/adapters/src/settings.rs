@@ -236,6 +236,10 @@ pub struct ConsumerApiSettings {
     pub max_long_polls_per_key: usize,
     /// Consumer groups one key may hold open on one replica.
     pub max_groups_per_key: usize,
+    /// `GET /consume` and `/stream` calls one replica serves at once, over all keys.
+    pub max_long_polls: usize,
+    /// Consumer groups one replica holds open, over all keys.
+    pub max_groups: usize,
     /// A group consumer unused this long is closed on this replica (the group's position stays in
     /// Redis).
     pub group_idle_s: u64,
@@ -465,6 +469,8 @@ impl Settings {
                 check(c.admin_listen.parse::<SocketAddr>().is_ok(), "consumer_api.admin_listen: must be host:port");
                 check(c.max_long_polls_per_key >= 1, "consumer_api.max_long_polls_per_key: must be at least 1");
                 check(c.max_groups_per_key >= 1, "consumer_api.max_groups_per_key: must be at least 1");
+                check(c.max_long_polls >= c.max_long_polls_per_key, "consumer_api.max_long_polls: must be at least consumer_api.max_long_polls_per_key");
+                check(c.max_groups >= c.max_groups_per_key, "consumer_api.max_groups: must be at least consumer_api.max_groups_per_key");
                 check(c.group_idle_s >= 1, "consumer_api.group_idle_s: must be at least 1");
                 check(c.ack_timeout_ms >= 100, "consumer_api.ack_timeout_ms: must be at least 100");
                 check(c.max_batch >= 1, "consumer_api.max_batch: must be at least 1");

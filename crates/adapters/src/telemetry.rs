@@ -66,9 +66,19 @@ pub fn init(service: &str, t: &TelemetrySettings) -> anyhow::Result<TelemetryGua
     } else {
         None
     };
+    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())));
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported (an OTLP endpoint is configured). Spans that exist only for the
+/// trace — one per event handed out downstream — are made only then: without an exporter they
+/// cost a formatted record each in the log layer and show nowhere.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether OTLP goes over gRPC: `OTEL_EXPORTER_OTLP_{signal}_PROTOCOL` or

@@ -5,7 +5,8 @@
 //!
 //! What one key may hold on this replica is capped: the groups it keeps open
 //! (`consumer_api.max_groups_per_key`; each is a Kafka consumer with its threads and prefetch)
-//! and its calls in flight (`consumer_api.max_long_polls_per_key`). A group nobody used for
+//! and its calls in flight (`consumer_api.max_long_polls_per_key`); so is what the replica holds
+//! over all keys (`consumer_api.max_groups`, `consumer_api.max_long_polls`). A group nobody used for
 //! `consumer_api.group_idle_s` is closed: its consumer leaves the Kafka group, and the next call
 //! rejoins it (its last unacknowledged answer is delivered again, as after a crash).
 
@@ -26,6 +27,8 @@ pub(crate) struct Groups {
     kafka: KafkaSettings,
     prefix: String,
     max_per_key: usize,
+    /// Groups this replica holds open at most, over all keys (`consumer_api.max_groups`).
+    max_open: usize,
     idle: Duration,
     inner: Mutex<Open>,
 }
@@ -107,6 +110,7 @@ impl Groups {
             kafka,
             prefix: settings.group_prefix.clone(),
             max_per_key: settings.max_groups_per_key,
+            max_open: settings.max_groups,
             idle: Duration::from_secs(settings.group_idle_s),
             inner,
         }
@@ -125,6 +129,12 @@ impl Groups {
             return Err(RequestError::LimitExceeded(format!(
                 "this key holds {held} consumer groups on this replica, the most it may (consumer_api.max_groups_per_key); \
                  reuse one, or wait for an idle one to close"
+            )));
+        }
+        if !open.groups.contains_key(name) && open.groups.len() >= self.max_open {
+            return Err(RequestError::LimitExceeded(format!(
+                "this replica holds {} consumer groups, the most it may (consumer_api.max_groups); retry later, or on another replica",
+                open.groups.len()
             )));
         }
         let group = match open.groups.get(name) {
@@ -305,7 +315,14 @@ impl ApiGroup {
         // After the first event, wait only briefly for more: answer fast, not full.
         let mut deadline = until;
         while batch.len() < max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+            // What is already fetched is taken without a timer (a timer per message was a tenth
+            // of a call's CPU); only an empty queue is waited on, up to the deadline.
+            let ready = futures_util::FutureExt::now_or_never(self.consumer.recv());
+            let received = match ready {
+                Some(r) => Ok(r),
+                None => tokio::time::timeout_at(deadline, self.consumer.recv()).await,
+            };
+            match received {
                 Ok(Ok(m)) => {
                     // A fetch from before this assignment may still be in flight: keep only what
                     // follows the group's position.
@@ -420,9 +437,15 @@ pub(crate) struct Slot {
 
 impl PerKey {
     /// # Errors
-    /// 429 when `key_id` already has `max` calls in flight.
-    pub fn acquire(&self, key_id: &str, max: usize) -> Result<Slot, RequestError> {
+    /// 429 when `key_id` already has `max` calls in flight, or this replica `max_total`.
+    pub fn acquire(&self, key_id: &str, max: usize, max_total: usize) -> Result<Slot, RequestError> {
         let mut counts = self.0.lock().expect("per-key lock");
+        let total: usize = counts.values().sum();
+        if total >= max_total {
+            return Err(RequestError::LimitExceeded(format!(
+                "this replica serves {total} GET /consume and /stream calls, the most it may (consumer_api.max_long_polls); retry later"
+            )));
+        }
         let n = counts.entry(key_id.to_owned()).or_default();
         if *n >= max {
             return Err(RequestError::LimitExceeded(format!(

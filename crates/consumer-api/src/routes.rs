@@ -12,6 +12,7 @@ use domain::projection::Projection;
 use domain::{Condition, Event, EventId, SourceName};
 use rdkafka::message::Message;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::cloudevents::Format;
@@ -163,7 +164,7 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     let signer = cursors(&state).await?;
     let ack = query.cursor.as_deref().map(|c| verify_cursor(signer, &group, c)).transpose()?;
     let start = query.from.as_deref().map(parse_start).transpose()?.unwrap_or(crate::groups::Start::Earliest);
-    let _slot = state.long_polls.acquire(&principal.id, limits.max_long_polls_per_key)?;
+    let _slot = state.long_polls.acquire(&principal.id, limits.max_long_polls_per_key, limits.max_long_polls)?;
     let api_group = state.groups.get(&group, &principal.id)?;
     let answer = api_group
         .next(&state.positions, &principal.id, ack.as_deref(), start, max, Duration::from_millis(wait_ms), Duration::from_millis(limits.ack_timeout_ms))
@@ -173,13 +174,33 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     // Events of sources the key may not read are passed over: consumed for this group, never
     // shown to this key.
     messages.retain(|m| principal.may_read(&adapters::stage::headers::source_of(m)));
-    let events: Vec<Value> = messages.iter().filter_map(|m| deliver(m, &group, filter.as_ref(), projection.as_ref(), query.format)).collect();
-    state.metrics.events_delivered.add(events.len() as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
-    let mut body = json!({"group": group, "count": events.len(), "cursor": cursor, "events": events});
-    if answer.reset {
-        body["reset"] = json!(true);
+    // The answer is written as bytes: each event as published goes straight into the body.
+    let mut events = Vec::with_capacity(messages.iter().map(|m| m.payload().map_or(0, <[u8]>::len) + 96).sum::<usize>() + 2);
+    let mut count = 0usize;
+    for m in &messages {
+        let at = events.len();
+        if count > 0 {
+            events.push(b',');
+        }
+        if deliver(m, &group, filter.as_ref(), projection.as_ref(), query.format, &mut events) {
+            count += 1;
+        } else {
+            events.truncate(at);
+        }
     }
-    Ok(HttpResponse::Ok().json(body))
+    state.metrics.events_delivered.add(count as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
+    let head = json!({"group": group, "count": count, "cursor": cursor});
+    let head = serde_json::to_vec(&head).expect("serializes");
+    let mut body = Vec::with_capacity(head.len() + events.len() + 32);
+    body.extend_from_slice(&head[..head.len() - 1]);
+    body.extend_from_slice(b",\"events\":[");
+    body.extend_from_slice(&events);
+    body.push(b']');
+    if answer.reset {
+        body.extend_from_slice(b",\"reset\":true");
+    }
+    body.push(b'}');
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -211,9 +232,8 @@ async fn reset(req: HttpRequest, body: web::Payload, state: web::Data<State>) ->
     Ok(HttpResponse::Ok().json(json!({"group": request.group, "positions": positions})))
 }
 
-/// One event as `/consume` and `/stream` hand it out, filtered, projected and formatted as asked;
-/// `None` when the filter passes it over. Closes the event's trace with a delivery span.
-fn deliver(m: &rdkafka::message::OwnedMessage, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format) -> Option<Value> {
+/// A delivery span closing the event's trace (a child of the post stage's span it carries).
+fn trace_delivery(m: &rdkafka::message::OwnedMessage, group: &str) {
     let span = tracing::info_span!(
         "deliver",
         otel.name = %format!("deliver {}", m.topic()),
@@ -227,6 +247,32 @@ fn deliver(m: &rdkafka::message::OwnedMessage, group: &str, filter: Option<&Cond
     );
     adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_kafka(m));
     drop(span);
+}
+
+/// One item of a `/consume` answer or a `/stream` event.
+#[derive(serde::Serialize)]
+struct Item<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    key: Option<std::borrow::Cow<'a, str>>,
+    event: &'a RawValue,
+}
+
+/// Writes one event as `/consume` and `/stream` hand it out (an [`Item`]), filtered, projected and
+/// formatted as asked, to `out`; `false` (and `out` in an unspecified state past what it held)
+/// when the filter passes it over. Closes the event's trace with a delivery span (when spans are
+/// exported: `adapters::telemetry::exporting`). An event neither projected nor reformatted is
+/// copied as published — checked to be JSON, never parsed into a tree: parsing and
+/// re-serializing events was most of a call's cost.
+pub(crate) fn deliver(m: &rdkafka::message::OwnedMessage, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, out: &mut Vec<u8>) -> bool {
+    deliver_item(m, group, filter, projection, format, out).is_some()
+}
+
+fn deliver_item(m: &rdkafka::message::OwnedMessage, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, out: &mut Vec<u8>) -> Option<()> {
+    if adapters::telemetry::exporting() {
+        trace_delivery(m, group);
+    }
     let payload = m.payload().unwrap_or_default();
     // The event as published, read only when a filter or projection needs it; an event that does
     // not read back cannot match a filter: passed over.
@@ -237,21 +283,27 @@ fn deliver(m: &rdkafka::message::OwnedMessage, group: &str, filter: Option<&Cond
         }
     }
     let published = || serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
-    let data = match (projection, &record) {
-        (Some(p), Some(r)) => p.apply(r),
-        _ => published(),
+    let null = serde_json::value::to_raw_value(&Value::Null).expect("null serializes");
+    let built: Box<RawValue>;
+    let event: &RawValue = match (format, projection, &record) {
+        // As published: checked to be JSON, not parsed into a tree.
+        (Format::Metastream, None, _) => serde_json::from_slice::<&RawValue>(payload).unwrap_or(&null),
+        (Format::Metastream, Some(p), Some(r)) => {
+            built = serde_json::value::to_raw_value(&p.apply(r)).ok()?;
+            &built
+        }
+        (Format::Cloudevents, p, r) => {
+            let data = match (p, r) {
+                (Some(p), Some(r)) => p.apply(r),
+                _ => published(),
+            };
+            built = serde_json::value::to_raw_value(&crate::cloudevents::wrap(m.topic(), m.partition(), m.offset(), &published(), data)).ok()?;
+            &built
+        }
+        (Format::Metastream, Some(_), None) => unreachable!("a projection reads the record"),
     };
-    let event = match format {
-        Format::Metastream => data,
-        Format::Cloudevents => crate::cloudevents::wrap(m.topic(), m.partition(), m.offset(), &published(), data),
-    };
-    Some(json!({
-        "topic": m.topic(),
-        "partition": m.partition(),
-        "offset": m.offset(),
-        "key": m.key().map(String::from_utf8_lossy),
-        "event": event,
-    }))
+    let item = Item { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key().map(String::from_utf8_lossy), event };
+    serde_json::to_writer(out, &item).ok()
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -294,7 +346,7 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
     state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
     let signer = cursors(&state).await?.clone();
     let resume = last_event_id.as_deref().map(|id| crate::stream::verify(&signer, &group, id)).transpose()?;
-    let slot = state.long_polls.acquire(&principal.id, state.limits.max_long_polls_per_key)?;
+    let slot = state.long_polls.acquire(&principal.id, state.limits.max_long_polls_per_key, state.limits.max_long_polls)?;
     let api_group = state.groups.get(&group, &principal.id)?;
     let mut positions = std::collections::BTreeMap::new();
     if let Some((previous, at)) = resume {
@@ -306,7 +358,8 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
         if !reader.may_read(&adapters::stage::headers::source_of(m)) {
             return None;
         }
-        deliver(m, &name, filter.as_ref(), projection.as_ref(), format)
+        let mut item = Vec::with_capacity(m.payload().map_or(0, <[u8]>::len) + 96);
+        deliver(m, &name, filter.as_ref(), projection.as_ref(), format, &mut item).then_some(item)
     });
     let stream = crate::stream::Stream {
         state: state.clone(),

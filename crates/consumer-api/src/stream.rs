@@ -20,7 +20,7 @@ use actix_web::web::Bytes;
 use adapters::auth::KeyHasher;
 use adapters::http::RequestError;
 use rdkafka::message::Message as _;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::groups::{ApiGroup, Slot, Start};
 use crate::State;
@@ -59,7 +59,8 @@ pub(crate) fn verify(signer: &KeyHasher, group: &str, cursor: &str) -> Result<(S
 }
 
 /// Turns a consumed message into what the stream sends (`None`: passed over).
-pub(crate) type Render = Box<dyn Fn(&rdkafka::message::OwnedMessage) -> Option<Value>>;
+/// One event's item as JSON bytes; `None` when it is not for this stream.
+pub(crate) type Render = Box<dyn Fn(&rdkafka::message::OwnedMessage) -> Option<Vec<u8>>>;
 
 /// What one stream holds while it runs.
 pub(crate) struct Stream {
@@ -120,7 +121,8 @@ impl Stream {
             self.positions.insert(m.partition(), m.offset() + 1);
             let Some(event) = (self.render)(m) else { continue };
             let id = sign(&self.signer, &self.name, &self.connection, &self.positions);
-            out.push_str(&format!("id: {id}\nevent: metadata\ndata: {event}\n\n"));
+            // JSON holds no raw newline: the item is one `data:` line.
+            out.push_str(&format!("id: {id}\nevent: metadata\ndata: {}\n\n", String::from_utf8_lossy(&event)));
         }
         self.state.metrics.events_delivered.add(answer.messages.len() as u64, &[opentelemetry::KeyValue::new("group", self.name.clone())]);
         (!out.is_empty()).then(|| Some(Bytes::from(out)))

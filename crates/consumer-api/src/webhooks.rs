@@ -152,7 +152,9 @@ impl Webhooks {
         let mut running = self.running.lock().expect("webhooks lock");
         let active: HashMap<&str, &Subscription> = subs.iter().filter(|s| s.state == SubscriptionState::Active).map(|s| (s.id.as_str(), s)).collect();
         running.retain(|id, r| {
-            let keep = active.contains_key(id.as_str());
+            // A worker that ended by itself (its subscription was disabled from within) is
+            // started again below if the subscription is active once more.
+            let keep = active.contains_key(id.as_str()) && !r.sub.is_closed();
             if !keep {
                 tracing::info!(subscription = %id, "subscription disabled or deleted: stopping its deliveries here");
                 r.stop.cancel();

@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let in_window = AtomicU64::new(0);
     // The consume modes time their own reading (from the first event), not the set-up.
     let mut read_for = None;
+    let mut send_time = None;
     match args.mode {
         Mode::Http => {
             let consumer = match &args.e2e_topic {
@@ -102,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
                 None => None,
             };
             http::run_http(&args, counters.clone(), latency.clone(), sent_at.clone()).await;
+            send_time = Some(started.elapsed());
             in_window.store(received.load(Ordering::Relaxed), Ordering::Relaxed);
             if let Some((stop, task)) = consumer {
                 // Let the pipeline drain what was acknowledged.
@@ -119,9 +121,12 @@ async fn main() -> anyhow::Result<()> {
         Mode::KafkaConsume => read_for = Some(run_kafka_consume(&args, counters.clone()).await.context("raw consumer")?),
         Mode::HttpConsume => read_for = Some(http::run_http_consume(&args, counters.clone(), latency.clone()).await.context("GET /consume")?),
     }
+    // The time the sending really took: an open-loop run that fell behind its schedule sent its
+    // last requests after `--seconds`, and dividing by `--seconds` would report a rate never
+    // reached. (In-window deliveries were counted when the sending ended, so they share it.)
     let elapsed = match read_for {
         Some(d) => d.as_secs_f64().max(0.001),
-        None => started.elapsed().as_secs_f64().min(args.seconds as f64).max(0.001),
+        None => send_time.unwrap_or_else(|| started.elapsed()).as_secs_f64().max(0.001),
     };
     progress.abort();
 
@@ -148,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         "events_per_s": acked as f64 / elapsed,
         "delivered_in_window": in_window.load(Ordering::Relaxed),
         "delivered_per_s": in_window.load(Ordering::Relaxed) as f64 / elapsed,
+        "send_late_ms": counters.max_late_us.load(Ordering::Relaxed) as f64 / 1000.0,
         "request_latency_ms": {"p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "p999": pct(&lat, 0.999), "max": lat.max() as f64 / 1000.0},
         "e2e_latency_ms": if !e2e.is_empty() { json!({"count": e2e.len(), "p50": pct(&e2e, 0.5), "p99": pct(&e2e, 0.99), "p999": pct(&e2e, 0.999)}) } else { Value::Null },
         "processes": processes,

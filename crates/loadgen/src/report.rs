@@ -19,6 +19,9 @@ pub struct Counters {
     pub sent: AtomicU64,
     pub acked: AtomicU64,
     pub failed: AtomicU64,
+    /// Open loop: how late, at worst, a request left after its scheduled time (µs). A run that
+    /// fell behind its schedule did not offer the rate it names.
+    pub max_late_us: AtomicU64,
 }
 
 /// CPU seconds (user+system) and peak RSS (VmHWM) of a process.
