@@ -122,12 +122,14 @@ pub async fn run_http_consume(args: &Args, counters: Arc<Counters>, latency: Arc
             }
             continue;
         }
-        // Timed from the first answer with events, as the raw consumer from its first message.
-        let first = started.is_none();
-        started.get_or_insert(t0);
-        if !first {
-            let _ = latency.lock().unwrap().record((t0.elapsed().as_micros() as u64).max(1));
+        // Timed from the end of the first answer with events (which also opened the group and
+        // fetched from the broker for the first time): steady reading, as the raw consumer is
+        // timed from its first message.
+        if started.is_none() {
+            started = Some(Instant::now());
+            continue;
         }
+        let _ = latency.lock().unwrap().record((t0.elapsed().as_micros() as u64).max(1));
         n += answer.count;
         counters.acked.fetch_add(answer.count, Ordering::Relaxed);
     }

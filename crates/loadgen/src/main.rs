@@ -102,8 +102,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let sending = Instant::now();
             http::run_http(&args, counters.clone(), latency.clone(), sent_at.clone()).await;
-            send_time = Some(started.elapsed());
+            send_time = Some(sending.elapsed());
             in_window.store(received.load(Ordering::Relaxed), Ordering::Relaxed);
             if let Some((stop, task)) = consumer {
                 // Let the pipeline drain what was acknowledged.
