@@ -7,13 +7,14 @@ BIN_DIR := $(TARGET_DIR)/debug
 FAULTS_FULL := --events 20000 --entities 2000 --poison 50
 FAULTS_QUICK := --events 3000 --entities 300 --poison 20
 
-.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults smoke contract fmt lint clean images k8s-validate bench bench-quick fuzz
+.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults test-cluster smoke contract fmt lint clean images k8s-validate bench bench-quick fuzz
 
 help:
 	@echo "make run        start Kafka, Redis, the four services and the edge on :8080 (dev config)"
 	@echo "make stop       stop everything 'make run' started"
 	@echo "make test       start Kafka and Redis if needed, run every test (unit, end-to-end, smoke, k8s, reduced fault suite)"
 	@echo "make test-faults  the full fault-injection suite (20,000 events per scenario)"
+	@echo "make test-cluster the cluster fault scenarios on three local KRaft brokers (part of make test)"
 	@echo "make contract   schemathesis against each listener's /openapi.json on the dev stack"
 	@echo "make bench      throughput and latency against the broker's limit (make bench-quick: < 2 min)"
 	@echo "make fuzz       fuzz the domain crate's parsers, FUZZ_SECONDS (default 60) per target (nightly)"
@@ -55,6 +56,15 @@ test: infra build k8s-validate
 	scripts/contract.sh
 	scripts/prometheus.sh check
 	$(BIN_DIR)/metastream-faults --bin $(BIN_DIR) $(FAULTS_QUICK)
+	$(MAKE) --no-print-directory test-cluster
+
+# The cluster scenarios: three KRaft brokers on this machine (scripts/kafka-cluster.sh; replication
+# factor 3, min.insync.replicas 2); under load, the ingest topic's leader is killed, then every
+# broker is restarted in turn. Nothing acknowledged may be lost. The cluster is stopped after.
+test-cluster: infra build
+	scripts/kafka-cluster.sh start
+	METASTREAM_TEST_KAFKA=$$(scripts/kafka-cluster.sh bootstrap) $(BIN_DIR)/metastream-faults --cluster --bin $(BIN_DIR) $(FAULTS_QUICK) --out var/faults-cluster; \
+	  rc=$$?; scripts/kafka-cluster.sh stop; exit $$rc
 
 # Kills and restarts each component under load; checks nothing acknowledged is lost.
 test-faults: infra build

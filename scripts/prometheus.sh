@@ -29,7 +29,7 @@ scrape_configs:
   - job_name: metastream
     static_configs:
       - targets: ["127.0.0.1:9081", "127.0.0.1:8082", "127.0.0.1:8083", "127.0.0.1:9084"]
-  # `check` serves here the exposition of a label value with a quote, a backslash and a newline.
+  # prometheus.sh check serves here the exposition of a label value with a quote, a backslash and a newline.
   - job_name: hostile-label
     static_configs:
       - targets: ["127.0.0.1:$HOSTILE_PORT"]

@@ -56,9 +56,27 @@ pub struct Progress {
     acked: AtomicUsize,
     retries: AtomicUsize,
     done: AtomicBool,
+    /// When the last acknowledgement came, and the longest time between two (ms since `epoch`).
+    last_ack_ms: std::sync::atomic::AtomicU64,
+    longest_gap_ms: std::sync::atomic::AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
 }
 
 impl Progress {
+    fn acknowledged(&self) {
+        self.acked.fetch_add(1, Ordering::Relaxed);
+        let now = self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64;
+        let last = self.last_ack_ms.swap(now, Ordering::Relaxed);
+        if last > 0 {
+            self.longest_gap_ms.fetch_max(now.saturating_sub(last), Ordering::Relaxed);
+        }
+    }
+
+    /// The longest time the load went without an acknowledgement (time without acceptance).
+    pub fn longest_gap(&self) -> Duration {
+        Duration::from_millis(self.longest_gap_ms.load(Ordering::Relaxed))
+    }
+
     pub async fn wait_for(&self, n: usize) {
         while self.acked.load(Ordering::Relaxed) < n && !self.done.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -101,7 +119,7 @@ async fn send(stack: &Target, body: &Value, key: &str, progress: &Progress) -> b
             .await;
         match result {
             Ok(r) if r.status().as_u16() == 202 => {
-                progress.acked.fetch_add(1, Ordering::Relaxed);
+                progress.acknowledged();
                 return true;
             }
             Ok(r) if r.status().is_client_error() && r.status().as_u16() != 409 => {
@@ -140,7 +158,7 @@ async fn send_boundary(plan: &Plan, stack: &Target, progress: &Progress, acked: 
             }
             let mut a = acked.lock().unwrap();
             if status == 202 {
-                progress.acked.fetch_add(1, Ordering::Relaxed);
+                progress.acknowledged();
                 a.boundary.insert(b.id.clone());
             }
             if status.to_string() != expected {

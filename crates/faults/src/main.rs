@@ -50,6 +50,11 @@ pub struct Args {
     /// Where logs and results go.
     #[arg(long, default_value = "var/faults")]
     out: String,
+    /// Run the cluster scenarios instead, against the three-node cluster of
+    /// `scripts/kafka-cluster.sh` (METASTREAM_TEST_KAFKA its bootstrap list): topics with
+    /// replication factor 3 and min.insync.replicas 2.
+    #[arg(long)]
+    cluster: bool,
 }
 
 /// What a scenario does to the stack while the load runs.
@@ -63,7 +68,14 @@ enum Fault {
     TermEach,
     /// No fault: events at and past the gateway's size and depth limits mixed into the load.
     Boundary,
+    /// Cluster: SIGKILL the broker leading the ingest topic's partition 0, restart it after 2 s.
+    KillLeader,
+    /// Cluster: each broker in turn stopped (SIGTERM, controlled shutdown) and started again.
+    RollingRestart,
 }
+
+/// The scenarios of `--cluster`.
+const CLUSTER_SCENARIOS: &[(&str, Fault)] = &[("cluster-kill-leader", Fault::KillLeader), ("cluster-rolling-restart", Fault::RollingRestart)];
 
 const SCENARIOS: &[(&str, Fault)] = &[
     ("baseline", Fault::None),
@@ -98,6 +110,8 @@ pub struct Outcome {
     /// Acknowledged updates the scenario's webhook receiver never got (signatures checked).
     pub webhook_lost: Option<usize>,
     pub webhook_bad_signatures: usize,
+    /// The longest time the load went without an acknowledgement.
+    pub longest_gap: Option<Duration>,
     pub recovery: Option<Duration>,
     /// Boundary events the gateway accepted, and those of them found on neither the output nor
     /// the dead-letter topic; boundary events answered otherwise than expected.
@@ -169,6 +183,26 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
                 stack.kill(c).await?;
                 note = "second instance kept running".into();
             }
+            Fault::KillLeader => {
+                let node = stack.ingest_leader().await?;
+                note = format!("killed node {node}, the leader of the ingest topic's partition 0");
+                stack.cluster("kill-node", node).await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let started = Instant::now();
+                stack.cluster("start-node", node).await?;
+                stack.wait_all_ready().await?;
+                recovery = Some(started.elapsed());
+            }
+            Fault::RollingRestart => {
+                let started = Instant::now();
+                for node in 1..=3 {
+                    stack.cluster("stop-node", node).await?;
+                    stack.cluster("start-node", node).await?;
+                }
+                stack.wait_all_ready().await?;
+                recovery = Some(started.elapsed());
+                note = "nodes 1, 2, 3 restarted in turn".into();
+            }
             Fault::TermEach => {
                 let mut total = Duration::ZERO;
                 for c in [Component::Gateway, Component::Pre, Component::Post, Component::ConsumerApi] {
@@ -187,6 +221,7 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     let (recovery, note) = injected?;
 
     let mut outcome = check::verify(&stack, &plan, &acked).await?;
+    outcome.longest_gap = Some(progress.longest_gap());
     outcome.exited = stack.exited();
     if let Some(reader) = reader {
         let got = reader.finish(&acked, Duration::from_secs(120)).await;
@@ -208,12 +243,12 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
 fn print_table(rows: &[Outcome]) {
     println!();
     println!(
-        "{:<22} {:>8} {:>9} {:>5} {:>10} {:>12} {:>11} {:>12} {:>12} {:>12} {:>10}  note",
-        "scenario", "acked", "delivered", "lost", "duplicates", "out-of-order", "stale-store", "dead-letters", "consume-lost", "webhook-lost", "recovery"
+        "{:<24} {:>6} {:>9} {:>5} {:>10} {:>12} {:>11} {:>12} {:>12} {:>12} {:>10} {:>8}  note",
+        "scenario", "acked", "delivered", "lost", "duplicates", "out-of-order", "stale-store", "dead-letters", "consume-lost", "webhook-lost", "recovery", "no-ack"
     );
     for r in rows {
         println!(
-            "{:<22} {:>8} {:>9} {:>5} {:>10} {:>12} {:>11} {:>12} {:>12} {:>12} {:>10}  {}{}",
+            "{:<24} {:>6} {:>9} {:>5} {:>10} {:>12} {:>11} {:>12} {:>12} {:>12} {:>10} {:>8}  {}{}",
             r.scenario,
             r.acknowledged,
             r.delivered,
@@ -225,6 +260,7 @@ fn print_table(rows: &[Outcome]) {
             r.consume_lost.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             r.webhook_lost.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
             r.recovery.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "-".into()),
+            r.longest_gap.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "-".into()),
             if r.passed() { "" } else { "FAILED " },
             r.note,
         );
@@ -243,13 +279,14 @@ fn print_table(rows: &[Outcome]) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let known = if args.cluster { CLUSTER_SCENARIOS } else { SCENARIOS };
     let wanted: Vec<_> = if args.scenarios.is_empty() {
-        SCENARIOS.to_vec()
+        known.to_vec()
     } else {
         let mut v = Vec::new();
         for name in &args.scenarios {
-            let s = SCENARIOS.iter().find(|(n, _)| n == name).ok_or_else(|| {
-                anyhow::anyhow!("unknown scenario `{name}`; known: {}", SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(", "))
+            let s = known.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                anyhow::anyhow!("unknown scenario `{name}`; known: {}", known.iter().map(|s| s.0).collect::<Vec<_>>().join(", "))
             })?;
             v.push(*s);
         }
@@ -276,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
                 "dead_letters": r.dead_letters, "poison": r.poison, "consume_lost": r.consume_lost, "webhook_lost": r.webhook_lost, "webhook_bad_signatures": r.webhook_bad_signatures,
                 "boundary_accepted": r.boundary_accepted, "boundary_unaccounted": r.boundary_unaccounted,
                 "boundary_wrong_answer": r.boundary_wrong_answer, "exited": r.exited,
-                "recovery_s": r.recovery.map(|d| d.as_secs_f64()), "note": r.note, "passed": r.passed(),
+                "recovery_s": r.recovery.map(|d| d.as_secs_f64()), "longest_without_ack_s": r.longest_gap.map(|d| d.as_secs_f64()), "note": r.note, "passed": r.passed(),
             })
         })
         .collect();

@@ -104,6 +104,8 @@ impl Stack {
             ("METASTREAM__CONSUMER_API__GROUP_PREFIX", topic("consume-")),
             ("METASTREAM__WEBHOOKS__GROUP_PREFIX", topic("webhook-")),
             ("METASTREAM__SHUTDOWN__DEADLINE_MS", "10000".into()),
+            // On the three-node cluster, every topic on all three (acks=all waits for two).
+            ("METASTREAM__KAFKA__REPLICATION_FACTOR", if args.cluster { "3" } else { "1" }.into()),
             ("RUST_LOG", "info,librdkafka=warn".into()),
         ];
         let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
@@ -177,6 +179,36 @@ impl Stack {
     /// Where the load goes.
     pub fn target(&self) -> crate::load::Target {
         crate::load::Target { http: self.http.clone(), gateway_url: self.gateway_url(), run_id: self.run_id.clone() }
+    }
+
+    /// `scripts/kafka-cluster.sh <command> <node>`.
+    pub async fn cluster(&self, command: &str, node: i32) -> anyhow::Result<()> {
+        let status = Command::new(self.root.join("scripts/kafka-cluster.sh")).arg(command).arg(node.to_string()).current_dir(&self.root).status().await?;
+        if !status.success() {
+            bail!("scripts/kafka-cluster.sh {command} {node} failed");
+        }
+        Ok(())
+    }
+
+    /// The node leading the ingest topic's partition 0.
+    pub async fn ingest_leader(&self) -> anyhow::Result<i32> {
+        let (kafka, topic) = (self.kafka.clone(), format!("{}.ingest", self.run_id));
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer as _;
+            let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).create()?;
+            let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+            let leader = metadata.topics().first().and_then(|t| t.partitions().iter().find(|p| p.id() == 0)).map(|p| p.leader());
+            leader.filter(|l| *l >= 0).context("no leader for the ingest topic's partition 0")
+        })
+        .await?
+    }
+
+    /// Waits until every service is ready again.
+    pub async fn wait_all_ready(&self) -> anyhow::Result<()> {
+        for s in [Component::Gateway, Component::Pre, Component::Post, Component::ConsumerApi] {
+            self.wait_ready(s.port(), Duration::from_secs(120)).await?;
+        }
+        Ok(())
     }
 
     /// The gateway's admin listener (1000 above its public one).
