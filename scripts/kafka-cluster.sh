@@ -51,9 +51,10 @@ start() {
   "$ROOT/scripts/kafka.sh" install
   local n
   if [[ ! -f "$(dir 1)/data/meta.properties" ]]; then
+    for n in "${NODES[@]}"; do configure "$n"; done
+    # shellcheck disable=SC2046
     local id; id=$(java $(java_opts 1) kafka.tools.StorageTool random-uuid)
     for n in "${NODES[@]}"; do
-      configure "$n"
       # shellcheck disable=SC2046
       java $(java_opts "$n") kafka.tools.StorageTool format -t "$id" -c "$(dir "$n")/server.properties" \
         > "$(dir "$n")/logs/format.log" 2>&1 || { cat "$(dir "$n")/logs/format.log" >&2; die "formatting node $n failed"; }
@@ -74,6 +75,12 @@ case "${1:-}" in
   bootstrap) bootstrap ;;
   start-node) start_node "${2:?node}"; wait_node "$2" ;;
   stop-node) stop_pid "$(dir "${2:?node}")/kafka.pid" "kafka node $2" ;;
-  kill-node) d=$(dir "${2:?node}"); pid_alive "$d/kafka.pid" && kill -9 "$(cat "$d/kafka.pid")"; rm -f "$d/kafka.pid" ;;
+  kill-node)
+    d=$(dir "${2:?node}")
+    if pid_alive "$d/kafka.pid"; then
+      pid=$(cat "$d/kafka.pid"); log "SIGKILL to kafka node $2 (pid $pid)"; kill -9 "$pid"
+      for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    rm -f "$d/kafka.pid" ;;
   *) die "usage: $0 start|stop|status|bootstrap|start-node N|stop-node N|kill-node N" ;;
 esac

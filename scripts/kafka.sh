@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install (from Maven Central, with mvn) and start or stop a single-node Apache Kafka 4.x broker in
 # KRaft mode, run with the machine's Java 17.
-# Usage: scripts/kafka.sh install|start|stop|status
+# Usage: scripts/kafka.sh install|start|stop|status, or scripts/kafka.sh cluster [start|stop|...]
+# for the local three-node cluster (scripts/kafka-cluster.sh).
 # If something already listens on KAFKA_PORT, it is used and left alone.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -55,24 +56,29 @@ start() {
   log "starting kafka $VERSION on $HOST:$PORT (logs in $DIR/logs)"
   nohup java "${JAVA_OPTS[@]}" kafka.Kafka "$DIR/server.properties" > "$DIR/logs/stdout.log" 2>&1 &
   echo $! > "$PID"
+  # After an unclean stop (the fault suite's SIGKILL) the broker recovers every partition's log
+  # before it listens: with the thousands of partitions a long-lived dev broker accumulates
+  # (every test makes its own topics) that took over a minute here. Allow three.
   local i
-  for ((i = 0; i < 600; i++)); do
+  for ((i = 0; i < 1800; i++)); do
     port_open "$HOST" "$PORT" && break
     pid_alive "$PID" || { tail -n 20 "$DIR/logs/stdout.log" >&2; die "kafka exited during start"; }
     sleep 0.1
   done
-  port_open "$HOST" "$PORT" || die "kafka did not listen on $HOST:$PORT within 60s (see $DIR/logs)"
+  port_open "$HOST" "$PORT" || die "kafka did not listen on $HOST:$PORT within 180s (see $DIR/logs)"
   # The port opens before the broker has joined its own quorum: wait for the start-up line.
-  for ((i = 0; i < 600; i++)); do
+  for ((i = 0; i < 1800; i++)); do
     grep -q "Kafka Server started" "$DIR/logs/server.log" 2>/dev/null && break
     sleep 0.1
   done
   grep -q "Kafka Server started" "$DIR/logs/server.log" 2>/dev/null \
-    || die "kafka did not finish starting within 60s (see $DIR/logs/server.log)"
+    || die "kafka did not finish starting within 180s (see $DIR/logs/server.log)"
   log "kafka ready on $HOST:$PORT"
 }
 
 case "${1:-}" in
+  # The three-node cluster of the cluster fault scenarios: scripts/kafka-cluster.sh.
+  cluster) shift; exec "$ROOT/scripts/kafka-cluster.sh" "${@:-start}" ;;
   install) install ;;
   start) start ;;
   stop) stop_pid "$PID" kafka ;;

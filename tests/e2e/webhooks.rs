@@ -53,7 +53,8 @@ impl Receiver {
         let (l, s) = (log.clone(), script.clone());
         let server = HttpServer::new(move || {
             let (l, s) = (l.clone(), s.clone());
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            // Events up to the gateway's limit (about 1 MB): actix-web's default body limit is 256 KiB.
+            App::new().app_data(web::PayloadConfig::new(16 << 20)).default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                 let (l, s) = (l.clone(), s.clone());
                 async move {
                     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
