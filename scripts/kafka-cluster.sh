@@ -15,10 +15,12 @@ port() { echo $((19090 + 2 * $1)); }
 controller_port() { echo $((19091 + 2 * $1)); }
 dir() { echo "$BASE/node-$1"; }
 
-java_opts() {
-  echo -Xms128m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true -Dkafka.logs.dir="$(dir "$1")/logs" \
-    -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" -cp "$LIBS/*"
+# java_args N: JAVA_ARGS set to java's options for node N (its log folder, the Kafka jars).
+java_args() {
+  JAVA_ARGS=(-Xms128m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true -Dkafka.logs.dir="$(dir "$1")/logs"
+    -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" -cp "$LIBS/*")
 }
+kafka_java() { java_args "$1"; shift; java "${JAVA_ARGS[@]}" "$@"; }
 
 configure() {
   local n=$1 d; d=$(dir "$n")
@@ -32,8 +34,8 @@ start_node() {
   if pid_alive "$d/kafka.pid"; then return 0; fi
   configure "$n"
   [[ -f "$d/logs/server.log" ]] && mv "$d/logs/server.log" "$d/logs/server.log.1"
-  # shellcheck disable=SC2046
-  nohup java $(java_opts "$n") kafka.Kafka "$d/server.properties" > "$d/logs/stdout.log" 2>&1 &
+  java_args "$n"
+  nohup java "${JAVA_ARGS[@]}" kafka.Kafka "$d/server.properties" > "$d/logs/stdout.log" 2>&1 &
   echo $! > "$d/kafka.pid"
 }
 
@@ -52,11 +54,9 @@ start() {
   local n
   if [[ ! -f "$(dir 1)/data/meta.properties" ]]; then
     for n in "${NODES[@]}"; do configure "$n"; done
-    # shellcheck disable=SC2046
-    local id; id=$(java $(java_opts 1) kafka.tools.StorageTool random-uuid)
+    local id; id=$(kafka_java 1 kafka.tools.StorageTool random-uuid)
     for n in "${NODES[@]}"; do
-      # shellcheck disable=SC2046
-      java $(java_opts "$n") kafka.tools.StorageTool format -t "$id" -c "$(dir "$n")/server.properties" \
+      kafka_java "$n" kafka.tools.StorageTool format -t "$id" -c "$(dir "$n")/server.properties" \
         > "$(dir "$n")/logs/format.log" 2>&1 || { cat "$(dir "$n")/logs/format.log" >&2; die "formatting node $n failed"; }
     done
   fi

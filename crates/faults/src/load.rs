@@ -18,6 +18,9 @@ pub struct Plan {
     pub poison: Vec<String>,
     /// Boundary events sent alongside the updates (the `boundary-mix` scenario).
     pub boundary: Vec<crate::boundary::Boundary>,
+    /// At most one update per this interval, over all entities (`--spread`): a load that lasts
+    /// through a slow fault, such as a rolling restart.
+    pub interval: Option<Duration>,
 }
 
 impl Plan {
@@ -29,6 +32,7 @@ impl Plan {
             updates: (args.events / entities).max(1) as u64,
             poison: (0..args.poison).map(|i| format!("poison-{i}")).collect(),
             boundary: Vec::new(),
+            interval: None,
         }
     }
 
@@ -173,11 +177,21 @@ async fn send_boundary(plan: &Plan, stack: &Target, progress: &Progress, acked: 
 pub async fn drive(plan: &Plan, stack: &Target, concurrency: usize, progress: &Progress) -> anyhow::Result<Acked> {
     let acked = Mutex::new(Acked::default());
     let boundary = send_boundary(plan, stack, progress, &acked);
+    let next_slot = Mutex::new(Instant::now());
     let updates = stream::iter(plan.entities.iter())
         .for_each_concurrent(concurrency, |entity| {
-            let acked = &acked;
+            let (acked, next_slot) = (&acked, &next_slot);
             async move {
                 for seq in 1..=plan.updates {
+                    if let Some(interval) = plan.interval {
+                        let at = {
+                            let mut next = next_slot.lock().unwrap();
+                            let at = (*next).max(Instant::now());
+                            *next = at + interval;
+                            at
+                        };
+                        tokio::time::sleep_until(at.into()).await;
+                    }
                     let body = json!({"id": entity, "source": SOURCE, "payload": {"seq": seq, "n": seq}});
                     if !send(stack, &body, &format!("{}:{entity}:{seq}", stack.run_id), progress).await {
                         // Later updates would overtake this one: stop the entity here.

@@ -55,6 +55,10 @@ pub struct Args {
     /// replication factor 3 and min.insync.replicas 2.
     #[arg(long)]
     cluster: bool,
+    /// Spread the updates over at least this many seconds (default: as fast as acknowledged;
+    /// 40 with --cluster, so the load lasts through a rolling restart).
+    #[arg(long)]
+    spread: Option<u64>,
 }
 
 /// What a scenario does to the stack while the load runs.
@@ -153,6 +157,9 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     // Every scenario delivers its output to a webhook receiver too.
     let receiver = webhook::Receiver::subscribe(&stack.http, &stack.admin_url(), stack::ADMIN_TOKEN).await?;
     let mut plan = load::Plan::new(args, &stack.run_id);
+    if let Some(secs) = args.spread.or(args.cluster.then_some(40)) {
+        plan.interval = Some(Duration::from_secs_f64(secs as f64 / plan.total().max(1) as f64));
+    }
     if matches!(fault, Fault::Boundary) {
         let limit = boundary::max_event_bytes(&stack.target().http, &stack.gateway_url()).await?;
         plan.boundary = boundary::events(limit, domain::limits::MAX_EVENT_DEPTH, 3);
