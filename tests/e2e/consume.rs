@@ -338,3 +338,26 @@ async fn an_sse_stream_resumes_on_another_replica_with_no_gap_and_no_duplicate()
     let r = stack.http.get(stack.consumer_url("/stream?group=live")).bearer_auth(TOKEN).header("Last-Event-ID", "x.0:0.abc").send().await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_past_the_end_of_a_remade_topic_starts_the_group_over_with_reset() {
+    use deadpool_redis::redis::AsyncCommands as _;
+    let stack = Stack::start().await;
+    ingest_many(&stack, "remade", 10).await;
+    // The events are on the output topic once a fresh group sees them all.
+    let seen = collect(&stack, "probe", "", 10, Duration::from_secs(30)).await;
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    // Redis says group `old` stands far past the end of every partition: its topic was deleted
+    // and made again while Redis kept the group.
+    let key = format!("{}consume:{{old}}:pos", stack.settings.redis.key_prefix);
+    let mut conn = stack.redis.get().await.unwrap();
+    let _: () = conn.hset_multiple(&key, &[("0", 1_000_000i64), ("1", 1_000_000), ("2", 1_000_000)]).await.unwrap();
+    let (status, body) = consume_on(&stack.http, stack.consumer_api.port, TOKEN, "group=old&max=100&wait_ms=2000").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reset"], true, "{body}");
+    let mut got = ids(&body);
+    got.extend(collect(&stack, "old", "", 10 - got.len(), Duration::from_secs(10)).await);
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 10, "the remade topic's events, from its start: {got:?}");
+}

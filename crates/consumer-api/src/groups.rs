@@ -284,12 +284,14 @@ impl ApiGroup {
             let mut out = known;
             out.extend(offsets_at(&consumer, &topic, &missing, start)?);
             // Where this replica is assigned anew, a position retention deleted moves to the
-            // earliest offset left (the answer says so).
+            // earliest offset left (the answer says so); so does one past the end of the
+            // partition — the topic was deleted and made again while Redis kept the group, and
+            // what it holds now is all new to the group.
             let mut reset = false;
             if reassign {
                 for (p, pos) in out.iter_mut() {
-                    let (low, _) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5))?;
-                    if *pos < low {
+                    let (low, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5))?;
+                    if *pos < low || *pos > high {
                         *pos = low;
                         reset = true;
                     }
