@@ -645,9 +645,11 @@ impl Pipeline<'_> {
         tracing::warn!(why, "the transaction was aborted; redoing its work from the committed offsets");
         self.shared.metrics.delivery_errors.add(1, &[opentelemetry::KeyValue::new("topic", "(transaction aborted)")]);
         self.ledger = OffsetLedger::default();
-        // What the aborted transaction released is released again when redone.
-        self.released.clear();
-        super::transaction::rewind_to_committed(self.consumer);
+        // What the aborted transaction released is released again when redone; what earlier
+        // transactions committed stays released, so a Redis-restart rewind over it (the outage
+        // that outlived the transaction is often the same one) restores the store without
+        // publishing it twice. Where the committed offsets cannot be read, nothing is assumed.
+        self.released = super::transaction::rewind_to_committed(self.consumer).unwrap_or_default();
     }
 
     /// Whether partitions were revoked with a transaction open (the revoke hook aborted it):

@@ -291,13 +291,14 @@ fn rejoin(consumer: &GroupConsumer) {
 }
 
 /// Seeks every assigned partition back to its committed offset (the beginning where the group
-/// has none): after an abort, the work since the last commit is redone.
-pub(super) fn rewind_to_committed(consumer: &GroupConsumer) {
+/// has none): after an abort, the work since the last commit is redone. Returns the committed
+/// offsets, or `None` when they could not be read (the consumer then rejoins its group).
+pub(super) fn rewind_to_committed(consumer: &GroupConsumer) -> Option<std::collections::BTreeMap<super::ledger::TopicPartition, i64>> {
     let assignment = match consumer.assignment() {
         Ok(a) => a,
         Err(err) => {
             tracing::warn!(error = %err, "reading the assignment to rewind failed");
-            return;
+            return None;
         }
     };
     // A transaction still pending on these partitions (another instance's) makes the
@@ -322,11 +323,15 @@ pub(super) fn rewind_to_committed(consumer: &GroupConsumer) {
         // every partition at its committed offset, which is what the rewind is for. Continuing
         // from the current position instead would skip the aborted transaction's work.
         rejoin(consumer);
-        return;
+        return None;
     };
+    let mut offsets = std::collections::BTreeMap::new();
     for e in committed.elements() {
         let to = match e.offset() {
-            Offset::Offset(o) => Offset::Offset(o),
+            Offset::Offset(o) => {
+                offsets.insert((e.topic().to_owned(), e.partition()), o);
+                Offset::Offset(o)
+            }
             _ => Offset::Beginning,
         };
         match consumer.seek(e.topic(), e.partition(), to, Duration::from_secs(10)) {
@@ -334,4 +339,5 @@ pub(super) fn rewind_to_committed(consumer: &GroupConsumer) {
             Err(err) => tracing::warn!(topic = e.topic(), partition = e.partition(), error = %err, "rewinding failed"),
         }
     }
+    Some(offsets)
 }
