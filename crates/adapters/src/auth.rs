@@ -116,19 +116,7 @@ impl KeyStore {
     /// When Redis fails.
     pub async fn put(&self, record: &KeyRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).expect("a key record serializes");
-        timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            let () = deadpool_redis::redis::pipe()
-                .atomic()
-                .hset(self.keys.api_keys(), &record.id, json)
-                .ignore()
-                .publish(self.keys.api_keys_changed(), &record.id)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, StoreError>(())
-        })
-        .await
+        crate::store::put_announced(&self.pool, self.timeout, &self.keys.api_keys(), &record.id, json, &self.keys.api_keys_changed()).await
     }
 
     /// Deletes a key and announces it. Returns whether it existed.
@@ -168,21 +156,8 @@ impl KeyStore {
     /// # Errors
     /// When Redis fails.
     pub async fn all(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let raw: HashMap<String, String> = timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            Ok::<_, StoreError>(conn.hgetall(self.keys.api_keys()).await?)
-        })
-        .await?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|(id, json)| match serde_json::from_str(&json) {
-                Ok(r) => Some(r),
-                Err(err) => {
-                    tracing::error!(key_id = %id, error = %err, "unreadable API key record in redis; it authenticates nothing");
-                    None
-                }
-            })
-            .collect())
+        // A record that does not parse authenticates nothing.
+        crate::store::json_hash(&self.pool, &self.keys.api_keys(), self.timeout, "API key").await
     }
 
     /// When each key last authenticated a request.

@@ -179,6 +179,21 @@ pub enum AuthErrors {
     Unavailable(ProblemDoc),
 }
 
+/// What a JSON body may be refused for before it is read: too slow (408), too large (413), not
+/// JSON (415).
+#[derive(utoipa::IntoResponses)]
+pub enum BodyErrors {
+    /// The body did not arrive in time.
+    #[response(status = 408)]
+    Timeout(ProblemDoc),
+    /// Body too large.
+    #[response(status = 413)]
+    TooLarge(ProblemDoc),
+    /// Not JSON.
+    #[response(status = 415)]
+    NotJson(ProblemDoc),
+}
+
 /// A query string, path or body that is not valid (400), or a route that does not take the
 /// method (405).
 #[derive(utoipa::IntoResponses)]

@@ -250,6 +250,44 @@ impl Records {
     }
 }
 
+/// Sets `field` of the hash `key` to `json` and announces `field` on the pub/sub `channel`, in
+/// one transaction: every replica's [`spawn_reloader`] reloads at once.
+///
+/// # Errors
+/// When Redis fails or does not answer in time.
+pub async fn put_announced(pool: &Pool, timeout: Duration, key: &str, field: &str, json: String, channel: &str) -> Result<(), StoreError> {
+    timed(timeout, async {
+        let mut conn = pool.get().await?;
+        let () = deadpool_redis::redis::pipe().atomic().hset(key, field, json).ignore().publish(channel, field).ignore().query_async(&mut conn).await?;
+        Ok::<_, StoreError>(())
+    })
+    .await
+}
+
+/// Every value of the hash `key`, parsed as JSON. A value that does not parse is logged at ERROR
+/// (naming `what` and its field) and left out, so one bad record does not hide the others.
+///
+/// # Errors
+/// When Redis fails or does not answer in time.
+pub async fn json_hash<T: serde::de::DeserializeOwned>(pool: &Pool, key: &str, timeout: Duration, what: &str) -> Result<Vec<T>, StoreError> {
+    use deadpool_redis::redis::AsyncCommands as _;
+    let raw: std::collections::HashMap<String, String> = timed(timeout, async {
+        let mut conn = pool.get().await?;
+        Ok::<_, StoreError>(conn.hgetall(key).await?)
+    })
+    .await?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(field, json)| match serde_json::from_str(&json) {
+            Ok(value) => Some(value),
+            Err(err) => {
+                tracing::error!(what, field = %field, error = %err, "unreadable record in redis; left out");
+                None
+            }
+        })
+        .collect())
+}
+
 /// Keeps an in-memory view of something in Redis current until `shutdown`: calls `reload` at
 /// once, whenever a message arrives on `channel` (pub/sub, so a change reaches every replica
 /// within milliseconds), after each resubscription (what was announced meanwhile), and every

@@ -67,19 +67,7 @@ impl SubscriptionStore {
     /// When Redis fails.
     pub async fn put(&self, sub: &Subscription) -> Result<(), StoreError> {
         let json = serde_json::to_string(sub).expect("a subscription serializes");
-        timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            let () = deadpool_redis::redis::pipe()
-                .atomic()
-                .hset(self.keys.subscriptions(), &sub.id, json)
-                .ignore()
-                .publish(self.keys.subscriptions_changed(), &sub.id)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, StoreError>(())
-        })
-        .await
+        crate::store::put_announced(&self.pool, self.timeout, &self.keys.subscriptions(), &sub.id, json, &self.keys.subscriptions_changed()).await
     }
 
     /// Deletes a subscription with its status and dead letters, and announces it. Returns
@@ -120,21 +108,8 @@ impl SubscriptionStore {
     /// # Errors
     /// When Redis fails.
     pub async fn all(&self) -> Result<Vec<Subscription>, StoreError> {
-        let raw: HashMap<String, String> = timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            Ok::<_, StoreError>(conn.hgetall(self.keys.subscriptions()).await?)
-        })
-        .await?;
-        let mut subs: Vec<Subscription> = raw
-            .into_iter()
-            .filter_map(|(id, json)| match serde_json::from_str(&json) {
-                Ok(s) => Some(s),
-                Err(err) => {
-                    tracing::error!(subscription = %id, error = %err, "unreadable subscription in redis; it delivers nothing");
-                    None
-                }
-            })
-            .collect();
+        // A record that does not parse delivers nothing.
+        let mut subs: Vec<Subscription> = crate::store::json_hash(&self.pool, &self.keys.subscriptions(), self.timeout, "subscription").await?;
         subs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
         Ok(subs)
     }
@@ -264,12 +239,7 @@ impl SubscriptionStore {
     /// # Errors
     /// When Redis fails.
     pub async fn dead_letters(&self, id: &str) -> Result<Vec<DeadDelivery>, StoreError> {
-        let raw: HashMap<String, String> = timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            Ok::<_, StoreError>(conn.hgetall(self.keys.subscription(id, "dead")).await?)
-        })
-        .await?;
-        let mut dead: Vec<DeadDelivery> = raw.values().filter_map(|j| serde_json::from_str(j).ok()).collect();
+        let mut dead: Vec<DeadDelivery> = crate::store::json_hash(&self.pool, &self.keys.subscription(id, "dead"), self.timeout, "webhook dead letter").await?;
         dead.sort_by(|a, b| a.failed_at.cmp(&b.failed_at).then_with(|| (a.partition, a.offset).cmp(&(b.partition, b.offset))));
         Ok(dead)
     }

@@ -217,9 +217,7 @@ struct ResetRequest {
     request_body(content = ResetRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The group's new positions, by partition", body = crate::openapi::ResetAnswerDoc),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn reset(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
@@ -397,9 +395,7 @@ struct AckRequest {
     request_body(content = AckRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "`acknowledged`: false when it was already (or timed out and was handed out again)", body = crate::openapi::AckAnswerDoc),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn ack(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, RequestError> {

@@ -104,10 +104,8 @@ fn parse_config(name: &SourceName, body: &[u8]) -> Result<SourceConfig, AdminErr
     request_body(content = Object, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored", body = Object, headers(("ETag" = String, description = "The new version"))),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
         (status = 412, description = "The stored version is another one", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -183,9 +181,7 @@ struct PreviewRequest {
     responses(
         (status = 200, description = "What each operation did", body = Object),
         (status = 404, description = "No stored configuration and none sent", body = adapters::openapi::ProblemDoc),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn preview(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {

@@ -206,9 +206,7 @@ struct ReplayRequest {
     request_body(content = crate::openapi::ReplayRequestDoc, content_type = "application/json"),
     responses(
         (status = 200, description = "What was replayed and what was skipped", body = crate::openapi::ReplayAnswerDoc),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {

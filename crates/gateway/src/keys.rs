@@ -121,10 +121,8 @@ async fn record_of(state: &State, id: &str) -> Result<KeyRecord, AdminError> {
     responses(
         (status = 201, description = "Created; `key` is shown this once", body = crate::openapi::IssuedKeyDoc,
             headers(("Location" = String, description = "The key's URL"))),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
         (status = 409, description = "API keys are off (no auth.key_secret)", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -191,9 +189,7 @@ async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>)
     responses(
         (status = 200, description = "The changed key", body = crate::openapi::KeyDoc),
         (status = 404, description = "No such key", body = adapters::openapi::ProblemDoc),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {

@@ -167,10 +167,8 @@ async fn subscription_of(state: &State, id: &str) -> Result<Subscription, AdminE
     responses(
         (status = 201, description = "Created; keep `secret` to verify signatures", body = crate::openapi::IssuedSubscriptionDoc,
             headers(("Location" = String, description = "The subscription's URL"))),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
         (status = 409, description = "Webhooks are off (no auth.key_secret), or webhooks.max_subscriptions reached", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -258,9 +256,7 @@ async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>)
     responses(
         (status = 200, description = "The changed subscription", body = crate::openapi::SubscriptionDoc),
         (status = 404, description = "No such subscription", body = adapters::openapi::ProblemDoc),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -367,9 +363,7 @@ async fn dead_letters(req: HttpRequest, path: web::Path<String>, state: web::Dat
     responses(
         (status = 202, description = "Asked for; `requested` dead letters will be delivered again", body = crate::openapi::WebhookReplayAcceptedDoc),
         (status = 404, description = "No such subscription", body = adapters::openapi::ProblemDoc),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Body too large", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn replay(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
