@@ -63,20 +63,25 @@ pub(crate) async fn claim(state: &State, key: &str, body: &[u8]) -> Result<Claim
     let hold = (state.produce_timeout + Duration::from_secs(5)).as_millis() as u64;
     let existing: Option<String> = adapters::store::timed(state.redis_timeout, async {
         let mut conn = state.pool.get().await?;
-        let claimed: bool = deadpool_redis::redis::cmd("SET")
-            .arg(&redis_key)
-            .arg(&pending)
-            .arg("NX")
-            .arg("PX")
-            .arg(hold)
-            .query_async::<Option<String>>(&mut conn)
-            .await?
-            .is_some();
-        if claimed {
-            return Ok::<_, adapters::store::StoreError>(None);
+        loop {
+            let claimed: bool = deadpool_redis::redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(&pending)
+                .arg("NX")
+                .arg("PX")
+                .arg(hold)
+                .query_async::<Option<String>>(&mut conn)
+                .await?
+                .is_some();
+            if claimed {
+                return Ok::<_, adapters::store::StoreError>(None);
+            }
+            // The claim in the way may expire between the two calls (a crashed gateway's claim
+            // lapses after `hold`): then claim again, rather than compare with nothing.
+            if let Some(current) = conn.get::<_, Option<String>>(&redis_key).await? {
+                return Ok(Some(current));
+            }
         }
-        let current: Option<String> = conn.get(&redis_key).await?;
-        Ok(Some(current.unwrap_or_default()))
     })
     .await
     .map_err(|e| redis_error(state, e))?;
