@@ -19,7 +19,7 @@ use actix_web::http::header;
 use actix_web::HttpRequest;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::AsyncCommands as _;
-use deadpool_redis::Pool;
+use crate::store::Pool;
 use domain::auth::{Access, ApiKeyFormat, Forbidden, RateKind, RateLimit, Scopes};
 use domain::KeySchema;
 use hmac::{Hmac, Mac as _};

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use crate::store::Pool;
 use serde_json::{json, Value};
 
 /// A check run on each `/readyz`: blocking (it may call librdkafka), run on a blocking thread.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deadpool_redis::redis::AsyncCommands;
-use deadpool_redis::Pool;
+use crate::store::Pool;
 use domain::{CompiledSource, KeySchema, SourceConfig};
 use serde::Deserialize;
 

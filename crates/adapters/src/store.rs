@@ -5,24 +5,97 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool::managed::{self, Metrics, RecycleResult};
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 
 use crate::settings::RedisSettings;
+
+/// Pooled Redis connections (deadpool over deadpool-redis' manager).
+pub type Pool = managed::Pool<Manager, Connection>;
+pub type PoolError = managed::PoolError<RedisError>;
+
+/// A connection that answered within this long needs no check before its next use.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// A pool of multiplexed Redis connections. Accepts `redis://` and `rediss://` URLs.
 ///
 /// # Errors
 /// When the URL cannot be parsed.
 pub fn pool(r: &RedisSettings) -> anyhow::Result<Pool> {
-    let mut cfg = Config::from_url(r.url.expose());
-    let mut pool_cfg = PoolConfig::new(r.pool_size);
-    pool_cfg.timeouts = Timeouts {
-        wait: Some(r.timeout()),
-        create: Some(r.timeout()),
-        recycle: Some(r.timeout()),
-    };
-    cfg.pool = Some(pool_cfg);
-    cfg.create_pool(Some(Runtime::Tokio1)).context("creating Redis pool (check redis.url)")
+    let manager = Manager(deadpool_redis::Manager::new(r.url.expose()).context("creating Redis pool (check redis.url)")?);
+    let mut config = PoolConfig::new(r.pool_size);
+    config.timeouts = Timeouts { wait: Some(r.timeout()), create: Some(r.timeout()), recycle: Some(r.timeout()) };
+    Pool::builder(manager).config(config).runtime(Runtime::Tokio1).build().context("creating Redis pool")
+}
+
+/// deadpool-redis' manager checks every connection with a `PING` each time it leaves the pool:
+/// a second round trip for every Redis call. This one checks only a connection that may be
+/// unwell — a call on it failed on the connection or never finished (timed out), or it sat idle
+/// for [`CHECK_IDLE_AFTER`] — and otherwise hands it out as it is.
+pub struct Manager(deadpool_redis::Manager);
+
+pub struct Pooled {
+    conn: MultiplexedConnection,
+    /// A call on it failed on the connection, or is (or was, when dropped) unfinished.
+    suspect: bool,
+}
+
+impl managed::Manager for Manager {
+    type Type = Pooled;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Pooled, RedisError> {
+        Ok(Pooled { conn: managed::Manager::create(&self.0).await?, suspect: false })
+    }
+
+    async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if !pooled.suspect && metrics.last_used() < CHECK_IDLE_AFTER {
+            return Ok(());
+        }
+        managed::Manager::recycle(&self.0, &mut pooled.conn, metrics).await?;
+        pooled.suspect = false;
+        Ok(())
+    }
+}
+
+/// A connection taken from the [`Pool`]; back in the pool when dropped.
+pub struct Connection(managed::Object<Manager>);
+
+impl From<managed::Object<Manager>> for Connection {
+    fn from(object: managed::Object<Manager>) -> Self {
+        Connection(object)
+    }
+}
+
+/// Whether a call's result leaves its connection in doubt.
+fn unwell<T>(result: &Result<T, RedisError>) -> bool {
+    matches!(result, Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            self.0.suspect = true;
+            let result = self.0.conn.req_packed_command(cmd).await;
+            self.0.suspect = unwell(&result);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(&'a mut self, cmd: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            self.0.suspect = true;
+            let result = self.0.conn.req_packed_commands(cmd, offset, count).await;
+            self.0.suspect = unwell(&result);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.conn.get_db()
+    }
 }
 
 /// Why a Redis call failed.
@@ -31,7 +104,7 @@ pub enum StoreError {
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
     #[error("no redis connection: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    Pool(#[from] PoolError),
     #[error("redis: {0}")]
     Redis(#[from] deadpool_redis::redis::RedisError),
     #[error("unexpected data in redis: {0}")]

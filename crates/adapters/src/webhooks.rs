@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::AsyncCommands as _;
-use deadpool_redis::Pool;
+use crate::store::Pool;
 use domain::webhooks::Subscription;
 use domain::KeySchema;
 use serde::{Deserialize, Serialize};

@@ -18,10 +18,10 @@ use adapters::http::RequestError;
 use adapters::settings::{ConsumerApiSettings, KafkaSettings};
 use adapters::shutdown::CancellationToken;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::positions::{GroupStore, Lease};
+use crate::positions::{GroupState, GroupStore, Lease};
 
 pub(crate) struct Groups {
     kafka: KafkaSettings,
@@ -92,9 +92,8 @@ fn offsets_at(consumer: &StreamConsumer, topic: &str, partitions: &[i32], start:
     Ok(out)
 }
 
-/// What one call hands out.
+/// What one call handed out (the events themselves went to its `take`).
 pub(crate) struct Answer {
-    pub messages: Vec<OwnedMessage>,
     /// The lease the answer is, to acknowledge (none when the answer is empty).
     pub lease: Option<String>,
     /// The group's position was deleted by retention: it moved to the earliest offset left.
@@ -214,13 +213,25 @@ impl Groups {
 
 impl ApiGroup {
     /// Acknowledges what `owner` was handed before (its latest lease, or `ack` when given), then
-    /// hands out the group's next events: waits up to `wait` for the first and takes whatever
-    /// else is ready, up to `max`.
+    /// hands out the group's next events, each to `take` as it is fetched (borrowed from the
+    /// Kafka client, never copied out of it here): waits up to `wait` for the first and takes
+    /// whatever else is ready, up to `max`. What `take` wrote is the answer only when this
+    /// returns `Ok` (the group's positions moved in Redis).
     ///
     /// # Errors
     /// 503 when Redis or Kafka cannot answer.
     #[allow(clippy::too_many_arguments)]
-    pub async fn next(&self, store: &GroupStore, owner: &str, ack: Option<&str>, start: Start, max: usize, wait: Duration, ack_timeout: Duration) -> Result<Answer, RequestError> {
+    pub async fn next(
+        &self,
+        store: &GroupStore,
+        owner: &str,
+        ack: Option<&str>,
+        start: Start,
+        max: usize,
+        wait: Duration,
+        ack_timeout: Duration,
+        take: impl FnMut(&BorrowedMessage<'_>),
+    ) -> Result<Answer, RequestError> {
         let unavailable = |what: String| RequestError::Unavailable { what, retry_after_s: 1 };
         let mut here = self.serial.lock().await;
         let group = self.name.as_str();
@@ -229,13 +240,16 @@ impl ApiGroup {
         }
         let until = tokio::time::Instant::now() + wait;
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let locked = store.lock(group, &token, wait + Duration::from_secs(10), until).await.map_err(|e| unavailable(format!("redis: {e}")))?;
-        if !locked {
+        // The lock and the group's state in one round trip.
+        let Some(loaded) = store.lock_and_load(group, &token, wait + Duration::from_secs(10), until).await.map_err(|e| unavailable(format!("redis: {e}")))? else {
             // Another call of this group held it all along: nothing for this one now.
-            return Ok(Answer { messages: Vec::new(), lease: None, reset: false, from: std::collections::HashMap::new() });
+            return Ok(Answer { lease: None, reset: false, from: std::collections::HashMap::new() });
+        };
+        let result = self.next_locked(store, &token, loaded, owner, ack.is_some(), start, max, until, ack_timeout, &mut here, take).await;
+        if result.is_err() {
+            // (On success, saving the call released the lock.)
+            store.unlock(group, &token).await;
         }
-        let result = self.next_locked(store, owner, ack.is_some(), start, max, until, ack_timeout, &mut here).await;
-        store.unlock(group, &token).await;
         *self.last_used.lock().expect("last_used lock") = Instant::now();
         result
     }
@@ -244,6 +258,8 @@ impl ApiGroup {
     async fn next_locked(
         &self,
         store: &GroupStore,
+        token: &str,
+        (mut state, last): (GroupState, std::collections::HashMap<String, String>),
         owner: &str,
         explicit_ack: bool,
         start: Start,
@@ -251,6 +267,7 @@ impl ApiGroup {
         until: tokio::time::Instant,
         ack_timeout: Duration,
         here: &mut std::collections::HashMap<i32, i64>,
+        mut take: impl FnMut(&BorrowedMessage<'_>),
     ) -> Result<Answer, RequestError> {
         let unavailable = |what: String| RequestError::Unavailable { what, retry_after_s: 1 };
         let group = self.name.as_str();
@@ -259,7 +276,6 @@ impl ApiGroup {
         if owner.starts_with("sse:") && store.is_superseded(group, owner).await.map_err(|e| unavailable(format!("redis: {e}")))? {
             return Err(RequestError::Gone(format!("a client resumed group `{group}`'s stream elsewhere")));
         }
-        let (mut state, last) = store.load(group).await.map_err(|e| unavailable(format!("redis: {e}")))?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut gone = state.expire(now_ms);
         if !gone.is_empty() {
@@ -279,7 +295,11 @@ impl ApiGroup {
         let (consumer, topic, known) = (self.consumer.clone(), self.topic.clone(), state.positions.clone());
         let partitions = self.partitions().await.map_err(|e| unavailable(format!("kafka: {e}")))?;
         let reassign = *here != known || known.len() != partitions.len();
-        let (positions, reset) = tokio::task::spawn_blocking(move || -> anyhow::Result<(std::collections::HashMap<i32, i64>, bool)> {
+        // Steady reading (this replica served the group's last call): nothing to ask the broker.
+        let (positions, reset) = if !reassign {
+            (known, false)
+        } else {
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(std::collections::HashMap<i32, i64>, bool)> {
             let missing: Vec<i32> = partitions.iter().copied().filter(|p| !known.contains_key(p)).collect();
             let mut out = known;
             out.extend(offsets_at(&consumer, &topic, &missing, start)?);
@@ -298,10 +318,11 @@ impl ApiGroup {
                 }
             }
             Ok((out, reset))
-        })
-        .await
-        .map_err(|e| unavailable(format!("kafka: {e}")))?
-        .map_err(|e| unavailable(format!("kafka: {e}")))?;
+            })
+            .await
+            .map_err(|e| unavailable(format!("kafka: {e}")))?
+            .map_err(|e| unavailable(format!("kafka: {e}")))?
+        };
         if reset {
             tracing::warn!(group, "the group's position was deleted by retention; moved to the earliest offset left");
         }
@@ -313,36 +334,35 @@ impl ApiGroup {
             self.consumer.assign(&tpl).map_err(|e| unavailable(format!("kafka: {e}")))?;
             *here = positions.clone();
         }
-        let mut batch = Vec::new();
-        // After the first event, wait only briefly for more: answer fast, not full.
-        let mut deadline = until;
-        while batch.len() < max {
-            // What is already fetched is taken without a timer (a timer per message was a tenth
-            // of a call's CPU); only an empty queue is waited on, up to the deadline.
+        let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = std::collections::BTreeMap::new();
+        let mut taken = 0;
+        while taken < max {
+            // What is already fetched is taken without a timer or a clock read (a timer per
+            // message was a tenth of a call's CPU); only an empty queue is waited on: for the
+            // first event up to `until`, after it at most 10 ms (answer fast, not full).
             let ready = futures_util::FutureExt::now_or_never(self.consumer.recv());
             let received = match ready {
                 Some(r) => Ok(r),
-                None => tokio::time::timeout_at(deadline, self.consumer.recv()).await,
+                None => {
+                    let deadline = if taken == 0 { until } else { until.min(tokio::time::Instant::now() + Duration::from_millis(10)) };
+                    tokio::time::timeout_at(deadline, self.consumer.recv()).await
+                }
             };
             match received {
                 Ok(Ok(m)) => {
                     // A fetch from before this assignment may still be in flight: keep only what
                     // follows the group's position.
-                    if positions.get(&m.partition()).is_some_and(|pos| m.offset() >= *pos) {
+                    if let Some(from) = positions.get(&m.partition()).filter(|pos| m.offset() >= **pos) {
                         here.insert(m.partition(), m.offset() + 1);
-                        batch.push(m.detach());
-                        deadline = deadline.min(tokio::time::Instant::now() + Duration::from_millis(10));
+                        let r = ranges.entry(m.partition()).or_insert((*from, *from));
+                        r.1 = r.1.max(m.offset() + 1);
+                        take(&m);
+                        taken += 1;
                     }
                 }
                 Ok(Err(err)) => tracing::warn!(error = %err, "kafka consumer error"),
                 Err(_) => break,
             }
-        }
-        let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = std::collections::BTreeMap::new();
-        for m in &batch {
-            let from = positions[&m.partition()];
-            let r = ranges.entry(m.partition()).or_insert((from, from));
-            r.1 = r.1.max(m.offset() + 1);
         }
         let mut moved = positions.clone();
         for (p, (_, to)) in &ranges {
@@ -354,13 +374,17 @@ impl ApiGroup {
             ranges: ranges.iter().map(|(p, (from, to))| (*p, *from, *to)).collect(),
         });
         let lease_id = lease.as_ref().map(|_| uuid::Uuid::new_v4().simple().to_string());
-        if let Err(e) = store.save(group, &moved, lease_id.as_deref().zip(lease.as_ref()), &gone).await {
+        let saved = store.save_and_unlock(group, token, &moved, lease_id.as_deref().zip(lease.as_ref()), &gone).await;
+        if !matches!(saved, Ok(true)) {
             // Not recorded: the group's positions did not move, so this consumer must be
             // reassigned to them on the next call.
             here.clear();
-            return Err(unavailable(format!("redis: {e}")));
+            return Err(match saved {
+                Err(e) => unavailable(format!("redis: {e}")),
+                _ => unavailable(format!("this call held group `{group}` longer than its lock lasts; another call may have taken it since")),
+            });
         }
-        Ok(Answer { messages: batch, lease: lease_id, reset, from: positions })
+        Ok(Answer { lease: lease_id, reset, from: positions })
     }
 
     /// Resumes a stream from `positions` (see [`GroupStore::resume`]), under the group's lock.
@@ -376,9 +400,15 @@ impl ApiGroup {
         if !store.lock(&self.name, &token, Duration::from_secs(15), until).await.map_err(|e| unavailable(format!("redis: {e}")))? {
             return Err(unavailable(format!("group `{}` is busy", self.name)));
         }
-        let result = store.resume(&self.name, owner, positions).await.map_err(|e| unavailable(format!("redis: {e}")));
+        let result = match store.resume(&self.name, &token, owner, positions).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(unavailable(format!("group `{}` was busy", self.name))),
+            Err(e) => {
+                store.unlock(&self.name, &token).await;
+                Err(unavailable(format!("redis: {e}")))
+            }
+        };
         here.clear();
-        store.unlock(&self.name, &token).await;
         result
     }
 

@@ -122,6 +122,9 @@ impl Application {
                 .configure(openapi::configure_public)
                 .default_service(fallback(openapi::public_routes()))
         })
+        // An answer written in pieces (`/consume`'s head and events) must not wait for the
+        // client's delayed ACK (Nagle: 40 ms stalls).
+        .tcp_nodelay(true)
         .workers(settings.consumer_api.workers)
         .shutdown_timeout(deadline)
         .disable_signals()

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use adapters::store::{timed, StoreError};
 use deadpool_redis::redis::AsyncCommands as _;
-use deadpool_redis::Pool;
+use adapters::store::Pool;
 use serde::{Deserialize, Serialize};
 
 /// An answer handed out and not yet acknowledged.
@@ -111,6 +111,40 @@ impl GroupStore {
         .await;
     }
 
+    /// Takes the group's lock for `ttl` (retrying until `until`) and reads its state, in one
+    /// round trip: `None` when the lock was not taken.
+    ///
+    /// # Errors
+    /// When Redis fails or holds something unreadable.
+    pub async fn lock_and_load(&self, group: &str, token: &str, ttl: Duration, until: tokio::time::Instant) -> Result<Option<(GroupState, HashMap<String, String>)>, StoreError> {
+        loop {
+            let loaded: Option<(HashMap<String, String>, HashMap<String, String>)> = timed(self.timeout, async {
+                let mut conn = self.pool.get().await?;
+                let r = LOCK_AND_LOAD
+                    .key(self.key(group, "lock"))
+                    .key(self.key(group, "pos"))
+                    .key(self.key(group, "leases"))
+                    .arg(token)
+                    .arg(ttl.as_millis() as u64)
+                    .invoke_async(&mut conn)
+                    .await?;
+                Ok::<_, StoreError>(r)
+            })
+            .await?;
+            if let Some((pos, leases)) = loaded {
+                let pos = pos
+                    .into_iter()
+                    .map(|(p, o)| o.parse().map(|o| (p, o)).map_err(|_| StoreError::Corrupt(format!("group {group}: offset `{o}`"))))
+                    .collect::<Result<_, _>>()?;
+                return Self::parse(group, pos, leases).map(Some);
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// # Errors
     /// When Redis fails or holds something unreadable.
     pub async fn load(&self, group: &str) -> Result<(GroupState, HashMap<String, String>), StoreError> {
@@ -124,6 +158,10 @@ impl GroupStore {
             Ok::<_, StoreError>(r)
         })
         .await?;
+        Self::parse(group, pos, leases)
+    }
+
+    fn parse(group: &str, pos: HashMap<String, i64>, leases: HashMap<String, String>) -> Result<(GroupState, HashMap<String, String>), StoreError> {
         let mut state = GroupState::default();
         for (p, o) in pos {
             state.positions.insert(p.parse().map_err(|_| StoreError::Corrupt(format!("group {group}: partition `{p}`")))?, o);
@@ -140,30 +178,27 @@ impl GroupStore {
         Ok((state, last))
     }
 
-    /// Writes what one call changed: positions, the new lease (and its owner's latest), the
-    /// leases it acknowledged or expired.
+    /// Writes what one call changed — positions, the new lease (and its owner's latest), the
+    /// leases it acknowledged or expired — and releases the group's lock, in one round trip, only
+    /// while `token` still holds the lock: `false` (nothing written) when the call outlived its
+    /// hold and another may have taken the group since.
     ///
     /// # Errors
     /// When Redis fails.
-    pub async fn save(&self, group: &str, positions: &HashMap<i32, i64>, new: Option<(&str, &Lease)>, gone: &[String]) -> Result<(), StoreError> {
+    pub async fn save_and_unlock(&self, group: &str, token: &str, positions: &HashMap<i32, i64>, new: Option<(&str, &Lease)>, gone: &[String]) -> Result<bool, StoreError> {
+        let mut invocation = SAVE_AND_UNLOCK.key(self.key(group, "lock"));
+        invocation.key(self.key(group, "pos")).key(self.key(group, "leases")).arg(token).arg(positions.len());
+        for (p, o) in positions {
+            invocation.arg(p).arg(o);
+        }
+        invocation.arg(gone.len()).arg(gone);
+        if let Some((id, lease)) = new {
+            invocation.arg(id).arg(serde_json::to_string(lease).expect("a lease serializes")).arg(format!("last:{}", lease.owner));
+        }
         timed(self.timeout, async {
             let mut conn = self.pool.get().await?;
-            let mut pipe = deadpool_redis::redis::pipe();
-            pipe.atomic();
-            if !positions.is_empty() {
-                let items: Vec<(String, i64)> = positions.iter().map(|(p, o)| (p.to_string(), *o)).collect();
-                pipe.hset_multiple(self.key(group, "pos"), &items).ignore();
-            }
-            if !gone.is_empty() {
-                pipe.hdel(self.key(group, "leases"), gone).ignore();
-            }
-            if let Some((id, lease)) = new {
-                let json = serde_json::to_string(lease).expect("a lease serializes");
-                pipe.hset(self.key(group, "leases"), id, json).ignore();
-                pipe.hset(self.key(group, "leases"), format!("last:{}", lease.owner), id).ignore();
-            }
-            let () = pipe.query_async(&mut conn).await?;
-            Ok::<_, StoreError>(())
+            let saved: bool = invocation.invoke_async(&mut conn).await?;
+            Ok::<_, StoreError>(saved)
         })
         .await
     }
@@ -190,13 +225,15 @@ impl GroupStore {
     /// Resumes a stream: the group goes on from `positions` (where a client's last received event
     /// left it) and forgets what `owner` (the client's previous connection) was handed.
     ///
+    /// Done under the lock `token` holds, and releases it (`false`: it no longer held it).
+    ///
     /// # Errors
     /// When Redis fails.
-    pub async fn resume(&self, group: &str, owner: &str, positions: &HashMap<i32, i64>) -> Result<(), StoreError> {
+    pub async fn resume(&self, group: &str, token: &str, owner: &str, positions: &HashMap<i32, i64>) -> Result<bool, StoreError> {
         let (state, _) = self.load(group).await?;
         let mut gone: Vec<String> = state.leases.iter().filter(|(_, l)| l.owner == owner).map(|(id, _)| id.clone()).collect();
         gone.push(format!("last:{owner}"));
-        self.save(group, positions, None, &gone).await
+        self.save_and_unlock(group, token, positions, None, &gone).await
     }
 
     /// Marks the stream connection `owner` as taken over: it may still be running on some replica
@@ -265,6 +302,32 @@ fn rand_u128() -> u128 {
 
 static UNLOCK: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
     deadpool_redis::redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0")
+});
+
+/// KEYS: lock, pos, leases; ARGV: token, ttl (ms). The group's positions and leases (flat
+/// field/value arrays), or nil when another call holds the lock.
+static LOCK_AND_LOAD: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
+    deadpool_redis::redis::Script::new(
+        "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end \
+         return {redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}",
+    )
+});
+
+/// KEYS: lock, pos, leases; ARGV: token, n, n × (partition, offset), m, m × gone lease field,
+/// then optionally the new lease's id, its JSON and its owner's `last:` field. 1 when saved (and
+/// the lock released), 0 when `token` no longer holds the lock.
+static SAVE_AND_UNLOCK: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
+    deadpool_redis::redis::Script::new(
+        r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+          local i = 2
+          local n = tonumber(ARGV[i]); i = i + 1
+          for _ = 1, n do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2 end
+          n = tonumber(ARGV[i]); i = i + 1
+          for _ = 1, n do redis.call('HDEL', KEYS[3], ARGV[i]); i = i + 1 end
+          if ARGV[i] then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i]) end
+          redis.call('DEL', KEYS[1])
+          return 1",
+    )
 });
 
 #[cfg(test)]

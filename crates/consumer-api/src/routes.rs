@@ -10,7 +10,8 @@ use adapters::http::RequestError;
 use domain::auth::{Access, RateKind};
 use domain::projection::Projection;
 use domain::{Condition, Event, EventId, SourceName};
-use rdkafka::message::Message;
+use actix_web::web::Bytes;
+use rdkafka::message::{BorrowedMessage, Message};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -166,18 +167,17 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     let start = query.from.as_deref().map(parse_start).transpose()?.unwrap_or(crate::groups::Start::Earliest);
     let _slot = state.long_polls.acquire(&principal.id, limits.max_long_polls_per_key, limits.max_long_polls)?;
     let api_group = state.groups.get(&group, &principal.id)?;
-    let answer = api_group
-        .next(&state.positions, &principal.id, ack.as_deref(), start, max, Duration::from_millis(wait_ms), Duration::from_millis(limits.ack_timeout_ms))
-        .await?;
-    let cursor = answer.lease.as_deref().map(|lease| sign_cursor(signer, &group, lease));
-    let mut messages = answer.messages;
-    // Events of sources the key may not read are passed over: consumed for this group, never
-    // shown to this key.
-    messages.retain(|m| principal.may_read(&adapters::stage::headers::source_of(m)));
-    // The answer is written as bytes: each event as published goes straight into the body.
-    let mut events = Vec::with_capacity(messages.iter().map(|m| m.payload().map_or(0, <[u8]>::len) + 96).sum::<usize>() + 2);
+    // Each event is written into the answer as it is fetched, straight from the Kafka client's
+    // buffer; events of sources the key may not read are passed over: consumed for this group,
+    // never shown to this key.
+    let mut events = Vec::with_capacity((max * 1152).min(4 << 20));
     let mut count = 0usize;
-    for m in &messages {
+    // (A key that reads every source needs no look at an event's headers.)
+    let reads_all = principal.scopes.reads_every_source();
+    let take = |m: &BorrowedMessage<'_>| {
+        if !reads_all && !principal.may_read(adapters::stage::headers::source(m)) {
+            return;
+        }
         let at = events.len();
         if count > 0 {
             events.push(b',');
@@ -187,19 +187,20 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
         } else {
             events.truncate(at);
         }
-    }
+    };
+    let answer = api_group
+        .next(&state.positions, &principal.id, ack.as_deref(), start, max, Duration::from_millis(wait_ms), Duration::from_millis(limits.ack_timeout_ms), take)
+        .await?;
+    let cursor = answer.lease.as_deref().map(|lease| sign_cursor(signer, &group, lease));
     state.metrics.events_delivered.add(count as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
-    let head = json!({"group": group, "count": count, "cursor": cursor});
-    let head = serde_json::to_vec(&head).expect("serializes");
-    let mut body = Vec::with_capacity(head.len() + events.len() + 32);
-    body.extend_from_slice(&head[..head.len() - 1]);
-    body.extend_from_slice(b",\"events\":[");
-    body.extend_from_slice(&events);
-    body.push(b']');
-    if answer.reset {
-        body.extend_from_slice(b",\"reset\":true");
-    }
-    body.push(b'}');
+    // The answer is written as bytes, in three pieces (the events are not copied again).
+    let mut head = serde_json::to_vec(&json!({"group": group, "count": count, "cursor": cursor})).expect("serializes");
+    head.pop();
+    head.extend_from_slice(b",\"events\":[");
+    let tail: &'static [u8] = if answer.reset { b"],\"reset\":true}" } else { b"]}" };
+    let len = (head.len() + events.len() + tail.len()) as u64;
+    let pieces = [Bytes::from(head), Bytes::from(events), Bytes::from_static(tail)].map(Ok::<_, std::convert::Infallible>);
+    let body = actix_web::body::SizedStream::new(len, futures_util::stream::iter(pieces));
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
@@ -231,7 +232,7 @@ async fn reset(req: HttpRequest, body: web::Payload, state: web::Data<State>) ->
 }
 
 /// A delivery span closing the event's trace (a child of the post stage's span it carries).
-fn trace_delivery(m: &rdkafka::message::OwnedMessage, group: &str) {
+fn trace_delivery<M: Message>(m: &M, group: &str) {
     let span = tracing::info_span!(
         "deliver",
         otel.name = %format!("deliver {}", m.topic()),
@@ -263,11 +264,11 @@ struct Item<'a> {
 /// exported: `adapters::telemetry::exporting`). An event neither projected nor reformatted is
 /// copied as published — checked to be JSON, never parsed into a tree: parsing and
 /// re-serializing events was most of a call's cost.
-pub(crate) fn deliver(m: &rdkafka::message::OwnedMessage, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, out: &mut Vec<u8>) -> bool {
+pub(crate) fn deliver<M: Message>(m: &M, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, out: &mut Vec<u8>) -> bool {
     deliver_item(m, group, filter, projection, format, out).is_some()
 }
 
-fn deliver_item(m: &rdkafka::message::OwnedMessage, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, out: &mut Vec<u8>) -> Option<()> {
+fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, out: &mut Vec<u8>) -> Option<()> {
     if adapters::telemetry::exporting() {
         trace_delivery(m, group);
     }
@@ -353,7 +354,7 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
     }
     let (reader, name, format) = (principal.clone(), group.clone(), query.format);
     let render = Box::new(move |m: &rdkafka::message::OwnedMessage| {
-        if !reader.may_read(&adapters::stage::headers::source_of(m)) {
+        if !reader.may_read(adapters::stage::headers::source(m)) {
             return None;
         }
         let mut item = Vec::with_capacity(m.payload().map_or(0, <[u8]>::len) + 96);

@@ -97,9 +97,10 @@ impl Stream {
     /// nothing came.
     async fn poll(&mut self) -> Option<Option<Bytes>> {
         let limits = &self.state.limits;
+        let mut messages = Vec::new();
         let answer = self
             .group
-            .next(&self.state.positions, &self.connection, None, self.start, BATCH, POLL, Duration::from_millis(limits.ack_timeout_ms))
+            .next(&self.state.positions, &self.connection, None, self.start, BATCH, POLL, Duration::from_millis(limits.ack_timeout_ms), |m| messages.push(m.detach()))
             .await;
         let answer = match answer {
             Ok(a) => a,
@@ -113,18 +114,18 @@ impl Stream {
         for (p, pos) in &answer.from {
             self.positions.entry(*p).or_insert(*pos);
         }
-        if answer.messages.is_empty() {
+        if messages.is_empty() {
             return None;
         }
         let mut out = String::new();
-        for m in &answer.messages {
+        for m in &messages {
             self.positions.insert(m.partition(), m.offset() + 1);
             let Some(event) = (self.render)(m) else { continue };
             let id = sign(&self.signer, &self.name, &self.connection, &self.positions);
             // JSON holds no raw newline: the item is one `data:` line.
             out.push_str(&format!("id: {id}\nevent: metadata\ndata: {}\n\n", String::from_utf8_lossy(&event)));
         }
-        self.state.metrics.events_delivered.add(answer.messages.len() as u64, &[opentelemetry::KeyValue::new("group", self.name.clone())]);
+        self.state.metrics.events_delivered.add(messages.len() as u64, &[opentelemetry::KeyValue::new("group", self.name.clone())]);
         (!out.is_empty()).then(|| Some(Bytes::from(out)))
     }
 }

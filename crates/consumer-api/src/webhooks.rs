@@ -93,7 +93,7 @@ impl Prepared {
 }
 
 impl Webhooks {
-    pub fn start(settings: &adapters::Settings, pool: deadpool_redis::Pool, metrics: Arc<adapters::metrics::Metrics>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn start(settings: &adapters::Settings, pool: adapters::store::Pool, metrics: Arc<adapters::metrics::Metrics>, shutdown: CancellationToken) -> Arc<Self> {
         let store = SubscriptionStore::new(pool, domain::KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout());
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -261,6 +261,12 @@ impl Scopes {
         self.0.iter().any(|s| s.grants(&access))
     }
 
+    /// Whether these scopes read every source (`read:*`): a reader need not look at which
+    /// source an event is of.
+    pub fn reads_every_source(&self) -> bool {
+        self.0.iter().any(|s| matches!(s, Scope::Read(g) if g.0.bytes().all(|b| b == b'*')))
+    }
+
     /// # Errors
     /// [`Forbidden`] naming the scope `access` needs.
     pub fn require(&self, access: Access<'_>) -> Result<(), Forbidden> {
@@ -448,6 +454,11 @@ mod tests {
         assert!(Scopes::admin().allows(Access::Admin));
         assert!(!Scopes::admin().allows(Access::AnyIngest));
         assert!(Scopes::all_data().allows(Access::Read("x")));
+        assert!(Scopes::all_data().reads_every_source());
+        assert!(!scopes.reads_every_source());
+        assert!(!Scopes::admin().reads_every_source());
+        let prefixed: Scopes = serde_json::from_str(r#"["read:j*"]"#).unwrap();
+        assert!(!prefixed.reads_every_source());
         for bad in ["write:x", "ingest:", "ingest", "read:a/b", "ADMIN"] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }

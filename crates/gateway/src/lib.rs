@@ -61,7 +61,7 @@ pub(crate) struct State {
     pub produce_timeout: Duration,
     pub in_flight: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<adapters::metrics::Metrics>,
-    pub pool: deadpool_redis::Pool,
+    pub pool: adapters::store::Pool,
     pub keys: domain::KeySchema,
     pub redis_timeout: Duration,
     pub idempotency_window: Duration,
@@ -166,6 +166,9 @@ impl Application {
                 .configure(openapi::configure_public)
                 .default_service(fallback(openapi::public_routes()))
         })
+        // An answer written in pieces (`/consume`'s head and events) must not wait for the
+        // client's delayed ACK (Nagle: 40 ms stalls).
+        .tcp_nodelay(true)
         .workers(settings.gateway.workers)
         .shutdown_timeout(deadline.as_secs().max(1))
         .disable_signals()

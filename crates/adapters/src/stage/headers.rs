@@ -50,10 +50,14 @@ pub fn message_headers(message: &OwnedMessage) -> Vec<(String, String)> {
 
 /// The source a consumed message names in its headers, or `unknown`.
 pub fn source_of(message: &OwnedMessage) -> String {
+    source(message).to_owned()
+}
+
+/// [`source_of`], borrowed from any message (a fetched one not yet copied out of the client).
+pub fn source<M: rdkafka::message::Message>(message: &M) -> &str {
     message
         .headers()
         .and_then(|h| h.iter().find(|h| h.key == headers::SOURCE).and_then(|h| h.value))
         .and_then(|v| std::str::from_utf8(v).ok())
         .unwrap_or("unknown")
-        .to_owned()
 }

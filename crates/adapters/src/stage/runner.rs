@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use crate::store::Pool;
 use domain::Stage;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::{Message, OwnedMessage};
