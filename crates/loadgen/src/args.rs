@@ -70,6 +70,11 @@ pub struct Args {
     /// `http-consume`: events per call.
     #[arg(long, default_value_t = 1000)]
     pub consume_max: u64,
+    /// `http-consume`: callers of the one group, each calling back to back and acknowledging its
+    /// own answers by their cursors (more than one: while one reads its answer, the next is
+    /// taken — how a reader pipelines HTTP calls).
+    #[arg(long, default_value_t = 1)]
+    pub consume_clients: usize,
     /// Only create `--topic` (6 partitions) and exit.
     #[arg(long)]
     pub create_topic: bool,

@@ -91,47 +91,69 @@ pub async fn run_http(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<H
 /// back to back (each call acknowledges the previous answer), counting events until
 /// `--max-events` or `--seconds`; each call's latency recorded. Returns the time it read for.
 pub async fn run_http_consume(args: &Args, counters: Arc<Counters>, latency: Arc<Mutex<Histogram<u64>>>) -> anyhow::Result<Duration> {
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        count: u64,
-    }
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let group = format!("loadgen-{}", now_us());
     let url = format!("{}/consume?group={group}&max={}&wait_ms=1000&from=earliest", args.url.trim_end_matches('/'), args.consume_max);
     let max = args.max_events.unwrap_or(u64::MAX);
     let deadline = Duration::from_secs(args.seconds);
-    let mut started: Option<Instant> = None;
-    let mut n = 0u64;
-    while n < max && started.is_none_or(|s| s.elapsed() < deadline) {
-        let t0 = Instant::now();
-        let r = http.get(&url).bearer_auth(&args.token).send().await?;
-        anyhow::ensure!(r.status().is_success(), "GET /consume answered {}", r.status());
-        // Only the answer's head is read (`count` comes before `events`), as the raw consumer only
-        // takes each payload's length: both measure delivery, not the reader's JSON parsing.
-        let body = r.bytes().await?;
-        let head = body.split(|b| *b == b'[').next().unwrap_or_default();
-        let head = std::str::from_utf8(head).unwrap_or_default();
-        let count = head.split("\"count\":").nth(1).and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok());
-        let answer = match count {
-            Some(count) => Answer { count },
-            None => serde_json::from_slice(&body)?,
-        };
-        if answer.count == 0 {
-            if started.is_some() {
-                break; // the topic is read to its end
-            }
-            continue;
-        }
-        // Timed from the end of the first answer with events (which also opened the group and
-        // fetched from the broker for the first time): steady reading, as the raw consumer is
-        // timed from its first message.
-        if started.is_none() {
-            started = Some(Instant::now());
-            continue;
-        }
-        let _ = latency.lock().unwrap().record((t0.elapsed().as_micros() as u64).max(1));
-        n += answer.count;
-        counters.acked.fetch_add(answer.count, Ordering::Relaxed);
+    // Timed from the end of the first answer with events (which also opened the group and
+    // fetched from the broker for the first time): steady reading, as the raw consumer is timed
+    // from its first message.
+    let mut first = None;
+    while first.is_none() {
+        let answer = call(&http, &url, &args.token, None).await?;
+        first = (answer.count > 0).then_some(answer.cursor);
     }
-    Ok(started.map(|s| s.elapsed()).unwrap_or_default())
+    let started = Instant::now();
+    let read = Arc::new(AtomicU64::new(0));
+    let mut callers = tokio::task::JoinSet::new();
+    for i in 0..args.consume_clients.max(1) {
+        let (http, url, token, read, counters, latency) = (http.clone(), url.clone(), args.token.clone(), read.clone(), counters.clone(), latency.clone());
+        // The first caller acknowledges the first answer.
+        let mut cursor = if i == 0 { first.clone().flatten() } else { None };
+        callers.spawn(async move {
+            while read.load(Ordering::Relaxed) < max && started.elapsed() < deadline {
+                let t0 = Instant::now();
+                let answer = call(&http, &url, &token, cursor.as_deref()).await?;
+                if answer.count == 0 {
+                    break; // the topic is read to its end
+                }
+                let _ = latency.lock().unwrap().record((t0.elapsed().as_micros() as u64).max(1));
+                read.fetch_add(answer.count, Ordering::Relaxed);
+                counters.acked.fetch_add(answer.count, Ordering::Relaxed);
+                cursor = answer.cursor;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = callers.join_next().await {
+        done??;
+    }
+    Ok(started.elapsed())
+}
+
+/// What the load generator reads of a `/consume` answer.
+#[derive(serde::Deserialize)]
+struct ConsumeHead {
+    count: u64,
+    cursor: Option<String>,
+}
+
+/// One `GET /consume`, acknowledging `cursor` when given. Only the answer's head is parsed
+/// (`count` and `cursor` come before `events`), as the raw consumer only takes each payload's
+/// length: both measure delivery, not the reader's JSON parsing.
+async fn call(http: &reqwest::Client, url: &str, token: &str, cursor: Option<&str>) -> anyhow::Result<ConsumeHead> {
+    let url = match cursor {
+        Some(c) => format!("{url}&cursor={c}"),
+        None => url.to_owned(),
+    };
+    let r = http.get(&url).bearer_auth(token).send().await?;
+    anyhow::ensure!(r.status().is_success(), "GET /consume answered {}", r.status());
+    let body = r.bytes().await?;
+    const EVENTS: &[u8] = b",\"events\":[";
+    let head = body.windows(EVENTS.len()).position(|w| w == EVENTS).map(|at| [&body[..at], b"}"].concat());
+    Ok(match head {
+        Some(head) => serde_json::from_slice(&head)?,
+        None => serde_json::from_slice(&body)?,
+    })
 }
