@@ -164,7 +164,7 @@ pub struct Stack {
     pub post: Running,
     pub consumer_api: Running,
     pub http: reqwest::Client,
-    pub redis: deadpool_redis::Pool,
+    pub redis: adapters::store::Pool,
 }
 
 impl Stack {

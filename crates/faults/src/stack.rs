@@ -156,7 +156,7 @@ impl Stack {
     /// A pool on Redis once it answers `PING`. A Redis restarted with data answers `LOADING`
     /// while it reads its AOF: that is waited out (up to two minutes), as any other transient
     /// refusal, never reported as a failed scenario.
-    pub async fn redis_ready(&self) -> anyhow::Result<adapters::store::Pool> {
+    pub async fn redis_ready(&self) -> anyhow::Result<deadpool_redis::Pool> {
         let pool = deadpool_redis::Config::from_url(&self.redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
