@@ -15,6 +15,7 @@ mod errors;
 mod exactly_once;
 mod prototype;
 mod sources;
+mod store;
 mod tracing;
 mod trust;
 mod webhooks;
