@@ -167,16 +167,18 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     let start = query.from.as_deref().map(parse_start).transpose()?.unwrap_or(crate::groups::Start::Earliest);
     let _slot = state.long_polls.acquire(&principal.id, limits.max_long_polls_per_key, limits.max_long_polls)?;
     let api_group = state.groups.get(&group, &principal.id)?;
-    // Each event is written into the answer as it is fetched, straight from the Kafka client's
+    let answer = api_group
+        .next(&state.positions, &principal.id, ack.as_deref(), start, max, Duration::from_millis(wait_ms), Duration::from_millis(limits.ack_timeout_ms))
+        .await?;
+    // Each event is written into the answer as fetched, straight from the Kafka client's
     // buffer; events of sources the key may not read are passed over: consumed for this group,
-    // never shown to this key.
-    let mut events = Vec::with_capacity((max * 1152).min(4 << 20));
-    let mut count = 0usize;
-    // (A key that reads every source needs no look at an event's headers.)
+    // never shown to this key (a key that reads every source needs no look at the headers).
     let reads_all = principal.scopes.reads_every_source();
-    let take = |m: &BorrowedMessage<'_>| {
+    let mut events = Vec::with_capacity(answer.messages.iter().map(|m| m.payload_len() + 96).sum::<usize>() + 2);
+    let mut count = 0usize;
+    for m in &answer.messages {
         if !reads_all && !principal.may_read(adapters::stage::headers::source(m)) {
-            return;
+            continue;
         }
         let at = events.len();
         if count > 0 {
@@ -187,10 +189,7 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
         } else {
             events.truncate(at);
         }
-    };
-    let answer = api_group
-        .next(&state.positions, &principal.id, ack.as_deref(), start, max, Duration::from_millis(wait_ms), Duration::from_millis(limits.ack_timeout_ms), take)
-        .await?;
+    }
     let cursor = answer.lease.as_deref().map(|lease| sign_cursor(signer, &group, lease));
     state.metrics.events_delivered.add(count as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
     // The answer is written as bytes, in three pieces (the events are not copied again).
@@ -353,7 +352,7 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
         positions = at.into_iter().collect();
     }
     let (reader, name, format) = (principal.clone(), group.clone(), query.format);
-    let render = Box::new(move |m: &rdkafka::message::OwnedMessage| {
+    let render = Box::new(move |m: &BorrowedMessage<'_>| {
         if !reader.may_read(adapters::stage::headers::source(m)) {
             return None;
         }

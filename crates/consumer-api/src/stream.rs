@@ -60,7 +60,7 @@ pub(crate) fn verify(signer: &KeyHasher, group: &str, cursor: &str) -> Result<(S
 
 /// Turns a consumed message into what the stream sends (`None`: passed over).
 /// One event's item as JSON bytes; `None` when it is not for this stream.
-pub(crate) type Render = Box<dyn Fn(&rdkafka::message::OwnedMessage) -> Option<Vec<u8>>>;
+pub(crate) type Render = Box<dyn for<'m> Fn(&rdkafka::message::BorrowedMessage<'m>) -> Option<Vec<u8>>>;
 
 /// What one stream holds while it runs.
 pub(crate) struct Stream {
@@ -97,10 +97,9 @@ impl Stream {
     /// nothing came.
     async fn poll(&mut self) -> Option<Option<Bytes>> {
         let limits = &self.state.limits;
-        let mut messages = Vec::new();
         let answer = self
             .group
-            .next(&self.state.positions, &self.connection, None, self.start, BATCH, POLL, Duration::from_millis(limits.ack_timeout_ms), |m| messages.push(m.detach()))
+            .next(&self.state.positions, &self.connection, None, self.start, BATCH, POLL, Duration::from_millis(limits.ack_timeout_ms))
             .await;
         let answer = match answer {
             Ok(a) => a,
@@ -114,6 +113,7 @@ impl Stream {
         for (p, pos) in &answer.from {
             self.positions.entry(*p).or_insert(*pos);
         }
+        let messages = answer.messages;
         if messages.is_empty() {
             return None;
         }
