@@ -14,7 +14,7 @@ help:
 	@echo "make stop       stop everything 'make run' started"
 	@echo "make test       start Kafka and Redis if needed, run every test (unit, end-to-end, smoke, k8s, reduced fault suite)"
 	@echo "make test-faults  the full fault-injection suite (20,000 events per scenario)"
-	@echo "make test-cluster the cluster fault scenarios on three local KRaft brokers (part of make test)"
+	@echo "make test-cluster the e2e tests on a Redis Cluster, then the cluster fault scenarios (3 KRaft brokers, Redis Cluster; part of make test)"
 	@echo "make contract   schemathesis against each listener's /openapi.json on the dev stack"
 	@echo "make bench      throughput and latency against the broker's limit (make bench-quick: about 5 min)"
 	@echo "make fuzz       fuzz the domain crate's parsers, FUZZ_SECONDS (default 60) per target (nightly)"
@@ -58,13 +58,20 @@ test: infra build k8s-validate
 	$(BIN_DIR)/metastream-faults --bin $(BIN_DIR) $(FAULTS_QUICK)
 	$(MAKE) --no-print-directory test-cluster
 
-# The cluster scenarios: three KRaft brokers on this machine (scripts/kafka-cluster.sh; replication
-# factor 3, min.insync.replicas 2); under load, the ingest topic's leader is killed, then every
-# broker is restarted in turn. Nothing acknowledged may be lost. The cluster is stopped after.
+# Cluster mode: three KRaft brokers (scripts/kafka-cluster.sh; replication factor 3,
+# min.insync.replicas 2) and a Redis Cluster of 3 masters + 3 replicas (scripts/redis.sh cluster).
+# First the end-to-end tests against the Redis Cluster (all but `store::`, which kills one
+# connection of a single Redis); then, with the services on both clusters and under load: the
+# ingest topic's leader killed, every broker restarted in turn, the Redis master of slot 0
+# killed (its replica takes over). Nothing acknowledged may be lost. Both clusters are stopped
+# after.
 test-cluster: infra build
 	scripts/kafka-cluster.sh start
-	METASTREAM_TEST_KAFKA=$$(scripts/kafka-cluster.sh bootstrap) $(BIN_DIR)/metastream-faults --cluster --bin $(BIN_DIR) $(FAULTS_QUICK) --out var/faults-cluster; \
-	  rc=$$?; scripts/kafka-cluster.sh stop; exit $$rc
+	scripts/redis.sh cluster
+	export METASTREAM_TEST_REDIS_CLUSTER=$$(scripts/redis.sh cluster-urls); \
+	  $(CARGO) test -p e2e --test e2e -- --skip store:: \
+	  && METASTREAM_TEST_KAFKA=$$(scripts/kafka-cluster.sh bootstrap) $(BIN_DIR)/metastream-faults --cluster --bin $(BIN_DIR) $(FAULTS_QUICK) --out var/faults-cluster; \
+	  rc=$$?; scripts/kafka-cluster.sh stop; scripts/redis.sh cluster-stop; exit $$rc
 
 # Kills and restarts each component under load; checks nothing acknowledged is lost.
 test-faults: infra build

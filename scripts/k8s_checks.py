@@ -999,6 +999,11 @@ def check_dockerfile(root: Path, rep: Report) -> None:
     # Toolchain: the same Rust as CI (the machine's rustc; no rust-toolchain file pins it otherwise).
     m = re.search(r"^ARG RUST_VERSION=(\S+)", text, re.M)
     want = m.group(1) if m else None
+    # The build stage's base: `FROM rust:...`, or `FROM ${TOOLCHAIN_IMAGE}` whose default is the rust
+    # image (scripts/image.sh passes a locally made base where no registry is reachable).
+    toolchain_base = re.search(r"^ARG TOOLCHAIN_IMAGE=(\S+)", text, re.M)
+    if toolchain_base and re.search(r"^FROM \$\{TOOLCHAIN_IMAGE\} AS toolchain$", text, re.M):
+        text = text.replace("${TOOLCHAIN_IMAGE}", toolchain_base.group(1))
     if want is None or "FROM rust:${RUST_VERSION}-" not in text:
         problems.append("no `ARG RUST_VERSION` used by `FROM rust:${RUST_VERSION}-...`")
     for tc in ("rust-toolchain.toml", "rust-toolchain"):
@@ -1052,6 +1057,9 @@ def check_dockerfile(root: Path, rep: Report) -> None:
     final = text[text.rfind("\nFROM "):]
     users = re.findall(r"^USER\s+(\S+)", final, re.M)
     base_image = re.search(r"^FROM\s+(\S+)", final.strip(), re.M).group(1)
+    runtime_base = re.search(r"^ARG RUNTIME_IMAGE=(\S+)", text, re.M)
+    if base_image == "${RUNTIME_IMAGE}" and runtime_base:
+        base_image = runtime_base.group(1)
     if not (users and users[-1].split(":")[0] not in ("root", "0")) and not base_image.endswith(":nonroot"):
         problems.append("the runtime stage runs as root")
     for instr in ("ENTRYPOINT", "CMD"):

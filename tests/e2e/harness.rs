@@ -22,16 +22,25 @@ fn kafka_addr() -> String {
 fn redis_url() -> String {
     std::env::var("METASTREAM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
+/// With `METASTREAM_TEST_REDIS_CLUSTER` (seed URLs, comma-separated, as
+/// `scripts/redis.sh cluster-urls` prints), the tests run against that Redis Cluster.
+fn redis_cluster_urls() -> Option<Vec<String>> {
+    std::env::var("METASTREAM_TEST_REDIS_CLUSTER").ok().filter(|v| !v.is_empty()).map(|v| v.split(',').map(str::to_owned).collect())
+}
+
+/// Whether these tests run against a Redis Cluster.
+pub fn redis_cluster() -> bool {
+    redis_cluster_urls().is_some()
+}
 
 /// Fails the test, loudly, when Kafka or Redis is not reachable.
 pub fn require_infrastructure() {
     let kafka = kafka_addr();
-    let redis = redis_url();
-    let redis_addr = redis.trim_start_matches("redis://").trim_end_matches('/').to_owned();
-    for (what, addr, hint) in [
-        ("Kafka", kafka.as_str(), "scripts/kafka.sh start"),
-        ("Redis", redis_addr.as_str(), "scripts/redis.sh start"),
-    ] {
+    let redis = redis_cluster_urls().unwrap_or_else(|| vec![redis_url()]);
+    let redis_addrs: Vec<String> = redis.iter().map(|r| r.trim_start_matches("redis://").trim_end_matches('/').to_owned()).collect();
+    let kafka = [("Kafka", kafka.as_str(), "scripts/kafka.sh start")];
+    let redis = redis_addrs.iter().map(|a| ("Redis", a.as_str(), if redis_cluster() { "scripts/redis.sh cluster" } else { "scripts/redis.sh start" }));
+    for (what, addr, hint) in kafka.into_iter().chain(redis) {
         let reachable = addr
             .parse()
             .ok()
@@ -78,6 +87,10 @@ pub fn test_settings() -> Settings {
     s.kafka.consumer_properties.insert("session.timeout.ms".into(), "6000".into());
     s.kafka.consumer_properties.insert("heartbeat.interval.ms".into(), "500".into());
     s.redis.url = adapters::Secret::new(redis_url());
+    if let Some(urls) = redis_cluster_urls() {
+        s.redis.cluster = true;
+        s.redis.urls = urls.into_iter().map(adapters::Secret::new).collect();
+    }
     s.redis.key_prefix = format!("{run}:");
     s.sources.refresh_ms = 100;
     s.pre_transformer.group_id = format!("{run}.pre");

@@ -30,7 +30,7 @@ async fn prototype_ingest_then_consume_returns_the_processed_event() {
     assert_eq!(e["provenance"]["post_config_version"], 1);
 
     // The store holds the record as the pre stage left it: timestamp, no processing info.
-    let stored = stack.stored("jira", "12345").await.expect("processed:jira:12345 in redis");
+    let stored = stack.stored("jira", "12345").await.expect("processed:{jira:12345} in redis");
     assert_eq!(stored["payload"], jira_event()["payload"]);
     assert_eq!(stored["metadata"]["processed_at"], e["metadata"]["processed_at"]);
     assert!(stored["metadata"].get("processing_info").is_none());

@@ -94,6 +94,8 @@ fn service_process(name: &str, section: &str, port: u16, s: &adapters::Settings,
         .env("METASTREAM__KAFKA__TOPICS__OUTPUT", &s.kafka.topics.output)
         .env("METASTREAM__KAFKA__TOPICS__DEAD_LETTER", &s.kafka.topics.dead_letter)
         .env("METASTREAM__REDIS__URL", s.redis.url.expose())
+        .env("METASTREAM__REDIS__CLUSTER", s.redis.cluster.to_string())
+        .env("METASTREAM__REDIS__URLS", s.redis.urls.iter().map(|u| u.expose()).collect::<Vec<_>>().join(","))
         .env("METASTREAM__REDIS__KEY_PREFIX", &s.redis.key_prefix)
         .env("METASTREAM__PRE_TRANSFORMER__GROUP_ID", &s.pre_transformer.group_id)
         .env("METASTREAM__POST_TRANSFORMER__GROUP_ID", &s.post_transformer.group_id)

@@ -126,15 +126,9 @@ impl KeyStore {
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         timed(self.timeout, async {
             let mut conn = self.pool.get().await?;
-            let (deleted,): (i64,) = deadpool_redis::redis::pipe()
-                .atomic()
-                .hdel(self.keys.api_keys(), id)
-                .hdel(self.keys.api_keys_last_used(), id)
-                .ignore()
-                .publish(self.keys.api_keys_changed(), id)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
+            let deleted: i64 = crate::store::announced(&mut conn, "HDEL", &self.keys.api_keys(), &[id], &self.keys.api_keys_changed(), id).await?;
+            // Another key (another slot in a cluster): a second call.
+            let () = conn.hdel(self.keys.api_keys_last_used(), id).await?;
             Ok::<_, StoreError>(deleted == 1)
         })
         .await
@@ -298,9 +292,9 @@ impl Authenticator {
 
     /// Loads the keys, keeps them current (pub/sub, and every `refresh`), and writes last-used
     /// times every few seconds, until `shutdown`.
-    pub fn start(self: &Arc<Self>, redis_url: &str, refresh: Duration, shutdown: CancellationToken) {
+    pub fn start(self: &Arc<Self>, redis_seeds: Vec<String>, refresh: Duration, shutdown: CancellationToken) {
         let me = self.clone();
-        crate::store::spawn_reloader(redis_url.to_owned(), self.store.changes_channel(), refresh, shutdown.clone(), "API keys", move || {
+        crate::store::spawn_reloader(redis_seeds, self.store.changes_channel(), refresh, shutdown.clone(), "API keys", move || {
             let me = me.clone();
             async move { me.refresh().await }
         });

@@ -2,7 +2,7 @@
 //! environment variables `METASTREAM__SECTION__KEY`. Each service validates what it uses at
 //! start, and exits naming the bad key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -125,7 +125,14 @@ impl KafkaSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    /// The Redis of single-instance mode.
     pub url: Secret,
+    /// Run against a Redis Cluster, found through `urls`.
+    #[serde(default)]
+    pub cluster: bool,
+    /// Cluster mode: seed nodes (any reachable one finds the rest). Unused otherwise.
+    #[serde(default)]
+    pub urls: Vec<Secret>,
     pub key_prefix: String,
     pub pool_size: usize,
     pub timeout_ms: u64,
@@ -134,6 +141,12 @@ pub struct RedisSettings {
 impl RedisSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Where to connect: the cluster's seed nodes, or the one Redis.
+    pub fn seeds(&self) -> Vec<String> {
+        let urls = if self.cluster { &self.urls[..] } else { std::slice::from_ref(&self.url) };
+        urls.iter().map(|u| u.expose().to_owned()).collect()
     }
 }
 
@@ -337,6 +350,10 @@ pub enum SettingsError {
     Invalid(Vec<String>),
 }
 
+/// The environment variables that hold lists, and their keys.
+const LIST_VARS: &[(&str, &str)] =
+    &[("METASTREAM__AUTH__TOKENS", "auth.tokens"), ("METASTREAM__AUTH__ADMIN_TOKENS", "auth.admin_tokens"), ("METASTREAM__REDIS__URLS", "redis.urls")];
+
 impl Settings {
     /// Loads from `$METASTREAM_CONFIG_DIR` (default `config`), `$METASTREAM_ENV` and the
     /// environment.
@@ -354,18 +371,27 @@ impl Settings {
     /// # Errors
     /// See [`Settings::load`].
     pub fn load_from(dir: &Path, env: Option<&str>) -> Result<Settings, SettingsError> {
+        Settings::load_with(dir, env, std::env::vars().collect())
+    }
+
+    /// [`Settings::load_from`] with `vars` as the environment.
+    fn load_with(dir: &Path, env: Option<&str>, vars: HashMap<String, String>) -> Result<Settings, SettingsError> {
         let mut builder =
             config::Config::builder().add_source(config::File::from(dir.join("default.yaml")));
         if let Some(env) = env {
             builder = builder.add_source(config::File::from(dir.join(format!("{env}.yaml"))).required(false));
         }
+        // The lists, comma-separated. Split here, not by the config crate: its list parsing
+        // works only with `try_parsing`, which would also turn a token such as `0123` into the
+        // number 123.
+        for (var, key) in LIST_VARS {
+            if let Some(value) = vars.get(*var) {
+                let items: Vec<String> = value.split(',').map(str::trim).filter(|i| !i.is_empty()).map(str::to_owned).collect();
+                builder = builder.set_override(*key, items)?;
+            }
+        }
         builder = builder.add_source(
-            config::Environment::with_prefix("METASTREAM")
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("auth.tokens")
-                .with_list_parse_key("auth.admin_tokens"),
+            config::Environment::with_prefix("METASTREAM").prefix_separator("__").separator("__").source(Some(vars.into_iter().collect())),
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         if settings.sources.seed_file.is_relative() {
@@ -407,11 +433,25 @@ impl Settings {
         ] {
             check(valid_topic(topic), &format!("kafka.topics.{name}: `{topic}` is not a valid Kafka topic name"));
         }
-        let url = self.redis.url.expose();
-        check(
-            ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p)),
-            "redis.url: must start with redis://, rediss:// or unix://",
-        );
+        if self.redis.cluster {
+            check(!self.redis.urls.is_empty(), "redis.urls: cluster mode needs at least one seed node");
+            check(
+                !self.redis.key_prefix.contains(['{', '}']),
+                "redis.key_prefix: must not contain `{` or `}` in cluster mode (a hash tag there would put every key in one slot)",
+            );
+            for url in &self.redis.urls {
+                check(
+                    ["redis://", "rediss://"].iter().any(|p| url.expose().starts_with(p)),
+                    "redis.urls: each must start with redis:// or rediss://",
+                );
+            }
+        } else {
+            let url = self.redis.url.expose();
+            check(
+                ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p)),
+                "redis.url: must start with redis://, rediss:// or unix://",
+            );
+        }
         check(self.redis.pool_size >= 1, "redis.pool_size: must be at least 1");
         check(self.redis.timeout_ms >= 1, "redis.timeout_ms: must be at least 1");
         check(self.sources.refresh_ms >= 10, "sources.refresh_ms: must be at least 10");
@@ -518,6 +558,35 @@ mod tests {
 
     fn config_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
+    }
+
+    #[test]
+    fn lists_come_from_the_environment_comma_separated_and_verbatim() {
+        let vars: HashMap<String, String> = [
+            ("METASTREAM__AUTH__TOKENS", "0123, token-b"),
+            ("METASTREAM__REDIS__CLUSTER", "true"),
+            ("METASTREAM__REDIS__URLS", "redis://127.0.0.1:7001,redis://127.0.0.1:7002"),
+            ("METASTREAM__REDIS__KEY_PREFIX", "007"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let s = Settings::load_with(&config_dir(), None, vars).unwrap();
+        assert_eq!(s.auth.tokens, vec![Secret::new("0123"), Secret::new("token-b")]);
+        assert!(s.redis.cluster);
+        assert_eq!(s.redis.seeds(), vec!["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]);
+        assert_eq!(s.redis.key_prefix, "007");
+        s.validate(Service::PreTransformer).unwrap();
+    }
+
+    #[test]
+    fn cluster_mode_needs_seed_nodes_and_a_prefix_without_a_hash_tag() {
+        let mut s = Settings::load_from(&config_dir(), Some("dev")).unwrap();
+        s.redis.cluster = true;
+        s.redis.key_prefix = "{x}:".into();
+        let Err(SettingsError::Invalid(errors)) = s.validate(Service::PreTransformer) else { panic!("accepted") };
+        assert!(errors.iter().any(|e| e.starts_with("redis.urls:")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("redis.key_prefix:")), "{errors:?}");
     }
 
     #[test]

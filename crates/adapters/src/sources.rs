@@ -340,7 +340,7 @@ impl SourceCatalog {
         }
         let reloaded = catalog.clone();
         crate::store::spawn_reloader(
-            settings.redis.url.expose().to_owned(),
+            settings.redis.seeds(),
             store.changes_channel(),
             Duration::from_millis(settings.sources.refresh_ms),
             shutdown,

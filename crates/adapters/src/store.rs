@@ -7,37 +7,54 @@ use std::time::Duration;
 use anyhow::Context as _;
 use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::cluster_async::ClusterConnection;
 use deadpool_redis::redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 
 use crate::settings::RedisSettings;
 
-/// Pooled Redis connections (deadpool over deadpool-redis' manager).
+/// Pooled Redis connections (deadpool, with the [`Manager`] below).
 pub type Pool = managed::Pool<Manager, Connection>;
 pub type PoolError = managed::PoolError<RedisError>;
 
 /// A connection that answered within this long needs no check before its next use.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
-/// A pool of multiplexed Redis connections. Accepts `redis://` and `rediss://` URLs.
+/// A pool of multiplexed connections to one Redis (`redis://`, `rediss://`, `unix://`), or, with
+/// `redis.cluster`, to a Redis Cluster found through the seed nodes `redis.urls` (the redis
+/// crate's cluster client routes each command by its key's slot and follows `MOVED`/`ASK`
+/// after a failover or a resharding).
 ///
 /// # Errors
-/// When the URL cannot be parsed.
+/// When a URL cannot be parsed.
 pub fn pool(r: &RedisSettings) -> anyhow::Result<Pool> {
-    let manager = Manager(deadpool_redis::Manager::new(r.url.expose()).context("creating Redis pool (check redis.url)")?);
+    let manager = if r.cluster {
+        Manager::Cluster(deadpool_redis::cluster::Manager::new(r.seeds(), false).context("creating Redis Cluster pool (check redis.urls)")?)
+    } else {
+        Manager::Single(deadpool_redis::Manager::new(r.url.expose()).context("creating Redis pool (check redis.url)")?)
+    };
     let mut config = PoolConfig::new(r.pool_size);
     config.timeouts = Timeouts { wait: Some(r.timeout()), create: Some(r.timeout()), recycle: Some(r.timeout()) };
     Pool::builder(manager).config(config).runtime(Runtime::Tokio1).build().context("creating Redis pool")
 }
 
-/// deadpool-redis' manager checks every connection with a `PING` each time it leaves the pool:
+/// deadpool-redis' managers check every connection with a `PING` each time it leaves the pool:
 /// a second round trip for every Redis call. This one checks only a connection that may be
 /// unwell — a call on it failed on the connection or never finished (timed out), or it sat idle
 /// for [`CHECK_IDLE_AFTER`] — and otherwise hands it out as it is.
-pub struct Manager(deadpool_redis::Manager);
+pub enum Manager {
+    Single(deadpool_redis::Manager),
+    Cluster(deadpool_redis::cluster::Manager),
+}
+
+/// A connection to one Redis, or a cluster client's connection to every node of a cluster.
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
 
 pub struct Pooled {
-    conn: MultiplexedConnection,
+    conn: Conn,
     /// A call on it failed on the connection, or is (or was, when dropped) unfinished.
     suspect: bool,
 }
@@ -47,14 +64,22 @@ impl managed::Manager for Manager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Pooled, RedisError> {
-        Ok(Pooled { conn: managed::Manager::create(&self.0).await?, suspect: false })
+        let conn = match self {
+            Manager::Single(m) => Conn::Single(managed::Manager::create(m).await?),
+            Manager::Cluster(m) => Conn::Cluster(managed::Manager::create(m).await?),
+        };
+        Ok(Pooled { conn, suspect: false })
     }
 
     async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
         if !pooled.suspect && metrics.last_used() < CHECK_IDLE_AFTER {
             return Ok(());
         }
-        managed::Manager::recycle(&self.0, &mut pooled.conn, metrics).await?;
+        match (self, &mut pooled.conn) {
+            (Manager::Single(m), Conn::Single(c)) => managed::Manager::recycle(m, c, metrics).await?,
+            (Manager::Cluster(m), Conn::Cluster(c)) => managed::Manager::recycle(m, c, metrics).await?,
+            _ => unreachable!("a pool's connections come from its own manager"),
+        }
         pooled.suspect = false;
         Ok(())
     }
@@ -69,6 +94,26 @@ impl From<managed::Object<Manager>> for Connection {
     }
 }
 
+impl Connection {
+    /// In cluster mode, a handle on the cluster connection for calls sent side by side (each
+    /// to its key's node; calls to one node share its connection, pipelined).
+    pub fn cluster(&self) -> Option<ClusterConnection> {
+        match &self.0.conn {
+            Conn::Cluster(c) => Some(c.clone()),
+            Conn::Single(_) => None,
+        }
+    }
+
+    /// Runs `call` on the connection, marking it suspect until the call returns well.
+    async fn call<'a, T>(&'a mut self, call: impl FnOnce(&'a mut Conn) -> RedisFuture<'a, T>) -> Result<T, RedisError> {
+        let pooled = &mut *self.0;
+        pooled.suspect = true;
+        let result = call(&mut pooled.conn).await;
+        pooled.suspect = unwell(&result);
+        result
+    }
+}
+
 /// Whether a call's result leaves its connection in doubt.
 fn unwell<T>(result: &Result<T, RedisError>) -> bool {
     matches!(result, Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
@@ -76,25 +121,24 @@ fn unwell<T>(result: &Result<T, RedisError>) -> bool {
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            self.0.suspect = true;
-            let result = self.0.conn.req_packed_command(cmd).await;
-            self.0.suspect = unwell(&result);
-            result
-        })
+        Box::pin(self.call(move |conn| match conn {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }))
     }
 
     fn req_packed_commands<'a>(&'a mut self, cmd: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            self.0.suspect = true;
-            let result = self.0.conn.req_packed_commands(cmd, offset, count).await;
-            self.0.suspect = unwell(&result);
-            result
-        })
+        Box::pin(self.call(move |conn| match conn {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }))
     }
 
     fn get_db(&self) -> i64 {
-        self.0.conn.get_db()
+        match &self.0.conn {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -138,18 +182,39 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), StoreError> {
     .await
 }
 
-/// Redis' `run_id`: changes when the server restarts.
+/// Redis' `run_id`, which changes when the server restarts. In cluster mode, the `run_id`s of
+/// every master, sorted and joined: it changes also when a replica is promoted in a failover
+/// (or a master restarts), since the new master has its own.
 ///
 /// # Errors
-/// When Redis does not answer.
+/// When Redis (any master) does not answer.
 pub async fn run_id(pool: &Pool, timeout: Duration) -> Result<String, StoreError> {
     timed(timeout, async {
         let mut conn = pool.get().await?;
-        let info: String = deadpool_redis::redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
-        let id = info.lines().find_map(|l| l.strip_prefix("run_id:")).unwrap_or_default().trim().to_owned();
-        Ok::<_, StoreError>(id)
+        // One node: the text; a cluster: the text of each master, by address.
+        let info: Value = deadpool_redis::redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+        Ok::<_, StoreError>(run_ids(&info))
     })
     .await
+}
+
+/// The `run_id:` lines of every `INFO` text in `info`, sorted and joined with `,`.
+fn run_ids(info: &Value) -> String {
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::BulkString(b) => out.extend(String::from_utf8_lossy(b).lines().filter_map(|l| l.strip_prefix("run_id:")).map(|id| id.trim().to_owned())),
+            Value::VerbatimString { text, .. } | Value::SimpleString(text) => {
+                out.extend(text.lines().filter_map(|l| l.strip_prefix("run_id:")).map(|id| id.trim().to_owned()));
+            }
+            Value::Array(items) | Value::Set(items) => items.iter().for_each(|i| collect(i, out)),
+            Value::Map(pairs) => pairs.iter().for_each(|(_, v)| collect(v, out)),
+            _ => {}
+        }
+    }
+    let mut ids = Vec::new();
+    collect(info, &mut ids);
+    ids.sort();
+    ids.join(",")
 }
 
 /// A processed record to store, with the ingest position that orders the entity's updates.
@@ -179,7 +244,7 @@ pub enum Written {
     Duplicate,
 }
 
-/// The processed records in Redis (`processed:<source>:<id>`): the one place that knows their
+/// The processed records in Redis (`processed:{<source>:<id>}`): the one place that knows their
 /// keys and commands. Every call has the store's deadline and is timed in
 /// `metastream_redis_command_duration_seconds`. Cheap to clone.
 #[derive(Clone)]
@@ -261,16 +326,10 @@ impl Records {
         let started = std::time::Instant::now();
         let result = timed(self.timeout, async {
             let mut conn = self.pool.get().await?;
-            let mut invocation = WRITE_NEWEST.prepare_invoke();
-            for r in records {
-                let key = self.keys.processed(&r.source, &r.id);
-                let dedupe = r.idempotency_key.as_deref().map(|k| self.keys.ingested(k));
-                invocation.key(&key).key(dedupe.as_deref().unwrap_or(&key));
-                invocation.arg(r.partition).arg(r.offset).arg(&r.value).arg(if dedupe.is_some() { "1" } else { "0" });
+            match conn.cluster() {
+                None => Ok::<_, StoreError>(self.write_script(records.iter()).invoke_async(&mut conn).await?),
+                Some(cluster) => self.write_per_entity(cluster, records).await,
             }
-            invocation.arg(self.dedupe_window.as_secs().max(1));
-            let codes: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-            Ok::<_, StoreError>(codes)
         })
         .await;
         self.metrics.redis("store_records", started, &result);
@@ -283,6 +342,51 @@ impl Records {
                 _ => Written::Stored,
             })
             .collect())
+    }
+
+    /// One call of [`WRITE_NEWEST`] writing `records`.
+    fn write_script<'r>(&self, records: impl Iterator<Item = &'r NewRecord>) -> deadpool_redis::redis::ScriptInvocation<'static> {
+        let mut invocation = WRITE_NEWEST.prepare_invoke();
+        for r in records {
+            let key = self.keys.processed(&r.source, &r.id);
+            let dedupe = r.idempotency_key.as_deref().map(|k| self.keys.ingested(&r.source, &r.id, k));
+            invocation.key(&key).key(dedupe.as_deref().unwrap_or(&key));
+            invocation.arg(r.partition).arg(r.offset).arg(&r.value).arg(if dedupe.is_some() { "1" } else { "0" });
+        }
+        invocation.arg(self.dedupe_window.as_secs().max(1));
+        invocation
+    }
+
+    /// Cluster mode: a script may touch one slot only, so the batch is written one entity at a
+    /// time (an entity's keys share its hash tag; its updates stay in order, in one call), every
+    /// entity's call sent at once — the cluster client sends each to its node, and the calls to
+    /// one node go down its connection pipelined.
+    async fn write_per_entity(&self, cluster: ClusterConnection, records: &[NewRecord]) -> Result<Vec<i64>, StoreError> {
+        let mut entities: Vec<Vec<usize>> = Vec::new();
+        let mut index: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            let entity = *index.entry((r.source.as_str(), r.id.as_str())).or_insert_with(|| {
+                entities.push(Vec::new());
+                entities.len() - 1
+            });
+            entities[entity].push(i);
+        }
+        let calls = entities.iter().map(|members| {
+            let mut conn = cluster.clone();
+            let invocation = self.write_script(members.iter().map(|&i| &records[i]));
+            async move { invocation.invoke_async::<Vec<i64>>(&mut conn).await }
+        });
+        let answers = futures_util::future::try_join_all(calls).await?;
+        let mut codes = vec![0; records.len()];
+        for (members, answer) in entities.iter().zip(answers) {
+            if answer.len() != members.len() {
+                return Err(StoreError::Corrupt(format!("store_records answered {} codes for {} records", answer.len(), members.len())));
+            }
+            for (&i, code) in members.iter().zip(answer) {
+                codes[i] = code;
+            }
+        }
+        Ok(codes)
     }
 
     /// The records of `entities`, in order (`None` where there is none), in one round trip.
@@ -324,17 +428,47 @@ impl Records {
 }
 
 /// Sets `field` of the hash `key` to `json` and announces `field` on the pub/sub `channel`, in
-/// one transaction: every replica's [`spawn_reloader`] reloads at once.
+/// one script: every replica's [`spawn_reloader`] reloads at once.
 ///
 /// # Errors
 /// When Redis fails or does not answer in time.
 pub async fn put_announced(pool: &Pool, timeout: Duration, key: &str, field: &str, json: String, channel: &str) -> Result<(), StoreError> {
     timed(timeout, async {
         let mut conn = pool.get().await?;
-        let () = deadpool_redis::redis::pipe().atomic().hset(key, field, json).ignore().publish(channel, field).ignore().query_async(&mut conn).await?;
+        let _: i64 = announced(&mut conn, "HSET", key, &[field, &json], channel, field).await?;
         Ok::<_, StoreError>(())
     })
     .await
+}
+
+/// `redis.call(ARGV[1], KEYS[1], ARGV[4], …)`, then `PUBLISH ARGV[2] ARGV[3]`; returns the first
+/// call's answer.
+static ANNOUNCED: std::sync::LazyLock<deadpool_redis::redis::Script> = std::sync::LazyLock::new(|| {
+    deadpool_redis::redis::Script::new("local r = redis.call(ARGV[1], KEYS[1], unpack(ARGV, 4)) redis.call('PUBLISH', ARGV[2], ARGV[3]) return r")
+});
+
+/// Runs `command key args…` and publishes `message` on `channel`, atomically, and answers what
+/// the command answered. A script rather than a transaction: a cluster client routes a
+/// transaction by every name in it, the channel's too, and refuses one whose channel hashes to
+/// another slot than its key; a script publishes on any channel from the key's node (a cluster
+/// forwards every `PUBLISH` to every node).
+///
+/// # Errors
+/// When Redis fails.
+pub async fn announced<T: deadpool_redis::redis::FromRedisValue>(
+    conn: &mut Connection,
+    command: &str,
+    key: &str,
+    args: &[&str],
+    channel: &str,
+    message: &str,
+) -> Result<T, RedisError> {
+    let mut invocation = ANNOUNCED.key(key);
+    invocation.arg(command).arg(channel).arg(message);
+    for a in args {
+        invocation.arg(*a);
+    }
+    invocation.invoke_async(conn).await
 }
 
 /// Every value of the hash `key`, parsed as JSON. A value that does not parse is logged at ERROR
@@ -366,7 +500,11 @@ pub async fn json_hash<T: serde::de::DeserializeOwned>(pool: &Pool, key: &str, t
 /// within milliseconds), after each resubscription (what was announced meanwhile), and every
 /// `interval` (heals a missed message). `what` names the view in logs. A failed reload keeps
 /// the previous view.
-pub fn spawn_reloader<F, Fut>(url: String, channel: String, interval: Duration, shutdown: crate::shutdown::CancellationToken, what: &'static str, reload: F)
+///
+/// `seeds` are [`RedisSettings::seeds`]: the one Redis, or a cluster's seed nodes — it
+/// subscribes on one of them (a cluster forwards every `PUBLISH` to every node) and moves on
+/// to the next when that one fails.
+pub fn spawn_reloader<F, Fut>(seeds: Vec<String>, channel: String, interval: Duration, shutdown: crate::shutdown::CancellationToken, what: &'static str, reload: F)
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), StoreError>> + Send,
@@ -390,7 +528,9 @@ where
     });
     tokio::spawn(async move {
         let mut backoff = crate::retry::Backoff::infra();
+        let mut seeds = seeds.iter().cycle();
         while !shutdown.is_cancelled() {
+            let Some(url) = seeds.next() else { return };
             let subscribed = async {
                 let client = deadpool_redis::redis::Client::open(url.as_str())?;
                 let mut pubsub = client.get_async_pubsub().await?;

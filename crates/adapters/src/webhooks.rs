@@ -78,15 +78,9 @@ impl SubscriptionStore {
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         timed(self.timeout, async {
             let mut conn = self.pool.get().await?;
-            let (deleted,): (i64,) = deadpool_redis::redis::pipe()
-                .atomic()
-                .hdel(self.keys.subscriptions(), id)
-                .del(&[self.keys.subscription(id, "status"), self.keys.subscription(id, "dead"), self.keys.subscription(id, "replay")])
-                .ignore()
-                .publish(self.keys.subscriptions_changed(), id)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
+            let deleted: i64 = crate::store::announced(&mut conn, "HDEL", &self.keys.subscriptions(), &[id], &self.keys.subscriptions_changed(), id).await?;
+            // Its own keys share a hash tag, not the subscriptions' slot: a second call.
+            let () = conn.del(&[self.keys.subscription(id, "status"), self.keys.subscription(id, "dead"), self.keys.subscription(id, "replay")]).await?;
             Ok::<_, StoreError>(deleted == 1)
         })
         .await
@@ -264,13 +258,8 @@ impl SubscriptionStore {
         }
         timed(self.timeout, async {
             let mut conn = self.pool.get().await?;
-            let () = deadpool_redis::redis::pipe()
-                .sadd(self.keys.subscription(id, "replay"), &chosen)
-                .ignore()
-                .publish(self.keys.subscriptions_changed(), id)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
+            let chosen: Vec<&str> = chosen.iter().map(String::as_str).collect();
+            let _: i64 = crate::store::announced(&mut conn, "SADD", &self.keys.subscription(id, "replay"), &chosen, &self.keys.subscriptions_changed(), id).await?;
             Ok::<_, StoreError>(())
         })
         .await?;

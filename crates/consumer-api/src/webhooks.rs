@@ -126,7 +126,7 @@ impl Webhooks {
         }
         let reconciler = webhooks.clone();
         adapters::store::spawn_reloader(
-            settings.redis.url.expose().to_owned(),
+            settings.redis.seeds(),
             webhooks.store.changed_channel(),
             Duration::from_millis(settings.sources.refresh_ms),
             shutdown,

@@ -4,11 +4,11 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `<prefix>processed:<source>:<id>` | string | the processed record (JSON), written by the pre-transformer |
+//! | `<prefix>processed:{<source>:<id>}` | string | the processed record (JSON), written by the pre-transformer |
 //! | `<prefix>sources` | hash | source name → source configuration (JSON) |
 //! | `<prefix>sources:changed` | pub/sub channel | the name of a source whose config changed |
 //! | `<prefix>idempotency:<key-id>:<key>` | string, expiring | the gateway's answer to an `Idempotency-Key` of one API key |
-//! | `<prefix>ingested:<key-id>:<key>` | string, expiring | where the first copy of a keyed request was ingested |
+//! | `<prefix>ingested:{<source>:<id>}:<key-id>:<key>` | string, expiring | where the first copy of a keyed request was ingested |
 //! | `<prefix>dead-letters:replayed:<partition>:<offset>` | string | a dead letter already replayed |
 //! | `<prefix>keys` | hash | API key id → its record (scopes, limits, the key's HMAC; never the key) |
 //! | `<prefix>keys:changed` | pub/sub channel | the id of a key created, changed or revoked |
@@ -16,6 +16,13 @@
 //! | `<prefix>ratelimit:{<key-id>}:<dimension>` | string, expiring | a key's GCRA state (`requests`, `events`) |
 //!
 //! Source names cannot contain `:`, so `<source>:<id>` is unambiguous even when ids contain `:`.
+//!
+//! `{…}` is a Redis Cluster hash tag: only the text between the first `{` and the next `}` picks
+//! the key's slot, so the keys one script or transaction touches share a slot — an entity's
+//! record and its idempotency marker, a rate limit's dimensions, a consumer group's positions
+//! and leases, a subscription's status and dead letters. (An id containing `}` cuts its tag
+//! short, the same way in each of its keys: they still share a slot.) Every other call touches
+//! one key, so the same layout serves one Redis and a cluster.
 //!
 //! Also the label values dashboards and filters match on: [`EventOutcome`], [`DeadLetterReason`].
 
@@ -79,9 +86,10 @@ impl KeySchema {
         KeySchema { prefix: prefix.into() }
     }
 
-    /// `<prefix>processed:<source>:<id>`: the processed record.
+    /// `<prefix>processed:{<source>:<id>}`: the processed record. The braces are a Redis
+    /// Cluster hash tag: every key of one entity is in one slot, so one script can write them.
     pub fn processed(&self, source: &SourceName, id: &EventId) -> String {
-        format!("{}processed:{source}:{id}", self.prefix)
+        format!("{}processed:{{{source}:{id}}}", self.prefix)
     }
 
     /// `<prefix>sources`: the hash of source configurations.
@@ -100,11 +108,12 @@ impl KeySchema {
         format!("{}idempotency:{key}", self.prefix)
     }
 
-    /// `<prefix>ingested:<idempotency-key>`: the ingest position (`<partition>:<offset>`) of
-    /// the first copy of a keyed request the pre-transformer stored (expiring); a later copy
-    /// (a client's retry whose first answer was lost) is dropped.
-    pub fn ingested(&self, idempotency_key: &str) -> String {
-        format!("{}ingested:{idempotency_key}", self.prefix)
+    /// `<prefix>ingested:{<source>:<id>}:<idempotency-key>`: the ingest position
+    /// (`<partition>:<offset>`) of the first copy of a keyed request the pre-transformer stored
+    /// (expiring); a later copy (a client's retry whose first answer was lost) is dropped. In
+    /// the slot of the entity's record (hash tag), since one script writes both.
+    pub fn ingested(&self, source: &SourceName, id: &EventId, idempotency_key: &str) -> String {
+        format!("{}ingested:{{{source}:{id}}}:{idempotency_key}", self.prefix)
     }
 
     /// `<prefix>keys`: the hash of API keys (key id → record JSON, holding the key's keyed hash,
@@ -275,13 +284,27 @@ mod tests {
         let keys = KeySchema::new("t1:");
         let a = keys.processed(&SourceName::parse("jira").unwrap(), &EventId::parse("x:1").unwrap());
         let b = keys.processed(&SourceName::parse("jira-x").unwrap(), &EventId::parse("1").unwrap());
-        assert_eq!(a, "t1:processed:jira:x:1");
-        assert_eq!(b, "t1:processed:jira-x:1");
+        assert_eq!(a, "t1:processed:{jira:x:1}");
+        assert_eq!(b, "t1:processed:{jira-x:1}");
         assert_ne!(a, b);
         assert_eq!(keys.sources(), "t1:sources");
         assert_eq!(keys.sources_changed(), "t1:sources:changed");
         assert_eq!(keys.idempotency("k"), "t1:idempotency:k");
         assert_eq!(keys.replayed(2, 40), "t1:dead-letters:replayed:2:40");
+    }
+
+    #[test]
+    fn an_entitys_keys_share_their_hash_tag() {
+        fn tag(key: &str) -> &str {
+            let open = key.find('{').expect("a hash tag");
+            let close = key[open + 1..].find('}').expect("a closed hash tag");
+            &key[open + 1..open + 1 + close]
+        }
+        let keys = KeySchema::new("t1:");
+        for id in ["1", "a}b", "{x}", "a:b"] {
+            let (source, id) = (SourceName::parse("jira").unwrap(), EventId::parse(id).unwrap());
+            assert_eq!(tag(&keys.processed(&source, &id)), tag(&keys.ingested(&source, &id, "key-1:k")), "id {id}");
+        }
     }
 
     #[test]

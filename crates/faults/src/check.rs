@@ -77,7 +77,7 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
     let mut stale_store = 0;
     let entities: Vec<(&String, &u64)> = acked.last.iter().collect();
     for chunk in entities.chunks(500) {
-        let keys: Vec<String> = chunk.iter().map(|(e, _)| format!("{}processed:{SOURCE}:{e}", stack.key_prefix)).collect();
+        let keys: Vec<String> = chunk.iter().map(|(e, _)| format!("{}processed:{{{SOURCE}:{e}}}", stack.key_prefix)).collect();
         let values: Vec<Option<String>> = conn.mget(&keys).await?;
         for ((_, last), value) in chunk.iter().zip(values) {
             let seq = value.and_then(|v| serde_json::from_str::<Value>(&v).ok()).and_then(|v| v["payload"]["seq"].as_u64());

@@ -66,6 +66,9 @@ pub struct Stack {
     pub run_id: String,
     pub kafka: String,
     pub redis_url: String,
+    /// A Redis Cluster's seed URLs (`METASTREAM_TEST_REDIS_CLUSTER`), when the services run
+    /// against one.
+    pub redis_cluster: Option<Vec<String>>,
     pub key_prefix: String,
     pub output_topic: String,
     pub dead_letter_topic: String,
@@ -84,6 +87,7 @@ impl Stack {
         let run_id = format!("faults-{}-{}", scenario, &uuid::Uuid::new_v4().simple().to_string()[..6]);
         let kafka = std::env::var("METASTREAM_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
         let redis_url = std::env::var("METASTREAM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis_cluster = std::env::var("METASTREAM_TEST_REDIS_CLUSTER").ok().filter(|v| !v.is_empty());
         let key_prefix = format!("{run_id}:");
         let topic = |t: &str| format!("{run_id}.{t}");
         let env = vec![
@@ -97,6 +101,8 @@ impl Stack {
             ("METASTREAM__KAFKA__CONSUMER_PROPERTIES__SESSION_TIMEOUT_MS", "6000".into()),
             ("METASTREAM__KAFKA__CONSUMER_PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000".into()),
             ("METASTREAM__REDIS__URL", redis_url.clone()),
+            ("METASTREAM__REDIS__CLUSTER", redis_cluster.is_some().to_string()),
+            ("METASTREAM__REDIS__URLS", redis_cluster.clone().unwrap_or_default()),
             ("METASTREAM__REDIS__KEY_PREFIX", key_prefix.clone()),
             ("METASTREAM__SOURCES__REFRESH_MS", "500".into()),
             ("METASTREAM__PRE_TRANSFORMER__GROUP_ID", topic("pre")),
@@ -117,6 +123,7 @@ impl Stack {
             run_id: run_id.clone(),
             kafka,
             redis_url,
+            redis_cluster: redis_cluster.map(|urls| urls.split(',').map(str::to_owned).collect()),
             key_prefix,
             output_topic,
             dead_letter_topic,
@@ -156,8 +163,16 @@ impl Stack {
     /// A pool on Redis once it answers `PING`. A Redis restarted with data answers `LOADING`
     /// while it reads its AOF: that is waited out (up to two minutes), as any other transient
     /// refusal, never reported as a failed scenario.
-    pub async fn redis_ready(&self) -> anyhow::Result<deadpool_redis::Pool> {
-        let pool = deadpool_redis::Config::from_url(&self.redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    pub async fn redis_ready(&self) -> anyhow::Result<adapters::store::Pool> {
+        let settings = adapters::settings::RedisSettings {
+            url: adapters::Secret::new(&self.redis_url),
+            cluster: self.redis_cluster.is_some(),
+            urls: self.redis_cluster.iter().flatten().map(adapters::Secret::new).collect(),
+            key_prefix: self.key_prefix.clone(),
+            pool_size: 4,
+            timeout_ms: 10_000,
+        };
+        let pool = adapters::store::pool(&settings)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let ping = async {
@@ -201,6 +216,70 @@ impl Stack {
             leader.filter(|l| *l >= 0).context("no leader for the ingest topic's partition 0")
         })
         .await?
+    }
+
+    /// The Redis Cluster's `CLUSTER NODES`, from the first seed node that answers.
+    async fn redis_cluster_nodes(&self) -> anyhow::Result<String> {
+        let mut last = None;
+        for url in self.redis_cluster.iter().flatten() {
+            let answer = async {
+                let client = deadpool_redis::redis::Client::open(url.as_str())?;
+                let mut conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await??;
+                let nodes: String = deadpool_redis::redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await?;
+                anyhow::Ok(nodes)
+            };
+            match answer.await {
+                Ok(nodes) => return Ok(nodes),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no redis cluster configured (METASTREAM_TEST_REDIS_CLUSTER)")))
+    }
+
+    /// The port of the Redis Cluster master serving slot 0 (a third of every scenario's
+    /// entities live on it), as the cluster sees it now.
+    pub async fn redis_master_of_slot_zero(&self) -> anyhow::Result<u16> {
+        let nodes = self.redis_cluster_nodes().await?;
+        master_of_slot_zero(&nodes).with_context(|| format!("no healthy master serves slot 0:\n{nodes}"))
+    }
+
+    /// Waits until a master other than `old` serves slot 0 (its replica was promoted); returns
+    /// how long that took.
+    pub async fn wait_redis_failover(&self, old: u16, within: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Ok(nodes) = self.redis_cluster_nodes().await {
+                if master_of_slot_zero(&nodes).is_some_and(|p| p != old) {
+                    return Ok(started.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("no replica took over slot 0 from the master on port {old} within {within:?}")
+    }
+
+    /// SIGKILL of the Redis Cluster node on `port` (started by `scripts/redis.sh cluster`).
+    pub async fn kill_redis_node(&self, port: u16) -> anyhow::Result<()> {
+        let file = self.root.join(format!("var/redis-cluster/{port}/redis.pid"));
+        let pid = std::fs::read_to_string(&file).with_context(|| format!("{} has no pid file: not started by scripts/redis.sh cluster", file.display()))?;
+        signal(pid.trim(), "-KILL").await?;
+        for _ in 0..100 {
+            if !alive(pid.trim()).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts the Redis Cluster node on `port` again (it rejoins as a replica of whoever took
+    /// over its slots).
+    pub async fn start_redis_node(&self, port: u16) -> anyhow::Result<()> {
+        let status = Command::new(self.root.join("scripts/redis.sh")).args(["cluster-node-start", &port.to_string()]).current_dir(&self.root).status().await?;
+        if !status.success() {
+            bail!("scripts/redis.sh cluster-node-start {port} failed");
+        }
+        Ok(())
     }
 
     /// Waits until every service is ready again.
@@ -378,4 +457,32 @@ async fn signal(pid: &str, sig: &str) -> anyhow::Result<()> {
 
 async fn alive(pid: &str) -> bool {
     Command::new("kill").arg("-0").arg(pid).stderr(Stdio::null()).status().await.map(|s| s.success()).unwrap_or(false)
+}
+
+/// In `CLUSTER NODES` text, the port of the connected master whose slot ranges include 0.
+fn master_of_slot_zero(nodes: &str) -> Option<u16> {
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (addr, flags, link) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+        let healthy = flags.split(',').any(|f| f == "master") && !flags.contains("fail") && *link == "connected";
+        let serves = fields.iter().skip(8).any(|range| range.split('-').next() == Some("0"));
+        if !(healthy && serves) {
+            return None;
+        }
+        addr.split('@').next()?.rsplit(':').next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_master_of_slot_zero_is_read_from_cluster_nodes() {
+        let nodes = "\
+c55c 127.0.0.1:7005@17005 slave 1f4f 0 1796069201033 2 connected
+5190 127.0.0.1:7001@17001 master,fail - 0 1796069200000 1 disconnected 0-5460
+7275 127.0.0.1:7004@17004 master - 0 1796069201033 7 connected 0-5460
+1f4f 127.0.0.1:7002@17002 myself,master - 0 1796069201033 2 connected 5461-10922
+";
+        assert_eq!(super::master_of_slot_zero(nodes), Some(7004));
+    }
 }

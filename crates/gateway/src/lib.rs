@@ -114,7 +114,7 @@ impl Application {
 
         let keys = domain::KeySchema::new(&settings.redis.key_prefix);
         let auth = Arc::new(Authenticator::new(&settings.auth, KeyStore::new(pool.clone(), keys.clone(), settings.redis.timeout())));
-        auth.start(settings.redis.url.expose(), Duration::from_millis(settings.sources.refresh_ms), shutdown.clone());
+        auth.start(settings.redis.seeds(), Duration::from_millis(settings.sources.refresh_ms), shutdown.clone());
         let limiter = RateLimiter::new(pool.clone(), keys.clone(), settings.redis.timeout(), settings.auth.rate_limit_on_redis_error, metrics.clone());
         let kafka_probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.ingest)?;
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(kafka_probe)));

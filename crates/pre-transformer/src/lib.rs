@@ -1,5 +1,5 @@
 //! The pre-transformer: reads raw events, applies each source's `pre` operations, stores the
-//! processed record in Redis (`processed:<source>:<id>`), and tells the post stage through the
+//! processed record in Redis (`processed:{<source>:<id>}`), and tells the post stage through the
 //! `processed` topic.
 //!
 //! Messages are handled in batches: decide what each message becomes, write every record of the
