@@ -569,3 +569,29 @@ where
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(run_id: &str) -> Value {
+        Value::BulkString(format!("# Server\r\nredis_version:7.0.15\r\nrun_id:{run_id}\r\ntcp_port:7001\r\n").into_bytes())
+    }
+
+    #[test]
+    fn one_redis_has_its_run_id() {
+        assert_eq!(run_ids(&info("abc")), "abc");
+    }
+
+    #[test]
+    fn a_cluster_has_every_masters_run_id_and_a_promoted_replica_changes_it() {
+        let masters = |ids: [&str; 3]| {
+            Value::Map(ids.iter().enumerate().map(|(i, id)| (Value::SimpleString(format!("127.0.0.1:700{i}")), info(id))).collect())
+        };
+        let before = run_ids(&masters(["b", "a", "c"]));
+        assert_eq!(before, "a,b,c", "sorted: the order the nodes answer in does not matter");
+        assert_eq!(run_ids(&masters(["c", "b", "a"])), before);
+        // The master with run_id `a` died; its replica `r` took over its slots.
+        assert_ne!(run_ids(&masters(["b", "r", "c"])), before);
+    }
+}
