@@ -46,8 +46,13 @@ cleanup() {
 }
 trap cleanup EXIT
 "$ROOT/scripts/services.sh" start >/dev/null
+# Every process whose CPU and memory a step reports: the services, and the broker and Redis (when
+# the project's scripts started them), so the report shows where the whole machine's CPU goes.
 pids() { for s in gateway pre-transformer post-transformer consumer-api; do
-  [[ -f "$VAR/run/$s.pid" ]] && pid_alive "$VAR/run/$s.pid" && printf -- '--pid %s=%s ' "$s" "$(cat "$VAR/run/$s.pid")"; done; }
+  [[ -f "$VAR/run/$s.pid" ]] && pid_alive "$VAR/run/$s.pid" && printf -- '--pid %s=%s ' "$s" "$(cat "$VAR/run/$s.pid")"; done
+  pid_alive "$VAR/kafka/kafka.pid" && printf -- '--pid kafka=%s ' "$(cat "$VAR/kafka/kafka.pid")"
+  pid_alive "$VAR/redis/redis.pid" && printf -- '--pid redis=%s ' "$(cat "$VAR/redis/redis.pid")"
+  true; }
 lg() { local label=$1; shift; log "$label"; "$LG" --label "$label" --event-size "$SIZE" --seconds "$SECS" --json "$OUT/$label.json" "$@" | tee -a "$OUT/raw.txt"; }
 val() { python3 - "$OUT/$1.json" "$2" <<'PY'
 import json, sys
