@@ -352,6 +352,7 @@ impl Stack {
                 out.push(TopicMessage {
                     payload: m.payload().map(|p| p.to_vec()).unwrap_or_default(),
                     headers,
+                    timestamp_ms: m.timestamp().to_millis(),
                 });
             }
         }
@@ -362,6 +363,8 @@ impl Stack {
 pub struct TopicMessage {
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
+    /// The message's Kafka timestamp (when its producer made it).
+    pub timestamp_ms: Option<i64>,
 }
 
 impl TopicMessage {

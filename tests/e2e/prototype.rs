@@ -38,6 +38,14 @@ async fn prototype_ingest_then_consume_returns_the_processed_event() {
     assert_eq!(status, 200);
     assert_eq!(record, stored);
 
+    // The published message says when each stage produced the event, in order: the gateway
+    // (ingest), the pre-transformer (notice), then the post-transformer (its own timestamp).
+    let published = stack.read_topic(&stack.settings.kafka.topics.output, 1, Duration::from_secs(10)).await;
+    let m = &published[0];
+    let at = |name: &str| m.header(name).unwrap_or_else(|| panic!("no {name} on {:?}", m.headers)).parse::<i64>().unwrap();
+    let (ingested, noticed) = (at("metastream-ingested-at-ms"), at("metastream-noticed-at-ms"));
+    assert!(ingested > 1_700_000_000_000 && ingested <= noticed && Some(noticed) <= m.timestamp_ms, "{:?} at {:?}", m.headers, m.timestamp_ms);
+
     // Consumed events are not handed out again to the same group...
     let (_, again) = stack.get("/consume?wait_ms=300").await;
     assert_eq!(again["count"], 0, "{again}");

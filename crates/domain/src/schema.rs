@@ -260,6 +260,12 @@ pub mod headers {
     pub const SOURCE: &str = "metastream-source";
     /// The client's `Idempotency-Key`, on ingest messages of requests that had one.
     pub const IDEMPOTENCY_KEY: &str = "metastream-idempotency-key";
+    /// When the gateway produced the event (the ingest message's Kafka timestamp, ms since the
+    /// epoch): on notices and on published events, so a reader can tell where time went.
+    pub const INGESTED_AT_MS: &str = "metastream-ingested-at-ms";
+    /// When the pre-transformer produced the notice (its Kafka timestamp, ms): on published
+    /// events. The published message's own timestamp is when the post-transformer produced it.
+    pub const NOTICED_AT_MS: &str = "metastream-noticed-at-ms";
     pub const DLQ_STAGE: &str = "metastream-dlq-stage";
     pub const DLQ_REASON: &str = "metastream-dlq-reason";
     pub const DLQ_ERROR: &str = "metastream-dlq-error";

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Headers as _, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
@@ -103,12 +103,44 @@ pub async fn latency_consumer(kafka: &str, topic: &str) -> anyhow::Result<Stream
     Ok(consumer)
 }
 
+/// Where a published event's time went, hop by hop (µs, from millisecond Kafka timestamps):
+/// the client's send → the gateway's produce (the ingest message's timestamp, carried as
+/// `metastream-ingested-at-ms`) → the pre-transformer's notice (`metastream-noticed-at-ms`) →
+/// the post-transformer's publish (the output message's timestamp) → this reader. A hop after a
+/// transactional producer includes the wait for its transaction's commit.
+pub struct Hops(pub [Histogram<u64>; 4]);
+
+impl Hops {
+    pub const NAMES: [&str; 4] = ["send_to_gateway", "gateway_to_notice", "notice_to_publish", "publish_to_read"];
+
+    pub fn new() -> Hops {
+        Hops(std::array::from_fn(|_| crate::report::histogram()))
+    }
+
+    fn record<M: Message>(&mut self, m: &M, sent_us: u64, read_us: u64) {
+        let header = |name: &str| -> Option<u64> {
+            let h = m.headers()?.iter().find(|h| h.key == name)?;
+            std::str::from_utf8(h.value?).ok()?.parse::<u64>().ok().map(|ms| ms * 1000)
+        };
+        let (Some(ingested), Some(noticed), Some(published)) =
+            (header("metastream-ingested-at-ms"), header("metastream-noticed-at-ms"), m.timestamp().to_millis().map(|ms| ms as u64 * 1000))
+        else {
+            return;
+        };
+        for (hist, (from, to)) in self.0.iter_mut().zip([(sent_us, ingested), (ingested, noticed), (noticed, published), (published, read_us)]) {
+            let _ = hist.record(to.saturating_sub(from).max(1));
+        }
+    }
+}
+
 /// Records, for each message `consumer` receives until `stop`, how long after sending it
-/// arrived (matched by the sequence number in `sent_at`, or by the embedded send time).
+/// arrived (matched by the sequence number in `sent_at`, or by the embedded send time), and,
+/// with `hops`, where that time went.
 pub async fn consume_latency(
     consumer: StreamConsumer,
     sent_at: Option<Arc<Mutex<HashMap<u64, u64>>>>,
     hist: Arc<Mutex<Histogram<u64>>>,
+    hops: Option<Arc<Mutex<Hops>>>,
     received: Arc<AtomicU64>,
     stop: CancellationToken,
 ) {
@@ -127,6 +159,9 @@ pub async fn consume_latency(
                 };
                 if let Some(sent) = sent {
                     let _ = hist.lock().unwrap().record(now.saturating_sub(sent).max(1));
+                    if let Some(hops) = &hops {
+                        hops.lock().unwrap().record(&m, sent, now);
+                    }
                     received.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -137,7 +172,7 @@ pub async fn consume_latency(
 pub async fn run_roundtrip(args: &Args, e2e: Arc<Mutex<Histogram<u64>>>, received: Arc<AtomicU64>, counters: Arc<Counters>) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let consumer = latency_consumer(&args.kafka, &args.topic).await?;
-    let consumer = tokio::spawn(consume_latency(consumer, None, e2e, received, stop.clone()));
+    let consumer = tokio::spawn(consume_latency(consumer, None, e2e, None, received, stop.clone()));
     let producer = raw_producer(&args.kafka)?;
     let rate = args.rate.unwrap_or(1000).max(1);
     let interval = Duration::from_secs_f64(1.0 / rate as f64);

@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let latency = Arc::new(Mutex::new(histogram()));
     let e2e = Arc::new(Mutex::new(histogram()));
+    let hops = Arc::new(Mutex::new(crate::kafka::Hops::new()));
     let received = Arc::new(AtomicU64::new(0));
     let sent_at: Arc<Mutex<HashMap<u64, u64>>> = Arc::new(Mutex::new(HashMap::new()));
     let pids: Vec<(String, u32)> = args
@@ -98,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(topic) => {
                     let stop = CancellationToken::new();
                     let consumer = latency_consumer(&args.kafka, topic).await?;
-                    Some((stop.clone(), tokio::spawn(consume_latency(consumer, Some(sent_at.clone()), e2e.clone(), received.clone(), stop))))
+                    Some((stop.clone(), tokio::spawn(consume_latency(consumer, Some(sent_at.clone()), e2e.clone(), Some(hops.clone()), received.clone(), stop))))
                 }
                 None => None,
             };
@@ -134,6 +135,13 @@ async fn main() -> anyhow::Result<()> {
     let acked = counters.acked.load(Ordering::Relaxed);
     let lat = latency.lock().unwrap();
     let e2e = e2e.lock().unwrap();
+    let hops = hops.lock().unwrap();
+    let hops_json: serde_json::Map<String, Value> = crate::kafka::Hops::NAMES
+        .iter()
+        .zip(&hops.0)
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(name, h)| ((*name).to_owned(), json!({"p50": pct(h, 0.5), "p99": pct(h, 0.99)})))
+        .collect();
     let mut processes = serde_json::Map::new();
     for (name, pid) in &pids {
         if let (Some((cpu0, _)), Some((cpu1, hwm))) = (before.get(name), proc_usage(*pid)) {
@@ -157,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
         "send_late_ms": counters.max_late_us.load(Ordering::Relaxed) as f64 / 1000.0,
         "request_latency_ms": {"p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "p999": pct(&lat, 0.999), "max": lat.max() as f64 / 1000.0},
         "e2e_latency_ms": if !e2e.is_empty() { json!({"count": e2e.len(), "p50": pct(&e2e, 0.5), "p99": pct(&e2e, 0.99), "p999": pct(&e2e, 0.999)}) } else { Value::Null },
+        "e2e_hops_ms": if hops_json.is_empty() { Value::Null } else { Value::Object(hops_json) },
         "processes": processes,
     });
     println!("{:<28} {:>12} {:>10} {:>10} {:>10} {:>12} {:>12}", "run", "events/s", "p50 ms", "p99 ms", "p99.9 ms", "e2e p50 ms", "e2e p99 ms");

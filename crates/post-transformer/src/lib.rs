@@ -83,7 +83,7 @@ impl Processor for PostProcessor {
             let transformed = self.transform(message, record).instrument(span.clone()).await?;
             match transformed {
                 Transformed::Publish(mut out) => {
-                    out.headers = stage::with_headers(out.headers, &adapters::telemetry::propagation::headers_for(&span));
+                    out.headers = stage::with_headers(stage::with_hop_times(out.headers, message), &adapters::telemetry::propagation::headers_for(&span));
                     published.push((source, received_at));
                     outgoing.push((out, index));
                 }

@@ -61,7 +61,7 @@ impl Processor for PreProcessor {
                     let value = event.to_record();
                     let notice = ProcessedNotice::wire_with_record(&event.source, &event.id, &value);
                     let headers = stage::with_headers(
-                        stage::event_headers(event.id.as_str(), event.source.as_str()),
+                        stage::with_ingest_time(stage::event_headers(event.id.as_str(), event.source.as_str()), message),
                         &adapters::telemetry::propagation::headers_for(&span),
                     );
                     let out = Outgoing { topic: s.topics.processed.clone(), key: Some(event.entity_key()), payload: notice, headers };

@@ -25,11 +25,37 @@ pub fn with_headers(mut h: OwnedHeaders, extra: &[(String, String)]) -> OwnedHea
     h
 }
 
+/// When `message` was produced (its Kafka timestamp, ms since the epoch), as a header value.
+fn produced_at_ms<M: Message>(message: &M) -> Option<String> {
+    message.timestamp().to_millis().filter(|ms| *ms > 0).map(|ms| ms.to_string())
+}
+
+/// A notice's headers gain when its ingest message was produced ([`headers::INGESTED_AT_MS`]).
+pub fn with_ingest_time(h: OwnedHeaders, ingest: &OwnedMessage) -> OwnedHeaders {
+    match produced_at_ms(ingest) {
+        Some(at) => h.insert(Header { key: headers::INGESTED_AT_MS, value: Some(&at) }),
+        None => h,
+    }
+}
+
+/// A published event's headers gain when its ingest message and its notice were produced
+/// ([`headers::INGESTED_AT_MS`], carried by the notice, and [`headers::NOTICED_AT_MS`]): with
+/// the published message's own timestamp, the time each hop took.
+pub fn with_hop_times(mut h: OwnedHeaders, notice: &OwnedMessage) -> OwnedHeaders {
+    if let Some(ingested) = header_of(notice, headers::INGESTED_AT_MS) {
+        h = h.insert(Header { key: headers::INGESTED_AT_MS, value: Some(&ingested) });
+    }
+    match produced_at_ms(notice) {
+        Some(at) => h.insert(Header { key: headers::NOTICED_AT_MS, value: Some(&at) }),
+        None => h,
+    }
+}
+
 /// An event's headers (`id`, `source`) plus those its operations decided (`routing.headers`).
 pub fn output_headers(id: &domain::EventId, source: &domain::SourceName, routing: &domain::Routing) -> OwnedHeaders {
     let mut h = event_headers(id.as_str(), source.as_str());
     for (name, value) in &routing.headers {
-        if name != headers::EVENT_ID && name != headers::SOURCE {
+        if ![headers::EVENT_ID, headers::SOURCE, headers::INGESTED_AT_MS, headers::NOTICED_AT_MS].contains(&name.as_str()) {
             h = h.insert(Header { key: name, value: Some(value) });
         }
     }

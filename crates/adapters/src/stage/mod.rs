@@ -32,7 +32,7 @@ pub use crate::shutdown::Interrupted;
 pub use apply::{apply, Applied};
 pub use counters::Tally;
 pub use dead_letter::{dead_letter, reference, Failure};
-pub use headers::{event_headers, message_headers, output_headers, source_of, with_headers};
+pub use headers::{event_headers, message_headers, output_headers, source_of, with_headers, with_hop_times, with_ingest_time};
 pub use ledger::OffsetLedger;
 pub use produce::{oversize, produce_all, Outgoing};
 pub use runner::{process_span, Processed, Processor, Replay, Shared, StageRunner, Transform, Transformer};
