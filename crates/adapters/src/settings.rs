@@ -300,14 +300,27 @@ impl ShutdownSettings {
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     pub guarantee: Guarantee,
-    /// Under exactly once, how long a transformer's transaction stays open: its output becomes
-    /// visible to `read_committed` readers when it commits.
+    /// Under exactly once, how long a transformer's transaction stays open at most: its output
+    /// becomes visible to `read_committed` readers when it commits.
     pub transaction_interval_ms: u64,
+    /// ...and at least, when the stage has nothing more to read: a transaction whose batches
+    /// are acknowledged commits once the stage idles, but not sooner than this after it opened
+    /// (at most 1000 / this commits per second and instance).
+    #[serde(default = "default_transaction_min_ms")]
+    pub transaction_min_ms: u64,
+}
+
+fn default_transaction_min_ms() -> u64 {
+    10
 }
 
 impl DeliverySettings {
     pub fn transaction_interval(&self) -> Duration {
         Duration::from_millis(self.transaction_interval_ms)
+    }
+
+    pub fn transaction_min(&self) -> Duration {
+        Duration::from_millis(self.transaction_min_ms)
     }
 }
 
@@ -502,6 +515,10 @@ impl Settings {
                 check(t.listen.parse::<SocketAddr>().is_ok(), &format!("{key}.listen: must be host:port"));
                 check(t.batch_size >= 1, &format!("{key}.batch_size: must be at least 1"));
                 check(self.delivery.transaction_interval_ms >= 1, "delivery.transaction_interval_ms: must be at least 1");
+                check(
+                    self.delivery.transaction_min_ms <= self.delivery.transaction_interval_ms,
+                    "delivery.transaction_min_ms: must be at most delivery.transaction_interval_ms",
+                );
             }
             Service::ConsumerApi => {
                 let c = &self.consumer_api;

@@ -242,8 +242,8 @@ impl StageRunner {
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
         let (health_server, port) = crate::http::health_server(&t.listen, health.clone(), metrics.clone())?;
         let transaction = txn_state.clone().zip(transactional_id).map(|(state, id)| {
-            let interval = settings.delivery.transaction_interval();
-            Transaction::new(producer.clone(), settings.kafka.clone(), limits, id, state, interval, health.clone(), shutdown.clone())
+            let window = super::transaction::Window { min: settings.delivery.transaction_min(), max: settings.delivery.transaction_interval() };
+            Transaction::new(producer.clone(), settings.kafka.clone(), limits, id, state, window, health.clone(), shutdown.clone())
         });
         let stage = if service == Service::PreTransformer { Stage::Pre } else { Stage::Post };
         let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -318,6 +318,8 @@ impl StageRunner {
             stopped: None,
             transaction: self.transaction.take(),
             released: BTreeMap::new(),
+            idle_since: tokio::time::Instant::now(),
+            linger: linger.max(Duration::from_millis(1)),
         };
         let depth = self.settings.pipeline_depth.max(1);
         while pipeline.stopped.is_none() {
@@ -460,6 +462,11 @@ struct Pipeline<'a> {
     transaction: Option<Transaction>,
     /// Per partition, the highest offset released so far (for the Redis-restart guard).
     released: BTreeMap<TopicPartition, i64>,
+    /// When a batch last started or finished.
+    idle_since: tokio::time::Instant,
+    /// How long the stage waits for more of a batch: having had nothing to do for this long,
+    /// it has nothing more to read.
+    linger: Duration,
 }
 
 impl Pipeline<'_> {
@@ -473,6 +480,7 @@ impl Pipeline<'_> {
         let size = batch.len();
         self.in_flight_messages.fetch_add(size, Ordering::Relaxed);
         let task = deliver(batch);
+        self.idle_since = tokio::time::Instant::now();
         let handle = self.tasks.spawn(async move { (id, task.await) });
         self.sizes.insert(handle.id(), (id, size));
     }
@@ -528,6 +536,7 @@ impl Pipeline<'_> {
             Err(err) => err.id(),
         };
         let (id, size) = self.sizes.remove(&task).expect("every task is recorded");
+        self.idle_since = tokio::time::Instant::now();
         self.in_flight_messages.fetch_sub(size, Ordering::Relaxed);
         let (batch, result) = match done {
             Ok((_, (_, delivered))) => delivered,
@@ -587,9 +596,11 @@ impl Pipeline<'_> {
         }
     }
 
-    /// When the open transaction is due to commit.
+    /// When the open transaction is due to commit: once its batches are acknowledged and the
+    /// stage has had nothing to do for its linger (nothing more to read), though not before the
+    /// window's minimum; at the window's maximum in any case.
     fn commit_due(&self) -> Option<tokio::time::Instant> {
-        self.transaction.as_ref().and_then(Transaction::due_at)
+        self.transaction.as_ref()?.due_at(self.tasks.is_empty(), self.idle_since, self.linger)
     }
 
     /// Under exactly once: waits for every batch of the open transaction, then commits it with

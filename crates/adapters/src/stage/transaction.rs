@@ -3,8 +3,10 @@
 //! instance is fenced by the group's generation).
 //!
 //! The runner opens a transaction before the first batch, hands batch after batch to it, and
-//! every `delivery.transaction_interval_ms` waits for the batches' acks and commits their
-//! output together with the offsets they release. A produce the broker fails dooms the
+//! commits their output together with the offsets they release once the batches are
+//! acknowledged: when the stage idles (nothing more to read), but not sooner than
+//! `delivery.transaction_min_ms` after the transaction opened, and at
+//! `delivery.transaction_interval_ms` at the latest (a stage under full load never idles). A produce the broker fails dooms the
 //! transaction: it is aborted, and the partitions are rewound to their committed offsets, so
 //! the work is redone and nothing is published twice to `read_committed` readers.
 
@@ -22,6 +24,26 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::dead_letter::Failure;
 use super::ledger::TopicPartition;
 use crate::kafka::{GroupConsumer, RevokeHook, SharedProducer};
+
+/// How long a transaction stays open: at least `min`, at most `max` (see the module's doc).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Window {
+    /// When a transaction opened at `opened` commits: at `max` after it while batches are
+    /// unacknowledged; once they all are, as soon as the stage has had nothing to do for
+    /// `linger` since `idle_since` (nothing more to read), but not before `min` after it.
+    fn commit_at<T: Copy + Ord + std::ops::Add<Duration, Output = T>>(&self, opened: T, all_acknowledged: bool, idle_since: T, linger: Duration) -> T {
+        let latest = opened + self.max;
+        if !all_acknowledged {
+            return latest;
+        }
+        (opened + self.min).max(idle_since + linger).min(latest)
+    }
+}
 
 /// What a transaction's delivery tasks tell the runner; shared through [`super::Shared`].
 #[derive(Default)]
@@ -81,7 +103,7 @@ pub(super) struct Transaction {
     state: Arc<TxnState>,
     health: crate::health::Health,
     shutdown: crate::shutdown::CancellationToken,
-    interval: Duration,
+    window: Window,
     opened: Option<Instant>,
     offsets: BTreeMap<TopicPartition, i64>,
 }
@@ -94,11 +116,11 @@ impl Transaction {
         limits: domain::TopicLimits,
         transactional_id: String,
         state: Arc<TxnState>,
-        interval: Duration,
+        window: Window,
         health: crate::health::Health,
         shutdown: crate::shutdown::CancellationToken,
     ) -> Self {
-        Transaction { producer, kafka, limits, transactional_id, state, health, shutdown, interval, opened: None, offsets: BTreeMap::new() }
+        Transaction { producer, kafka, limits, transactional_id, state, health, shutdown, window, opened: None, offsets: BTreeMap::new() }
     }
 
     /// Replaces a producer the broker fenced with a new one under the same transactional id
@@ -142,9 +164,9 @@ impl Transaction {
         self.opened.is_some()
     }
 
-    /// When the open transaction is due to commit.
-    pub(super) fn due_at(&self) -> Option<tokio::time::Instant> {
-        self.opened.map(|at| tokio::time::Instant::from_std(at + self.interval))
+    /// When the open transaction is due to commit (see [`Window::commit_at`]).
+    pub(super) fn due_at(&self, all_acknowledged: bool, idle_since: tokio::time::Instant, linger: Duration) -> Option<tokio::time::Instant> {
+        self.opened.map(|at| self.window.commit_at(tokio::time::Instant::from_std(at), all_acknowledged, idle_since, linger))
     }
 
     /// Whether the revoke hook aborted the open transaction (the flag is cleared).
@@ -340,4 +362,26 @@ pub(super) fn rewind_to_committed(consumer: &GroupConsumer) -> Option<std::colle
         }
     }
     Some(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+    use std::time::{Duration, Instant};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_busy_stage_commits_at_the_interval_an_idle_one_as_soon_as_it_may() {
+        let w = Window { min: 10 * MS, max: 100 * MS };
+        let opened = Instant::now();
+        // Batches still unacknowledged: the interval.
+        assert_eq!(w.commit_at(opened, false, opened + 50 * MS, 2 * MS), opened + 100 * MS);
+        // All acknowledged, the last at +30 ms: the linger after it.
+        assert_eq!(w.commit_at(opened, true, opened + 30 * MS, 2 * MS), opened + 32 * MS);
+        // ...never before the minimum,
+        assert_eq!(w.commit_at(opened, true, opened + MS, 2 * MS), opened + 10 * MS);
+        // ...never after the maximum.
+        assert_eq!(w.commit_at(opened, true, opened + 99 * MS, 2 * MS), opened + 100 * MS);
+    }
 }
