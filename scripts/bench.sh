@@ -8,7 +8,10 @@
 #     produce -> consume round trip at the same rates;
 #  4b. the cost of exactly once: steps 3 and 4 (at 50 %) again with delivery.guarantee=at_least_once;
 #  5. (full run only) Redpanda Connect doing the gateway's job (http_server -> kafka), if it builds;
-#  6. downstream: GET /consume (max=1000) against a raw Kafka consumer reading the same topic.
+#  6. downstream: GET /consume (max=1000) against a raw Kafka consumer reading the same topic;
+#  7. the whole pipeline against Redpanda Connect doing the same job (three processes, with Redis;
+#     scripts/bench-redpanda-pipeline.sh), both searched as in step 3 with single events (the
+#     prototype's POST /ingest) and with batches of 100, and e2e latency at 50 % of each maximum.
 # Release builds; results in bench/results/ (JSON per step, a markdown table per run).
 # Usage: scripts/bench.sh [quick]
 set -euo pipefail
@@ -41,6 +44,7 @@ export METASTREAM__GATEWAY__MAX_IN_FLIGHT=20000 METASTREAM__GATEWAY__WORKERS=2
 # results are in $OUT).
 cleanup() {
   "$ROOT/scripts/services.sh" stop >/dev/null 2>&1 || true
+  "$ROOT/scripts/bench-redpanda-pipeline.sh" stop >/dev/null 2>&1 || true
   "$LG" --delete-topics "$RUN." >/dev/null 2>&1 || true
   redis-cli --scan --pattern "$RUN:*" 2>/dev/null | xargs -r -n 500 redis-cli DEL >/dev/null 2>&1 || true
 }
@@ -131,6 +135,41 @@ for pctl in 25 50; do
   lg "raw-roundtrip-at-$pctl" --mode kafka-roundtrip --topic "$RUN.roundtrip" --rate "$RATE"
 done
 
+# 7a. The whole pipeline with single events, the prototype's API (one event per POST /ingest, as
+#     most clients send): searched as step 3 searches batches of 100, then e2e latency at 50 % of
+#     that maximum. Step 7b measures Redpanda Connect doing the same job the same ways.
+# search LABEL START DRAIN ARGS...: step 3's search (same `sustained`) for the open-loop load ARGS
+# (with --e2e-topic), from the rate START: grow by 30 % while sustained (or halve while the first
+# probes are not), then bisect between the last sustained rate and the first not; DRAIN runs
+# before each probe. The best probe is copied to LABEL-sustained.json; FOUND is its rate (0: none).
+search() {
+  local label=$1 rate=$2 drainfn=$3 good=0 bad=0 i; shift 3
+  for ((i = 0; i < PROBES; i++)); do
+    "$drainfn"
+    lg "$label-at-$rate" --rate "$rate" "$@"
+    if [[ $(sustained "$label-at-$rate") == yes ]]; then
+      good=$rate; [[ $bad -gt 0 ]] && break; rate=$((rate * 13 / 10 / 100 * 100))
+    else
+      bad=$rate; [[ $good -gt 0 ]] && break; rate=$((rate / 2 / 100 * 100)); [[ $rate -lt 100 ]] && break
+    fi
+  done
+  for ((i = 0; i < BISECT && good > 0 && bad - good > 500; i++)); do
+    rate=$(((good + bad) / 2 / 100 * 100))
+    "$drainfn"
+    lg "$label-at-$rate" --rate "$rate" "$@"
+    if [[ $(sustained "$label-at-$rate") == yes ]]; then good=$rate; else bad=$rate; fi
+  done
+  [[ $good -gt 0 ]] && cp "$OUT/$label-at-$good.json" "$OUT/$label-sustained.json"
+  FOUND=$good
+}
+# (start: a fifth of the gateway's closed-loop single-event rate; 256 senders, so that the pool
+# does not cap an open-loop rate of single requests)
+search pipeline-single "$(python3 -c "print(max(500, int($(val ingest-single events_per_s) * 0.2 / 100) * 100))")" drain \
+  --mode http --batch 1 --clients 256 --e2e-topic "$RUN.output" $(pids)
+RATE=$((FOUND / 2)); [[ $RATE -lt 100 ]] && RATE=100
+drain
+lg "e2e-single-at-50" --mode http --batch 1 --clients 256 --rate "$RATE" --e2e-topic "$RUN.output" $(pids)
+
 # 4b. What exactly once costs: the same search and latency step with the transformers under
 #     at_least_once (step 3 and 4 ran under the default, exactly_once), side by side.
 "$ROOT/scripts/services.sh" stop >/dev/null
@@ -167,6 +206,41 @@ for round in 1 2 3; do
   lgc "consume-http2-$round" --mode http-consume --consume-clients 2 --url "http://127.0.0.1:8084" --max-events "$CONSUME_N" $(pids)
 done
 "$ROOT/scripts/services.sh" stop >/dev/null
+
+# 7b. Redpanda Connect doing the whole job: three processes (http_server -> ingest topic;
+#     kafka_franz -> timestamp -> Redis SET -> notice topic; kafka_franz -> processing info ->
+#     output topic; configuration and its tuning in scripts/bench-redpanda-pipeline.sh) on this
+#     run's topics and Redis keys. First its ingest process alone (as step 2: where its searches
+#     start), then the searches of steps 7a and 3 (single events; batches of 100) and e2e latency
+#     at 50 % of each maximum (single events as in 7a, batches of 10 as in step 4). Each
+#     measurement takes the three processes' CPU and memory, and the broker's and Redis'.
+RPCP="$ROOT/scripts/bench-redpanda-pipeline.sh"
+rpc_quiet() { "$RPCP" quiet; }
+rpc_pipeline() {
+  local url
+  RPCP_NOTE=$("$RPCP" build) || return 0
+  url=$("$RPCP" start "$RUN" ingest-only "$RUN:rpc:") \
+    || { RPCP_NOTE="not run: Redpanda Connect's ingest process did not start (see var/redpanda-connect/pipeline/)"; return 0; }
+  lg rpc-pipeline-ingest-single --mode http --url "$url" --batch 1 --clients 64 $(pids) $("$RPCP" pids)
+  lg rpc-pipeline-ingest-batch100 --mode http --url "$url" --batch 100 --clients 8 $(pids) $("$RPCP" pids)
+  url=$("$RPCP" start "$RUN" pipeline "$RUN:rpc:") \
+    || { RPCP_NOTE="not run: Redpanda Connect's pipeline did not start (see var/redpanda-connect/pipeline/)"; return 0; }
+  search rpc-pipeline-single "$(python3 -c "print(max(500, int($(val rpc-pipeline-ingest-single events_per_s) * 0.2 / 100) * 100))")" rpc_quiet \
+    --mode http --url "$url" --batch 1 --clients 256 --e2e-topic "$RUN.rpc-output" $(pids) $("$RPCP" pids)
+  RATE=$((FOUND / 2)); [[ $RATE -lt 100 ]] && RATE=100
+  rpc_quiet
+  lg rpc-e2e-single-at-50 --mode http --url "$url" --batch 1 --clients 256 --rate "$RATE" --e2e-topic "$RUN.rpc-output" $(pids) $("$RPCP" pids)
+  search rpc-pipeline-batch100 "$(python3 -c "print(max(1000, int($(val rpc-pipeline-ingest-batch100 events_per_s) * 0.1 / 500) * 500))")" rpc_quiet \
+    --mode http --url "$url" --batch 100 --clients 8 --e2e-topic "$RUN.rpc-output" $(pids) $("$RPCP" pids)
+  RATE=$((FOUND / 2)); [[ $RATE -lt 100 ]] && RATE=100
+  rpc_quiet
+  lg rpc-e2e-batch-at-50 --mode http --url "$url" --batch 10 --clients 32 --rate "$RATE" --e2e-topic "$RUN.rpc-output" $(pids) $("$RPCP" pids)
+  "$RPCP" stop
+  RPCP_NOTE="ran Redpanda Connect ${REDPANDA_CONNECT_VERSION:-v4.31.0} as three processes (http_server → kafka_franz; kafka_franz → redis → kafka_franz; kafka_franz → kafka_franz)"
+}
+RPCP_NOTE="not run"
+rpc_pipeline
+echo "$RPCP_NOTE" > "$OUT/rpc-pipeline-note.txt"
 
 # 5. Redpanda Connect (full run only).
 RPC_NOTE="not run (bench-quick)"

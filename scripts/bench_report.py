@@ -135,3 +135,122 @@ if mem:
         print(f"\nStep 3, CPU seconds per million events: metastream's three pipeline services together {services:.1f}, "
               f"the broker {broker:.1f}, Redis {mem.get('redis cpu', 0):.1f} — services ≤ broker (issue 17's target): "
               f"{'met' if services <= broker else 'NOT met'} ({services / broker:.2f} ×).")
+
+# Step 7: the whole pipeline against Redpanda Connect doing the same job (three processes), both
+# searched with single events (the prototype's POST /ingest) and batches of 100, with issue 17's
+# targets computed from the same run.
+def sustained_ok(d):
+    e, q = d.get("e2e_latency_ms") or {}, d.get("request_latency_ms") or {}
+    return (d["failed"] == 0 and d.get("send_late_ms", 1e9) <= 100 and q.get("p99", 1e9) <= 1000
+            and d["delivered_per_s"] >= 0.95 * d["rate"] and e.get("p99", 1e9) <= 2000)
+
+
+def search_probes(label):
+    prefix = f"{label}-at-"
+    return sorted((json.load(open(os.path.join(out, f))) for f in os.listdir(out)
+                   if f.startswith(prefix) and f.endswith(".json") and f[len(prefix):-5].isdigit()),
+                  key=lambda d: d["rate"])
+
+
+def cpu_of(run, names):
+    procs = (run or {}).get("processes") or {}
+    return sum(procs[n]["cpu_s_per_million"] for n in names if n in procs) if run and all(n in procs for n in names) else None
+
+
+def fmt(v, spec=",.0f", none="—"):
+    return none if v is None else format(v, spec)
+
+
+MS_STAGES = ("gateway", "pre-transformer", "post-transformer")
+RPC_STAGES = ("rpc-ingest", "rpc-pre", "rpc-post")
+note_path = os.path.join(out, "rpc-pipeline-note.txt")
+rpcp_note = open(note_path).read().strip() if os.path.exists(note_path) else "not run: this run has no step 7b (an older bench.sh)"
+columns = [  # (heading, search label, e2e label, ingest-only label, its stages)
+    ("metastream, single events", "pipeline-single", "e2e-single-at-50", "ingest-single", MS_STAGES),
+    ("Redpanda Connect, single events", "rpc-pipeline-single", "rpc-e2e-single-at-50", "rpc-pipeline-ingest-single", RPC_STAGES),
+    ("metastream, batches of 100", "pipeline", "e2e-at-50", "ingest-batch100", MS_STAGES),
+    ("Redpanda Connect, batches of 100", "rpc-pipeline-batch100", "rpc-e2e-batch-at-50", "rpc-pipeline-ingest-batch100", RPC_STAGES),
+]
+cols = []
+for heading, label, e2e_label, ingest_label, stages in columns:
+    probes_ = search_probes(label)
+    best = load(f"{label}-sustained")
+    cols.append({
+        "heading": heading, "stages": stages, "best": best, "e2e": load(e2e_label), "ingest": load(ingest_label),
+        "probes": probes_,
+        # The search found its limit when some probe above the best one was not sustained.
+        "bounded": bool(best) and any(not sustained_ok(p) and p["rate"] > best["rate"] for p in probes_),
+        "rate": best.get("delivered_per_s", 0.0) if best else 0.0,
+    })
+print("\n## The whole pipeline against Redpanda Connect\n")
+rpc_ran = any(c["best"] or c["probes"] for c in cols if c["stages"] is RPC_STAGES)
+if not rpc_ran:
+    print(f"Redpanda Connect: {rpcp_note if rpcp_note.startswith('not run') else 'not run: no results of step 7b in this run'}.\n")
+else:
+    print(f"Redpanda Connect: {rpcp_note}. Both searched as step 3 (open loop, same `sustained`); metastream "
+          "under its default exactly_once, Redpanda Connect at least once (kafka_franz commits after the output's ack). "
+          "CPU seconds per million events at each one's sustained rate; e2e latency at 50 % of each one's own maximum "
+          "(single events as searched; batches of 10 from 32 clients, as step 4).\n")
+if any(c["best"] or c["probes"] or c["ingest"] for c in cols):
+    print("| | " + " | ".join(c["heading"] for c in cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+
+    def row(name, f):
+        print(f"| {name} | " + " | ".join(f(c) for c in cols) + " |")
+
+    row("ingest alone, closed loop (steps 2 and 7b)", lambda c: f"{eps(c['ingest']):,.0f} ev/s" if c["ingest"] else "—")
+    row("pipeline sustained to the output topic", lambda c: (("" if c["bounded"] else "≥ ") + f"{c['rate']:,.0f} ev/s (at {c['best']['rate']:,} offered)") if c["best"]
+        else ("none of " + str(len(c["probes"])) + " probes sustained" if c["probes"] else "not run"))
+    row("request p50 / p99 at that rate (ms)", lambda c: f"{c['best']['request_latency_ms']['p50']:.1f} / {c['best']['request_latency_ms']['p99']:.1f}" if c["best"] else "—")
+    row("e2e p50 / p99 at 50 % (ms)", lambda c: f"{c['e2e']['e2e_latency_ms']['p50']:.1f} / {c['e2e']['e2e_latency_ms']['p99']:.1f} (at {c['e2e']['rate']:,} ev/s)"
+        if c["e2e"] and c["e2e"].get("e2e_latency_ms") else "—")
+    for i, what in enumerate(("ingest (gateway / http_server process)", "pre (pre-transformer / process 2)", "post (post-transformer / process 3)")):
+        row(f"CPU s per million events: {what}", lambda c, i=i: fmt(cpu_of(c["best"], c["stages"][i:i + 1]), ".1f"))
+    row("CPU s per million events: the three together", lambda c: fmt(cpu_of(c["best"], c["stages"]), ".1f"))
+    row("CPU s per million events: the broker", lambda c: fmt(cpu_of(c["best"], ("kafka",)), ".1f"))
+    row("CPU s per million events: Redis", lambda c: fmt(cpu_of(c["best"], ("redis",)), ".1f"))
+
+    def peak(c, name):
+        runs = c["probes"] + [r for r in (c["e2e"], c["best"]) if r]
+        v = [r["processes"][name]["peak_rss_mib"] for r in runs if name in (r.get("processes") or {})]
+        return max(v) if v else None
+    for i, what in enumerate(("ingest", "pre", "post")):
+        row(f"peak RSS (MiB, overload probes included): {what}", lambda c, i=i: fmt(peak(c, c["stages"][i]), ".1f"))
+
+    ms_single, rpc_single, ms_batch, rpc_batch = cols
+    print("\nIssue 17's targets (same run, same machine):\n")
+
+    def verdict(ok):
+        return "no data" if ok is None else ("met" if ok else "NOT met")
+    if ms_single["best"] and rpc_single["best"] and rpc_single["rate"]:
+        r = ms_single["rate"] / rpc_single["rate"]
+        bound = "".join(f" ({who}'s search never failed: its figure is a lower bound)"
+                        for who, c in (("metastream", ms_single), ("Redpanda Connect", rpc_single)) if not c["bounded"])
+        print(f"- full pipeline sustained, single events ≥ 4 × the peer's: {ms_single['rate']:,.0f} vs {rpc_single['rate']:,.0f} ev/s, "
+              f"{r:.2f} × — **{verdict(r >= 4)}**{bound}")
+    else:
+        print("- full pipeline sustained, single events ≥ 4 × the peer's: no data (a search found no sustained rate or did not run)")
+    for ms, rpc, what in ((ms_single, rpc_single, "single events"), (ms_batch, rpc_batch, "batches of 100")):
+        a, b = cpu_of(ms["best"], MS_STAGES), cpu_of(rpc["best"], RPC_STAGES)
+        if a is not None and b:
+            print(f"- CPU per event of metastream's three pipeline services ≤ 0.2 × the peer's three processes ({what}): "
+                  f"{a:.1f} vs {b:.1f} s per million, {a / b:.2f} × — **{verdict(a <= 0.2 * b)}**")
+        else:
+            print(f"- CPU per event of metastream's three pipeline services ≤ 0.2 × the peer's three processes ({what}): no data")
+    for ms, what in ((ms_single, "single events"), (ms_batch, "batches of 100")):
+        a, k = cpu_of(ms["best"], MS_STAGES), cpu_of(ms["best"], ("kafka",))
+        if a is not None and k:
+            print(f"- CPU per event of metastream's services ≤ the broker's own, same traffic ({what}): "
+                  f"{a:.1f} vs {k:.1f} s per million, {a / k:.2f} × — **{verdict(a <= k)}**")
+        else:
+            print(f"- CPU per event of metastream's services ≤ the broker's own, same traffic ({what}): no data")
+    for c in cols:
+        if not c["probes"]:
+            continue
+        print(f"\n{c['heading']}, the search:\n")
+        print("| offered ev/s | delivered during the load ev/s | request p50 / p99 ms | sent late by (max) ms | e2e p50 / p99 ms | sustained |")
+        print("|---|---|---|---|---|---|")
+        for d in c["probes"]:
+            e, q = d.get("e2e_latency_ms") or {}, d.get("request_latency_ms") or {}
+            print(f"| {d['rate']:,} | {d['delivered_per_s']:,.0f} | {q.get('p50', 0):.1f} / {q.get('p99', 0):.1f} | "
+                  f"{d.get('send_late_ms', 0):,.0f} | {e.get('p50', 0):.0f} / {e.get('p99', 0):.0f} | {'yes' if sustained_ok(d) else 'no'} |")
