@@ -68,6 +68,7 @@ engine_start() {
     [[ $driver == vfs ]] && log "dockerd did not start with overlay2; trying --storage-driver vfs"
     log "starting dockerd (data in $DATA_ROOT, socket $SOCK, storage $driver, log $ENGINE_LOG)"
     rm -f "$SOCK" "$ENGINE_PID"
+    local logged; logged=$(stat -c %s "$ENGINE_LOG" 2>/dev/null || echo 0)
     dockerd --config-file "$ENGINE_RUN/daemon.json" --data-root "$DATA_ROOT" \
       --exec-root "$ENGINE_RUN/exec" --pidfile "$ENGINE_PID" -H "unix://$SOCK" \
       --bridge=none --iptables=false --ip-forward=false --ip-masq=false --storage-driver "$driver" \
@@ -84,7 +85,9 @@ engine_start() {
     done
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    ENGINE_ERROR="dockerd exited or did not answer within 60 s: $(grep -iE 'level=(error|fatal)|failed' "$ENGINE_LOG" | tail -n 3 | tr '\n' ' ')"
+    # The reason: this attempt's last error lines.
+    ENGINE_ERROR="dockerd ($driver) exited or did not answer within 60 s: $(tail -c +$((logged + 1)) "$ENGINE_LOG" \
+      | grep -iE 'level=(error|fatal)|failed' | tail -n 2 | tr '\n' ' ')"
     # Only a storage problem is worth a second try with vfs.
     grep -qiE 'overlay|storage|graphdriver' <<<"$ENGINE_ERROR" || return 1
   done
@@ -100,6 +103,8 @@ engine_stop() {
     kill "$pid" 2>/dev/null || true
     local i; for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+    # dockerd leaves its host network namespace mounted under the exec root.
+    unmount_under "$ENGINE_RUN"
   fi
   rm -f "$OURS"
 }
@@ -218,7 +223,7 @@ bases() {
 build() {
   bases
   local t0=$SECONDS args
-  args=(--network host --cpu-shares 256 -f "$DOCKERFILE"
+  args=(--network host --cpu-shares 256 --force-rm -f "$DOCKERFILE"
     --build-arg "TOOLCHAIN_IMAGE=$TOOLCHAIN_TAG" --build-arg "RUNTIME_IMAGE=$RUNTIME_TAG")
   mkdir -p "$LOGS"
   log "building $IMAGE from deploy/Dockerfile on the local bases (log: $LOGS/image-build.log)"
@@ -233,6 +238,8 @@ build() {
   done
   docker_cli build "${args[@]}" -t "$IMAGE" "$ROOT" >> "$LOGS/image-build.log" 2>&1 \
     || { tail -n 60 "$LOGS/image-build.log" >&2; die "docker build failed (log: $LOGS/image-build.log)"; }
+  # This engine is metastream's own: what a failed build left behind may go too.
+  docker_cli container prune -f >/dev/null || true
   docker_cli image prune -f >/dev/null || true
   log "built $IMAGE in $((SECONDS - t0)) s ($(docker_cli image inspect -f '{{.Size}}' "$IMAGE" | awk '{ printf "%.0f MB", $1 / 1e6 }'))"
 }
@@ -247,9 +254,13 @@ KAFKA="${METASTREAM_TEST_KAFKA:-127.0.0.1:${KAFKA_PORT:-9092}}"
 REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6379}"
 container() { echo "metastream-image-$1"; }
 
+# Stopped with SIGTERM first: the services leave their consumer groups as they drain, so that the
+# next run's consumers are not kept waiting for a dead member's session to expire.
 remove_containers() {
-  local s
-  for s in "${SERVICES[@]}"; do docker_cli rm -f "$(container "$s")" >/dev/null 2>&1 || true; done
+  local s names=()
+  for s in "${SERVICES[@]}"; do names+=("$(container "$s")"); done
+  docker_cli stop -t 25 "${names[@]}" >/dev/null 2>&1 || true
+  docker_cli rm -f "${names[@]}" >/dev/null 2>&1 || true
 }
 
 show_logs() {
@@ -322,7 +333,7 @@ run_services() {
     done
     ((i < 600)) || fail "$s (in its container) not ready on :${PORTS[$s]} after 60 s"
   done
-  echo "image: the four services run from $IMAGE and are ready (ports ${PORTS[*]}, admin ${ADMIN_PORTS[*]})"
+  echo "image: the four services run from $IMAGE and are ready (gateway :${PORTS[gateway]} and :${ADMIN_PORTS[gateway]}, pre-transformer :${PORTS[pre-transformer]}, post-transformer :${PORTS[post-transformer]}, consumer-api :${PORTS[consumer-api]} and :${ADMIN_PORTS[consumer-api]})"
   passed=$((passed + 1))
 }
 
@@ -384,7 +395,7 @@ test_image() {
   local t0=$SECONDS
   mkdir -p "$WORK" "$LOGS"
   engine_start || skip "$ENGINE_ERROR"
-  trap 'remove_containers; engine_stop' EXIT
+  trap 'remove_containers; if [[ $ENGINE_STARTED == 1 ]]; then engine_stop; fi' EXIT
   build
   local t1=$SECONDS
   run_services
