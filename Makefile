@@ -69,6 +69,7 @@ test: infra build k8s-validate
 # after.
 test-cluster: infra build
 	scripts/kafka-cluster.sh start
+	scripts/redis.sh cluster-reset
 	scripts/redis.sh cluster
 	export METASTREAM_TEST_REDIS_CLUSTER=$$(scripts/redis.sh cluster-urls); \
 	  $(CARGO) test -p e2e --test e2e -- --skip store:: \

@@ -7,6 +7,7 @@
 # cluster-node-timeout 2 s, so a dead master's replica takes over within a few seconds):
 #   scripts/redis.sh cluster                 start it (created on first start; reused after)
 #   scripts/redis.sh cluster-stop            stop every node
+#   scripts/redis.sh cluster-reset           stop every node and delete the cluster's data
 #   scripts/redis.sh cluster-status          the nodes and their roles
 #   scripts/redis.sh cluster-urls            the seed URLs, for METASTREAM__REDIS__URLS
 #   scripts/redis.sh cluster-node-start PORT start one node again (after a fault test killed it)
@@ -60,6 +61,14 @@ cluster_node_start() {
     --appendonly yes --appendfsync everysec --save "" \
     --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
   wait_port "$HOST" "$port" 20 "redis cluster node $port"
+  # Listening is not ready: a node answers LOADING while it reads its AOF.
+  local i reply=""
+  for ((i = 0; i < 1200; i++)); do
+    reply=$(redis-cli -h "$HOST" -p "$port" ping 2>/dev/null || true)
+    [[ $reply == PONG ]] && return 0
+    sleep 0.1
+  done
+  die "redis cluster node $port did not answer PING within 120s (last answer: ${reply:-none}; see $dir/redis.log)"
 }
 
 # cluster_ok PORT: the node sees every slot served.
@@ -77,7 +86,9 @@ cluster_synced_replicas() {
 cluster_start() {
   local port i nodes=()
   for port in "${CLUSTER_PORTS[@]}"; do cluster_node_start "$port"; nodes+=("$HOST:$port"); done
-  if ! redis-cli -h "$HOST" -p "${CLUSTER_PORTS[0]}" cluster info | grep -q '^cluster_slots_assigned:16384'; then
+  # Created once (its nodes.conf names its slots); after a restart the nodes find each other.
+  if ! grep -q 'myself' "$CLUSTER_DIR/${CLUSTER_PORTS[0]}/nodes.conf" 2>/dev/null \
+    || ! redis-cli -h "$HOST" -p "${CLUSTER_PORTS[0]}" cluster info | grep -q '^cluster_slots_assigned:16384'; then
     log "creating the redis cluster (3 masters, 3 replicas)"
     redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$CLUSTER_DIR/create.log" 2>&1 \
       || { cat "$CLUSTER_DIR/create.log" >&2; die "redis --cluster create failed"; }
@@ -94,7 +105,7 @@ cluster_start() {
     sleep 0.1
   done
   redis-cli -h "$HOST" -p "${CLUSTER_PORTS[0]}" cluster nodes >&2 || true
-  die "the redis cluster did not become ready within 60 s"
+  die "the redis cluster did not become ready within 60 s (scripts/redis.sh cluster-reset starts it over, empty)"
 }
 
 cluster_stop() {
@@ -114,8 +125,9 @@ case "${1:-}" in
   status) port_open "$HOST" "$PORT" && echo "redis: up on $HOST:$PORT" || echo "redis: down" ;;
   cluster) cluster_start ;;
   cluster-stop) cluster_stop ;;
+  cluster-reset) cluster_stop; rm -rf "$CLUSTER_DIR"; log "redis cluster data deleted" ;;
   cluster-status) redis-cli -h "$HOST" -p "${CLUSTER_PORTS[0]}" cluster nodes 2>/dev/null || echo "redis cluster: down" ;;
   cluster-urls) cluster_urls ;;
   cluster-node-start) [[ -n ${2:-} ]] || die "usage: $0 cluster-node-start PORT"; cluster_node_start "$2" ;;
-  *) die "usage: $0 start|stop|status|cluster|cluster-stop|cluster-status|cluster-urls|cluster-node-start PORT" ;;
+  *) die "usage: $0 start|stop|status|cluster|cluster-stop|cluster-reset|cluster-status|cluster-urls|cluster-node-start PORT" ;;
 esac

@@ -203,14 +203,14 @@ impl Transaction {
         };
         if tpl.count() > 0 {
             let producer = self.producer.get();
-            let sent = self.retrying("sending offsets", move || producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))).await;
+            let sent = self.retrying("sending offsets", Duration::from_secs(30), move |t| producer.send_offsets_to_transaction(&tpl, &group, t)).await;
             if let Err(err) = sent {
                 return Err(self.after_failure(err).await);
             }
         }
         let producer = self.producer.get();
         let started = Instant::now();
-        let committed = self.retrying("committing", move || producer.commit_transaction(Duration::from_secs(60))).await;
+        let committed = self.retrying("committing", Duration::from_secs(60), move |t| producer.commit_transaction(t)).await;
         if started.elapsed() > Duration::from_secs(1) {
             tracing::warn!(took = ?started.elapsed(), ok = committed.is_ok(), "a transaction commit was slow");
         }
@@ -234,15 +234,29 @@ impl Transaction {
         }
     }
 
-    /// Runs a blocking transactional call off the runtime, again (with backoff, reporting not
-    /// ready) while librdkafka says the same call may succeed when retried — the broker is
-    /// down, a request timed out — until it does, fails otherwise, or shutdown comes.
-    async fn retrying(&self, what: &'static str, call: impl Fn() -> Result<(), KafkaError> + Send + Sync + 'static) -> Result<(), KafkaError> {
+    /// Runs a blocking transactional call (given its `timeout`) off the runtime, again (with
+    /// backoff, reporting not ready) while librdkafka says the same call may succeed when
+    /// retried — the broker is down, a request timed out — until it does, fails otherwise, or
+    /// shutdown comes. A call that has not returned [`HUNG_AFTER`] past its own timeout is given
+    /// up: `KafkaError::Canceled`, which [`is_fatal`] counts as fatal, so the producer is
+    /// replaced and the work redone.
+    async fn retrying(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        call: impl Fn(Duration) -> Result<(), KafkaError> + Send + Sync + 'static,
+    ) -> Result<(), KafkaError> {
         let call = Arc::new(call);
         let mut backoff = crate::retry::Backoff::infra();
         loop {
             let attempt = call.clone();
-            let result = tokio::task::spawn_blocking(move || attempt()).await.unwrap_or(Err(KafkaError::Canceled));
+            let result = match tokio::time::timeout(timeout + HUNG_AFTER, tokio::task::spawn_blocking(move || attempt(timeout))).await {
+                Ok(joined) => joined.unwrap_or(Err(KafkaError::Canceled)),
+                Err(_) => {
+                    tracing::error!(what, timeout = ?timeout + HUNG_AFTER, "a transactional call did not return; giving the producer up");
+                    Err(KafkaError::Canceled)
+                }
+            };
             match result {
                 Err(err) if is_retriable(&err) && !self.shutdown.is_cancelled() => {
                     tracing::warn!(error = %err, what, "a transactional call failed; retrying");
@@ -260,7 +274,7 @@ impl Transaction {
         self.state.failure.lock().expect("txn lock").take();
         if self.state.open.swap(false, Ordering::SeqCst) {
             let producer = self.producer.get();
-            match self.retrying("aborting", move || producer.abort_transaction(Duration::from_secs(30))).await {
+            match self.retrying("aborting", Duration::from_secs(30), move |t| producer.abort_transaction(t)).await {
                 Err(err) if is_fatal(&err) => {
                     self.closed();
                     return NotCommitted::Fatal(format!("{why}; aborting failed: {err}"));
@@ -280,9 +294,18 @@ impl Transaction {
     }
 }
 
+/// How long past its own timeout a blocking transactional call may take before the producer is
+/// given up as stuck: librdkafka's `send_offsets_to_transaction` was seen waiting for ever (on
+/// an internal condition, its timeout ignored) after the broker leading its partitions was
+/// killed — the stage then published nothing more until it was restarted.
+const HUNG_AFTER: Duration = Duration::from_secs(10);
+
+/// Whether the producer must be replaced: librdkafka says so, or a call on it hung or was
+/// cancelled (its state is unknown).
 fn is_fatal(err: &KafkaError) -> bool {
     match err {
         KafkaError::Transaction(e) => e.is_fatal(),
+        KafkaError::Canceled => true,
         _ => false,
     }
 }
