@@ -37,15 +37,16 @@ start() {
   log "redis ready on $HOST:$PORT (AOF everysec, data in $DIR)"
 }
 
-# Redis listens before it has loaded its AOF, answering LOADING meanwhile: ready means PONG.
+# wait_ping [PORT] [LOG]: Redis listens before it has loaded its AOF, answering LOADING
+# meanwhile: ready means PONG.
 wait_ping() {
-  local i reply=""
+  local port=${1:-$PORT} logfile=${2:-$DIR/redis.log} i reply=""
   for ((i = 0; i < 1200; i++)); do
-    reply=$(redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null || true)
+    reply=$(redis-cli -h "$HOST" -p "$port" ping 2>/dev/null || true)
     [[ $reply == PONG ]] && return 0
     sleep 0.1
   done
-  die "redis on $HOST:$PORT did not answer PING within 120s (last answer: ${reply:-none}; see $DIR/redis.log)"
+  die "redis on $HOST:$port did not answer PING within 120s (last answer: ${reply:-none}; see $logfile)"
 }
 
 CLUSTER_DIR="$VAR/redis-cluster"
@@ -61,14 +62,7 @@ cluster_node_start() {
     --appendonly yes --appendfsync everysec --save "" \
     --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
   wait_port "$HOST" "$port" 20 "redis cluster node $port"
-  # Listening is not ready: a node answers LOADING while it reads its AOF.
-  local i reply=""
-  for ((i = 0; i < 1200; i++)); do
-    reply=$(redis-cli -h "$HOST" -p "$port" ping 2>/dev/null || true)
-    [[ $reply == PONG ]] && return 0
-    sleep 0.1
-  done
-  die "redis cluster node $port did not answer PING within 120s (last answer: ${reply:-none}; see $dir/redis.log)"
+  wait_ping "$port" "$dir/redis.log"
 }
 
 # cluster_ok PORT: the node sees every slot served.

@@ -260,16 +260,7 @@ impl Stack {
 
     /// SIGKILL of the Redis Cluster node on `port` (started by `scripts/redis.sh cluster`).
     pub async fn kill_redis_node(&self, port: u16) -> anyhow::Result<()> {
-        let file = self.root.join(format!("var/redis-cluster/{port}/redis.pid"));
-        let pid = std::fs::read_to_string(&file).with_context(|| format!("{} has no pid file: not started by scripts/redis.sh cluster", file.display()))?;
-        signal(pid.trim(), "-KILL").await?;
-        for _ in 0..100 {
-            if !alive(pid.trim()).await {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
+        kill_by_pid_file(&self.root.join(format!("var/redis-cluster/{port}/redis.pid"))).await
     }
 
     /// Starts the Redis Cluster node on `port` again (it rejoins as a replica of whoever took
@@ -357,20 +348,7 @@ impl Stack {
     /// SIGKILL: the component gets no chance to clean up.
     pub async fn kill(&mut self, c: Component) -> anyhow::Result<()> {
         match c {
-            Component::Broker | Component::Redis => {
-                let file = self.pid_file(c);
-                let pid = std::fs::read_to_string(&file)
-                    .with_context(|| format!("{} has no pid file: not started by the project's scripts", file.display()))?;
-                signal(pid.trim(), "-KILL").await?;
-                // Wait until it is gone.
-                for _ in 0..100 {
-                    if !alive(pid.trim()).await {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Ok(())
-            }
+            Component::Broker | Component::Redis => kill_by_pid_file(&self.pid_file(c)).await,
             _ => {
                 let mut child = self.procs.remove(&(c, 0)).context("not running")?;
                 child.kill().await?;
@@ -457,6 +435,20 @@ async fn signal(pid: &str, sig: &str) -> anyhow::Result<()> {
 
 async fn alive(pid: &str) -> bool {
     Command::new("kill").arg("-0").arg(pid).stderr(Stdio::null()).status().await.map(|s| s.success()).unwrap_or(false)
+}
+
+/// SIGKILL of the process a pid file (written by the project's scripts) names; waits up to 10 s
+/// for it to be gone.
+async fn kill_by_pid_file(file: &std::path::Path) -> anyhow::Result<()> {
+    let pid = std::fs::read_to_string(file).with_context(|| format!("{} has no pid file: not started by the project's scripts", file.display()))?;
+    signal(pid.trim(), "-KILL").await?;
+    for _ in 0..100 {
+        if !alive(pid.trim()).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// In `CLUSTER NODES` text, the port of the connected master whose slot ranges include 0.
