@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let latency = Arc::new(Mutex::new(histogram()));
     let e2e = Arc::new(Mutex::new(histogram()));
     let hops = Arc::new(Mutex::new(crate::kafka::Hops::new()));
+    let worst = Arc::new(Mutex::new(crate::kafka::WorstBySecond::new()));
     let received = Arc::new(AtomicU64::new(0));
     let sent_at: Arc<Mutex<HashMap<u64, u64>>> = Arc::new(Mutex::new(HashMap::new()));
     let pids: Vec<(String, u32)> = args
@@ -99,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(topic) => {
                     let stop = CancellationToken::new();
                     let consumer = latency_consumer(&args.kafka, topic).await?;
-                    Some((stop.clone(), tokio::spawn(consume_latency(consumer, Some(sent_at.clone()), e2e.clone(), Some(hops.clone()), received.clone(), stop))))
+                    Some((stop.clone(), tokio::spawn(consume_latency(consumer, Some(sent_at.clone()), e2e.clone(), worst.clone(), Some(hops.clone()), received.clone(), stop))))
                 }
                 None => None,
             };
@@ -119,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Mode::KafkaProduce => run_kafka_produce(&args, counters.clone(), latency.clone()).await.context("raw producer")?,
-        Mode::KafkaRoundtrip => run_roundtrip(&args, e2e.clone(), received.clone(), counters.clone()).await?,
+        Mode::KafkaRoundtrip => run_roundtrip(&args, e2e.clone(), worst.clone(), received.clone(), counters.clone()).await?,
         Mode::KafkaConsume => read_for = Some(run_kafka_consume(&args, counters.clone()).await.context("raw consumer")?),
         Mode::HttpConsume => read_for = Some(http::run_http_consume(&args, counters.clone(), latency.clone()).await.context("GET /consume")?),
     }
@@ -165,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
         "send_late_ms": counters.max_late_us.load(Ordering::Relaxed) as f64 / 1000.0,
         "request_latency_ms": {"p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "p999": pct(&lat, 0.999), "max": lat.max() as f64 / 1000.0},
         "e2e_latency_ms": if !e2e.is_empty() { json!({"count": e2e.len(), "p50": pct(&e2e, 0.5), "p99": pct(&e2e, 0.99), "p999": pct(&e2e, 0.999)}) } else { Value::Null },
+        "e2e_worst_by_second_ms": if e2e.is_empty() { Value::Null } else { json!(worst.lock().unwrap().millis()) },
         "e2e_hops_ms": if hops_json.is_empty() { Value::Null } else { Value::Object(hops_json) },
         "processes": processes,
     });
