@@ -114,7 +114,10 @@ input:
     # The docs' advice for throughput: batch at the input, so that each batch goes through the
     # processors and out to Kafka as one (one produce call per batch, not per message). The same
     # size and wait as metastream's transformers (batch_size 500, batch_linger_ms 2); batches
-    # are per partition, which keeps each partition's order.
+    # are per partition, which keeps each partition's order. (metastream's transformers also ask
+    # the broker for fuller fetches, fetch_min_bytes 64 KiB / fetch_wait_ms 10; this release's
+    # kafka_franz has no such fields — fetch_min_bytes and fetch_max_wait came in later releases —
+    # so it fetches with franz-go's defaults.)
     batching:
       count: 500
       period: 2ms
@@ -167,11 +170,11 @@ output:
           key: '\${! json("source") }:\${! json("id") }'
           compression: none
           max_in_flight: 256
-          # Single events arrive one request at a time: batch them towards Kafka for up to 2 ms
-          # (metastream's linger.ms is 2), 256 batches in flight (as step 5's configuration).
+          # Single events arrive one request at a time: batch them towards Kafka for up to 5 ms
+          # (metastream's linger.ms is 5), 256 batches in flight (as step 5's configuration).
           batching:
             count: 100
-            period: 2ms
+            period: 5ms
       - sync_response: {}
         processors:
           # One answer per request: {"accepted": N}, as metastream's batch answer counts them.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench` / `make bench-quick`: measures, in one run on one broker with the same payloads,
 #  1. the limit: a raw rdkafka producer (acks=all) straight to the broker;
-#  2. gateway ingest only (transformers stopped): single events and batches of 100;
+#  2. gateway ingest only (transformers stopped): single events and batches of 100; and (2c) the
+#     floor under a single-event request: HTTP alone, and HTTP plus one acknowledged produce;
 #  3. the full pipeline, sustained, through to the output topic: the highest ingest rate whose
 #     events all arrive during the load (searched, open loop);
 #  4. end-to-end latency at 25 % and 50 % of the measured maximum, next to a raw Kafka
@@ -30,7 +31,7 @@ pid_alive "$VAR/run/gateway.pid" && die "a dev stack is running (make stop first
 "$ROOT/scripts/kafka.sh" start
 "$ROOT/scripts/redis.sh" start
 log "building release binaries"
-(cd "$ROOT" && cargo build --release --workspace --bins -q)
+(cd "$ROOT" && cargo build --release --workspace --bins -q && cargo build --release -p gateway --example ingest_floor -q)
 
 # The services, from the release build, on this run's own topics and keys.
 export METASTREAM_BIN="$REL" METASTREAM_ENV=dev RUST_LOG=warn
@@ -95,6 +96,17 @@ sleep 2
 lg ingest-single --mode http --batch 1 --clients 64 $(pids)
 lg ingest-batch100 --mode http --batch 100 --clients 8 $(pids)
 "$ROOT/scripts/services.sh" stop >/dev/null
+# 2c. The floor under 2a's single-event request on this machine: an actix-web server set up as
+#     the gateway's listener answering 202 once it read the body (`http`), or once it also
+#     produced the body, keyed, with the gateway's producer and had it acknowledged (`kafka`);
+#     crates/gateway/examples/ingest_floor.rs. Driven as 2a, on the same topic.
+for mode in http kafka; do
+  (cd "$ROOT" && METASTREAM__KAFKA__TOPICS__INGEST="$RUN.ingest-only" exec "$REL/examples/ingest_floor" "$mode") >"$OUT/floor-$mode.log" 2>&1 &
+  floor=$!
+  wait_port 127.0.0.1 8081 30 "ingest_floor $mode (log: $OUT/floor-$mode.log)"
+  lg "floor-$mode" --mode http --batch 1 --clients 64 --pid "floor=$floor"
+  kill "$floor"; wait "$floor" || true
+done
 # 3. The full pipeline, sustained: the highest open-loop ingest rate whose events all reach the
 #    output topic while the load runs, without a backlog building up. Searched: grow the rate by
 #    30 % while it is sustained, then bisect between the last sustained rate and the first not.

@@ -38,6 +38,20 @@ rows.append(("1. raw rdkafka producer (acks=all)", f"{eps(raw):,.0f} msg/s", "li
 rows.append(("2a. gateway, single events", f"{eps(single):,.0f} ev/s", f"{eps(single)/eps(raw):.2f} × (1)" if raw else "", ""))
 ok = eps(batch) >= 0.7 * eps(raw)
 rows.append(("2b. gateway, batches of 100", f"{eps(batch):,.0f} ev/s", f"{eps(batch)/eps(raw):.2f} × (1)" if raw else "", "≥ 0.7 × (1): " + ("met" if ok else "NOT met")))
+# 2c: the floor under a single-event request (CPU per request = CPU s per million events, in µs).
+def cpu_us(r, name):
+    return (r.get("processes") or {}).get(name, {}).get("cpu_s_per_million") if r else None
+
+
+gw_us = cpu_us(single, "gateway")
+for mode, what in (("http", "HTTP alone (actix-web answering 202)"), ("kafka", "HTTP + one acked produce")):
+    f = load(f"floor-{mode}")
+    us = cpu_us(f, "floor")
+    if us is not None:
+        rows.append((f"2c. floor under (2a): {what}", f"{eps(f):,.0f} req/s, {us:.1f} µs CPU per request",
+                     f"gateway (2a): {gw_us:.1f} µs" if gw_us is not None else "", "(shown)"))
+if gw_us is not None:
+    rows.append(("2a. gateway, CPU per single-event request", f"{gw_us:.1f} µs", "", "≤ 25 µs: " + ("met" if gw_us <= 25 else "NOT met")))
 ok = pipe_rate >= 0.5 * eps(batch)
 rows.append(("3. full pipeline, sustained to the output topic" + (f" (at {pipe['rate']:,} ev/s offered)" if pipe else ""), f"{pipe_rate:,.0f} ev/s", f"{pipe_rate/eps(batch):.2f} × (2b)" if batch else "", "≥ 0.5 × (2b): " + ("met" if ok else "NOT met")))
 for p in (25, 50):

@@ -297,8 +297,17 @@ fn describe(tpl: &TopicPartitionList) -> String {
 
 pub type GroupConsumer = StreamConsumer<LoggingContext>;
 
+/// How long the broker may hold a fetch to fill it (`fetch.min.bytes`, `fetch.wait.max.ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct FetchBatching {
+    pub min_bytes: usize,
+    pub wait_ms: u64,
+}
+
 /// A consumer in `group_id`, subscribed to `topics`, that starts at the earliest offset of a new
-/// group and never commits on its own.
+/// group and never commits on its own. Without `fetch` batching the broker answers a fetch as
+/// soon as one record is ready (what a push reader wants); `kafka.consumer_properties` come last
+/// and override either.
 ///
 /// # Errors
 /// When librdkafka rejects the configuration or the subscription.
@@ -308,8 +317,12 @@ pub fn consumer(
     topics: &[&str],
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     commits: Commits,
+    fetch: Option<FetchBatching>,
 ) -> anyhow::Result<GroupConsumer> {
     let mut c = base_config(k, &k.consumer_properties);
+    if let Some(fetch) = fetch {
+        c.set("fetch.min.bytes", fetch.min_bytes.max(1).to_string()).set("fetch.wait.max.ms", fetch.wait_ms.to_string());
+    }
     let on_revoke = match commits {
         Commits::Explicit => {
             c.set("enable.auto.commit", "false");

@@ -237,6 +237,18 @@ pub struct TransformerSettings {
     /// Finished offsets are committed to Kafka at most this often (and always before a revoke
     /// and at shutdown). A crash redelivers up to this much work.
     pub commit_interval_ms: u64,
+    /// The broker answers this stage's fetches once this many bytes are ready, or after
+    /// `fetch_wait_ms`: fewer, fuller fetches (each one costs the broker about as much as a
+    /// produce), at the price of up to `fetch_wait_ms` more latency at low rates.
+    pub fetch_min_bytes: usize,
+    pub fetch_wait_ms: u64,
+}
+
+impl TransformerSettings {
+    /// This stage's fetch batching, as `kafka::consumer` takes it.
+    pub fn fetch(&self) -> crate::kafka::FetchBatching {
+        crate::kafka::FetchBatching { min_bytes: self.fetch_min_bytes, wait_ms: self.fetch_wait_ms }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -234,7 +234,7 @@ impl StageRunner {
             }
         };
 
-        let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic], Some(metrics.clone()), commits)?;
+        let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic], Some(metrics.clone()), commits, Some(t.fetch()))?;
         let pool = crate::store::pool(&settings.redis)?;
         crate::metrics::register_client_gauges(&metrics, &producer.get(), &pool);
         let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
