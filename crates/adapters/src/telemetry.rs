@@ -96,8 +96,12 @@ pub mod propagation {
     use rdkafka::message::Headers as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-    /// The trace context a client sent in HTTP headers.
+    /// The trace context a client sent in HTTP headers (empty without trace export: nothing
+    /// would carry it on — these helpers cost a map and allocations per event otherwise).
     pub fn from_http(headers: &actix_web::http::header::HeaderMap) -> opentelemetry::Context {
+        if !super::exporting() {
+            return opentelemetry::Context::new();
+        }
         let map: HashMap<String, String> = ["traceparent", "tracestate"]
             .iter()
             .filter_map(|k| Some((k.to_string(), headers.get(*k)?.to_str().ok()?.to_owned())))
@@ -105,8 +109,11 @@ pub mod propagation {
         TraceContextPropagator::new().extract(&map)
     }
 
-    /// The trace context carried by a Kafka message's headers.
+    /// The trace context carried by a Kafka message's headers (empty without trace export).
     pub fn from_kafka<M: rdkafka::message::Message>(message: &M) -> opentelemetry::Context {
+        if !super::exporting() {
+            return opentelemetry::Context::new();
+        }
         let mut map = HashMap::new();
         if let Some(headers) = message.headers() {
             for h in headers.iter() {
@@ -122,6 +129,9 @@ pub mod propagation {
 
     /// Makes `span` a child of `parent` (a no-op without trace export).
     pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
+        if !super::exporting() {
+            return;
+        }
         let _ = span.set_parent(parent);
     }
 
@@ -129,6 +139,9 @@ pub mod propagation {
     /// the trace (when traces are exported).
     pub fn record_trace_id(span: &tracing::Span) {
         use opentelemetry::trace::TraceContextExt as _;
+        if !super::exporting() {
+            return;
+        }
         let cx = span.context();
         let sc = cx.span().span_context().clone();
         if sc.is_valid() {
@@ -138,6 +151,9 @@ pub mod propagation {
 
     /// The `traceparent` / `tracestate` headers that make the receiver's work a child of `span`.
     pub fn headers_for(span: &tracing::Span) -> Vec<(String, String)> {
+        if !super::exporting() {
+            return Vec::new();
+        }
         let mut map = HashMap::new();
         TraceContextPropagator::new().inject_context(&span.context(), &mut map);
         let mut out: Vec<(String, String)> = map.into_iter().collect();
