@@ -32,8 +32,10 @@ impl<'a> ClientEvent<'a> {
     /// ill-typed or unknown, or the JSON error.
     pub fn parse(body: &'a [u8]) -> Result<Self, EventError> {
         check_json(body).map_err(|e| EventError::Malformed(e.to_string()))?;
-        let raw: &RawValue = serde_json::from_slice(body).map_err(|e| EventError::Malformed(e.to_string()))?;
-        Self::from_raw(raw)
+        // Checked JSON is UTF-8 and holds one value, with only JSON whitespace around it: the
+        // value's text without another parse.
+        let text = std::str::from_utf8(body).map_err(|e| EventError::Malformed(e.to_string()))?;
+        Self::from_text(text.trim_matches([' ', '\t', '\n', '\r']))
     }
 
     /// Like [`ClientEvent::parse`], for JSON already checked with [`check_json`] (one element
@@ -42,11 +44,16 @@ impl<'a> ClientEvent<'a> {
     /// # Errors
     /// See [`ClientEvent::parse`].
     pub fn from_raw(raw: &'a RawValue) -> Result<Self, EventError> {
-        if !raw.get().starts_with('{') {
+        Self::from_text(raw.get())
+    }
+
+    /// One event from the text of one checked JSON value.
+    fn from_text(text: &'a str) -> Result<Self, EventError> {
+        if !text.starts_with('{') {
             return Err(EventError::NotAnObject);
         }
-        crate::event::check_depth(raw.get().as_bytes())?;
-        let fields: Fields<'a> = serde_json::from_str(raw.get()).map_err(|e| EventError::Malformed(e.to_string()))?;
+        crate::event::check_depth(text.as_bytes())?;
+        let fields: Fields<'a> = serde_json::from_str(text).map_err(|e| EventError::Malformed(e.to_string()))?;
         let id = match fields.id.map(RawValue::get) {
             None | Some("null") => return Err(EventError::Missing("id")),
             Some(text) if text.starts_with('"') => EventId::parse(string(text)?)?,
@@ -363,6 +370,7 @@ mod tests {
                 "metadata":{"created_at":"2024-07-20T12:34:56Z"}}).to_string(),
             r#" { "source" : "a.b-c" , "id" : "x\"y\u00fc" , "payload" : { "k" : { } } } "#.to_owned(),
             r#"{"id":"1","source":"s","payload":{},"metadata":null}"#.to_owned(),
+            "\r\n\t{\"id\":\"1\",\"source\":\"s\",\"payload\":{\"t\":\" \"}}\n\t \r".to_owned(),
             r#"{"id":"1","id":"2","source":"s","payload":{"a":1}}"#.to_owned(),
             r#"{"id":"1","source":"s","payload":{"big":18446744073709551615,"neg":-9223372036854775808,"f":1e300}}"#.to_owned(),
         ] {

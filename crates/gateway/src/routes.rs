@@ -235,12 +235,13 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
         },
         None => None,
     };
-    let result = accept_event(state, event, &now_rfc3339(), idempotency_key.as_deref())
-        .await
-        .map(|accepted| serde_json::to_value(accepted).expect("an answer always serializes"));
+    let result = accept_event(state, event, &now_rfc3339(), idempotency_key.as_deref()).await;
     if let Some(redis_key) = claim {
         match &result {
-            Ok(answer) => idempotency::complete(state, &redis_key, &body, 202, answer).await,
+            Ok(accepted) => {
+                let answer = serde_json::to_value(accepted).expect("an answer always serializes");
+                idempotency::complete(state, &redis_key, &body, 202, &answer).await;
+            }
             Err(_) => idempotency::release(state, &redis_key).await,
         }
     }
