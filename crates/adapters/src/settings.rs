@@ -624,7 +624,9 @@ mod tests {
         assert_eq!(s.kafka.topics.ingest, "pre_process_meta_data_events");
         assert_eq!(s.kafka.partitions, 6);
         assert_eq!(s.auth.tokens, vec![Secret::new("your-secret-key")]);
-        assert_eq!(s.kafka.producer_properties.get("linger.ms").map(String::as_str), Some("2"));
+        assert_eq!(s.kafka.producer_properties.get("linger.ms").map(String::as_str), Some("5"));
+        assert_eq!((s.pre_transformer.fetch_min_bytes, s.pre_transformer.fetch_wait_ms), (65536, 10));
+        assert_eq!((s.post_transformer.fetch_min_bytes, s.post_transformer.fetch_wait_ms), (65536, 10));
         assert!(s.sources.seed_file.ends_with("config/sources.yaml"));
         s.validate(Service::Gateway).unwrap();
     }
