@@ -112,12 +112,20 @@ pub async fn run_http_consume(args: &Args, counters: Arc<Counters>, latency: Arc
         // The first caller acknowledges the first answer.
         let mut cursor = if i == 0 { first.clone().flatten() } else { None };
         callers.spawn(async move {
+            let mut empty = 0;
             while read.load(Ordering::Relaxed) < max && started.elapsed() < deadline {
                 let t0 = Instant::now();
                 let answer = call(&http, &url, &token, cursor.as_deref()).await?;
                 if answer.count == 0 {
-                    break; // the topic is read to its end
+                    // Nothing for this call: the topic's end — or, with two callers, the other
+                    // held the group for this call's whole wait. Three in a row is the end.
+                    empty += 1;
+                    if empty == 3 {
+                        break;
+                    }
+                    continue;
                 }
+                empty = 0;
                 let _ = latency.lock().unwrap().record((t0.elapsed().as_micros() as u64).max(1));
                 read.fetch_add(answer.count, Ordering::Relaxed);
                 counters.acked.fetch_add(answer.count, Ordering::Relaxed);
