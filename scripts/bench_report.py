@@ -99,6 +99,11 @@ else:
     rows.append(("5. Redpanda Connect", rpc_note or "not run", "", ""))
 
 print(f"Run {os.path.basename(out)} on {date.today()}, commit {commit}, {os.cpu_count()} cores ({cpu}), event size {single['event_size'] if single else '?'} B.\n")
+machine = load("machine")
+if machine:
+    data, mem = machine["broker_data_bytes"] / 2**30, machine["mem_available_bytes"] / 2**30
+    print(f"The broker held {data:.1f} GiB of logs at the start, with {mem:.1f} GiB of memory available"
+          + (" — **more than half of it: reads (step 6) may have come from disk, not the page cache; compare with care.**\n" if data > mem / 2 else ".\n"))
 print("| step | throughput / latency | ratio | target |")
 print("|---|---|---|---|")
 for r in rows:
