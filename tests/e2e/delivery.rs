@@ -109,6 +109,50 @@ async fn a_poison_message_goes_to_the_dead_letter_topic_without_blocking_its_par
     assert!(d.header(headers::DLQ_ERROR).unwrap().contains("expected"), "{:?}", d.headers);
 }
 
+/// The stages keep a payload as its text unless an operation reads it, but what enters from
+/// the ingest topic is checked as the gateway checks it: a payload no JSON parser reads back
+/// (written there by something other than the gateway) is dead-lettered even where no operation
+/// reads it (jira's `add_timestamp`), and the events around it are delivered as sent — key order
+/// and spacing kept, which re-serializing used to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_no_parser_reads_back_is_dead_lettered_and_good_payloads_pass_as_sent() {
+    let stack = Stack::start().await;
+    let producer = stack.raw_producer();
+    let topic = &stack.settings.kafka.topics.ingest;
+    let payloads = [
+        (r#"{"id":"lazy-1","source":"jira","payload":{"title":"before"}}"#, None),
+        (r#"{"id":"lazy-2","source":"jira","payload":{"n":1e400}}"#, Some("number out of range")),
+        (r#"{"id":"lazy-3","source":"jira","payload":{"s":"\ud800"}}"#, Some("hex escape")),
+        (r#"{"id":"lazy-4","source":"jira","payload":{"z": 1, "a":  [1.50, "\u00e9"]}}"#, None),
+    ];
+    // One key, one partition: the good events around the bad ones.
+    for (body, _) in payloads {
+        producer.send(FutureRecord::to(topic).key("jira:lazy").payload(body), Timeout::Never).await.unwrap();
+    }
+
+    let mut events = stack.consume("default", 2, Duration::from_secs(20)).await;
+    // (Published keyed by entity: two entities, maybe two partitions, in either order.)
+    events.sort_by_key(|e| e["id"].as_str().map(str::to_owned));
+    assert_eq!(events.iter().map(|e| e["id"].as_str().unwrap()).collect::<Vec<_>>(), ["lazy-1", "lazy-4"]);
+    assert_eq!(events[1]["payload"], json!({"z": 1, "a": [1.5, "é"]}));
+    assert!(events[1]["metadata"]["processed_at"].is_string(), "the operation ran: {}", events[1]);
+    let mut conn = stack.redis.get().await.unwrap();
+    let key = domain::KeySchema::new(&stack.settings.redis.key_prefix)
+        .processed(&domain::SourceName::parse("jira").unwrap(), &domain::EventId::parse("lazy-4").unwrap());
+    let stored: String = deadpool_redis::redis::AsyncCommands::get(&mut conn, key).await.unwrap();
+    assert!(stored.contains(r#""payload":{"z": 1, "a":  [1.50, "\u00e9"]}"#), "stored as sent: {stored}");
+
+    let dead = stack.read_topic(&stack.settings.kafka.topics.dead_letter, 2, Duration::from_secs(20)).await;
+    assert_eq!(dead.len(), 2);
+    for (d, (body, error)) in dead.iter().zip(&payloads[1..3]) {
+        assert_eq!(d.payload, body.as_bytes(), "as it came");
+        assert_eq!(d.header(headers::DLQ_STAGE), Some("pre"));
+        assert_eq!(d.header(headers::DLQ_REASON), Some("unparseable"));
+        let said = d.header(headers::DLQ_ERROR).unwrap();
+        assert!(said.starts_with("payload: ") && said.contains(error.unwrap()), "{said}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_ingest_answers_per_event_in_order_and_one_bad_event_rejects_no_other() {
     let stack = Stack::start().await;

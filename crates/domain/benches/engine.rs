@@ -133,6 +133,46 @@ fn engine(c: &mut Criterion) {
     });
     ingest.finish();
 
+    // What each transformer does to an event no operation of its touches the payload of (the
+    // default sources: `add_timestamp` before storage, `add_processing_info` after): parse the
+    // message, run the stage, write the record (pre) or the published event (post).
+    let mut stages = c.benchmark_group("stage");
+    stages.throughput(Throughput::Elements(1));
+    let pre = compiled(json!([{"op": "add_timestamp", "params": {}}]));
+    let post: SourceConfig = serde_json::from_value(json!({"source": "jira", "post": [{"op": "add_processing_info", "params": {}}]})).unwrap();
+    let post = CompiledSource::compile(post).unwrap();
+    let post_ctx = Context { stage: Stage::Post, service: "post-transformer", ..ctx.clone() };
+    let loadgen = serde_json::to_vec(&json!({
+        "id": "lg-1", "source": "jira", "received_at": "2024-07-20T12:34:56.000Z",
+        "payload": {"seq": 1, "title": "load generator event", "status": "open", "owner": "team-a", "filler": "x".repeat(864)},
+        "metadata": {"sent_at_us": 1_721_478_896_000_000u64},
+    }))
+    .unwrap();
+    for (shape, ingested) in [("jira", &wire), ("loadgen", &loadgen)] {
+        let mut stored = Event::from_wire(ingested).unwrap();
+        pre.run(Stage::Pre, &mut stored, &ctx).unwrap();
+        stored.provenance.ingest_partition = Some(0);
+        stored.provenance.ingest_offset = Some(1);
+        let record = stored.to_record();
+        stages.bench_function(format!("pre_{shape}"), |b| {
+            b.iter(|| {
+                let mut e = Event::from_wire(black_box(ingested)).unwrap();
+                pre.run(Stage::Pre, &mut e, &ctx).unwrap();
+                e.provenance.ingest_partition = Some(0);
+                e.provenance.ingest_offset = Some(1);
+                black_box(e.to_record())
+            })
+        });
+        stages.bench_function(format!("post_{shape}"), |b| {
+            b.iter(|| {
+                let mut e = Event::from_wire(black_box(&record)).unwrap();
+                post.run(Stage::Post, &mut e, &post_ctx).unwrap();
+                black_box(e.to_wire())
+            })
+        });
+    }
+    stages.finish();
+
     let mut ops = c.benchmark_group("op");
     ops.throughput(Throughput::Elements(1));
     // Each operation alone, on the event as the pipeline hands it to that operation.

@@ -8,6 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::object::LazyObject;
+
 /// Longest accepted event id, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 /// Longest accepted source name, in bytes.
@@ -22,7 +24,9 @@ pub const MAX_SOURCE_LEN: usize = 64;
 pub struct Event {
     pub id: EventId,
     pub source: SourceName,
-    pub payload: Map<String, Value>,
+    /// Read from the wire, kept as its text until an operation reads a field, and written
+    /// back as that text unless one changed it.
+    pub payload: LazyObject,
     #[serde(default)]
     pub metadata: Map<String, Value>,
     /// When the gateway accepted the event (RFC 3339, UTC).
@@ -184,7 +188,7 @@ impl Event {
         Ok(Event {
             id,
             source,
-            payload,
+            payload: payload.into(),
             metadata,
             received_at: None,
             provenance: Provenance::default(),
@@ -215,7 +219,7 @@ impl Event {
             provenance: &'a Provenance,
             id: &'a EventId,
             source: &'a SourceName,
-            payload: &'a Map<String, Value>,
+            payload: &'a LazyObject,
             metadata: &'a Map<String, Value>,
             #[serde(skip_serializing_if = "Option::is_none")]
             received_at: &'a Option<String>,

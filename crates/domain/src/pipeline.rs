@@ -292,7 +292,7 @@ mod tests {
         .unwrap();
         let mut e = event(json!({}));
         assert_eq!(c.run(Stage::Pre, &mut e, &context()).unwrap(), Outcome::Dropped { index: 4, op: "filter" });
-        assert_eq!(serde_json::Value::Object(e.payload), json!({"b": 3}));
+        assert_eq!(serde_json::Value::Object(e.payload.into()), json!({"b": 3}));
     }
 
     /// Every operation honours `when`: with one that does not hold, the catalog example leaves

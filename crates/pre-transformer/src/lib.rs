@@ -144,6 +144,13 @@ impl PreProcessor {
             Ok(e) => e,
             Err(err) => return Ok(Disposition::DeadLetter(Failure::new(DeadLetterReason::Unparseable, err.to_string()))),
         };
+        // The ingest topic is where events enter: a payload is checked as the gateway checks it
+        // (written there by something else, it may hold what no JSON parser reads back), so
+        // whatever the pipeline stores and publishes reads back — whether or not an operation
+        // reads it. Past here the payload stays text until an operation reads a field.
+        if let Err(err) = original.payload.check() {
+            return Ok(Disposition::DeadLetter(Failure::new(DeadLetterReason::Unparseable, format!("payload: {err}"))));
+        }
         // Operations may read the incoming headers, and decide the downstream ones.
         original.routing.headers = stage::message_headers(message);
         let input = Input { topic: message.topic(), partition: message.partition(), offset: message.offset() };

@@ -57,7 +57,15 @@ pub async fn apply(
             input,
         };
         let (id, src) = (event.id.clone(), event.source.clone());
-        match source.run(stage, &mut event, &ctx) {
+        let outcome = source.run(stage, &mut event, &ctx);
+        // The payload stays text until an operation reads it. The pre stage checked it, so only
+        // a record put into Redis by hand can read as unreadable here (a number out of range, a
+        // lone surrogate, nesting too deep); the operations saw it empty and what they decided
+        // stands for nothing: the message goes to the dead letters as it came.
+        if let Some(error) = event.payload.unreadable() {
+            return Ok(Applied::DeadLetter(Failure::new(DeadLetterReason::Unparseable, format!("payload: {error}"))));
+        }
+        match outcome {
             Ok(Outcome::Keep) => return Ok(Applied::Keep(event, source.version())),
             Ok(Outcome::Dropped { index, op }) => {
                 tracing::debug!(event_id = %id, source = %src, index, op, "event filtered");

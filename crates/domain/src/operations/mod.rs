@@ -563,7 +563,7 @@ pub(crate) mod testing {
     ) {
         for (params, payload, expected) in cases {
             match (run(compile, params, event(payload.clone())), expected) {
-                (Ok(e), Ok(want)) => assert_eq!(&Value::Object(e.payload), want, "{params} on {payload}"),
+                (Ok(e), Ok(want)) => assert_eq!(&Value::Object(e.payload.into()), want, "{params} on {payload}"),
                 (Err(got), Err(want)) => assert!(got.contains(want), "{params} on {payload}: {got}"),
                 (got, want) => panic!("{params} on {payload}: got {got:?}, want {want:?}"),
             }
