@@ -135,7 +135,8 @@ fn engine(c: &mut Criterion) {
 
     // What each transformer does to an event no operation of its touches the payload of (the
     // default sources: `add_timestamp` before storage, `add_processing_info` after): parse the
-    // message, run the stage, write the record (pre) or the published event (post).
+    // message (the pre stage checks the payload: it comes from the ingest topic), run the stage,
+    // write the record (pre) or the published event (post).
     let mut stages = c.benchmark_group("stage");
     stages.throughput(Throughput::Elements(1));
     let pre = compiled(json!([{"op": "add_timestamp", "params": {}}]));
@@ -151,12 +152,14 @@ fn engine(c: &mut Criterion) {
     for (shape, ingested) in [("jira", &wire), ("loadgen", &loadgen)] {
         let mut stored = Event::from_wire(ingested).unwrap();
         pre.run(Stage::Pre, &mut stored, &ctx).unwrap();
+        assert!(stored.payload.is_verbatim(), "add_timestamp leaves the payload alone");
         stored.provenance.ingest_partition = Some(0);
         stored.provenance.ingest_offset = Some(1);
         let record = stored.to_record();
         stages.bench_function(format!("pre_{shape}"), |b| {
             b.iter(|| {
                 let mut e = Event::from_wire(black_box(ingested)).unwrap();
+                e.payload.check().unwrap();
                 pre.run(Stage::Pre, &mut e, &ctx).unwrap();
                 e.provenance.ingest_partition = Some(0);
                 e.provenance.ingest_offset = Some(1);
