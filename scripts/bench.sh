@@ -96,7 +96,7 @@ drain() {
 }
 
 # 1. The limit.
-lg raw-producer --mode kafka-produce --topic "$RUN.raw" --clients 4
+lg raw-producer --mode kafka-produce --topic "$RUN.raw" --clients 4 $(pids)
 # 2. Gateway only: transformers stopped, and the gateway on a topic of its own, so step 3 does
 #    not start behind millions of events.
 "$ROOT/scripts/services.sh" stop >/dev/null

@@ -14,7 +14,8 @@
 //!
 //! It prints progress every second, a table at the end, and writes JSON results (`--json`).
 //! With `--pid name=PID` (repeatable) it reports each process's CPU seconds per million events
-//! and peak RSS (from /proc).
+//! and peak RSS (from /proc); its own always, as `loadgen` (it shares the machine with what it
+//! measures: the report shows its part of the CPU).
 
 mod args;
 mod http;
@@ -53,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         .pids
         .iter()
         .filter_map(|p| p.split_once('=').and_then(|(n, pid)| Some((n.to_owned(), pid.parse().ok()?))))
+        .chain([("loadgen".to_owned(), std::process::id())])
         .collect();
     let before: HashMap<String, (f64, u64)> = pids.iter().filter_map(|(n, pid)| Some((n.clone(), proc_usage(*pid)?))).collect();
 
