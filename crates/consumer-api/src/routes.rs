@@ -271,7 +271,7 @@ fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, proj
     let payload = m.payload().unwrap_or_default();
     // The event as published, read only when a filter or projection needs it; an event that does
     // not read back cannot match a filter: passed over.
-    let record = if filter.is_some() || projection.is_some() { Some(Event::from_wire(payload).ok().filter(|e| e.payload.read().is_ok())?) } else { None };
+    let record = if filter.is_some() || projection.is_some() { Some(Event::from_wire_read(payload)?) } else { None };
     if let (Some(f), Some(r)) = (filter, &record) {
         if !f.eval(r) {
             return None;
