@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn a_payload_is_read_from_the_wire_only_when_asked() {
-        let wire = br#"{"id":"1","source":"s","payload":{"n":1e400}}"#;
+        let wire = br#"{"id":"1","source":"s","payload":{"n":1e400},"metadata":{}}"#;
         let event = Event::from_wire(wire).expect("the envelope reads; the payload is text");
         assert!(event.payload.is_verbatim());
         assert_eq!(String::from_utf8(event.to_wire()).unwrap(), std::str::from_utf8(wire).unwrap());
