@@ -66,6 +66,14 @@ pub(crate) enum Start {
 fn offsets_at(consumer: &StreamConsumer, topic: &str, partitions: &[i32], start: Start) -> anyhow::Result<std::collections::HashMap<i32, i64>> {
     let timeout = Duration::from_secs(5);
     let mut out = std::collections::HashMap::new();
+    // The ends first, the times after: an event published between the two questions is then
+    // at or past the end found, so "nothing at or after that time" starts before it. (Asked the
+    // other way round, such an event fell below the end and was skipped — a `make test` run
+    // caught a group from a time missing two of ten events.)
+    let mut watermarks = std::collections::HashMap::new();
+    for p in partitions {
+        watermarks.insert(*p, consumer.fetch_watermarks(topic, *p, timeout)?);
+    }
     let by_time = match start {
         Start::Time(ms) => {
             let mut tpl = TopicPartitionList::new();
@@ -77,7 +85,7 @@ fn offsets_at(consumer: &StreamConsumer, topic: &str, partitions: &[i32], start:
         _ => None,
     };
     for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
+        let (low, high) = watermarks[p];
         let offset = match (start, &by_time) {
             (Start::Earliest, _) => low,
             (Start::Latest, _) => high,
