@@ -13,7 +13,7 @@
 #  7. the whole pipeline against Redpanda Connect doing the same job (three processes, with Redis;
 #     scripts/bench-redpanda-pipeline.sh), both searched as in step 3 with single events (the
 #     prototype's POST /ingest) and with batches of 100, and e2e latency at 50 % of each maximum.
-# Release builds; results in bench/results/ (JSON per step, a markdown table per run).
+# Release builds; results in bench/results/ (JSON per step, a markdown table per run, PNG charts).
 # Usage: scripts/bench.sh [quick]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -296,4 +296,10 @@ if [[ $QUICK != quick ]]; then
 fi
 
 python3 "$ROOT/scripts/bench_report.py" "$OUT" "$RPC_NOTE" | tee "$OUT/report.md"
+# The report's pictures (search.png, hops.png, cpu.png), with matplotlib from PyPI in var/venv-bench.
+if python_tools "$VAR/venv-bench" "$ROOT/scripts/bench.requirements.txt" "$VAR/pylib-bench"; then
+  log "charts"; "$PY" "$ROOT/scripts/bench_charts.py" "$OUT" || log "WARNING: the charts could not be drawn"
+else
+  log "WARNING: pip could not install scripts/bench.requirements.txt: no charts"
+fi
 log "results in $OUT"
