@@ -320,7 +320,8 @@ fn invalid(field: &'static str, problem: String) -> EventError {
 }
 
 /// What kind of JSON value `text` is, from its first character.
-fn kind(text: &str) -> &'static str {
+/// What a JSON value's text is (`"a string"`, `"an array"`, …), for error messages.
+pub(crate) fn kind(text: &str) -> &'static str {
     match text.as_bytes().first() {
         Some(b'n') => "null",
         Some(b't' | b'f') => "a boolean",

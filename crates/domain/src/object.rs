@@ -149,19 +149,9 @@ impl<'de> Deserialize<'de> for LazyObject {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = Box::<RawValue>::deserialize(deserializer)?;
         if !text.get().starts_with('{') {
-            return Err(de::Error::invalid_type(de::Unexpected::Other(kind(text.get())), &"a JSON object"));
+            return Err(de::Error::invalid_type(de::Unexpected::Other(crate::client::kind(text.get())), &"a JSON object"));
         }
         Ok(LazyObject { text: Some(text), fields: OnceLock::new(), unreadable: OnceLock::new() })
-    }
-}
-
-fn kind(text: &str) -> &'static str {
-    match text.as_bytes().first() {
-        Some(b'[') => "an array",
-        Some(b'"') => "a string",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
-        _ => "a number",
     }
 }
 
