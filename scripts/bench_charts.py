@@ -21,25 +21,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench_results import search_probes, sustained  # noqa: E402
+
 out = sys.argv[1]
 
 
 def load(name):
     path = os.path.join(out, f"{name}.json")
     return json.load(open(path)) if os.path.exists(path) else None
-
-
-def probes(prefix):
-    names = [f[:-5] for f in os.listdir(out) if f.startswith(f"{prefix}-at-") and f.endswith(".json")]
-    return sorted((load(n) for n in names), key=lambda d: d["rate"])
-
-
-def sustained(d):
-    # As scripts/bench.sh `sustained` and the report: nothing refused, sent on schedule, answered
-    # in time, >= 95 % delivered during the load, e2e p99 <= 2 s.
-    e, q = d.get("e2e_latency_ms") or {}, d.get("request_latency_ms") or {}
-    return (d["failed"] == 0 and d.get("send_late_ms", 1e9) <= 100 and q.get("p99", 1e9) <= 1000
-            and d["delivered_per_s"] >= 0.95 * d["rate"] and e.get("p99", 1e9) <= 2000)
 
 
 def search_chart():
@@ -49,7 +38,7 @@ def search_chart():
     for ax, (shape, ours, peer) in zip(axes, shapes):
         top = 0
         for who, prefix, colour in (("metastream", ours, "tab:blue"), ("Redpanda Connect", peer, "tab:orange")):
-            runs = probes(prefix)
+            runs = search_probes(out, prefix)
             if not runs:
                 continue
             drawn = True

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from datetime import date
 
+from bench_results import search_probes, sustained
+
 out, rpc_note = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "")
 
 
@@ -182,19 +184,6 @@ if mem:
 # Step 7: the whole pipeline against Redpanda Connect doing the same job (three processes), both
 # searched with single events (the prototype's POST /ingest) and batches of 100, with issue 17's
 # targets computed from the same run.
-def sustained_ok(d):
-    e, q = d.get("e2e_latency_ms") or {}, d.get("request_latency_ms") or {}
-    return (d["failed"] == 0 and d.get("send_late_ms", 1e9) <= 100 and q.get("p99", 1e9) <= 1000
-            and d["delivered_per_s"] >= 0.95 * d["rate"] and e.get("p99", 1e9) <= 2000)
-
-
-def search_probes(label):
-    prefix = f"{label}-at-"
-    return sorted((json.load(open(os.path.join(out, f))) for f in os.listdir(out)
-                   if f.startswith(prefix) and f.endswith(".json") and f[len(prefix):-5].isdigit()),
-                  key=lambda d: d["rate"])
-
-
 def cpu_of(run, names):
     procs = (run or {}).get("processes") or {}
     return sum(procs[n]["cpu_s_per_million"] for n in names if n in procs) if run and all(n in procs for n in names) else None
@@ -216,13 +205,13 @@ columns = [  # (heading, search label, e2e label, ingest-only label, its stages)
 ]
 cols = []
 for heading, label, e2e_label, ingest_label, stages in columns:
-    probes_ = search_probes(label)
+    probes_ = search_probes(out, label)
     best = load(f"{label}-sustained")
     cols.append({
         "heading": heading, "stages": stages, "best": best, "e2e": load(e2e_label), "ingest": load(ingest_label),
         "probes": probes_,
         # The search found its limit when some probe above the best one was not sustained.
-        "bounded": bool(best) and any(not sustained_ok(p) and p["rate"] > best["rate"] for p in probes_),
+        "bounded": bool(best) and any(not sustained(p) and p["rate"] > best["rate"] for p in probes_),
         "rate": best.get("delivered_per_s", 0.0) if best else 0.0,
     })
 print("\n## The whole pipeline against Redpanda Connect\n")
@@ -296,4 +285,4 @@ if any(c["best"] or c["probes"] or c["ingest"] for c in cols):
         for d in c["probes"]:
             e, q = d.get("e2e_latency_ms") or {}, d.get("request_latency_ms") or {}
             print(f"| {d['rate']:,} | {d['delivered_per_s']:,.0f} | {q.get('p50', 0):.1f} / {q.get('p99', 0):.1f} | "
-                  f"{d.get('send_late_ms', 0):,.0f} | {e.get('p50', 0):.0f} / {e.get('p99', 0):.0f} | {'yes' if sustained_ok(d) else 'no'} |")
+                  f"{d.get('send_late_ms', 0):,.0f} | {e.get('p50', 0):.0f} / {e.get('p99', 0):.0f} | {'yes' if sustained(d) else 'no'} |")

@@ -54,7 +54,7 @@ pub fn require_infrastructure() {
     }
 }
 
-fn init_logging() {
+pub fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let mut t = base_settings().telemetry;

@@ -10,6 +10,7 @@ mod budget;
 mod consume;
 mod delivery;
 mod guarantees;
+mod liveness;
 mod observability;
 mod errors;
 mod exactly_once;

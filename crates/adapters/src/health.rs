@@ -2,7 +2,7 @@
 //! not stuck retrying.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::store::Pool;
 use serde_json::{json, Value};
@@ -15,7 +15,8 @@ pub type KafkaProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub struct Health {
     redis: Option<(Pool, Duration)>,
     kafka: Option<KafkaProbe>,
-    trouble: Arc<Mutex<Option<String>>>,
+    /// What is failing, and when it was last reported.
+    trouble: Arc<Mutex<Option<(String, Instant)>>>,
 }
 
 impl Health {
@@ -25,7 +26,13 @@ impl Health {
 
     /// Marks the service not ready, saying why (e.g. "redis unavailable, retrying").
     pub fn set_trouble(&self, why: impl Into<String>) {
-        *self.trouble.lock().expect("health lock") = Some(why.into());
+        *self.trouble.lock().expect("health lock") = Some((why.into(), Instant::now()));
+    }
+
+    /// Whether trouble was reported within `window` and not cleared since: a loop is retrying
+    /// a dependency that fails.
+    pub fn troubled_within(&self, window: Duration) -> bool {
+        self.trouble.lock().expect("health lock").as_ref().is_some_and(|(_, at)| at.elapsed() <= window)
     }
 
     pub fn clear_trouble(&self) {
@@ -50,7 +57,7 @@ impl Health {
             ready &= r.is_ok();
             report.insert("kafka".into(), status(r));
         }
-        if let Some(why) = self.trouble.lock().expect("health lock").clone() {
+        if let Some((why, _)) = self.trouble.lock().expect("health lock").clone() {
             ready = false;
             report.insert("processing".into(), json!(why));
         }

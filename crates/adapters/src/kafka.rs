@@ -94,7 +94,7 @@ pub async fn transactional_producer(k: &KafkaSettings, limits: &TopicLimits, tra
         let init = producer.clone();
         let result = tokio::task::spawn_blocking(move || {
             use rdkafka::producer::Producer as _;
-            init.init_transactions(Duration::from_secs(30))
+            crate::watchdog::watched("init_transactions", Duration::from_secs(90), || init.init_transactions(Duration::from_secs(30)))
         })
         .await?;
         match result {
@@ -150,11 +150,18 @@ impl SharedLimits {
         self.0.get().copied()
     }
 
-    /// Reads the limits now (one attempt of up to `first_wait`) and, when that fails, keeps
-    /// trying in the background with backoff until it succeeds or `shutdown` comes.
+    /// Reads the limits now (attempts for up to `first_wait`: a topic made a moment ago may
+    /// not report its configs yet) and, when that fails, keeps trying in the background with
+    /// backoff until it succeeds or `shutdown` comes.
     pub async fn load(k: &KafkaSettings, first_wait: Duration, shutdown: crate::shutdown::CancellationToken) -> SharedLimits {
         let shared = SharedLimits::default();
-        match try_topic_limits(k, first_wait).await {
+        let started = std::time::Instant::now();
+        let mut first = try_topic_limits(k, first_wait).await;
+        while first.is_err() && started.elapsed() + Duration::from_millis(200) < first_wait {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            first = try_topic_limits(k, first_wait.saturating_sub(started.elapsed())).await;
+        }
+        match first {
             Ok(limits) => {
                 let _ = shared.0.set(limits);
             }
@@ -215,6 +222,21 @@ pub struct LoggingContext {
     /// Under exactly once: what to do before partitions are revoked, instead of committing
     /// stored offsets (there are none: offsets travel in the transaction).
     on_revoke: Option<RevokeHook>,
+    /// Set while the consumer waits for the group to assign partitions after it left and joined
+    /// again ([`LoggingContext::await_assignment`]); dropped on the next assignment.
+    awaiting_assignment: std::sync::Mutex<Option<crate::watchdog::Guard>>,
+    /// For a transformer: watches its partitions and group membership for a stall
+    /// ([`crate::liveness`]), fed by the statistics and rebalances.
+    liveness: Option<std::sync::Arc<crate::liveness::FetchWatch>>,
+}
+
+impl LoggingContext {
+    /// The consumer left its group and subscribed again: the group must assign its partitions
+    /// within `limit`, or the process gives up ([`crate::watchdog`]) — a consumer that never
+    /// rejoins would read nothing more while looking healthy.
+    pub fn await_assignment(&self, limit: Duration) {
+        *self.awaiting_assignment.lock().expect("assignment lock") = Some(crate::watchdog::guard("rejoining the consumer group (no assignment came)", limit));
+    }
 }
 
 /// Called, on the consumer's thread, before partitions are revoked.
@@ -222,6 +244,12 @@ pub type RevokeHook = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 impl ClientContext for LoggingContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(watch) = &self.liveness {
+            let (partitions, group) = crate::liveness::views(&statistics);
+            if let Some(stalled) = watch.observe(std::time::Instant::now(), &partitions, group.as_ref()) {
+                crate::watchdog::give_up("consuming (work waiting, nothing moving)", &stalled);
+            }
+        }
         let Some(metrics) = &self.metrics else { return };
         let lags = statistics.topics.values().flat_map(|t| {
             t.partitions
@@ -274,7 +302,13 @@ impl ConsumerContext for LoggingContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Some(watch) = &self.liveness {
+            match consumer.assignment() {
+                Ok(tpl) => watch.set_assignment(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition()))),
+                Err(err) => tracing::warn!(error = %err, "reading the assignment after a rebalance failed"),
+            }
+        }
         if let Some(m) = &self.metrics {
             let kind = match rebalance {
                 Rebalance::Assign(_) => "assign",
@@ -284,7 +318,10 @@ impl ConsumerContext for LoggingContext {
             m.rebalances.add(1, &[opentelemetry::KeyValue::new("group", self.group.clone()), opentelemetry::KeyValue::new("kind", kind)]);
         }
         match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(partitions = %describe(tpl), "partitions assigned"),
+            Rebalance::Assign(tpl) => {
+                self.awaiting_assignment.lock().expect("assignment lock").take();
+                tracing::info!(partitions = %describe(tpl), "partitions assigned");
+            }
             Rebalance::Revoke(tpl) => tracing::info!(partitions = %describe(tpl), "partitions revoked"),
             Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance error"),
         }
@@ -307,7 +344,8 @@ pub struct FetchBatching {
 /// A consumer in `group_id`, subscribed to `topics`, that starts at the earliest offset of a new
 /// group and never commits on its own. Without `fetch` batching the broker answers a fetch as
 /// soon as one record is ready (what a push reader wants); `kafka.consumer_properties` come last
-/// and override either.
+/// and override either. With a `liveness` watch, partitions or a group membership that stand
+/// still with work waiting end the process ([`crate::liveness`]).
 ///
 /// # Errors
 /// When librdkafka rejects the configuration or the subscription.
@@ -318,6 +356,7 @@ pub fn consumer(
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     commits: Commits,
     fetch: Option<FetchBatching>,
+    liveness: Option<std::sync::Arc<crate::liveness::FetchWatch>>,
 ) -> anyhow::Result<GroupConsumer> {
     let mut c = base_config(k, &k.consumer_properties);
     if let Some(fetch) = fetch {
@@ -343,14 +382,14 @@ pub fn consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky");
-    if metrics.is_some() {
-        // Consumer lag comes from librdkafka's own statistics.
+    if metrics.is_some() || liveness.is_some() {
+        // Consumer lag and the liveness watch's positions come from librdkafka's statistics.
         c.set("statistics.interval.ms", "5000");
     }
     for (key, value) in &k.consumer_properties {
         c.set(key, value);
     }
-    let context = LoggingContext { group: group_id.to_owned(), metrics, on_revoke };
+    let context = LoggingContext { group: group_id.to_owned(), metrics, on_revoke, awaiting_assignment: std::sync::Mutex::new(None), liveness };
     let consumer: GroupConsumer = c.create_with_context(context).context("creating Kafka consumer")?;
     consumer.subscribe(topics).with_context(|| format!("subscribing to {topics:?}"))?;
     Ok(consumer)

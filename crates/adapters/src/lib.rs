@@ -16,12 +16,17 @@
 //! - [`stage`]: what both transformers share (its own map in `stage/mod.rs`): the runner, the
 //!   offset ledger, produce-and-wait, dead letters, counters, the Redis-restart guard, the
 //!   `on_error` policy.
+//! - [`watchdog`]: a blocking librdkafka call that never returns ends the process (exit 75),
+//!   so the orchestrator starts it again, rather than leaving a stage stopped but healthy.
+//! - [`liveness`]: a transformer whose partitions, group membership or loop stand still with
+//!   work waiting ends the process (exit 75), as a hung call does.
 //! - [`webhooks`]: webhook subscriptions, their delivery status and dead letters in Redis.
 
 pub mod auth;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod liveness;
 pub mod metrics;
 pub mod openapi;
 pub mod process;
@@ -32,6 +37,7 @@ pub mod stage;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod watchdog;
 pub mod webhooks;
 
 pub use health::Health;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use adapters::http::RequestError;
 use adapters::settings::{ConsumerApiSettings, KafkaSettings};
 use adapters::shutdown::CancellationToken;
+use futures_util::StreamExt as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
@@ -348,16 +349,19 @@ impl ApiGroup {
         }
         let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = std::collections::BTreeMap::new();
         let mut batch = Vec::with_capacity(max.min(1000));
+        // One stream for the call (each `recv` registers and drops a waker slot under a lock).
+        let mut stream = self.consumer.stream();
+        let never_ends = |m: Option<_>| m.expect("a Kafka message stream never ends");
         while batch.len() < max {
             // What is already fetched is taken without a timer or a clock read (a timer per
             // message was a tenth of a call's CPU); only an empty queue is waited on: for the
             // first event up to `until`, after it at most 10 ms (answer fast, not full).
-            let ready = futures_util::FutureExt::now_or_never(self.consumer.recv());
+            let ready = futures_util::FutureExt::now_or_never(stream.next());
             let received = match ready {
-                Some(r) => Ok(r),
+                Some(r) => Ok(never_ends(r)),
                 None => {
                     let deadline = if batch.is_empty() { until } else { until.min(tokio::time::Instant::now() + Duration::from_millis(10)) };
-                    tokio::time::timeout_at(deadline, self.consumer.recv()).await
+                    tokio::time::timeout_at(deadline, stream.next()).await.map(never_ends)
                 }
             };
             match received {

@@ -189,7 +189,7 @@ impl Webhooks {
         let id = sub.borrow().id.clone();
         let group = format!("{}{}", self.settings.group_prefix, id);
         let consumer = loop {
-            match adapters::kafka::consumer(&self.kafka, &group, &[&self.topic], None, Commits::StoredEvery(Duration::from_secs(1)), None) {
+            match adapters::kafka::consumer(&self.kafka, &group, &[&self.topic], None, Commits::StoredEvery(Duration::from_secs(1)), None, None) {
                 Ok(c) => break c,
                 Err(err) => {
                     tracing::warn!(subscription = %id, error = %format!("{err:#}"), "creating the subscription's consumer failed; retrying");

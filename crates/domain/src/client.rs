@@ -319,8 +319,8 @@ fn invalid(field: &'static str, problem: String) -> EventError {
     EventError::Invalid { field, problem }
 }
 
-/// What kind of JSON value `text` is, from its first character.
-/// What a JSON value's text is (`"a string"`, `"an array"`, …), for error messages.
+/// What kind of JSON value `text` is, from its first character (`"a string"`, `"an array"`,
+/// …), for error messages.
 pub(crate) fn kind(text: &str) -> &'static str {
     match text.as_bytes().first() {
         Some(b'n') => "null",

@@ -89,9 +89,16 @@ impl Progress {
 
     /// Prints progress every 2 s until the load is done.
     pub async fn report(&self, scenario: &str, total: usize, started: Instant) {
+        // A line when the count moved, or every 10 s while it does not (a failure's diagnosis
+        // follows these lines, and CI shows only so many).
+        let mut last = (usize::MAX, Instant::now());
         while !self.done.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let acked = self.acked.load(Ordering::Relaxed);
+            if acked == last.0 && last.1.elapsed() < Duration::from_secs(10) {
+                continue;
+            }
+            last = (acked, Instant::now());
             eprintln!(
                 "   [{scenario}] {acked}/{total} acknowledged, {} retries, {:.0}s",
                 self.retries.load(Ordering::Relaxed),

@@ -135,6 +135,9 @@ pub struct Outcome {
     /// Services that exited during the scenario without being asked to.
     pub exited: Vec<String>,
     pub note: String,
+    /// For a failed scenario: each transformer's readiness and where its group stands on its
+    /// input ([`stack::Stack::stall_report`]).
+    pub stall_report: Vec<String>,
 }
 
 impl Outcome {
@@ -262,7 +265,10 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     }
     outcome.scenario = name.to_owned();
     outcome.recovery = recovery;
-    outcome.note = note;
+    outcome.note = [note].into_iter().chain(stack.restarts()).filter(|n| !n.is_empty()).collect::<Vec<_>>().join("; ");
+    if !outcome.passed() {
+        outcome.stall_report = stack.stall_report().await;
+    }
     stack.stop().await;
     Ok(outcome)
 }
@@ -328,6 +334,12 @@ async fn main() -> anyhow::Result<()> {
             Err(err) => Outcome { scenario: name.into(), note: format!("FAILED to run: {err:#}"), lost: None, ..Default::default() },
         };
         eprintln!("   {}", if row.passed() { "ok" } else { "FAILED" });
+        if !row.passed() {
+            for line in &row.stall_report {
+                eprintln!("   {line}");
+            }
+            stack::print_log_excerpts(&std::path::Path::new(&args.out).join(name), 12);
+        }
         rows.push(row);
     }
     print_table(&rows);

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -72,12 +73,86 @@ pub struct Stack {
     pub key_prefix: String,
     pub output_topic: String,
     pub dead_letter_topic: String,
+    spawner: Spawner,
+    root: PathBuf,
+    /// The services running, shared with the supervisor.
+    procs: Procs,
+    /// Services the supervisor started again, and why.
+    restarts: Arc<Mutex<Vec<String>>>,
+    supervisor: tokio::task::JoinHandle<()>,
+    pub http: reqwest::Client,
+}
+
+type Procs = Arc<Mutex<HashMap<(Component, u16), Child>>>;
+
+/// What starting a service takes.
+#[derive(Clone)]
+struct Spawner {
     env: Vec<(String, String)>,
     bin: PathBuf,
     logs: PathBuf,
     root: PathBuf,
-    procs: HashMap<(Component, u16), Child>,
-    pub http: reqwest::Client,
+}
+
+impl Spawner {
+    /// What instance `instance` of `c` logged as it gave up (its last line with the watchdog's
+    /// `exit_code`, without the timestamp and target).
+    fn last_give_up(&self, c: Component, instance: u16) -> Option<String> {
+        let text = std::fs::read(self.logs.join(format!("{}-{instance}.log", c.binary()))).ok()?;
+        let text = strip_ansi(&String::from_utf8_lossy(&text));
+        let marker = format!("exit_code={}", adapters::watchdog::EXIT_HUNG);
+        let line = text.lines().rev().find(|l| l.contains(&marker))?;
+        let message = line.split_once("ERROR ").map_or(line, |(_, m)| m);
+        let message = message.split_once(": ").map_or(message, |(_, m)| m);
+        Some(message.chars().take(300).collect())
+    }
+
+    fn spawn(&self, c: Component, instance: u16) -> anyhow::Result<Child> {
+        let port = c.port() + 10 * instance;
+        // The gateway's and consumer-api's operators' listeners: 1000 above the public one.
+        let admin = matches!(c, Component::Gateway | Component::ConsumerApi)
+            .then(|| (format!("METASTREAM__{}__ADMIN_LISTEN", c.section()), format!("127.0.0.1:{}", port + 1000)));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{}-{instance}.log", c.binary())))?;
+        Command::new(self.bin.join(c.binary()))
+            .current_dir(&self.root)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(format!("METASTREAM__{}__LISTEN", c.section()), format!("127.0.0.1:{port}"))
+            .envs(admin)
+            .env("HOSTNAME", format!("{}-{instance}", c.binary()))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} (run `make build` first)", self.bin.join(c.binary()).display()))
+    }
+}
+
+/// Does what an orchestrator does for a service that exits with the watchdog's code
+/// (`adapters::watchdog::EXIT_HUNG`: a Kafka call hung and the process gave up): starts it
+/// again, and records it. Any other exit is left for [`Stack::exited`] to report as a failure.
+async fn supervise(procs: Procs, spawner: Spawner, restarts: Arc<Mutex<Vec<String>>>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut procs = procs.lock().expect("procs lock");
+        let hung: Vec<(Component, u16)> = procs
+            .iter_mut()
+            .filter_map(|(key, child)| matches!(child.try_wait(), Ok(Some(status)) if status.code() == Some(adapters::watchdog::EXIT_HUNG)).then_some(*key))
+            .collect();
+        for (c, instance) in hung {
+            match spawner.spawn(c, instance) {
+                Ok(child) => {
+                    procs.insert((c, instance), child);
+                    let why = spawner.last_give_up(c, instance).unwrap_or_else(|| "no reason logged".into());
+                    eprintln!("   {} #{instance} gave up (exit {}), started again: {why}", c.binary(), adapters::watchdog::EXIT_HUNG);
+                    restarts.lock().expect("restarts lock").push(format!("{} #{instance} restarted after it gave up ({why})", c.binary()));
+                }
+                Err(err) => eprintln!("   starting {} #{instance} again failed: {err:#}", c.binary()),
+            }
+        }
+    }
 }
 
 impl Stack {
@@ -119,6 +194,10 @@ impl Stack {
         std::fs::create_dir_all(&logs)?;
         let output_topic = topic("output");
         let dead_letter_topic = topic("dead-letter");
+        let spawner = Spawner { env, bin: root.join(&args.bin), logs, root: root.clone() };
+        let procs: Procs = Arc::default();
+        let restarts: Arc<Mutex<Vec<String>>> = Arc::default();
+        let supervisor = tokio::spawn(supervise(procs.clone(), spawner.clone(), restarts.clone()));
         let mut stack = Stack {
             run_id: run_id.clone(),
             kafka,
@@ -127,11 +206,11 @@ impl Stack {
             key_prefix,
             output_topic,
             dead_letter_topic,
-            env,
-            bin: root.join(&args.bin),
-            logs,
+            spawner,
             root,
-            procs: HashMap::new(),
+            procs,
+            restarts,
+            supervisor,
             http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?,
         };
         stack.put_source_config().await?;
@@ -296,26 +375,8 @@ impl Stack {
     }
 
     fn spawn(&mut self, c: Component, instance: u16) -> anyhow::Result<()> {
-        let port = c.port() + 10 * instance;
-        // The gateway's and consumer-api's operators' listeners: 1000 above the public one.
-        let admin = matches!(c, Component::Gateway | Component::ConsumerApi)
-            .then(|| (format!("METASTREAM__{}__ADMIN_LISTEN", c.section()), format!("127.0.0.1:{}", port + 1000)));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.logs.join(format!("{}-{instance}.log", c.binary())))?;
-        let child = Command::new(self.bin.join(c.binary()))
-            .current_dir(&self.root)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env(format!("METASTREAM__{}__LISTEN", c.section()), format!("127.0.0.1:{port}"))
-            .envs(admin)
-            .env("HOSTNAME", format!("{}-{instance}", c.binary()))
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {} (run `make build` first)", self.bin.join(c.binary()).display()))?;
-        self.procs.insert((c, instance), child);
+        let child = self.spawner.spawn(c, instance)?;
+        self.procs.lock().expect("procs lock").insert((c, instance), child);
         Ok(())
     }
 
@@ -350,7 +411,7 @@ impl Stack {
         match c {
             Component::Broker | Component::Redis => kill_by_pid_file(&self.pid_file(c)).await,
             _ => {
-                let mut child = self.procs.remove(&(c, 0)).context("not running")?;
+                let mut child = self.take(c)?;
                 child.kill().await?;
                 Ok(())
             }
@@ -359,7 +420,7 @@ impl Stack {
 
     /// SIGTERM, then wait for a clean exit.
     pub async fn terminate(&mut self, c: Component) -> anyhow::Result<()> {
-        let mut child = self.procs.remove(&(c, 0)).context("not running")?;
+        let mut child = self.take(c)?;
         let pid = child.id().context("no pid")?.to_string();
         signal(&pid, "-TERM").await?;
         match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
@@ -396,11 +457,49 @@ impl Stack {
         Ok(started.elapsed())
     }
 
+    /// Instance 0 of `c`, out of the supervisor's hands (it is being stopped on purpose).
+    fn take(&mut self, c: Component) -> anyhow::Result<Child> {
+        self.procs.lock().expect("procs lock").remove(&(c, 0)).context("not running")
+    }
+
+    /// Each transformer's `/readyz` answer, and its group's committed offset against the end of
+    /// its input topic, per partition (`partition:committed/end`): which stage stopped, where,
+    /// and whether it said so.
+    pub async fn stall_report(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for c in [Component::Pre, Component::Post] {
+            let answer = match self.http.get(format!("http://127.0.0.1:{}/readyz", c.port())).send().await {
+                Ok(r) => format!("{} {}", r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(err) => format!("no answer: {err}"),
+            };
+            lines.push(format!("{} /readyz: {}", c.binary(), answer.chars().take(300).collect::<String>()));
+        }
+        let (kafka, run) = (self.kafka.clone(), self.run_id.clone());
+        let positions = tokio::task::spawn_blocking(move || {
+            [("pre-transformer", "pre", "ingest"), ("post-transformer", "post", "processed")]
+                .into_iter()
+                .map(|(stage, group, topic)| match group_positions(&kafka, &format!("{run}.{group}"), &format!("{run}.{topic}")) {
+                    Ok(p) => format!("{stage} group on {topic}, partition:committed/end: {p}"),
+                    Err(err) => format!("{stage} group: positions unreadable: {err:#}"),
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        lines.extend(positions);
+        lines
+    }
+
+    /// The services the supervisor started again after they gave up on a hung call.
+    pub fn restarts(&self) -> Vec<String> {
+        self.restarts.lock().expect("restarts lock").clone()
+    }
+
     /// The services that exited on their own (none was asked to stop): a stage that met a
     /// message it could not get past would show here.
     pub fn exited(&mut self) -> Vec<String> {
         let mut out = Vec::new();
-        for ((c, instance), child) in &mut self.procs {
+        for ((c, instance), child) in self.procs.lock().expect("procs lock").iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 out.push(format!("{} #{instance} ({status})", c.binary()));
             }
@@ -410,16 +509,15 @@ impl Stack {
     }
 
     /// SIGTERM every service still running.
-    pub async fn stop(mut self) {
-        let keys: Vec<_> = self.procs.keys().copied().collect();
-        for key in keys {
-            if let Some(mut child) = self.procs.remove(&key) {
-                if let Some(pid) = child.id() {
-                    let _ = signal(&pid.to_string(), "-TERM").await;
-                }
-                if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
-                    let _ = child.kill().await;
-                }
+    pub async fn stop(self) {
+        self.supervisor.abort();
+        let children: Vec<Child> = self.procs.lock().expect("procs lock").drain().map(|(_, child)| child).collect();
+        for mut child in children {
+            if let Some(pid) = child.id() {
+                let _ = signal(&pid.to_string(), "-TERM").await;
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+                let _ = child.kill().await;
             }
         }
     }
@@ -437,6 +535,33 @@ async fn alive(pid: &str) -> bool {
     Command::new("kill").arg("-0").arg(pid).stderr(Stdio::null()).status().await.map(|s| s.success()).unwrap_or(false)
 }
 
+/// `group`'s committed offsets on `topic` against the topic's last stable offsets.
+fn group_positions(kafka: &str, group: &str, topic: &str) -> anyhow::Result<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("group.id", group)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics().first().map(|t| t.partitions()).unwrap_or_default() {
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = client.committed_offsets(tpl, Duration::from_secs(10))?;
+    let mut out = Vec::new();
+    for e in committed.elements() {
+        let end = client.fetch_watermarks(topic, e.partition(), Duration::from_secs(10)).map_or_else(|_| "?".to_owned(), |(_, end)| end.to_string());
+        let at = match e.offset() {
+            rdkafka::Offset::Offset(o) => o.to_string(),
+            _ => "none".to_owned(),
+        };
+        out.push(format!("{}:{at}/{end}", e.partition()));
+    }
+    Ok(out.join(" "))
+}
+
 /// SIGKILL of the process a pid file (written by the project's scripts) names; waits up to 10 s
 /// for it to be gone.
 async fn kill_by_pid_file(file: &std::path::Path) -> anyhow::Result<()> {
@@ -449,6 +574,111 @@ async fn kill_by_pid_file(file: &std::path::Path) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+/// Lines of a service log that say what went wrong — warnings and errors without the reconnect
+/// noise a broker outage repeats many times a second — and the few INFO lines that say where a
+/// stage's partitions went.
+fn telling(line: &str) -> bool {
+    const NOISE: &[&str] = &["Global error", "kafka consumer error", "Connect to ipv4", "dead-lettering message", "client error (at most"];
+    const MOVES: &[&str] = &["partitions assigned", "partitions revoked", "rewound to the committed offset", "aborted the open transaction"];
+    ((line.contains(" WARN ") || line.contains(" ERROR ")) && !NOISE.iter().any(|n| line.contains(n)))
+        || (line.contains(" INFO ") && MOVES.iter().any(|m| line.contains(m)))
+}
+
+/// What makes two log lines "the same": the level, target and message, without the timestamp,
+/// the span's fields, the event's `key=value` fields, and with every number as `#`.
+fn message_of(line: &str) -> String {
+    let mut rest = line.split_once(char::is_whitespace).map_or(line, |(_, r)| r).trim_start();
+    let mut out = String::new();
+    // Span fields: `name{...}:` prefixes.
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find("}:").map(|c| open + c + 2) else { break };
+        if rest[..open].contains(": ") {
+            break;
+        }
+        out.push_str(&rest[..open]);
+        out.push(':');
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    // Event fields start at the first ` key=`.
+    let bytes = out.as_bytes();
+    let cut = (0..bytes.len()).find(|&i| {
+        bytes[i] == b' '
+            && bytes.get(i + 1).is_some_and(|b| b.is_ascii_lowercase() || *b == b'_')
+            && out[i + 1..].find('=').is_some_and(|eq| out[i + 1..i + 1 + eq].bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'))
+    });
+    let message = cut.map_or(out.as_str(), |c| &out[..c]);
+    // Numbers (durations, offsets, partitions) do not make a message another one.
+    let mut key = String::with_capacity(message.len());
+    for c in message.chars() {
+        if !(c.is_ascii_digit() && key.ends_with('#')) {
+            key.push(if c.is_ascii_digit() { '#' } else { c });
+        }
+    }
+    key
+}
+
+/// The order a stalled pipeline is best read in: the stages first, the gateway's (long, and
+/// only the echo of a broker outage) last.
+fn log_rank(file: &std::path::Path) -> usize {
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    ["pre-transformer", "post-transformer", "consumer-api", "gateway"].iter().position(|s| name.starts_with(s)).unwrap_or(4)
+}
+
+/// For a failed scenario: of each service log in `dir`, the last `per_file` distinct telling
+/// messages (each with how often it came and its last full line), so a run whose logs are gone
+/// (CI, which shows only part of the output) still shows where a stage stopped.
+pub fn print_log_excerpts(dir: &std::path::Path, per_file: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
+    files.sort_by_key(|f| (log_rank(f), f.clone()));
+    for file in files {
+        let Ok(text) = std::fs::read(&file) else { continue };
+        let text = strip_ansi(&String::from_utf8_lossy(&text));
+        let excerpt = distinct_last(text.lines().filter(|l| telling(l)), per_file);
+        eprintln!("   -- {} (the last {} distinct of its warnings, errors and moves):", file.display(), excerpt.len());
+        for (count, line) in &excerpt {
+            eprintln!("   | {:>4}× {}", count, line.chars().take(300).collect::<String>());
+        }
+    }
+}
+
+/// The last `n` distinct messages of `lines` (by [`message_of`]), in the order of their last
+/// occurrence, each with how many lines it had and its last line.
+fn distinct_last<'a>(lines: impl Iterator<Item = &'a str>, n: usize) -> Vec<(usize, &'a str)> {
+    let mut seen: Vec<(String, usize, &'a str)> = Vec::new();
+    for line in lines {
+        let key = message_of(line);
+        match seen.iter().position(|(k, _, _)| *k == key) {
+            Some(i) => {
+                let (k, count, _) = seen.remove(i);
+                seen.push((k, count + 1, line));
+            }
+            None => seen.push((key, 1, line)),
+        }
+    }
+    seen.into_iter().rev().take(n).rev().map(|(_, count, line)| (count, line)).collect()
+}
+
+/// `text` without the terminal colour codes tracing writes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // ESC [ ... letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// In `CLUSTER NODES` text, the port of the connected master whose slot ranges include 0.
@@ -467,6 +697,38 @@ fn master_of_slot_zero(nodes: &str) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_excerpts_keep_warnings_without_colour_or_reconnect_noise() {
+        let line = "\x1b[2m2026-12-01T23:24:02Z\x1b[0m \x1b[33m WARN\x1b[0m stage: the transaction was aborted";
+        let plain = super::strip_ansi(line);
+        assert_eq!(plain, "2026-12-01T23:24:02Z  WARN stage: the transaction was aborted");
+        assert!(super::telling(&plain));
+        assert!(!super::telling("2026-12-01T23:24:05Z  WARN adapters::stage::runner: kafka consumer error error=AllBrokersDown"));
+        assert!(!super::telling("2026-12-01T23:24:05Z  INFO consuming"));
+        assert!(super::telling("2026-12-01T23:24:05Z  INFO adapters::kafka: partitions assigned partitions=t[0],t[1]"));
+    }
+
+    #[test]
+    fn excerpts_count_repeated_messages_once_each_in_the_order_they_last_came() {
+        let lines = [
+            "2026-12-02T01:59:08.541366Z  WARN ingest{otel.name=\"POST /ingest\" metastream.event.id=\"e81\"}: gateway::routes: kafka ack timed out event_id=e81 source=faults",
+            "2026-12-02T01:59:08.6Z  WARN adapters::stage::transaction: a transactional call failed; retrying error=Transaction error: Broker: Coordinator not available what=committing",
+            "2026-12-02T01:59:08.7Z  WARN ingest{otel.name=\"POST /ingest\" metastream.event.id=\"e82\"}: gateway::routes: kafka ack timed out event_id=e82 source=faults",
+        ];
+        assert_eq!(super::message_of(lines[0]), "WARN ingest: gateway::routes: kafka ack timed out");
+        assert_eq!(super::message_of(lines[1]), "WARN adapters::stage::transaction: a transactional call failed; retrying");
+        assert_eq!(
+            super::message_of("2026-12-02T02:26:23Z  WARN librdkafka: librdkafka: FAIL [thrd:127.0.0.1:9092/1]: Disconnected (after 1700ms in state UP)"),
+            "WARN librdkafka: librdkafka: FAIL [thrd:#.#.#.#:#/#]: Disconnected (after #ms in state UP)"
+        );
+        let excerpt = super::distinct_last(lines.into_iter(), 10);
+        assert_eq!(excerpt, vec![(1, lines[1]), (2, lines[2])]);
+        assert_eq!(super::distinct_last(lines.into_iter(), 1), vec![(2, lines[2])]);
+        let mut files = [std::path::PathBuf::from("x/gateway-0.log"), "x/post-transformer-0.log".into(), "x/pre-transformer-1.log".into()];
+        files.sort_by_key(|f| super::log_rank(f));
+        assert_eq!(files[0], std::path::PathBuf::from("x/pre-transformer-1.log"));
+    }
+
     #[test]
     fn the_master_of_slot_zero_is_read_from_cluster_nodes() {
         let nodes = "\

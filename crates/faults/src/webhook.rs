@@ -67,16 +67,28 @@ impl Receiver {
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);
-        let r = http
-            .post(format!("{admin_url}/v1/subscriptions"))
-            .bearer_auth(admin_token)
-            .json(&serde_json::json!({"url": format!("http://127.0.0.1:{port}/hook"), "from": "earliest", "description": "fault suite"}))
-            .send()
-            .await
-            .context("creating the webhook subscription")?;
-        let status = r.status();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        anyhow::ensure!(status.as_u16() == 201, "creating the webhook subscription: {status} {body}");
+        // A broker just started (a fresh one, or the one the last scenario restarted) can leave
+        // the gateway answering 503 "retry later" for a moment: the suite retries, as a client
+        // of that API would, for up to a minute.
+        let started = Instant::now();
+        let body = loop {
+            let r = http
+                .post(format!("{admin_url}/v1/subscriptions"))
+                .bearer_auth(admin_token)
+                .json(&serde_json::json!({"url": format!("http://127.0.0.1:{port}/hook"), "from": "earliest", "description": "fault suite"}))
+                .send()
+                .await
+                .context("creating the webhook subscription")?;
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            if status.as_u16() == 503 && started.elapsed() < Duration::from_secs(60) {
+                eprintln!("   creating the webhook subscription: {status} {body}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            anyhow::ensure!(status.as_u16() == 201, "creating the webhook subscription: {status} {body}");
+            break body;
+        };
         let parsed = WebhookSecret::parse(body["secret"].as_str().unwrap_or_default()).map_err(anyhow::Error::msg)?;
         *secret.lock().unwrap() = Some(parsed);
         Ok(Receiver { log, server: handle })

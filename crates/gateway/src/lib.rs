@@ -116,7 +116,15 @@ impl Application {
         let auth = Arc::new(Authenticator::new(&settings.auth, KeyStore::new(pool.clone(), keys.clone(), settings.redis.timeout())));
         auth.start(settings.redis.seeds(), Duration::from_millis(settings.sources.refresh_ms), shutdown.clone());
         let limiter = RateLimiter::new(pool.clone(), keys.clone(), settings.redis.timeout(), settings.auth.rate_limit_on_redis_error, metrics.clone());
-        let kafka_probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.ingest)?;
+        // Ready only once the size limits are read: until then every ingest answers 503.
+        let broker_probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.ingest)?;
+        let known = limits.clone();
+        let kafka_probe: adapters::health::KafkaProbe = Arc::new(move || {
+            if known.get().is_none() {
+                return Err("the topics' size limits are not read yet".into());
+            }
+            broker_probe()
+        });
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(kafka_probe)));
         let state = web::Data::new(State {
             producer: producer.clone(),

@@ -193,6 +193,10 @@ pub struct StageRunner {
     in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Under exactly once, the runner's transaction.
     transaction: Option<Transaction>,
+    /// How long the loop has been on one step ([`crate::liveness`]).
+    loop_watch: Arc<crate::liveness::LoopWatch>,
+    /// Whether the partitions move ([`crate::liveness`]); told what the stage commits.
+    fetch_watch: Arc<crate::liveness::FetchWatch>,
 }
 
 impl StageRunner {
@@ -234,13 +238,18 @@ impl StageRunner {
             }
         };
 
-        let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic], Some(metrics.clone()), commits, Some(t.fetch()))?;
+        // The gateway writes the ingest topic without transactions; the processed topic is the
+        // pre-transformer's transactional output.
+        let input = if service == Service::PreTransformer { crate::liveness::Input::Plain } else { crate::liveness::Input::Transactional };
+        let fetch_watch = crate::liveness::FetchWatch::start(&settings.kafka, input)?;
+        let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic], Some(metrics.clone()), commits, Some(t.fetch()), Some(fetch_watch.clone()))?;
         let pool = crate::store::pool(&settings.redis)?;
         crate::metrics::register_client_gauges(&metrics, &producer.get(), &pool);
         let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
         let probe = crate::kafka::probe(&settings.kafka, input_topic)?;
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
         let (health_server, port) = crate::http::health_server(&t.listen, health.clone(), metrics.clone())?;
+        let loop_watch = crate::liveness::LoopWatch::start(health.clone(), shutdown.clone())?;
         let transaction = txn_state.clone().zip(transactional_id).map(|(state, id)| {
             let window = super::transaction::Window { min: settings.delivery.transaction_min(), max: settings.delivery.transaction_interval() };
             Transaction::new(producer.clone(), settings.kafka.clone(), limits, id, state, window, health.clone(), shutdown.clone())
@@ -279,6 +288,8 @@ impl StageRunner {
             guards_store: service == Service::PreTransformer,
             stage,
             in_flight,
+            loop_watch,
+            fetch_watch,
         })
     }
 
@@ -304,6 +315,10 @@ impl StageRunner {
     pub async fn run(mut self, processor: impl Processor) -> anyhow::Result<()> {
         let handle = self.health_server.handle();
         let server = tokio::spawn(self.health_server);
+        // The stage and its health server share one thread: a call that hangs on it would
+        // stop both for good. The longest bounded blocking call on it (a rewind's reads and
+        // seeks, a revoke's abort) takes well under this.
+        crate::watchdog::watch_runtime(RUNTIME_STALL);
         let s = &self.shared;
         tracing::info!(group = %self.settings.group_id, topic = %self.input_topic, depth = self.settings.pipeline_depth, "consuming");
         let linger = Duration::from_millis(self.settings.batch_linger_ms);
@@ -320,12 +335,15 @@ impl StageRunner {
             released: BTreeMap::new(),
             idle_since: tokio::time::Instant::now(),
             linger: linger.max(Duration::from_millis(1)),
+            liveness: &self.fetch_watch,
         };
         let depth = self.settings.pipeline_depth.max(1);
         while pipeline.stopped.is_none() {
             // Waiting for a message is also when acknowledged batches are finished, so an idle
             // stage leaves nothing unmarked. `recv` and `join_next` are cancel-safe.
             let commit_due = pipeline.commit_due();
+            // Waiting here for work is never a stall; every step taken from here must end.
+            self.loop_watch.waiting();
             let first = tokio::select! {
                 biased;
                 _ = s.shutdown.cancelled() => break,
@@ -334,17 +352,21 @@ impl StageRunner {
                     continue;
                 }
                 _ = sleep_until(commit_due.unwrap_or_else(tokio::time::Instant::now)), if commit_due.is_some() => {
+                    self.loop_watch.busy();
                     pipeline.commit().await;
                     continue;
                 }
-                received = self.consumer.recv() => match received {
-                    Ok(m) => m.detach(),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "kafka consumer error");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
+                received = self.consumer.recv() => {
+                    self.loop_watch.busy();
+                    match received {
+                        Ok(m) => m.detach(),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "kafka consumer error");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let batch = fill_batch(&self.consumer, first, self.settings.batch_size, linger).await;
             if pipeline.revoked().await {
@@ -436,6 +458,9 @@ enum Stopped {
     Broken(String),
 }
 
+/// How long the stage's thread may be blocked before the process gives up ([`crate::watchdog`]).
+const RUNTIME_STALL: Duration = Duration::from_secs(120);
+
 /// How long, under exactly once, a batch's deliveries may take before the transaction is
 /// aborted: well past `kafka.produce_timeout_ms`, after which each message has an outcome.
 const STUCK_DELIVERY: Duration = Duration::from_secs(30);
@@ -467,6 +492,8 @@ struct Pipeline<'a> {
     /// How long the stage waits for more of a batch: having had nothing to do for this long,
     /// it has nothing more to read.
     linger: Duration,
+    /// Told what is committed: a partition's progress.
+    liveness: &'a crate::liveness::FetchWatch,
 }
 
 impl Pipeline<'_> {
@@ -514,7 +541,9 @@ impl Pipeline<'_> {
                 tracing::warn!(after = ?STUCK_DELIVERY, "the transaction's deliveries did not complete; aborting it");
                 let _ = tokio::task::spawn_blocking(move || {
                     use rdkafka::producer::Producer as _;
-                    producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight())
+                    crate::watchdog::watched("purging the producer's queue", Duration::from_secs(60), || {
+                        producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight())
+                    })
                 })
                 .await;
             }
@@ -574,12 +603,12 @@ impl Pipeline<'_> {
         match self.transaction.as_mut() {
             // Committed with the transaction.
             Some(txn) => txn.release(&advancing),
-            None => {
-                if let Err(err) = crate::kafka::store_positions(self.consumer, &advancing) {
-                    // Revoked meanwhile: the partition's new owner redelivers (at least once).
-                    tracing::warn!(error = %err, "storing offsets failed; the batch may be redelivered");
-                }
-            }
+            None => match crate::kafka::store_positions(self.consumer, &advancing) {
+                // librdkafka commits what is stored within `commit_interval_ms`.
+                Ok(()) => self.liveness.committed(&advancing),
+                // Revoked meanwhile: the partition's new owner redelivers (at least once).
+                Err(err) => tracing::warn!(error = %err, "storing offsets failed; the batch may be redelivered"),
+            },
         }
     }
 
@@ -621,8 +650,9 @@ impl Pipeline<'_> {
             return;
         }
         let txn = self.transaction.as_mut().expect("checked");
+        let offsets = txn.offsets().clone();
         match txn.commit(self.consumer).await {
-            Ok(()) => {}
+            Ok(()) => self.liveness.committed(&offsets),
             Err(NotCommitted::Aborted(why)) => self.redo(&why),
             Err(NotCommitted::Fatal(why)) => self.fenced(why).await,
         }

@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::dead_letter::Failure;
 use super::ledger::TopicPartition;
 use crate::kafka::{GroupConsumer, RevokeHook, SharedProducer};
+use crate::watchdog::watched;
 
 /// How long a transaction stays open: at least `min`, at most `max` (see the module's doc).
 #[derive(Debug, Clone, Copy)]
@@ -129,8 +130,10 @@ impl Transaction {
     /// # Errors
     /// When the new producer cannot be created.
     pub(super) async fn recreate(&mut self) -> anyhow::Result<()> {
+        self.health.set_trouble("the transactional producer was fenced; initialising a new one");
         let producer = crate::kafka::transactional_producer(&self.kafka, &self.limits, &self.transactional_id).await?;
-        self.producer.replace(producer);
+        // The fenced producer goes (librdkafka's destroy) unless a delivery still holds it.
+        watched("dropping a fenced producer", Duration::from_secs(60), || self.producer.replace(producer));
         self.closed();
         tracing::warn!(transactional_id = %self.transactional_id, "the producer was fenced; recreated it");
         Ok(())
@@ -141,7 +144,9 @@ impl Transaction {
     pub(super) fn revoke_hook(producer: SharedProducer, state: Arc<TxnState>) -> RevokeHook {
         Arc::new(move || {
             if state.open.swap(false, Ordering::SeqCst) {
-                match producer.get().abort_transaction(Duration::from_secs(30)) {
+                // On the consumer's poll, i.e. the runner's task: a hang here would stop the stage.
+                let aborted = watched("abort_transaction before a revoke", Duration::from_secs(90), || producer.get().abort_transaction(Duration::from_secs(30)));
+                match aborted {
                     Ok(()) => tracing::info!("partitions revoked: aborted the open transaction; its work is redone by their next owner"),
                     Err(err) => tracing::warn!(error = %err, "aborting the transaction before a revoke failed"),
                 }
@@ -153,7 +158,8 @@ impl Transaction {
     /// Opens a transaction unless one is open.
     pub(super) fn begin(&mut self) -> Result<(), KafkaError> {
         if self.opened.is_none() {
-            self.producer.get().begin_transaction()?;
+            // Local, normally at once; seen to hang on a producer in a fatal state.
+            watched("begin_transaction", Duration::from_secs(60), || self.producer.get().begin_transaction())?;
             self.opened = Some(Instant::now());
             self.state.open.store(true, Ordering::SeqCst);
         }
@@ -172,6 +178,11 @@ impl Transaction {
     /// Whether the revoke hook aborted the open transaction (the flag is cleared).
     pub(super) fn take_revoked(&mut self) -> bool {
         self.state.revoked.swap(false, Ordering::SeqCst)
+    }
+
+    /// The offsets the open transaction commits.
+    pub(super) fn offsets(&self) -> &BTreeMap<TopicPartition, i64> {
+        &self.offsets
     }
 
     /// Adds offsets released by finished batches, to commit with the transaction.
@@ -317,21 +328,25 @@ fn is_retriable(err: &KafkaError) -> bool {
     }
 }
 
+/// How long a consumer that left its group and joined again may go without an assignment.
+const REJOIN_LIMIT: Duration = Duration::from_secs(120);
+
 /// Leaves the consumer group and subscribes again to the same topics: the partitions come back
 /// (to this or another instance) at their committed offsets.
 fn rejoin(consumer: &GroupConsumer) {
+    let _watch = crate::watchdog::guard("leaving and joining the consumer group", Duration::from_secs(60));
     let topics: Vec<String> = match consumer.subscription() {
         Ok(tpl) => tpl.elements().iter().map(|e| e.topic().to_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
-        Err(err) => {
-            tracing::error!(error = %err, "reading the subscription failed; cannot rejoin the group");
-            return;
-        }
+        // Going on from the current positions would skip the aborted transaction's work.
+        Err(err) => crate::watchdog::give_up("reading the subscription to rejoin the group", &err.to_string()),
     };
     tracing::warn!(?topics, "committed offsets unreadable; leaving the consumer group and joining again, so that the partitions restart from their committed offsets");
     consumer.unsubscribe();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    if let Err(err) = consumer.subscribe(&names) {
-        tracing::error!(error = %err, "subscribing again failed");
+    match consumer.subscribe(&names) {
+        // Two session timeouts and a margin: the group must hand the partitions back by then.
+        Ok(()) => consumer.context().await_assignment(REJOIN_LIMIT),
+        Err(err) => crate::watchdog::give_up("subscribing again after leaving the group", &err.to_string()),
     }
 }
 
@@ -339,6 +354,8 @@ fn rejoin(consumer: &GroupConsumer) {
 /// has none): after an abort, the work since the last commit is redone. Returns the committed
 /// offsets, or `None` when they could not be read (the consumer then rejoins its group).
 pub(super) fn rewind_to_committed(consumer: &GroupConsumer) -> Option<std::collections::BTreeMap<super::ledger::TopicPartition, i64>> {
+    // Bounded calls (5 × 3 s to read, 10 s per seek), on the runner's task.
+    let _watch = crate::watchdog::guard("rewinding to the committed offsets", Duration::from_secs(180));
     let assignment = match consumer.assignment() {
         Ok(a) => a,
         Err(err) => {
