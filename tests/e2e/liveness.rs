@@ -74,8 +74,9 @@ async fn a_consumer_whose_partition_stands_still_with_records_waiting_exits_75()
         tokio::task::spawn_blocking(move || child(&topic, false)),
     );
     let (code, ran, text) = paused.unwrap();
-    assert_eq!(code, Some(adapters::watchdog::EXIT_HUNG), "the paused consumer must give up; it wrote:\n{text}");
-    assert!(ran < Duration::from_secs(14), "it gave up before its 15 s of polling ended ({ran:?})");
+    // Exit 75 can only come from the watch, before the child's 15 s of polling end (after them
+    // it exits 0): how long it took before its first record depends on the broker's load.
+    assert_eq!(code, Some(adapters::watchdog::EXIT_HUNG), "the paused consumer must give up within its 15 s of polling (it ran {ran:?}); it wrote:\n{text}");
     assert!(text.contains("has not moved for"), "the ERROR names the partition that stood still:\n{text}");
     let (code, ran, text) = idle.unwrap();
     assert_eq!(code, Some(0), "a consumer that read everything and idles is not stalled; it wrote:\n{text}");

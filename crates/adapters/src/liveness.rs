@@ -9,7 +9,9 @@
 //! (Burrow's: work is waiting and the position does not move), and then exits with
 //! [`crate::watchdog::EXIT_HUNG`] after an ERROR naming what stood still.
 //!
-//! Three signs, none of which a working stage shows:
+//! Three signs, none of which a working stage shows (and none counted while the stage reports
+//! trouble, i.e. retries Redis or Kafka: waiting for a dependency is not a stall, and
+//! restarting would not end it):
 //! - **A partition that does not move** ([`FetchWatch`]): assigned to this instance, its leader
 //!   up, something to read — records fetched and not taken, its fetch position below the last
 //!   stable offset (asked of the broker every [`END_PERIOD`], since librdkafka learns it only
@@ -161,6 +163,8 @@ pub struct FetchWatch {
     limits: Limits,
     input: Input,
     inner: Mutex<Watched>,
+    /// The stage's health: while it reports trouble (retrying Redis or Kafka) nothing counts.
+    health: std::sync::OnceLock<Health>,
 }
 
 #[derive(Default)]
@@ -189,7 +193,7 @@ impl FetchWatch {
 
     /// A watch without its thread (the ends come only from the statistics).
     fn new(input: Input, limits: Limits) -> Self {
-        FetchWatch { limits, input, inner: Mutex::default() }
+        FetchWatch { limits, input, inner: Mutex::default(), health: std::sync::OnceLock::new() }
     }
 
     /// [`FetchWatch::start`] with other limits.
@@ -219,6 +223,12 @@ impl FetchWatch {
         Ok(watch)
     }
 
+    /// The stage's health, made after the consumer: while it reports trouble (a dependency being
+    /// retried) partitions standing still are waiting, not stalled, and the clocks start again.
+    pub fn watch_health(&self, health: Health) {
+        let _ = self.health.set(health);
+    }
+
     /// The consumer's assignment changed: these partitions are its whole assignment now.
     pub fn set_assignment(&self, partitions: impl IntoIterator<Item = Partition>) {
         let mut w = self.inner.lock().expect("liveness lock");
@@ -246,12 +256,18 @@ impl FetchWatch {
     /// Takes one statistics sample made at `now`; says what stalled, once something has.
     pub fn observe(&self, now: Instant, partitions: &[PartitionView], group: Option<&GroupView>) -> Option<String> {
         let mut w = self.inner.lock().expect("liveness lock");
-        if w.last_sample.is_some_and(|last| now.saturating_duration_since(last) > self.limits.sample_gap) {
-            // The stage was busy elsewhere (not polling): what stood still meanwhile says nothing.
+        let polled_meanwhile = w.last_sample.is_none_or(|last| now.saturating_duration_since(last) <= self.limits.sample_gap);
+        let troubled = self.health.get().is_some_and(|h| h.troubled_within(TROUBLE_FRESH));
+        w.last_sample = Some(now);
+        if !polled_meanwhile || troubled {
+            // The stage was busy elsewhere (not polling), or is waiting out an outage: what
+            // stood still meanwhile says nothing.
             w.still.clear();
             w.unsettled_since = None;
         }
-        w.last_sample = Some(now);
+        if troubled {
+            return None;
+        }
         let mut stalled = Vec::new();
         let mut waiting = BTreeSet::new();
         for view in partitions {
@@ -454,6 +470,25 @@ mod tests {
         }
         watch.set_assignment(Vec::<Partition>::new());
         assert_eq!(run(&watch, start + 1_100 * S, 300, |_| (vec![partition(0, 40, 100)], steady())), None);
+    }
+
+    #[test]
+    fn nothing_counts_while_the_stage_reports_trouble() {
+        let watch = FetchWatch::new(Input::Plain, Limits::default());
+        let health = Health::new(None, None);
+        watch.watch_health(health.clone());
+        watch.set_assignment([("ingest".to_owned(), 0)]);
+        watch.committed([(&("ingest".to_owned(), 0), &40)]);
+        let start = Instant::now();
+        let stuck = |_| (vec![partition(0, 100, 100)], GroupView { coordinator_up: true, join_state: "wait-join".into() });
+        // Retrying Redis for five minutes, polling all along: waiting, not stalled.
+        health.set_trouble("redis unavailable, retrying");
+        assert_eq!(run(&watch, start, 300, stuck), None);
+        // The outage over and the partition still standing: its clock starts when the trouble ends.
+        health.clear_trouble();
+        let (at, why) = run(&watch, start + 305 * S, 300, stuck).expect("a stall");
+        assert_eq!(at, 60);
+        assert!(why.contains("committed 40"), "{why}");
     }
 
     #[test]

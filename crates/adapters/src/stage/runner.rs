@@ -250,6 +250,7 @@ impl StageRunner {
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
         let (health_server, port) = crate::http::health_server(&t.listen, health.clone(), metrics.clone())?;
         let loop_watch = crate::liveness::LoopWatch::start(health.clone(), shutdown.clone())?;
+        fetch_watch.watch_health(health.clone());
         let transaction = txn_state.clone().zip(transactional_id).map(|(state, id)| {
             let window = super::transaction::Window { min: settings.delivery.transaction_min(), max: settings.delivery.transaction_interval() };
             Transaction::new(producer.clone(), settings.kafka.clone(), limits, id, state, window, health.clone(), shutdown.clone())
