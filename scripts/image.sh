@@ -128,15 +128,23 @@ unmount_under() {
 bootstrap() {
   local dir=$1 pkgs=$2
   command -v debootstrap >/dev/null || apt_install debootstrap
-  unmount_under "$dir"; rm -rf --one-file-system "$dir"; mkdir -p "$dir" "$WORK/debs"
-  log "debootstrap $RELEASE (minbase + $pkgs) into $dir"
-  if ! debootstrap --variant=minbase --include="$pkgs" --cache-dir="$WORK/debs" "$RELEASE" "$dir" $(mirror) \
-      > "$WORK/debootstrap.log" 2>&1; then
+  # A mirror's hiccup should not fail the run: up to three attempts; the packages already
+  # downloaded stay in the cache directory.
+  local attempt
+  for attempt in 1 2 3; do
+    unmount_under "$dir"; rm -rf --one-file-system "$dir"; mkdir -p "$dir" "$WORK/debs"
+    log "debootstrap $RELEASE (minbase + $pkgs) into $dir"
+    if debootstrap --variant=minbase --include="$pkgs" --cache-dir="$WORK/debs" "$RELEASE" "$dir" $(mirror) \
+        > "$WORK/debootstrap.log" 2>&1; then
+      break
+    fi
     tail -n 30 "$WORK/debootstrap.log" >&2
     [[ -f $dir/debootstrap/debootstrap.log ]] && tail -n 30 "$dir/debootstrap/debootstrap.log" >&2
     unmount_under "$dir"
-    die "debootstrap of $RELEASE failed (log: $WORK/debootstrap.log)"
-  fi
+    (( attempt < 3 )) || die "debootstrap of $RELEASE failed three times (log: $WORK/debootstrap.log)"
+    log "debootstrap failed (attempt $attempt of 3); trying again in 15 s"
+    sleep 15
+  done
   unmount_under "$dir"
   # What an image does not need: package lists and caches, documentation.
   rm -rf "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* \
