@@ -13,6 +13,9 @@ pub enum Mode {
     KafkaConsume,
     /// `GET /consume?max=1000` on the consumer-api (`--url`), one new group, from the start.
     HttpConsume,
+    /// A raw consume → produce loop in Kafka transactions, `--topic` to `--to-topic`: the floor
+    /// under a transformer's CPU per event.
+    KafkaTransform,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -52,6 +55,12 @@ pub struct Args {
     /// Topic for the raw modes.
     #[arg(long, default_value = "loadgen-raw")]
     pub topic: String,
+    /// `kafka-transform`: where each message read from `--topic` is written.
+    #[arg(long)]
+    pub to_topic: Option<String>,
+    /// `kafka-transform`: messages per transaction, at most (a transformer's `batch_size`).
+    #[arg(long, default_value_t = 500)]
+    pub transaction_events: usize,
     /// Consume this topic (the output topic) to measure end-to-end latency.
     #[arg(long)]
     pub e2e_topic: Option<String>,
@@ -64,7 +73,7 @@ pub struct Args {
     /// Write results as JSON here.
     #[arg(long)]
     pub json: Option<String>,
-    /// The consume modes: stop after this many events (or `--seconds`).
+    /// The consume modes and `kafka-transform`: stop after this many events (or `--seconds`).
     #[arg(long)]
     pub max_events: Option<u64>,
     /// `http-consume`: events per call.

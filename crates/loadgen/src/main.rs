@@ -11,6 +11,9 @@
 //! - `kafka-consume` / `http-consume`: read a topic from the start with a raw consumer, or
 //!   through `GET /consume` (`max=1000`), up to `--max-events`: what the consumer-api costs over
 //!   reading Kafka directly.
+//! - `kafka-transform`: a raw consume → produce loop in Kafka transactions (`--topic` to
+//!   `--to-topic`, `--transaction-events` per transaction, offsets committed with each), no Redis
+//!   and no operations: the floor under a transformer's CPU per event (its own, as `loadgen`).
 //!
 //! It prints progress every second, a table at the end, and writes JSON results (`--json`).
 //! With `--pid name=PID` (repeatable) it reports each process's CPU seconds per million events
@@ -21,6 +24,7 @@ mod args;
 mod http;
 mod kafka;
 mod report;
+mod transform;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +94,9 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    if let (Mode::KafkaTransform, Some(to)) = (args.mode, &args.to_topic) {
+        ensure_topic(&args.kafka, to).await?;
+    }
     let started = Instant::now();
     // Events that reached the output topic while the load ran (not while it drained after).
     let in_window = AtomicU64::new(0);
@@ -125,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
         Mode::KafkaRoundtrip => run_roundtrip(&args, e2e.clone(), worst.clone(), received.clone(), counters.clone()).await?,
         Mode::KafkaConsume => read_for = Some(run_kafka_consume(&args, counters.clone()).await.context("raw consumer")?),
         Mode::HttpConsume => read_for = Some(http::run_http_consume(&args, counters.clone(), latency.clone()).await.context("GET /consume")?),
+        Mode::KafkaTransform => {
+            read_for = Some(transform::run_kafka_transform(&args, counters.clone(), latency.clone()).await.context("consume → produce in transactions")?)
+        }
     }
     // The time the sending really took: an open-loop run that fell behind its schedule sent its
     // last requests after `--seconds`, and dividing by `--seconds` would report a rate never
