@@ -6,7 +6,11 @@
 - `hops.png`: end-to-end latency at 50 % of the maximum, p50 and p99 of each hop, under exactly
   once and at least once;
 - `cpu.png`: CPU microseconds per event by process at each system's sustained rate — the three
-  pipeline processes, the broker, Redis and the load generator.
+  pipeline processes, the broker, Redis and the load generator;
+- `latency.png`: e2e p99 (and p50) of single events against the offered rate — the idle trickle
+  and 10-75 % of the maximum — for metastream under exactly once and at least once and for
+  Redpanda Connect, in one picture (log scales), with the raw Kafka round trip and issue 28's
+  targets (hollow: a point whose rate was not carried or not offered).
 
 Usage: bench_charts.py RUN_DIR (scripts/bench.sh runs it with matplotlib from
 scripts/bench.requirements.txt). A chart whose results are missing (bench-quick has no step 7)
@@ -21,7 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench_results import search_probes, sustained  # noqa: E402
+from bench_results import latency_problem, search_probes, sustained  # noqa: E402
 
 out = sys.argv[1]
 
@@ -119,7 +123,50 @@ def cpu_chart():
     return fig
 
 
-for name, draw in (("search", search_chart), ("hops", hops_chart), ("cpu", cpu_chart)):
+def latency_chart():
+    systems = (("eos", "metastream, exactly once", "tab:blue"), ("alo", "metastream, at least once", "tab:green"),
+               ("rpc", "Redpanda Connect (at least once)", "tab:orange"))
+    points = ("trickle", "at-10", "at-25", "at-50", "at-75")
+    fig, ax = plt.subplots(figsize=(10, 6))
+    drawn = False
+    for name, who, colour in systems:
+        runs = sorted((r for r in (load(f"lat-{name}-{p}") for p in points) if r and r.get("e2e_latency_ms")), key=lambda d: d["rate"])
+        if not runs:
+            continue
+        drawn = True
+        x = [d["rate"] for d in runs]
+        ax.plot(x, [d["e2e_latency_ms"]["p99"] for d in runs], color=colour, label=f"{who}, p99")
+        ax.plot(x, [d["e2e_latency_ms"]["p50"] for d in runs], color=colour, linestyle="--", linewidth=0.9, alpha=0.7, label=f"{who}, p50")
+        for d in runs:
+            ok = latency_problem(d) is None
+            ax.scatter(d["rate"], d["e2e_latency_ms"]["p99"], color=colour if ok else "white", edgecolors=colour, zorder=3)
+    peer = load("lat-eos-at-peer50")
+    if peer and peer.get("e2e_latency_ms"):
+        drawn = True
+        ax.scatter(peer["rate"], peer["e2e_latency_ms"]["p99"], marker="*", s=160, zorder=4,
+                   color="tab:blue" if latency_problem(peer) is None else "white", edgecolors="tab:blue",
+                   label="metastream, exactly once, p99 at the peer's 50 % rate")
+    if not drawn:
+        return None
+    raw = load("lat-raw-at-50")
+    if raw and raw.get("e2e_latency_ms"):
+        ax.scatter(raw["rate"], raw["e2e_latency_ms"]["p99"], marker="s", color="grey", zorder=3, label="raw Kafka produce → consume, p99")
+        # Issue 28: at 50 % of metastream's maximum, p99 <= 3 x the raw round trip's p99 + 20 ms.
+        ax.scatter(raw["rate"], 3 * raw["e2e_latency_ms"]["p99"] + 20, marker="_", s=500, color="black", zorder=3,
+                   label="targets (exactly once): 3 × raw p99 + 20 ms at 50 %; 25 ms at the trickle")
+    # Issue 28: the idle trickle's p99 <= 25 ms.
+    ax.scatter(20, 25, marker="_", s=500, color="black", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered events/s (single events, open loop; log)")
+    ax.set_ylabel("end-to-end latency, ms (log)")
+    ax.set_title("End-to-end latency against offered rate: idle trickle (20/s) and 10-75 % of the maximum")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+for name, draw in (("search", search_chart), ("hops", hops_chart), ("cpu", cpu_chart), ("latency", latency_chart)):
     fig = draw()
     if fig is None:
         print(f"  {name}.png: no results to draw")
