@@ -29,6 +29,7 @@ const HISTOGRAMS: &[(&str, &str, &[f64])] = &[
     ("metastream_batch_duration_seconds", "Time to process a batch, effects included", SECONDS),
     ("metastream_batch_size_messages", "Messages per batch", SIZES),
     ("metastream_e2e_latency_seconds", "Gateway acknowledgement to publication on the output topic", SECONDS),
+    ("metastream_transaction_commit_seconds", "Under exactly once: from a transaction's commit starting to its output being visible", SECONDS),
 ];
 
 /// A [`ManualReader`] shared between the meter provider and `/metrics`.
@@ -75,6 +76,8 @@ pub struct Metrics {
     pub batch_duration: Histogram<f64>,
     pub batch_size: Histogram<u64>,
     pub e2e_latency: Histogram<f64>,
+    /// Under exactly once, how long each transaction's commit took, by stage and outcome.
+    pub transaction_commit: Histogram<f64>,
     pub rebalances: Counter<u64>,
     pub events_delivered: Counter<u64>,
     /// Requests refused by a key's rate limit, by kind (requests, events).
@@ -134,6 +137,10 @@ impl Metrics {
                 meter.u64_histogram(*name).with_description(*help).with_boundaries(bounds.to_vec()).build()
             },
             e2e_latency: seconds("metastream_e2e_latency_seconds", "Gateway acknowledgement to publication on the output topic"),
+            transaction_commit: seconds(
+                "metastream_transaction_commit_seconds",
+                "Under exactly once: from a transaction's commit starting to its output being visible",
+            ),
             rebalances: counter("metastream_kafka_rebalances_total", "Consumer group rebalances"),
             events_delivered: counter("metastream_events_delivered_total", "Events handed out by GET /consume"),
             rate_limited: counter("metastream_rate_limited_total", "Requests refused by a key's rate limit, by kind"),

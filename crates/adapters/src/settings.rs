@@ -312,18 +312,24 @@ impl ShutdownSettings {
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     pub guarantee: Guarantee,
-    /// Under exactly once, how long a transformer's transaction stays open at most: its output
-    /// becomes visible to `read_committed` readers when it commits.
+    /// Under exactly once, how many transactional producers each transformer instance holds:
+    /// they take turns, so that while one commits the next already takes batches (1: the stage
+    /// produces nothing while it commits).
+    #[serde(default = "default_transaction_producers")]
+    pub transaction_producers: usize,
+    /// While a transformer is behind its input (its last batch was full), how long its oldest
+    /// transaction keeps taking batches before it commits: fewer, larger transactions when
+    /// throughput matters. Caught up, a transaction commits as soon as it may.
     pub transaction_interval_ms: u64,
-    /// ...and at least, when the stage has nothing more to read: a transaction whose batches
-    /// are acknowledged commits once the stage idles, but not sooner than this after it opened
-    /// (at most 1000 / this commits per second and instance).
-    #[serde(default = "default_transaction_min_ms")]
+    /// A transaction commits as soon as its batches are acknowledged and the one before it has
+    /// committed, but the commits of one instance start at least this far apart (at most
+    /// 1000 / this commits per second and instance; 0: no bound).
+    #[serde(default)]
     pub transaction_min_ms: u64,
 }
 
-fn default_transaction_min_ms() -> u64 {
-    10
+fn default_transaction_producers() -> usize {
+    3
 }
 
 impl DeliverySettings {
@@ -526,10 +532,9 @@ impl Settings {
                 check(!t.group_id.is_empty(), &format!("{key}.group_id: must not be empty"));
                 check(t.listen.parse::<SocketAddr>().is_ok(), &format!("{key}.listen: must be host:port"));
                 check(t.batch_size >= 1, &format!("{key}.batch_size: must be at least 1"));
-                check(self.delivery.transaction_interval_ms >= 1, "delivery.transaction_interval_ms: must be at least 1");
                 check(
-                    self.delivery.transaction_min_ms <= self.delivery.transaction_interval_ms,
-                    "delivery.transaction_min_ms: must be at most delivery.transaction_interval_ms",
+                    (1..=16).contains(&self.delivery.transaction_producers),
+                    "delivery.transaction_producers: must be between 1 and 16",
                 );
             }
             Service::ConsumerApi => {
@@ -624,9 +629,9 @@ mod tests {
         assert_eq!(s.kafka.topics.ingest, "pre_process_meta_data_events");
         assert_eq!(s.kafka.partitions, 6);
         assert_eq!(s.auth.tokens, vec![Secret::new("your-secret-key")]);
-        assert_eq!(s.kafka.producer_properties.get("linger.ms").map(String::as_str), Some("5"));
-        assert_eq!((s.pre_transformer.fetch_min_bytes, s.pre_transformer.fetch_wait_ms), (65536, 10));
-        assert_eq!((s.post_transformer.fetch_min_bytes, s.post_transformer.fetch_wait_ms), (65536, 10));
+        assert_eq!(s.kafka.producer_properties.get("linger.ms").map(String::as_str), Some("1"));
+        assert_eq!((s.pre_transformer.fetch_min_bytes, s.pre_transformer.fetch_wait_ms), (1, 10));
+        assert_eq!((s.post_transformer.fetch_min_bytes, s.post_transformer.fetch_wait_ms), (1, 10));
         assert!(s.sources.seed_file.ends_with("config/sources.yaml"));
         s.validate(Service::Gateway).unwrap();
     }

@@ -13,7 +13,12 @@
 //! - [`counters`]: [`Tally`] and the outcome and dead-letter counters.
 //! - [`guard`]: the Redis-restart guard (re-processing what a restarted Redis may have lost).
 //! - [`apply`]: a source's operations applied under its `on_error` policy.
-//! - [`transaction`]: exactly once — output and offsets committed in one Kafka transaction.
+//! - [`pipeline`]: the batches handed to Kafka and not yet committed, and the transitions
+//!   between them (acknowledged, committed, aborted and redone, rewound).
+//! - [`turns`]: under exactly once, which transaction a batch joins and which may commit when,
+//!   with a pool of producers taking turns (pure, unit- and property-tested).
+//! - [`transaction`]: exactly once — output and offsets committed in one Kafka transaction; the
+//!   pool of transactional producers, its calls and the revoke hook.
 //!
 //! Nothing outside this module's users (the transformers) imports it: the retry helpers live in
 //! [`crate::retry`], offset commits in [`crate::kafka`], [`Interrupted`] in [`crate::shutdown`].
@@ -24,9 +29,11 @@ pub mod dead_letter;
 pub mod guard;
 pub mod headers;
 pub mod ledger;
+mod pipeline;
 pub mod produce;
 pub mod runner;
 pub mod transaction;
+pub mod turns;
 
 pub use crate::shutdown::Interrupted;
 pub use apply::{apply, Applied};

@@ -1,24 +1,26 @@
 //! Exactly once: a transformer's output and its consumer offsets committed in one Kafka
 //! transaction (KIP-447: the consumer group's metadata travels with the offsets, so a zombie
-//! instance is fenced by the group's generation).
+//! instance is fenced by the group's generation) — with a small pool of transactional producers
+//! per stage that take turns, so that the stage goes on producing while a commit is in flight.
 //!
-//! The runner opens a transaction before the first batch, hands batch after batch to it, and
-//! commits their output together with the offsets they release once the batches are
-//! acknowledged: when the stage idles (nothing more to read), but not sooner than
-//! `delivery.transaction_min_ms` after the transaction opened, and at
-//! `delivery.transaction_interval_ms` at the latest (a stage under full load never idles). A produce the broker fails dooms the
-//! transaction: it is aborted, and the partitions are rewound to their committed offsets, so
-//! the work is redone and nothing is published twice to `read_committed` readers.
+//! [`super::turns`] decides which member holds which transaction and when one may commit (the
+//! oldest, once its batches are acknowledged; one at a time, in order). This module makes the
+//! calls: [`Pool::begin`], the commit ([`Pool::commit`], spawned, so the runner keeps going),
+//! [`Pool::abort`] of every transaction when one cannot commit, a member recreated when the
+//! broker fenced it, and the revoke hook. A produce the broker fails dooms its member's
+//! transaction: it and every later one are aborted, and the partitions are rewound to their
+//! committed offsets, so the work is redone and nothing is published twice to `read_committed`
+//! readers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::Consumer as _;
+use rdkafka::consumer::{Consumer as _, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::Producer as _;
+use rdkafka::producer::{FutureProducer, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::dead_letter::Failure;
@@ -26,42 +28,28 @@ use super::ledger::TopicPartition;
 use crate::kafka::{GroupConsumer, RevokeHook, SharedProducer};
 use crate::watchdog::watched;
 
-/// How long a transaction stays open: at least `min`, at most `max` (see the module's doc).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Window {
-    pub min: Duration,
-    pub max: Duration,
-}
+/// Consumed messages whose output the broker refused for good, and why: when their work is
+/// redone, they are dead-lettered instead. One map for the whole pool (the redo may run on
+/// another member).
+type Refusals = Mutex<HashMap<(String, i32, i64), Failure>>;
 
-impl Window {
-    /// When a transaction opened at `opened` commits: at `max` after it while batches are
-    /// unacknowledged; once they all are, as soon as the stage has had nothing to do for
-    /// `linger` since `idle_since` (nothing more to read), but not before `min` after it.
-    fn commit_at<T: Copy + Ord + std::ops::Add<Duration, Output = T>>(&self, opened: T, all_acknowledged: bool, idle_since: T, linger: Duration) -> T {
-        let latest = opened + self.max;
-        if !all_acknowledged {
-            return latest;
-        }
-        (opened + self.min).max(idle_since + linger).min(latest)
-    }
-}
-
-/// What a transaction's delivery tasks tell the runner; shared through [`super::Shared`].
-#[derive(Default)]
+/// What a member's delivery tasks tell the runner; each batch's tasks get their member's
+/// (through [`super::Shared::transaction`]).
 pub struct TxnState {
-    /// Why the open transaction must be aborted, once it must.
+    /// Why the member's open transaction must be aborted, once it must.
     failure: Mutex<Option<String>>,
-    /// Consumed messages whose output the broker refused for good, and why: when their work is
-    /// redone, they are dead-lettered instead.
-    refusals: Mutex<HashMap<(String, i32, i64), Failure>>,
-    /// Whether a transaction is open (read by the revoke hook).
+    refusals: Arc<Refusals>,
+    /// Whether the member holds a transaction not yet committed or aborted (the revoke hook
+    /// aborts it when set; a commit checks it before each call).
     open: AtomicBool,
-    /// Set by the revoke hook when it aborted the open transaction.
-    revoked: AtomicBool,
 }
 
 impl TxnState {
-    /// Records that the open transaction cannot commit.
+    fn new(refusals: Arc<Refusals>) -> Self {
+        TxnState { failure: Mutex::new(None), refusals, open: AtomicBool::new(false) }
+    }
+
+    /// Records that the member's open transaction cannot commit.
     pub fn doom(&self, err: &KafkaError) {
         self.failure.lock().expect("txn lock").get_or_insert_with(|| err.to_string());
     }
@@ -88,160 +76,234 @@ fn position(m: &OwnedMessage) -> (String, i32, i64) {
 /// Why a commit did not happen.
 #[derive(Debug)]
 pub(super) enum NotCommitted {
-    /// Aborted; the work since the last commit must be redone.
+    /// The transaction must be aborted, with every one after it; their work is redone.
     Aborted(String),
-    /// The producer is fenced or broken for good: the instance must stop.
+    /// The member's producer is fenced or broken for good: it is recreated, and the work redone.
     Fatal(String),
 }
 
-/// The transaction a runner has open, and the offsets its batches released.
-pub(super) struct Transaction {
-    producer: SharedProducer,
-    /// What recreating the producer takes.
-    kafka: crate::settings::KafkaSettings,
-    limits: domain::TopicLimits,
+/// One transactional producer of the pool, and what its deliveries report.
+pub(super) struct Member {
+    pub producer: SharedProducer,
+    pub state: Arc<TxnState>,
     transactional_id: String,
-    state: Arc<TxnState>,
-    health: crate::health::Health,
-    shutdown: crate::shutdown::CancellationToken,
-    window: Window,
-    opened: Option<Instant>,
-    offsets: BTreeMap<TopicPartition, i64>,
 }
 
-impl Transaction {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        producer: SharedProducer,
-        kafka: crate::settings::KafkaSettings,
-        limits: domain::TopicLimits,
-        transactional_id: String,
-        state: Arc<TxnState>,
-        window: Window,
-        health: crate::health::Health,
-        shutdown: crate::shutdown::CancellationToken,
-    ) -> Self {
-        Transaction { producer, kafka, limits, transactional_id, state, health, shutdown, window, opened: None, offsets: BTreeMap::new() }
-    }
+/// A stage's transactional producers (see the module's doc).
+pub(super) struct Pool {
+    members: Vec<Member>,
+    /// What recreating a producer takes.
+    kafka: crate::settings::KafkaSettings,
+    limits: domain::TopicLimits,
+    health: crate::health::Health,
+    shutdown: crate::shutdown::CancellationToken,
+    /// Held through each blocking call of a commit: the revoke hook takes it, so it never aborts
+    /// a transaction in the middle of its commit — it waits for the call to end.
+    calls: Arc<Mutex<()>>,
+    /// Set by the revoke hook when it aborted a transaction.
+    revoked: Arc<AtomicBool>,
+}
 
-    /// Replaces a producer the broker fenced with a new one under the same transactional id
-    /// (its transactions initialised again), so the stage goes on.
+impl Pool {
+    /// `size` transactional producers (at least one), their transactions initialised: member
+    /// `n` has the id `base` (the first) or `base.n`, stable across restarts where `base` is, so
+    /// a restarted instance fences its predecessor's producers and aborts their transactions.
     ///
     /// # Errors
-    /// When the new producer cannot be created.
-    pub(super) async fn recreate(&mut self) -> anyhow::Result<()> {
-        self.health.set_trouble("the transactional producer was fenced; initialising a new one");
-        let producer = crate::kafka::transactional_producer(&self.kafka, &self.limits, &self.transactional_id).await?;
-        // The fenced producer goes (librdkafka's destroy) unless a delivery still holds it.
-        watched("dropping a fenced producer", Duration::from_secs(60), || self.producer.replace(producer));
-        self.closed();
-        tracing::warn!(transactional_id = %self.transactional_id, "the producer was fenced; recreated it");
-        Ok(())
+    /// When a producer cannot be created or the broker does not answer.
+    pub(super) async fn build(
+        kafka: &crate::settings::KafkaSettings,
+        limits: &domain::TopicLimits,
+        base: &str,
+        size: usize,
+        health: crate::health::Health,
+        shutdown: crate::shutdown::CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let refusals = Arc::new(Refusals::default());
+        let mut members = Vec::with_capacity(size.max(1));
+        for n in 0..size.max(1) {
+            let transactional_id = if n == 0 { base.to_owned() } else { format!("{base}.{n}") };
+            let producer = SharedProducer::new(crate::kafka::transactional_producer(kafka, limits, &transactional_id).await?);
+            members.push(Member { producer, state: Arc::new(TxnState::new(refusals.clone())), transactional_id });
+        }
+        tracing::info!(producers = members.len(), transactional_id = %base, "exactly once: output and offsets commit in one transaction; producers take turns");
+        Ok(Pool {
+            members,
+            kafka: kafka.clone(),
+            limits: limits.clone(),
+            health,
+            shutdown,
+            calls: Arc::new(Mutex::new(())),
+            revoked: Arc::new(AtomicBool::new(false)),
+        })
     }
 
-    /// What the consumer runs before partitions are revoked: the open transaction is aborted
-    /// (its output never becomes visible), and the runner redoes what it still owns.
-    pub(super) fn revoke_hook(producer: SharedProducer, state: Arc<TxnState>) -> RevokeHook {
+    pub(super) fn member(&self, n: usize) -> &Member {
+        &self.members[n]
+    }
+
+    pub(super) fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// What the consumer runs before partitions are revoked: it waits for a commit call under
+    /// way, then aborts every transaction not committed (their output never becomes visible),
+    /// and the runner redoes what it still owns.
+    pub(super) fn revoke_hook(&self) -> RevokeHook {
+        let members: Vec<(SharedProducer, Arc<TxnState>)> = self.members.iter().map(|m| (m.producer.clone(), m.state.clone())).collect();
+        let (calls, revoked) = (self.calls.clone(), self.revoked.clone());
         Arc::new(move || {
-            if state.open.swap(false, Ordering::SeqCst) {
-                // On the consumer's poll, i.e. the runner's task: a hang here would stop the stage.
+            // On the consumer's poll, i.e. the runner's task: a hang here would stop the stage.
+            let _calls = watched("waiting for a commit under way before a revoke", Duration::from_secs(120), || calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            for (producer, state) in &members {
+                if !state.open.swap(false, Ordering::SeqCst) {
+                    continue;
+                }
                 let aborted = watched("abort_transaction before a revoke", Duration::from_secs(90), || producer.get().abort_transaction(Duration::from_secs(30)));
                 match aborted {
-                    Ok(()) => tracing::info!("partitions revoked: aborted the open transaction; its work is redone by their next owner"),
-                    Err(err) => tracing::warn!(error = %err, "aborting the transaction before a revoke failed"),
+                    Ok(()) => tracing::info!("partitions revoked: aborted an open transaction; its work is redone by their next owner"),
+                    Err(err) => tracing::warn!(error = %err, "aborting a transaction before a revoke failed"),
                 }
-                state.revoked.store(true, Ordering::SeqCst);
+                revoked.store(true, Ordering::SeqCst);
             }
         })
     }
 
-    /// Opens a transaction unless one is open.
-    pub(super) fn begin(&mut self) -> Result<(), KafkaError> {
-        if self.opened.is_none() {
-            // Local, normally at once; seen to hang on a producer in a fatal state.
-            watched("begin_transaction", Duration::from_secs(60), || self.producer.get().begin_transaction())?;
-            self.opened = Some(Instant::now());
-            self.state.open.store(true, Ordering::SeqCst);
+    /// Whether the revoke hook aborted a transaction (the flag is cleared).
+    pub(super) fn take_revoked(&self) -> bool {
+        self.revoked.swap(false, Ordering::SeqCst)
+    }
+
+    /// Begins a transaction on member `n`.
+    pub(super) fn begin(&self, n: usize) -> Result<(), KafkaError> {
+        let m = &self.members[n];
+        m.state.failure.lock().expect("txn lock").take();
+        // Local, normally at once; seen to hang on a producer in a fatal state.
+        watched("begin_transaction", Duration::from_secs(60), || m.producer.get().begin_transaction())?;
+        m.state.open.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Commits member `n`'s transaction with `offsets` (every batch of it acknowledged, every
+    /// transaction before it committed): a future that owns what it needs, for the runner to
+    /// spawn and go on. Fails — without aborting: the runner aborts this transaction and every
+    /// later one — when a delivery doomed it, a call failed, or the revoke hook aborted it.
+    pub(super) fn commit(&self, n: usize, offsets: &BTreeMap<TopicPartition, i64>, group: Option<ConsumerGroupMetadata>) -> impl std::future::Future<Output = Result<(), NotCommitted>> + Send + 'static {
+        let m = &self.members[n];
+        let call = Call { producer: m.producer.clone(), state: m.state.clone(), calls: self.calls.clone(), health: self.health.clone(), shutdown: self.shutdown.clone() };
+        let mut tpl = TopicPartitionList::new();
+        let added: Result<(), KafkaError> = offsets.iter().try_for_each(|((topic, partition), offset)| tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)));
+        async move {
+            let doomed = call.state.failure.lock().expect("txn lock").take();
+            if let Some(why) = doomed {
+                return Err(NotCommitted::Aborted(why));
+            }
+            added.map_err(|err| NotCommitted::Aborted(err.to_string()))?;
+            let Some(group) = group else { return Err(NotCommitted::Aborted("the consumer has no group metadata".into())) };
+            if tpl.count() > 0 {
+                let group = Arc::new(group);
+                call.retrying("sending offsets", Duration::from_secs(30), move |p, t| p.send_offsets_to_transaction(&tpl, &group, t)).await?;
+            }
+            let started = std::time::Instant::now();
+            call.retrying("committing", Duration::from_secs(60), |p, t| p.commit_transaction(t)).await?;
+            if started.elapsed() > Duration::from_secs(1) {
+                tracing::warn!(took = ?started.elapsed(), "a transaction commit was slow");
+            }
+            call.state.open.store(false, Ordering::SeqCst);
+            call.health.clear_trouble();
+            Ok(())
+        }
+    }
+
+    /// Aborts the transactions of `members` (oldest first; those the revoke hook already
+    /// aborted are skipped), retrying while the broker cannot be reached: nothing more may be
+    /// produced on a member until its transaction is aborted. A member fenced or broken for good
+    /// is recreated.
+    ///
+    /// # Errors
+    /// When a broken member cannot be recreated: the stage cannot go on.
+    pub(super) async fn abort(&mut self, members: &[usize]) -> anyhow::Result<()> {
+        for &n in members {
+            let m = &self.members[n];
+            m.state.failure.lock().expect("txn lock").take();
+            if !m.state.open.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            let call = Call { producer: m.producer.clone(), state: m.state.clone(), calls: self.calls.clone(), health: self.health.clone(), shutdown: self.shutdown.clone() };
+            match call.attempts("aborting", Duration::from_secs(30), |p, t| p.abort_transaction(t)).await {
+                Err(err) if is_fatal(&err) => {
+                    tracing::warn!(error = %err, transactional_id = %m.transactional_id, "aborting failed for good");
+                    self.recreate(n).await?;
+                }
+                Err(err) => tracing::warn!(error = %err, "aborting the transaction failed"),
+                Ok(()) => self.health.clear_trouble(),
+            }
         }
         Ok(())
     }
 
-    pub(super) fn is_open(&self) -> bool {
-        self.opened.is_some()
+    /// Replaces member `n`'s producer, which the broker fenced (its transaction outlived
+    /// `transaction.timeout.ms` during a broker outage, or another instance took its id), with
+    /// a new one under the same transactional id, so the stage goes on.
+    ///
+    /// # Errors
+    /// When the new producer cannot be created.
+    pub(super) async fn recreate(&mut self, n: usize) -> anyhow::Result<()> {
+        self.health.set_trouble("a transactional producer was fenced; initialising a new one");
+        let m = &self.members[n];
+        let producer = crate::kafka::transactional_producer(&self.kafka, &self.limits, &m.transactional_id).await?;
+        // The fenced producer goes (librdkafka's destroy) unless a delivery still holds it.
+        watched("dropping a fenced producer", Duration::from_secs(60), || m.producer.replace(producer));
+        m.state.open.store(false, Ordering::SeqCst);
+        tracing::warn!(transactional_id = %m.transactional_id, "the producer was fenced; recreated it");
+        Ok(())
     }
 
-    /// When the open transaction is due to commit (see [`Window::commit_at`]).
-    pub(super) fn due_at(&self, all_acknowledged: bool, idle_since: tokio::time::Instant, linger: Duration) -> Option<tokio::time::Instant> {
-        self.opened.map(|at| self.window.commit_at(tokio::time::Instant::from_std(at), all_acknowledged, idle_since, linger))
-    }
-
-    /// Whether the revoke hook aborted the open transaction (the flag is cleared).
-    pub(super) fn take_revoked(&mut self) -> bool {
-        self.state.revoked.swap(false, Ordering::SeqCst)
-    }
-
-    /// The offsets the open transaction commits.
-    pub(super) fn offsets(&self) -> &BTreeMap<TopicPartition, i64> {
-        &self.offsets
-    }
-
-    /// Adds offsets released by finished batches, to commit with the transaction.
-    pub(super) fn release(&mut self, offsets: &BTreeMap<TopicPartition, i64>) {
-        for (tp, offset) in offsets {
-            let e = self.offsets.entry(tp.clone()).or_insert(*offset);
-            *e = (*e).max(*offset);
+    /// Purges what every member still holds for the broker (a delivery stuck past its limit):
+    /// the deliveries fail, which dooms their transactions.
+    pub(super) async fn purge(&self) {
+        for m in &self.members {
+            m.state.doom(&KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::MessageTimedOut));
+            let producer = m.producer.get();
+            let _ = tokio::task::spawn_blocking(move || {
+                watched("purging the producer's queue", Duration::from_secs(60), || producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight()))
+            })
+            .await;
         }
     }
+}
 
-    /// Commits the open transaction with the released offsets (every batch of it must be
-    /// finished). Aborts it instead when a delivery doomed it or the commit fails.
-    pub(super) async fn commit(&mut self, consumer: &GroupConsumer) -> Result<(), NotCommitted> {
-        if self.opened.is_none() {
-            return Ok(());
-        }
-        let doomed = self.state.failure.lock().expect("txn lock").take();
-        if let Some(why) = doomed {
-            return Err(self.abort(why).await);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &self.offsets {
-            if let Err(err) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
-                return Err(self.abort(err.to_string()).await);
+/// What one member's transactional calls need, owned (a commit runs in a task of its own).
+struct Call {
+    producer: SharedProducer,
+    state: Arc<TxnState>,
+    calls: Arc<Mutex<()>>,
+    health: crate::health::Health,
+    shutdown: crate::shutdown::CancellationToken,
+}
+
+impl Call {
+    /// A commit's call: [`Self::attempts`] under the lock the revoke hook takes, each attempt
+    /// only while the transaction is still open (the hook may have aborted it meanwhile).
+    async fn retrying(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        call: impl Fn(&FutureProducer, Duration) -> Result<(), KafkaError> + Send + Sync + 'static,
+    ) -> Result<(), NotCommitted> {
+        let (calls, state) = (self.calls.clone(), self.state.clone());
+        let guarded = move |p: &FutureProducer, t: Duration| {
+            let _calls = calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !state.open.load(Ordering::SeqCst) {
+                return Err(KafkaError::Canceled);
             }
-        }
-        let Some(group) = consumer.group_metadata() else {
-            return Err(self.abort("the consumer has no group metadata".into()).await);
+            call(p, t)
         };
-        if tpl.count() > 0 {
-            let producer = self.producer.get();
-            let sent = self.retrying("sending offsets", Duration::from_secs(30), move |t| producer.send_offsets_to_transaction(&tpl, &group, t)).await;
-            if let Err(err) = sent {
-                return Err(self.after_failure(err).await);
-            }
-        }
-        let producer = self.producer.get();
-        let started = Instant::now();
-        let committed = self.retrying("committing", Duration::from_secs(60), move |t| producer.commit_transaction(t)).await;
-        if started.elapsed() > Duration::from_secs(1) {
-            tracing::warn!(took = ?started.elapsed(), ok = committed.is_ok(), "a transaction commit was slow");
-        }
-        match committed {
-            Ok(()) => {
-                self.closed();
-                self.health.clear_trouble();
-                Ok(())
-            }
-            Err(err) => Err(self.after_failure(err).await),
-        }
-    }
-
-    /// A transactional call failed for other reasons than a retriable one: fatal, or abort.
-    async fn after_failure(&mut self, err: KafkaError) -> NotCommitted {
-        if is_fatal(&err) {
-            self.closed();
-            NotCommitted::Fatal(err.to_string())
-        } else {
-            self.abort(err.to_string()).await
+        match self.attempts(what, timeout, guarded).await {
+            Ok(()) => Ok(()),
+            Err(_) if !self.state.open.load(Ordering::SeqCst) => Err(NotCommitted::Aborted("partitions were revoked".into())),
+            Err(err) if is_fatal(&err) => Err(NotCommitted::Fatal(err.to_string())),
+            Err(err) => Err(NotCommitted::Aborted(err.to_string())),
         }
     }
 
@@ -251,17 +313,17 @@ impl Transaction {
     /// shutdown comes. A call that has not returned [`HUNG_AFTER`] past its own timeout is given
     /// up: `KafkaError::Canceled`, which [`is_fatal`] counts as fatal, so the producer is
     /// replaced and the work redone.
-    async fn retrying(
+    async fn attempts(
         &self,
         what: &'static str,
         timeout: Duration,
-        call: impl Fn(Duration) -> Result<(), KafkaError> + Send + Sync + 'static,
+        call: impl Fn(&FutureProducer, Duration) -> Result<(), KafkaError> + Send + Sync + 'static,
     ) -> Result<(), KafkaError> {
         let call = Arc::new(call);
         let mut backoff = crate::retry::Backoff::infra();
         loop {
-            let attempt = call.clone();
-            let result = match tokio::time::timeout(timeout + HUNG_AFTER, tokio::task::spawn_blocking(move || attempt(timeout))).await {
+            let (attempt, producer) = (call.clone(), self.producer.get());
+            let result = match tokio::time::timeout(timeout + HUNG_AFTER, tokio::task::spawn_blocking(move || attempt(&producer, timeout))).await {
                 Ok(joined) => joined.unwrap_or(Err(KafkaError::Canceled)),
                 Err(_) => {
                     tracing::error!(what, timeout = ?timeout + HUNG_AFTER, "a transactional call did not return; giving the producer up");
@@ -277,31 +339,6 @@ impl Transaction {
                 other => return other,
             }
         }
-    }
-
-    /// Aborts the open transaction (unless the revoke hook already did), retrying while the
-    /// broker cannot be reached: nothing more may be produced until it is aborted.
-    pub(super) async fn abort(&mut self, why: String) -> NotCommitted {
-        self.state.failure.lock().expect("txn lock").take();
-        if self.state.open.swap(false, Ordering::SeqCst) {
-            let producer = self.producer.get();
-            match self.retrying("aborting", Duration::from_secs(30), move |t| producer.abort_transaction(t)).await {
-                Err(err) if is_fatal(&err) => {
-                    self.closed();
-                    return NotCommitted::Fatal(format!("{why}; aborting failed: {err}"));
-                }
-                Err(err) => tracing::warn!(error = %err, "aborting the transaction failed"),
-                Ok(()) => self.health.clear_trouble(),
-            }
-        }
-        self.closed();
-        NotCommitted::Aborted(why)
-    }
-
-    fn closed(&mut self) {
-        self.opened = None;
-        self.offsets.clear();
-        self.state.open.store(false, Ordering::SeqCst);
     }
 }
 
@@ -404,24 +441,3 @@ pub(super) fn rewind_to_committed(consumer: &GroupConsumer) -> Option<std::colle
     Some(offsets)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Window;
-    use std::time::{Duration, Instant};
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn a_busy_stage_commits_at_the_interval_an_idle_one_as_soon_as_it_may() {
-        let w = Window { min: 10 * MS, max: 100 * MS };
-        let opened = Instant::now();
-        // Batches still unacknowledged: the interval.
-        assert_eq!(w.commit_at(opened, false, opened + 50 * MS, 2 * MS), opened + 100 * MS);
-        // All acknowledged, the last at +30 ms: the linger after it.
-        assert_eq!(w.commit_at(opened, true, opened + 30 * MS, 2 * MS), opened + 32 * MS);
-        // ...never before the minimum,
-        assert_eq!(w.commit_at(opened, true, opened + MS, 2 * MS), opened + 10 * MS);
-        // ...never after the maximum.
-        assert_eq!(w.commit_at(opened, true, opened + 99 * MS, 2 * MS), opened + 100 * MS);
-    }
-}
