@@ -379,17 +379,22 @@ impl<'a> Pipeline<'a> {
     /// Records how the commit under way ended; when it did not commit, every transaction is
     /// aborted and the work redone (a fenced member recreated first).
     async fn committed(&mut self, outcome: Result<(), NotCommitted>) {
-        match self.record_commit(outcome) {
-            None => {}
-            Some((_, NotCommitted::Aborted(why))) => self.redo(&why).await,
-            Some((member, NotCommitted::Fatal(why))) => {
+        let Some((member, failure)) = self.record_commit(outcome) else { return };
+        let why = match failure {
+            NotCommitted::Aborted(why) => why,
+            NotCommitted::Fatal(why) => {
                 let eo = self.exactly_once.as_mut().expect("a commit was under way");
-                match eo.pool.recreate(member).await {
-                    Ok(()) => self.redo(&why).await,
-                    Err(err) => self.stopped = Some(Stopped::Broken(format!("a transaction failed for good ({why}) and a new producer could not be made: {err:#}"))),
+                if let Err(err) = eo.pool.recreate(member).await {
+                    self.stopped = Some(Stopped::Broken(format!("a transaction failed for good ({why}) and a new producer could not be made: {err:#}")));
+                    return;
                 }
+                why
             }
-        }
+        };
+        self.redo(&why).await;
+        // Not ready until a transaction commits again: a stage that keeps aborting (a topic that
+        // refuses its output, a broker that fails its produces) publishes nothing.
+        self.shared.health.set_trouble(format!("a transaction could not commit: {why}"));
     }
 
     /// The commit under way's outcome, once it ended (`None`: none was under way).
