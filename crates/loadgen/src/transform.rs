@@ -33,8 +33,8 @@ const IDLE_END: Duration = Duration::from_secs(1);
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The consumer a transformer runs (adapters' `kafka::consumer` with config/default.yaml's
-/// settings): `read_committed`, no commits of its own, fuller fetches (`fetch_min_bytes` 64 KiB,
-/// `fetch_wait_ms` 10), a bounded prefetch; a new group each run, from the start of the topic.
+/// settings): `read_committed`, no commits of its own, fetches answered as soon as anything is there
+/// (`fetch_min_bytes` 1, `fetch_wait_ms` 10), a bounded prefetch; a new group each run, from the start of the topic.
 fn consumer(args: &Args) -> anyhow::Result<StreamConsumer> {
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &args.kafka)
@@ -44,7 +44,7 @@ fn consumer(args: &Args) -> anyhow::Result<StreamConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("fetch.min.bytes", "65536")
+        .set("fetch.min.bytes", "1")
         .set("fetch.wait.max.ms", "10")
         .set("queued.max.messages.kbytes", "8192")
         .set("fetch.queue.backoff.ms", "20")
@@ -63,7 +63,7 @@ fn producer(args: &Args) -> anyhow::Result<FutureProducer> {
         .set("acks", "all")
         .set("message.timeout.ms", "5000")
         .set("transaction.timeout.ms", "10000")
-        .set("linger.ms", "5")
+        .set("linger.ms", "1")
         .set("queue.buffering.max.kbytes", "32768")
         .create()?;
     tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT)).context("initialising transactions")?;

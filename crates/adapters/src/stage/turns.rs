@@ -7,6 +7,10 @@
 //! oldest transaction commits while the next one, on another member, already takes batches:
 //!
 //! - at most one transaction is *open* (takes new batches) at a time, on a member that is free;
+//! - a transaction begins only once every batch handed out before it is acknowledged: two
+//!   producers writing one partition would otherwise append in whatever order the broker took
+//!   their requests, and an entity's updates must stay in the order consumed (as Flink's sink
+//!   flushes a transaction before the next one writes);
 //! - the oldest transaction is *sealed* (takes no more batches) as soon as nothing is ahead of it,
 //!   and commits once every batch of it is acknowledged — so a transaction lasts one commit of
 //!   the one before it, and under no load a single event commits as soon as it is acknowledged;
@@ -76,6 +80,10 @@ pub struct TxnQueue<I = std::time::Instant> {
 /// Why a batch cannot join a transaction now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Busy {
+    /// A new transaction would begin while batches of an older one are not yet acknowledged:
+    /// its messages, sent by another producer, could be appended before theirs, and a partition
+    /// must hold an entity's updates in the order consumed. Wait for the acknowledgements.
+    Unacknowledged,
     /// Every member holds a transaction: wait for the commit in flight.
     NoFreeMember,
 }
@@ -94,6 +102,9 @@ impl<I: Copy> TxnQueue<I> {
     pub fn join(&mut self, batch: BatchId, positions: impl IntoIterator<Item = (TopicPartition, i64)>, now: I) -> Result<Joined, Busy> {
         let began = !self.txns.back().is_some_and(|t| !t.sealed);
         if began {
+            if self.txns.iter().any(|t| t.pending > 0) {
+                return Err(Busy::Unacknowledged);
+            }
             let member = self.free.pop_front().ok_or(Busy::NoFreeMember)?;
             self.txns.push_back(Txn { id: TxnId(self.next), member, opened: now, sealed: false, pending: 0, offsets: BTreeMap::new() });
             self.next += 1;
@@ -108,9 +119,10 @@ impl<I: Copy> TxnQueue<I> {
         Ok(Joined { txn: txn.id, member: txn.member, began })
     }
 
-    /// Whether a batch can join a transaction now: one is open, or a member is free.
+    /// Whether a batch can join a transaction now: one is open, or a member is free and every
+    /// batch already handed out is acknowledged.
     pub fn can_join(&self) -> bool {
-        self.txns.back().is_some_and(|t| !t.sealed) || !self.free.is_empty()
+        self.txns.back().is_some_and(|t| !t.sealed) || (!self.free.is_empty() && self.txns.iter().all(|t| t.pending == 0))
     }
 
     /// Records that everything `batch` led to is acknowledged.
@@ -237,17 +249,21 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_transaction_waits_for_its_last_acknowledgement() {
+    fn a_sealed_transaction_waits_for_its_last_acknowledgement_and_so_does_the_next_one() {
         let (mut ids, mut q) = (OffsetLedger::default(), TxnQueue::<u64>::new(2));
         let (a, b) = (batch(&mut ids), batch(&mut ids));
         q.join(a, [(tp(0), 0)], 0).unwrap();
         q.join(b, [(tp(0), 1)], 0).unwrap();
         q.acknowledged(b);
         assert_eq!(q.ready(true), None, "a is not acknowledged");
-        // Sealed by that look: a new batch goes to the other member.
+        // Sealed by that look; a new transaction, on the other producer, may not write before
+        // a is appended: its messages could land ahead of a's in the partition.
         let c = batch(&mut ids);
-        assert_eq!(q.join(c, [(tp(0), 2)], 0).unwrap().txn, TxnId(1));
+        assert!(!q.can_join());
+        assert_eq!(q.join(c, [(tp(0), 2)], 0), Err(Busy::Unacknowledged));
         q.acknowledged(a);
+        assert!(q.can_join());
+        assert_eq!(q.join(c, [(tp(0), 2)], 0).unwrap(), Joined { txn: TxnId(1), member: 1, began: true });
         assert_eq!(q.ready(true).unwrap().offsets, BTreeMap::from([(tp(0), 2)]), "only its own batches' offsets");
     }
 
@@ -350,12 +366,14 @@ mod tests {
                             match q.join(id, (start..start + n).map(|o| (tp(p), o)), 0u64) {
                                 Ok(j) => {
                                     if j.began {
+                                        prop_assert!(unacked.is_empty(), "a transaction began while older batches were unacknowledged");
                                         prop_assert!(holders.insert(j.member, j.txn).is_none(), "member {} holds two transactions", j.member);
                                     }
                                     next.insert(p, start + n);
                                     unacked.push((id, p, start..start + n));
                                 }
                                 Err(Busy::NoFreeMember) => prop_assert_eq!(holders.len(), members, "refused with a member free"),
+                                Err(Busy::Unacknowledged) => prop_assert!(!unacked.is_empty(), "refused with everything acknowledged"),
                             }
                         }
                         Step::Ack(k) if k < unacked.len() => {
