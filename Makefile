@@ -16,7 +16,7 @@ help:
 	@echo "make test-faults  the full fault-injection suite (20,000 events per scenario)"
 	@echo "make test-cluster the e2e tests on a Redis Cluster, then the cluster fault scenarios (3 KRaft brokers, Redis Cluster; part of make test)"
 	@echo "make contract   schemathesis against each listener's /openapi.json on the dev stack"
-	@echo "make bench      throughput and latency against the broker's limit (make bench-quick: about 10 min)"
+	@echo "make bench      throughput and latency against the broker's limit (make bench-quick: about 15 min)"
 	@echo "make fuzz       fuzz the domain crate's parsers, FUZZ_SECONDS (default 60) per target (nightly)"
 	@echo "make infra      start only Kafka and Redis"
 	@echo "make images       build the metastream image (needs a Docker engine)"

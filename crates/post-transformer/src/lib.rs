@@ -3,7 +3,8 @@
 //! (`post_process_meta_data_events`) for downstream systems.
 //!
 //! Per batch: read the records notices do not carry in one Redis round trip, hand the results
-//! and dead letters to Kafka, and commit once Kafka acknowledged them all (at least once),
+//! and dead letters to Kafka, and commit once Kafka acknowledged them all (under exactly once,
+//! the default, in the same Kafka transaction as the output; under at least once, after it),
 //! processing the next batch meanwhile (see [`adapters::stage::StageRunner::run`]).
 
 use adapters::settings::Service;

@@ -3,9 +3,11 @@
 //! `processed` topic.
 //!
 //! Messages are handled in batches: decide what each message becomes, write every record of the
-//! batch to Redis in one call, hand the notices and dead letters to Kafka, and commit the
-//! batch's offsets only once Kafka acknowledged them all (at least once). The next batch is
-//! processed while Kafka acknowledges (see [`adapters::stage::StageRunner::run`]).
+//! batch to Redis in one call, and hand the notices and dead letters to Kafka. The batch's
+//! offsets are committed only once Kafka acknowledged them all: under exactly once (the
+//! default) with the notices, in one Kafka transaction; under at least once, stored after them.
+//! The next batch is processed while Kafka acknowledges (see
+//! [`adapters::stage::StageRunner::run`]).
 
 use adapters::settings::Service;
 use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, Transform, Transformer};
