@@ -76,7 +76,8 @@ pub struct Metrics {
     pub batch_duration: Histogram<f64>,
     pub batch_size: Histogram<u64>,
     pub e2e_latency: Histogram<f64>,
-    /// Under exactly once, how long each transaction's commit took, by stage and outcome.
+    /// Under exactly once, how long each transaction's commit took, by stage and how it ended
+    /// (`transaction`: [`domain::TransactionOutcome`]).
     pub transaction_commit: Histogram<f64>,
     pub rebalances: Counter<u64>,
     pub events_delivered: Counter<u64>,

@@ -37,5 +37,5 @@ pub use messages::ProcessedNotice;
 pub use object::LazyObject;
 pub use operations::{describe_catalog, OperationKind, ParamDoc};
 pub use pipeline::{CompiledSource, ConfigError, Context, Input, Outcome, RunError, Stage};
-pub use schema::{DeadLetterReason, EventOutcome, KeySchema, Topics};
+pub use schema::{DeadLetterReason, EventOutcome, KeySchema, Topics, TransactionOutcome};
 pub use source::{OnError, OperationSpec, SourceConfig};

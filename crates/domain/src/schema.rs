@@ -254,6 +254,17 @@ labels! {
     }
 }
 
+labels! {
+    /// How a transformer's transaction ended under exactly once: the `transaction` label of
+    /// `metastream_transaction_commit_seconds`.
+    TransactionOutcome {
+        /// Its output and offsets are committed.
+        Committed => "committed",
+        /// It could not commit: aborted, with every transaction after it, and its work redone.
+        Aborted => "aborted",
+    }
+}
+
 /// Kafka header names metastream writes.
 pub mod headers {
     pub const EVENT_ID: &str = "metastream-event-id";
@@ -331,7 +342,7 @@ mod tests {
 /// emit, or a panel silently shows nothing.
 #[cfg(test)]
 mod dashboard_labels {
-    use super::{DeadLetterReason, EventOutcome};
+    use super::{DeadLetterReason, EventOutcome, TransactionOutcome};
     use crate::Stage;
 
     /// Every `label="v"` / `label=~"a|b"` matcher of `label` in the dashboards' queries.
@@ -391,6 +402,9 @@ mod dashboard_labels {
         }
         for (file, v) in values_of("reason") {
             assert!(DeadLetterReason::parse(&v).is_some(), "{file}: reason `{v}` is not a DeadLetterReason");
+        }
+        for (file, v) in values_of("transaction") {
+            assert!(TransactionOutcome::parse(&v).is_some(), "{file}: transaction `{v}` is not a TransactionOutcome");
         }
         for (file, v) in values_of("stage") {
             assert!([Stage::Pre, Stage::Post].iter().any(|s| s.as_str() == v), "{file}: stage `{v}` is not a Stage");

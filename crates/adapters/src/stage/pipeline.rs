@@ -99,9 +99,10 @@ pub(super) struct Pipeline<'a> {
     liveness: &'a crate::liveness::FetchWatch,
     /// How many times the work was redone from the committed offsets.
     redos: u64,
-    /// The last batch taken was full: more is waiting. Under exactly once the oldest
-    /// transaction then keeps taking batches for up to `transaction_interval_ms` — fewer,
-    /// larger transactions while throughput matters; caught up, each commits at once.
+    /// The last batch taken was at least a quarter of `batch_size`: the stage is behind its
+    /// input. Under exactly once the oldest transaction then keeps taking batches for up to
+    /// `transaction_interval_ms` — fewer, larger transactions while throughput matters; caught
+    /// up, each commits at once.
     pub behind: bool,
 }
 
@@ -131,9 +132,10 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Opens `batch` in the ledger and, under exactly once, adds it to the open transaction
-    /// (beginning one on the next member when none is open, after waiting for the commit under
-    /// way when every member holds one). Returns the batch's id and the clients its delivery
+    /// Opens `batch` in the ledger and, under exactly once, adds it to the open transaction —
+    /// or begins one on the next member when none is open, once every batch before it is
+    /// acknowledged and a member is free (waiting for acknowledgements and for the commit under
+    /// way meanwhile; see [`TxnQueue::join`]). Returns the batch's id and the clients its delivery
     /// uses — under exactly once, its member's producer. `None` when partitions were revoked
     /// meanwhile: the batch is dropped, and what is still owned is read again.
     ///
@@ -361,7 +363,7 @@ impl<'a> Pipeline<'a> {
         let (ready, _) = eo.committing.take()?;
         let attrs = [
             opentelemetry::KeyValue::new("stage", eo.stage.as_str()),
-            opentelemetry::KeyValue::new("outcome", if outcome.is_ok() { "committed" } else { "aborted" }),
+            opentelemetry::KeyValue::new("transaction", if outcome.is_ok() { domain::TransactionOutcome::Committed } else { domain::TransactionOutcome::Aborted }.as_str()),
         ];
         self.shared.metrics.transaction_commit.record(eo.last_commit.elapsed().as_secs_f64(), &attrs);
         match outcome {
