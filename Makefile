@@ -53,6 +53,7 @@ stop:
 test: infra build k8s-validate
 	$(CARGO) test --workspace --no-fail-fast
 	python3 scripts/test_check_dashboards.py
+	python3 scripts/check_docs_links.py
 	scripts/smoke.sh
 	scripts/contract.sh
 	scripts/prometheus.sh check
@@ -96,7 +97,7 @@ contract: infra
 fmt:
 	$(CARGO) fmt --all
 
-# Throughput and latency next to the broker's own limit (release build); see README "Performance".
+# Throughput and latency next to the broker's own limit (release build); see docs/src/performance.md.
 bench:
 	scripts/bench.sh
 

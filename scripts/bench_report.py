@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns a bench run's JSON results into the markdown table README.md shows.
+"""Turns a bench run's JSON results into the markdown report docs/src/performance.md quotes.
 
 Usage: bench_report.py RUN_DIR [STEP_5_NOTE]. A result a run does not have (an older bench.sh, a
 step skipped) is reported as "not measured"; a target is marked met or not only from results that
