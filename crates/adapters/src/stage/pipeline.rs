@@ -141,7 +141,7 @@ impl<'a> Pipeline<'a> {
     ///
     /// # Errors
     /// When a transaction cannot begin: the stage cannot go on.
-    pub async fn open(&mut self, batch: &[OwnedMessage]) -> Result<Option<(BatchId, Shared)>, rdkafka::error::KafkaError> {
+    pub async fn open(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<Option<(BatchId, Shared)>> {
         let positions = || batch.iter().map(|m| ((rdkafka::message::Message::topic(m).to_owned(), rdkafka::message::Message::partition(m)), rdkafka::message::Message::offset(m)));
         if self.exactly_once.is_none() {
             return Ok(Some((self.ledger.open(positions()), self.shared.clone())));
@@ -172,7 +172,7 @@ impl<'a> Pipeline<'a> {
             let id = self.ledger.open(positions());
             let joined = eo.turns.join(id, positions(), tokio::time::Instant::now()).expect("a member is free");
             if joined.began {
-                eo.pool.begin(joined.member)?;
+                eo.pool.begin(joined.member).await?;
             }
             let member = eo.pool.member(joined.member);
             let mut shared = self.shared.clone();

@@ -390,7 +390,7 @@ impl StageRunner {
                 // Revoked meanwhile: the batch is dropped, what is still owned read again.
                 Ok(None) => continue,
                 Err(err) => {
-                    pipeline.stopped = Some(Stopped::Broken(format!("beginning a transaction failed: {err}")));
+                    pipeline.stopped = Some(Stopped::Broken(format!("beginning a transaction failed: {err:#}")));
                     break;
                 }
             };

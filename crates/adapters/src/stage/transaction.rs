@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use rdkafka::consumer::{Consumer as _, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
@@ -174,8 +175,22 @@ impl Pool {
         self.revoked.swap(false, Ordering::SeqCst)
     }
 
-    /// Begins a transaction on member `n`.
-    pub(super) fn begin(&self, n: usize) -> Result<(), KafkaError> {
+    /// Begins a transaction on member `n`. A member that cannot begin — left fenced or in a
+    /// fatal state by a failed call nobody else saw (an abort in the revoke hook during a broker
+    /// outage, say) — is recreated once and begins on the new producer.
+    ///
+    /// # Errors
+    /// When the member cannot be recreated, or the new producer cannot begin either.
+    pub(super) async fn begin(&mut self, n: usize) -> anyhow::Result<()> {
+        if let Err(err) = self.try_begin(n) {
+            tracing::warn!(error = %err, transactional_id = %self.members[n].transactional_id, "a producer could not begin a transaction; recreating it");
+            self.recreate(n).await?;
+            self.try_begin(n).context("beginning a transaction on a recreated producer")?;
+        }
+        Ok(())
+    }
+
+    fn try_begin(&self, n: usize) -> Result<(), KafkaError> {
         let m = &self.members[n];
         m.state.failure.lock().expect("txn lock").take();
         // Local, normally at once; seen to hang on a producer in a fatal state.
