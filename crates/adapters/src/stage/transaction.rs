@@ -204,8 +204,7 @@ impl Pool {
     /// spawn and go on. Fails — without aborting: the runner aborts this transaction and every
     /// later one — when a delivery doomed it, a call failed, or the revoke hook aborted it.
     pub(super) fn commit(&self, n: usize, offsets: &BTreeMap<TopicPartition, i64>, group: Option<ConsumerGroupMetadata>) -> impl std::future::Future<Output = Result<(), NotCommitted>> + Send + 'static {
-        let m = &self.members[n];
-        let call = Call { producer: m.producer.clone(), state: m.state.clone(), calls: self.calls.clone(), health: self.health.clone(), shutdown: self.shutdown.clone() };
+        let call = self.call(n);
         let mut tpl = TopicPartitionList::new();
         let added: Result<(), KafkaError> = offsets.iter().try_for_each(|((topic, partition), offset)| tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)));
         async move {
@@ -244,7 +243,7 @@ impl Pool {
             if !m.state.open.swap(false, Ordering::SeqCst) {
                 continue;
             }
-            let call = Call { producer: m.producer.clone(), state: m.state.clone(), calls: self.calls.clone(), health: self.health.clone(), shutdown: self.shutdown.clone() };
+            let call = self.call(n);
             match call.attempts("aborting", Duration::from_secs(30), |p, t| p.abort_transaction(t)).await {
                 Err(err) if is_fatal(&err) => {
                     tracing::warn!(error = %err, transactional_id = %m.transactional_id, "aborting failed for good");
@@ -272,6 +271,12 @@ impl Pool {
         m.state.open.store(false, Ordering::SeqCst);
         tracing::warn!(transactional_id = %m.transactional_id, "the producer was fenced; recreated it");
         Ok(())
+    }
+
+    /// What member `n`'s calls need, owned.
+    fn call(&self, n: usize) -> Call {
+        let m = &self.members[n];
+        Call { producer: m.producer.clone(), state: m.state.clone(), calls: self.calls.clone(), health: self.health.clone(), shutdown: self.shutdown.clone() }
     }
 
     /// Purges what every member still holds for the broker (a delivery stuck past its limit):

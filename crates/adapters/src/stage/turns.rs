@@ -185,11 +185,6 @@ impl<I: Copy> TxnQueue<I> {
     pub fn is_empty(&self) -> bool {
         self.txns.is_empty()
     }
-
-    /// Transactions open, sealed or committing.
-    pub fn len(&self) -> usize {
-        self.txns.len()
-    }
 }
 
 #[cfg(test)]
