@@ -43,11 +43,13 @@ pub struct TxnState {
     /// Whether the member holds a transaction not yet committed or aborted (the revoke hook
     /// aborts it when set; a commit checks it before each call).
     open: AtomicBool,
+    /// A commit call is under way on the member's producer (the revoke hook waits for it).
+    in_call: AtomicBool,
 }
 
 impl TxnState {
     fn new(refusals: Arc<Refusals>) -> Self {
-        TxnState { failure: Mutex::new(None), refusals, open: AtomicBool::new(false) }
+        TxnState { failure: Mutex::new(None), refusals, open: AtomicBool::new(false), in_call: AtomicBool::new(false) }
     }
 
     /// Records that the member's open transaction cannot commit.
@@ -98,8 +100,10 @@ pub(super) struct Pool {
     limits: domain::TopicLimits,
     health: crate::health::Health,
     shutdown: crate::shutdown::CancellationToken,
-    /// Held through each blocking call of a commit: the revoke hook takes it, so it never aborts
-    /// a transaction in the middle of its commit — it waits for the call to end.
+    /// Taken by a commit to start a call (checking the transaction is still open and marking the
+    /// call under way) and by the revoke hook for its whole run, so no commit call starts while
+    /// the hook aborts. Never held across a librdkafka call: a call that hangs and is given up
+    /// must not lock every later commit out.
     calls: Arc<Mutex<()>>,
     /// Set by the revoke hook when it aborted a transaction.
     revoked: Arc<AtomicBool>,
@@ -155,7 +159,15 @@ impl Pool {
         let (calls, revoked) = (self.calls.clone(), self.revoked.clone());
         Arc::new(move || {
             // On the consumer's poll, i.e. the runner's task: a hang here would stop the stage.
-            let _calls = watched("waiting for a commit under way before a revoke", Duration::from_secs(120), || calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            let _calls = calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A commit call under way ends before anything is aborted — within a bound: a call
+            // given up as hung (its producer replaced) never ends.
+            let _watch = crate::watchdog::guard("waiting for a commit under way before a revoke", Duration::from_secs(90));
+            let waiting = std::time::Instant::now();
+            while members.iter().any(|(_, state)| state.in_call.load(Ordering::SeqCst)) && waiting.elapsed() < REVOKE_WAITS_FOR_CALL {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            drop(_watch);
             for (producer, state) in &members {
                 if !state.open.swap(false, Ordering::SeqCst) {
                     continue;
@@ -269,6 +281,8 @@ impl Pool {
         // The fenced producer goes (librdkafka's destroy) unless a delivery still holds it.
         watched("dropping a fenced producer", Duration::from_secs(60), || m.producer.replace(producer));
         m.state.open.store(false, Ordering::SeqCst);
+        // A call given up as hung still runs on the old producer: it no longer concerns anyone.
+        m.state.in_call.store(false, Ordering::SeqCst);
         tracing::warn!(transactional_id = %m.transactional_id, "the producer was fenced; recreated it");
         Ok(())
     }
@@ -303,8 +317,9 @@ struct Call {
 }
 
 impl Call {
-    /// A commit's call: [`Self::attempts`] under the lock the revoke hook takes, each attempt
-    /// only while the transaction is still open (the hook may have aborted it meanwhile).
+    /// A commit's call: [`Self::attempts`], each attempt started under the lock the revoke hook
+    /// takes and only while the transaction is still open (the hook may have aborted it
+    /// meanwhile), and marked under way until it returns.
     async fn retrying(
         &self,
         what: &'static str,
@@ -313,11 +328,16 @@ impl Call {
     ) -> Result<(), NotCommitted> {
         let (calls, state) = (self.calls.clone(), self.state.clone());
         let guarded = move |p: &FutureProducer, t: Duration| {
-            let _calls = calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !state.open.load(Ordering::SeqCst) {
-                return Err(KafkaError::Canceled);
+            {
+                let _calls = calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !state.open.load(Ordering::SeqCst) {
+                    return Err(KafkaError::Canceled);
+                }
+                state.in_call.store(true, Ordering::SeqCst);
             }
-            call(p, t)
+            let result = call(p, t);
+            state.in_call.store(false, Ordering::SeqCst);
+            result
         };
         match self.attempts(what, timeout, guarded).await {
             Ok(()) => Ok(()),
@@ -361,6 +381,10 @@ impl Call {
         }
     }
 }
+
+/// How long the revoke hook waits for a commit call under way to end before it aborts anyway
+/// (the commit then fails and its work is redone).
+const REVOKE_WAITS_FOR_CALL: Duration = Duration::from_secs(45);
 
 /// How long past its own timeout a blocking transactional call may take before the producer is
 /// given up as stuck: librdkafka's `send_offsets_to_transaction` was seen waiting for ever (on
