@@ -277,6 +277,9 @@ pub mod headers {
     /// When the pre-transformer produced the notice (its Kafka timestamp, ms): on published
     /// events. The published message's own timestamp is when the post-transformer produced it.
     pub const NOTICED_AT_MS: &str = "metastream-noticed-at-ms";
+    /// On the records of a sweep, a transaction that is always aborted (no `read_committed`
+    /// reader sees them): see `adapters::stage::transaction`, "Orphaned records".
+    pub const SWEEP: &str = "metastream-sweep";
     pub const DLQ_STAGE: &str = "metastream-dlq-stage";
     pub const DLQ_REASON: &str = "metastream-dlq-reason";
     pub const DLQ_ERROR: &str = "metastream-dlq-error";

@@ -172,7 +172,8 @@ impl<'a> Pipeline<'a> {
             let id = self.ledger.open(positions());
             let joined = eo.turns.join(id, positions(), tokio::time::Instant::now()).expect("a member is free");
             if joined.began {
-                eo.pool.begin(joined.member).await?;
+                let consumer = self.consumer;
+                eo.pool.begin(joined.member, || consumer.group_metadata()).await?;
             }
             let member = eo.pool.member(joined.member);
             let mut shared = self.shared.clone();
@@ -375,6 +376,21 @@ impl<'a> Pipeline<'a> {
                 None
             }
             Err(why) => Some((ready.member, why)),
+        }
+    }
+
+    /// Whether a member whose transaction did not commit waits to be swept while none holds a
+    /// transaction (see `transaction`, "Orphaned records").
+    pub fn needs_sweep(&self) -> bool {
+        self.exactly_once.as_ref().is_some_and(|eo| eo.turns.is_empty() && (0..eo.pool.members().len()).any(|n| eo.pool.is_dirty(n)))
+    }
+
+    /// Sweeps the members that need it (the runner's idle tick: a stage that cannot read —
+    /// orphaned offsets of its own group can be why — still sweeps).
+    pub async fn sweep_idle(&mut self) {
+        let consumer = self.consumer;
+        if let Some(eo) = self.exactly_once.as_mut().filter(|eo| eo.turns.is_empty()) {
+            eo.pool.sweep_idle(|| consumer.group_metadata()).await;
         }
     }
 

@@ -245,7 +245,13 @@ impl StageRunner {
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
         let (producer, txn_pool, commits) = if exactly_once {
             let id = transactional_id(&t.group_id, &t.listen);
-            let txns = super::transaction::Pool::build(&settings.kafka, &limits, &id, settings.delivery.transaction_producers, health.clone(), shutdown.clone()).await?;
+            let topics = &settings.kafka.topics;
+            let writes = match service {
+                Service::PreTransformer => vec![topics.processed.clone(), topics.dead_letter.clone()],
+                _ => vec![topics.output.clone(), topics.dead_letter.clone()],
+            };
+            let sweep = (writes, input_topic.clone());
+            let txns = super::transaction::Pool::build(&settings.kafka, &limits, &id, settings.delivery.transaction_producers, sweep, health.clone(), shutdown.clone()).await?;
             let commits = crate::kafka::Commits::InTransaction(txns.revoke_hook());
             (txns.member(0).producer.clone(), Some(txns), commits)
         } else {
@@ -354,6 +360,11 @@ impl StageRunner {
                     continue;
                 }
                 _ = sleep_until(commit_wakeup.unwrap_or_else(tokio::time::Instant::now)), if commit_wakeup.is_some() => continue,
+                _ = tokio::time::sleep(SWEEP_TICK), if pipeline.needs_sweep() => {
+                    self.loop_watch.busy();
+                    pipeline.sweep_idle().await;
+                    continue;
+                }
                 received = self.consumer.recv() => {
                     self.loop_watch.busy();
                     match received {
@@ -445,6 +456,9 @@ impl StageRunner {
         }
     }
 }
+
+/// How long a stage with a member to sweep and nothing to read waits before it sweeps.
+const SWEEP_TICK: Duration = Duration::from_secs(1);
 
 /// How long the stage's thread may be blocked before the process gives up ([`crate::watchdog`]).
 const RUNTIME_STALL: Duration = Duration::from_secs(120);

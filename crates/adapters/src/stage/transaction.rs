@@ -11,6 +11,24 @@
 //! transaction: it and every later one are aborted, and the partitions are rewound to their
 //! committed offsets, so the work is redone and nothing is published twice to `read_committed`
 //! readers.
+//!
+//! # Orphaned records
+//!
+//! A broker that restarts can complete a transaction without writing its marker to some of its
+//! partitions: its transaction coordinator, loaded before the broker leads every partition
+//! again, skips a partition without a leader as "likely deleted" (seen on a single broker with
+//! a few thousand partitions, killed and started again: a transaction the coordinator aborted
+//! on timeout). Those partitions keep the transaction's records open: `read_committed` readers
+//! stop at them (the stage behind stalls), and the next transaction of the same producer that
+//! writes the partition ends them with its own marker — a *commit* publishes the aborted
+//! records as well, so the output holds them twice.
+//!
+//! So a member whose transaction did not commit (aborted, fenced, given up) is *dirty*, and is
+//! swept before it carries work again ([`Pool::sweep`]): a transaction that writes one empty
+//! record (header `metastream-sweep`) to every partition of the topics the stage writes, adds
+//! the consumer group's offsets, and is aborted. Its abort marker ends whatever that producer
+//! left open there, as aborted. A stage with nothing to read sweeps too (the runner's idle
+//! tick), since orphaned offsets of its own group can be what keeps it from reading.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +38,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::consumer::{Consumer as _, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::dead_letter::Failure;
@@ -45,11 +63,14 @@ pub struct TxnState {
     open: AtomicBool,
     /// A commit call is under way on the member's producer (the revoke hook waits for it).
     in_call: AtomicBool,
+    /// Its last transaction did not commit: it is swept before it carries work again (see
+    /// "Orphaned records" in the module's doc).
+    dirty: AtomicBool,
 }
 
 impl TxnState {
     fn new(refusals: Arc<Refusals>) -> Self {
-        TxnState { failure: Mutex::new(None), refusals, open: AtomicBool::new(false), in_call: AtomicBool::new(false) }
+        TxnState { failure: Mutex::new(None), refusals, open: AtomicBool::new(false), in_call: AtomicBool::new(false), dirty: AtomicBool::new(false) }
     }
 
     /// Records that the member's open transaction cannot commit.
@@ -107,6 +128,10 @@ pub(super) struct Pool {
     calls: Arc<Mutex<()>>,
     /// Set by the revoke hook when it aborted a transaction.
     revoked: Arc<AtomicBool>,
+    /// What a sweep writes: every partition of these (the topics the stage writes) ...
+    writes: Vec<String>,
+    /// ... and an offset of this one (the stage's input), for its group.
+    input: String,
 }
 
 impl Pool {
@@ -116,11 +141,13 @@ impl Pool {
     ///
     /// # Errors
     /// When a producer cannot be created or the broker does not answer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn build(
         kafka: &crate::settings::KafkaSettings,
         limits: &domain::TopicLimits,
         base: &str,
         size: usize,
+        (writes, input): (Vec<String>, String),
         health: crate::health::Health,
         shutdown: crate::shutdown::CancellationToken,
     ) -> anyhow::Result<Self> {
@@ -140,6 +167,8 @@ impl Pool {
             shutdown,
             calls: Arc::new(Mutex::new(())),
             revoked: Arc::new(AtomicBool::new(false)),
+            writes,
+            input,
         })
     }
 
@@ -172,6 +201,7 @@ impl Pool {
                 if !state.open.swap(false, Ordering::SeqCst) {
                     continue;
                 }
+                state.dirty.store(true, Ordering::SeqCst);
                 let aborted = watched("abort_transaction before a revoke", Duration::from_secs(90), || producer.get().abort_transaction(Duration::from_secs(30)));
                 match aborted {
                     Ok(()) => tracing::info!("partitions revoked: aborted an open transaction; its work is redone by their next owner"),
@@ -187,13 +217,20 @@ impl Pool {
         self.revoked.swap(false, Ordering::SeqCst)
     }
 
-    /// Begins a transaction on member `n`. A member that cannot begin — left fenced or in a
-    /// fatal state by a failed call nobody else saw (an abort in the revoke hook during a broker
-    /// outage, say) — is recreated once and begins on the new producer.
+    /// Begins a transaction on member `n`, swept first if it is dirty (until a sweep succeeds,
+    /// or shutdown). A member that cannot begin — left fenced or in a fatal state by a failed
+    /// call nobody else saw (an abort in the revoke hook during a broker outage, say) — is
+    /// recreated once and begins on the new producer.
     ///
     /// # Errors
     /// When the member cannot be recreated, or the new producer cannot begin either.
-    pub(super) async fn begin(&mut self, n: usize) -> anyhow::Result<()> {
+    pub(super) async fn begin(&mut self, n: usize, group: impl Fn() -> Option<ConsumerGroupMetadata>) -> anyhow::Result<()> {
+        let mut backoff = crate::retry::Backoff::infra();
+        while self.is_dirty(n) && !self.shutdown.is_cancelled() {
+            if self.sweep(n, group()).await.is_err() {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
         if let Err(err) = self.try_begin(n) {
             tracing::warn!(error = %err, transactional_id = %self.members[n].transactional_id, "a producer could not begin a transaction; recreating it");
             self.recreate(n).await?;
@@ -241,10 +278,104 @@ impl Pool {
         }
     }
 
+    /// Whether member `n` must be swept before it carries work.
+    pub(super) fn is_dirty(&self, n: usize) -> bool {
+        self.members[n].state.dirty.load(Ordering::SeqCst)
+    }
+
+    /// Sweeps member `n` (see "Orphaned records" in the module's doc): a transaction with an
+    /// empty record on every partition the stage writes and an offset for `group`, aborted. The
+    /// member is clean once the abort succeeded.
+    ///
+    /// # Errors
+    /// What failed (logged): the member stays dirty, to be swept again.
+    pub(super) async fn sweep(&mut self, n: usize, group: Option<ConsumerGroupMetadata>) -> Result<(), ()> {
+        let transactional_id = self.members[n].transactional_id.clone();
+        let written = self.sweep_writes(n, group).await;
+        if !self.members[n].state.open.load(Ordering::SeqCst) {
+            // It could not even begin: a new producer (dirty too) is swept next time.
+            tracing::warn!(%transactional_id, why = written.err().unwrap_or_default(), "a producer to sweep could not begin a transaction; recreating it");
+            let _ = self.recreate(n).await;
+            return Err(());
+        }
+        // Whatever was written, the transaction is aborted.
+        let call = self.call(n);
+        let aborted = call.attempts("aborting a sweep", Duration::from_secs(30), |p, t| p.abort_transaction(t)).await;
+        self.members[n].state.open.store(false, Ordering::SeqCst);
+        match (written, aborted) {
+            (Ok(partitions), Ok(())) => {
+                self.members[n].state.dirty.store(false, Ordering::SeqCst);
+                tracing::info!(%transactional_id, partitions, "swept a producer whose transaction did not commit: whatever it left open is aborted");
+                Ok(())
+            }
+            (written, aborted) => {
+                let why = written.err().or(aborted.as_ref().err().map(ToString::to_string)).unwrap_or_default();
+                tracing::warn!(%transactional_id, why, "sweeping a producer whose transaction did not commit failed; it is swept again before it carries work");
+                if aborted.as_ref().is_err_and(is_fatal) {
+                    // The new producer is dirty too (recreate).
+                    let _ = self.recreate(n).await;
+                }
+                Err(())
+            }
+        }
+    }
+
+    /// A sweep's writes, in a transaction begun on member `n`: how many partitions it wrote.
+    async fn sweep_writes(&mut self, n: usize, group: Option<ConsumerGroupMetadata>) -> Result<usize, String> {
+        self.try_begin(n).map_err(|err| format!("beginning: {err}"))?;
+        let producer = self.members[n].producer.get();
+        let (p, topics) = (producer.clone(), self.writes.clone());
+        let partitions = tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            for topic in &topics {
+                let metadata = p.client().fetch_metadata(Some(topic), Duration::from_secs(10))?;
+                all.extend(metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|pm| (topic.clone(), pm.id()))));
+            }
+            Ok::<_, KafkaError>(all)
+        })
+        .await
+        .map_err(|err| err.to_string())?
+        .map_err(|err| format!("reading partitions: {err}"))?;
+        let marker = OwnedHeaders::new().insert(Header { key: domain::schema::headers::SWEEP, value: Some("aborted") });
+        let mut acks = Vec::with_capacity(partitions.len());
+        for (topic, partition) in &partitions {
+            let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).partition(*partition).payload(&[][..]).headers(marker.clone());
+            acks.push(producer.send_result(record).map_err(|(err, _)| format!("producing to {topic}[{partition}]: {err}"))?);
+        }
+        for ack in tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(acks)).await.map_err(|_| "acknowledgements timed out".to_owned())? {
+            match ack {
+                Ok(Ok(_)) => {}
+                Ok(Err((err, _))) => return Err(format!("a record was not acknowledged: {err}")),
+                Err(_) => return Err("a record was cancelled".into()),
+            }
+        }
+        if let Some(group) = group {
+            // Adds the group's offsets partition to the transaction; the offset is never
+            // committed (the transaction is aborted).
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.input, 0, Offset::Offset(0)).map_err(|err| err.to_string())?;
+            let group = Arc::new(group);
+            let call = self.call(n);
+            call.attempts("sweeping the group's offsets", Duration::from_secs(30), move |p, t| p.send_offsets_to_transaction(&tpl, &group, t))
+                .await
+                .map_err(|err| format!("adding the group's offsets: {err}"))?;
+        }
+        Ok(partitions.len())
+    }
+
+    /// Sweeps every dirty member, when none holds a transaction (the runner's idle tick).
+    pub(super) async fn sweep_idle(&mut self, group: impl Fn() -> Option<ConsumerGroupMetadata>) {
+        for n in 0..self.members.len() {
+            if self.is_dirty(n) && !self.members[n].state.open.load(Ordering::SeqCst) {
+                let _ = self.sweep(n, group()).await;
+            }
+        }
+    }
+
     /// Aborts the transactions of `members` (oldest first; those the revoke hook already
     /// aborted are skipped), retrying while the broker cannot be reached: nothing more may be
     /// produced on a member until its transaction is aborted. A member fenced or broken for good
-    /// is recreated.
+    /// is recreated. Each is dirty afterwards.
     ///
     /// # Errors
     /// When a broken member cannot be recreated: the stage cannot go on.
@@ -255,6 +386,7 @@ impl Pool {
             if !m.state.open.swap(false, Ordering::SeqCst) {
                 continue;
             }
+            m.state.dirty.store(true, Ordering::SeqCst);
             let call = self.call(n);
             match call.attempts("aborting", Duration::from_secs(30), |p, t| p.abort_transaction(t)).await {
                 Err(err) if is_fatal(&err) => {
@@ -281,6 +413,7 @@ impl Pool {
         // The fenced producer goes (librdkafka's destroy) unless a delivery still holds it.
         watched("dropping a fenced producer", Duration::from_secs(60), || m.producer.replace(producer));
         m.state.open.store(false, Ordering::SeqCst);
+        m.state.dirty.store(true, Ordering::SeqCst);
         // A call given up as hung still runs on the old producer: it no longer concerns anyone.
         m.state.in_call.store(false, Ordering::SeqCst);
         tracing::warn!(transactional_id = %m.transactional_id, "the producer was fenced; recreated it");
