@@ -11,6 +11,8 @@
 //! - [`messages`]: what travels between stages on Kafka besides the event itself.
 //! - [`limits`]: the size and depth budget every message of an accepted event must fit.
 //! - [`webhooks`]: webhook subscriptions, Standard Webhooks signatures, the retry schedule.
+//! - [`native`]: requests of sources that speak their own protocol (GitHub, Jira, CloudEvents,
+//!   OpenLineage) turned into envelopes.
 //!
 //! This crate does no I/O: no tokio, rdkafka or redis anywhere in its dependency tree.
 
@@ -20,6 +22,7 @@ pub mod condition;
 pub mod event;
 pub mod limits;
 pub mod messages;
+pub mod native;
 pub mod object;
 pub mod operations;
 pub mod path;
