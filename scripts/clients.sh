@@ -69,7 +69,7 @@ case "${1:-}" in
     start=$SECONDS
     install_node
     install_python
-    log "clients installed in $CLIENTS ($((SECONDS - start)) s)"
+    log "clients ready in $CLIENTS ($((SECONDS - start)) s)"
     ;;
   paths)
     [[ -f $NODE_DIR/.stamp && -f $VENV/.stamp ]] || die "the clients are not installed: run scripts/clients.sh install"

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub delivery_errors: Counter<u64>,
     pub events_ingested: Counter<u64>,
     pub ingest_rejected: Counter<u64>,
+    /// Native deliveries nothing maps, dropped by their source's `native.unmapped: drop`.
+    pub native_dropped: Counter<u64>,
     pub events_processed: Counter<u64>,
     pub dead_letters: Counter<u64>,
     /// Dead letters that hold a reference to the original message (too large to copy).
@@ -125,6 +127,7 @@ impl Metrics {
             delivery_errors: counter("metastream_kafka_delivery_errors_total", "Kafka produce failures (before retry)"),
             events_ingested: counter("metastream_events_ingested_total", "Events acknowledged by the gateway"),
             ingest_rejected: counter("metastream_ingest_rejected_total", "Ingest requests refused, by reason"),
+            native_dropped: counter("metastream_native_dropped_total", "Native deliveries acknowledged and dropped (nothing maps them), by source and event type"),
             events_processed: counter("metastream_events_processed_total", "Events by stage and outcome"),
             dead_letters: counter("metastream_dead_letters_total", "Messages sent to the dead-letter topic"),
             dead_letter_references: counter(
@@ -162,6 +165,7 @@ impl Metrics {
             &metrics.delivery_errors,
             &metrics.events_ingested,
             &metrics.ingest_rejected,
+            &metrics.native_dropped,
             &metrics.events_processed,
             &metrics.dead_letters,
             &metrics.rate_limited,

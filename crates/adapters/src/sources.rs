@@ -235,6 +235,14 @@ impl SourceCatalog {
         self.sources.read().expect("catalog lock").as_ref()?.get(source).cloned()
     }
 
+    /// The sources whose configuration is of `kind`, by name.
+    pub fn of_kind(&self, kind: domain::source::SourceKind) -> Vec<String> {
+        let sources = self.sources.read().expect("catalog lock");
+        let mut names: Vec<String> = sources.iter().flatten().filter(|(_, c)| c.config().kind == kind).map(|(n, _)| n.clone()).collect();
+        names.sort();
+        names
+    }
+
     /// Whether configs have been loaded at least once.
     pub fn is_loaded(&self) -> bool {
         self.sources.read().expect("catalog lock").is_some()

@@ -373,6 +373,37 @@ pub fn openlineage(source: &SourceName, native: &Native, body: &[u8]) -> Result<
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Signatures
+
+/// Whether `header` — GitHub's `X-Hub-Signature-256` or Jira's `X-Hub-Signature`, both
+/// `sha256=<hex HMAC-SHA-256 of the raw body>` — is `secret`'s signature of `body`, compared in
+/// constant time.
+pub fn hub_signature_matches(secret: &[u8], body: &[u8], header: &str) -> bool {
+    use hmac::{Hmac, Mac as _};
+    let Some(hex) = header.trim().strip_prefix("sha256=") else { return false };
+    let Some(given) = decode_hex(hex) else { return false };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
+}
+
+/// `sha256=<hex>` of `body` under `secret`: what a sender puts in the header (tests, docs).
+pub fn hub_signature(secret: &[u8], body: &[u8]) -> String {
+    use hmac::{Hmac, Mac as _};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    format!("sha256={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -392,6 +423,18 @@ mod tests {
             Outcome::Events(e) => e.iter().map(|t| serde_json::from_str(&t.envelope).unwrap()).collect(),
             other => panic!("expected events, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn hub_signatures_match_only_the_exact_bytes_and_secret() {
+        // GitHub's documented example: secret "It's a Secret to Everybody", body "Hello, World!".
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(hub_signature(b"It's a Secret to Everybody", b"Hello, World!"), sig);
+        assert!(hub_signature_matches(b"It's a Secret to Everybody", b"Hello, World!", sig));
+        assert!(!hub_signature_matches(b"It's a Secret to Everybody", b"Hello, World?", sig));
+        assert!(!hub_signature_matches(b"another", b"Hello, World!", sig));
+        assert!(!hub_signature_matches(b"It's a Secret to Everybody", b"Hello, World!", "sha1=abc"));
+        assert!(!hub_signature_matches(b"It's a Secret to Everybody", b"Hello, World!", "sha256=zz"));
     }
 
     #[test]

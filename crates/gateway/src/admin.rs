@@ -5,6 +5,8 @@
 //! - `GET /v1/operations`: the operation catalog,
 //! - `POST /v1/sources/{source}/preview`: runs pre then post operations on a sample event
 //!   without touching Kafka or the store.
+//! - `POST /v1/sources/{source}/secret`: a new secret for a source whose sender signs its
+//!   requests (kind `github`, `jira`); the previous one is honoured for an overlap.
 //!
 //! A config is compiled before it is stored: every problem is reported at once, located.
 
@@ -14,6 +16,7 @@ use adapters::http::{read_body, require_json, Problem, RequestError};
 use adapters::sources::Versioned;
 use adapters::auth::Principal;
 use domain::auth::Access;
+use domain::source::Signing;
 use domain::{CompiledSource, Event, SourceConfig, SourceName};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,6 +29,7 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
     PUT "/v1/sources/{source}" => put,
     DELETE "/v1/sources/{source}" => delete,
     POST "/v1/sources/{source}/preview" => preview,
+    POST "/v1/sources/{source}/secret" => rotate_secret,
     GET "/v1/operations" => operations,
 } }
 
@@ -114,20 +118,105 @@ async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, stat
     let name = source_name(&path)?;
     let expected = if_match(&req)?;
     let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
-    let config = parse_config(&name, &body)?;
+    let mut config = parse_config(&name, &body)?;
+    config.native.validate().map_err(|message| AdminError::InvalidConfig(vec![domain::ConfigError { location: "native".into(), message }]))?;
     CompiledSource::compile(config.clone()).map_err(AdminError::InvalidConfig)?;
+    // `signing` is the gateway's: kept from the stored config, or begun for a new signed source.
+    let kept = state.catalog.store().get(name.as_str()).await.map_err(|e| unavailable(&state, e))?.and_then(|c| c.signing);
+    let new_secret = config.kind.is_signed() && kept.is_none();
+    if config.kind.is_signed() {
+        secret_base(&state)?;
+    }
+    config.signing = if config.kind.is_signed() { Some(kept.unwrap_or(Signing { generation: 1, previous_until: None })) } else { kept };
     match state.catalog.store().put(&config, expected).await.map_err(|e| unavailable(&state, e))? {
         Versioned::Done(version) => {
             tracing::info!(source = %name, version, "source config stored");
             crate::audit::record(&state, &admin, "source.put", name.as_str(), json!({"version": version})).await;
             let stored = SourceConfig { version, ..config };
-            Ok(HttpResponse::Ok().insert_header((header::ETAG, format!("\"{version}\""))).json(stored))
+            let mut answer = serde_json::to_value(&stored).expect("a SourceConfig serializes");
+            if new_secret {
+                // Shown once: derived, never stored.
+                answer["secret"] = json!(source_secret(&state, &name, 1)?);
+            }
+            Ok(HttpResponse::Ok().insert_header((header::ETAG, format!("\"{version}\""))).json(answer))
         }
         Versioned::Conflict(current) => Err(AdminError::PreconditionFailed(format!(
             "source `{name}` is at version {current}, not {}",
             expected.unwrap_or_default()
         ))),
     }
+}
+
+/// The server secret a signed source's secret derives from.
+fn secret_base(state: &State) -> Result<&[u8], AdminError> {
+    state.server_secret.as_deref().ok_or_else(|| AdminError::Conflict("signed sources (kind github, jira) need auth.key_secret (METASTREAM__AUTH__KEY_SECRET)".into()))
+}
+
+/// The secret of generation `generation` of source `name`, as its sender is configured with it.
+fn source_secret(state: &State, name: &SourceName, generation: u32) -> Result<String, AdminError> {
+    Ok(domain::webhooks::WebhookSecret::derive(secret_base(state)?, &Signing::label(name.as_str()), generation).expose())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateSecret {
+    /// How long the previous secret stays valid, in seconds (default one day, at most 30 days).
+    #[serde(default = "default_overlap")]
+    overlap_s: u64,
+}
+
+fn default_overlap() -> u64 {
+    86_400
+}
+
+#[utoipa::path(post, path = "/v1/sources/{source}/secret", operation_id = "rotate_source_secret", tag = "admin",
+    description = "A new secret for a source of kind github or jira, shown once in the answer: configure the sender with it. The previous secret is honoured for `overlap_s` more seconds.",
+    params(("source" = String, Path, description = "Source name")),
+    request_body(content = Option<RotateSecret>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new secret, its generation, and until when the previous one is honoured", body = Object),
+        (status = 404, description = "No such source", body = adapters::openapi::ProblemDoc),
+        (status = 409, description = "The source's kind is not signed, or auth.key_secret is not set", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::BodyErrors,
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
+async fn rotate_secret(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
+    let admin = authorize(&req, &state)?;
+    let name = source_name(&path)?;
+    let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
+    let options: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateSecret { overlap_s: default_overlap() }
+    } else {
+        require_json(&req)?;
+        serde_json::from_slice(&body).map_err(|e| AdminError::bad_request(format!("body: {e}")))?
+    };
+    if options.overlap_s > 30 * 86_400 {
+        return Err(AdminError::bad_request("overlap_s is at most 2592000 (30 days)"));
+    }
+    secret_base(&state)?;
+    // Optimistic: read, count up, store if nobody changed it meanwhile.
+    for _ in 0..5 {
+        let Some(mut config) = state.catalog.store().get(name.as_str()).await.map_err(|e| unavailable(&state, e))? else {
+            return Err(AdminError::not_found(format!("source `{name}` has no configuration")));
+        };
+        if !config.kind.is_signed() {
+            return Err(AdminError::Conflict(format!("source `{name}` is of kind {}: only github and jira sources sign their requests", config.kind.as_str())));
+        }
+        let generation = config.signing.map_or(1, |s| s.generation + 1);
+        let previous_until = (generation > 1).then(|| chrono::Utc::now().timestamp() + options.overlap_s as i64);
+        config.signing = Some(Signing { generation, previous_until });
+        if let Versioned::Done(version) = state.catalog.store().put(&config, Some(config.version)).await.map_err(|e| unavailable(&state, e))? {
+            tracing::info!(source = %name, generation, version, "source secret rotated");
+            crate::audit::record(&state, &admin, "source.secret_rotated", name.as_str(), json!({"generation": generation, "version": version})).await;
+            return Ok(HttpResponse::Ok().insert_header((header::ETAG, format!("\"{version}\""))).json(json!({
+                "source": name,
+                "secret": source_secret(&state, &name, generation)?,
+                "generation": generation,
+                "previous_valid_until": previous_until.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()),
+            })));
+        }
+    }
+    Err(AdminError::PreconditionFailed(format!("source `{name}` kept changing while its secret was rotated; try again")))
 }
 
 #[utoipa::path(delete, path = "/v1/sources/{source}", operation_id = "delete_source", tag = "admin",

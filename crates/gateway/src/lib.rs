@@ -23,6 +23,7 @@
 mod admin;
 mod audit;
 mod dead_letters;
+mod hooks;
 mod idempotency;
 mod keys;
 pub mod openapi;
@@ -171,6 +172,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(finish))
                 .configure(health_routes)
                 .configure(routes::configure)
+                .configure(hooks::configure)
                 .configure(openapi::configure_public)
                 .default_service(fallback(openapi::public_routes()))
         })

@@ -435,11 +435,14 @@ pub struct WebhookReplayAcceptedDoc {
     paths(
         crate::routes::ingest,
         crate::routes::ingest_batch,
+        crate::hooks::hook,
+        crate::hooks::lineage,
         crate::admin::list,
         crate::admin::get,
         crate::admin::put,
         crate::admin::delete,
         crate::admin::preview,
+        crate::admin::rotate_secret,
         crate::admin::operations,
         crate::keys::create,
         crate::keys::list,
@@ -483,7 +486,7 @@ pub(crate) fn configure_admin(cfg: &mut actix_web::web::ServiceConfig) {
 }
 
 pub(crate) fn public_routes() -> Vec<&'static [(&'static str, &'static str)]> {
-    vec![adapters::http::HEALTH_ROUTES, crate::routes::ROUTES, adapters::openapi::ROUTES]
+    vec![adapters::http::HEALTH_ROUTES, crate::routes::ROUTES, crate::hooks::ROUTES, adapters::openapi::ROUTES]
 }
 
 pub(crate) fn admin_routes() -> Vec<&'static [(&'static str, &'static str)]> {

@@ -147,15 +147,15 @@ struct BatchAnswer {
 /// One event's result in a batch answer, in the order the events came.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum BatchResult {
+pub(crate) enum BatchResult {
     Accepted(Accepted),
     Rejected { status: &'static str, error: &'static str, message: String },
 }
 
 /// An accepted event: where Kafka stored it.
-#[derive(Debug, Serialize)]
-struct Accepted {
-    status: &'static str,
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub(crate) struct Accepted {
+    status: std::borrow::Cow<'static, str>,
     id: String,
     source: String,
     topic: String,
@@ -251,7 +251,7 @@ async fn handle(req: HttpRequest, body: web::Payload, state: &State) -> Result<H
 /// Checks the event's source and waits for Kafka's ack; the answer body on success. A request's
 /// `Idempotency-Key` travels as a header, so the pre-transformer can drop a second copy that a
 /// retry wrote after the first one's answer was lost.
-async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str, idempotency_key: Option<&str>) -> Result<Accepted, IngestError> {
+pub(crate) async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str, idempotency_key: Option<&str>) -> Result<Accepted, IngestError> {
     if !state.catalog.is_loaded() {
         return Err(IngestError::Request(RequestError::Unavailable {
             what: "source configurations are not loaded yet (redis unreachable)".into(),
@@ -317,7 +317,7 @@ async fn accept_event(state: &State, event: ClientEvent<'_>, received_at: &str, 
             state.metrics.events_ingested.add(1, &[opentelemetry::KeyValue::new("source", event.source.to_string())]);
             tracing::debug!(event_id = %event.id, source = %event.source, partition = d.partition, offset = d.offset, "event accepted");
             Ok(Accepted {
-                status: "accepted",
+                status: "accepted".into(),
                 id: event.id.to_string(),
                 source: event.source.to_string(),
                 topic: state.ingest_topic.clone(),

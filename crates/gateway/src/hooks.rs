@@ -1,0 +1,223 @@
+//! Sources that speak their own protocol (`domain::native`): `POST /hooks/{source}` for a
+//! source of kind `github`, `jira` or `cloudevents`, and `POST /api/v1/lineage` — the path
+//! OpenLineage's HTTP transport posts to — for a source of kind `openlineage`.
+//!
+//! Authenticity comes first, before anything is parsed or written: GitHub and Jira sign each
+//! request with the source's secret (`sha256=` HMAC of the raw body, checked in constant time;
+//! the secret is derived from `auth.key_secret`, never stored — see `admin`'s
+//! `POST /v1/sources/{source}/secret`); CloudEvents and OpenLineage senders present a bearer key
+//! with `ingest:<source>`. Each event then takes the same path as `POST /ingest`: the size and
+//! depth budget, the idempotency claim (keyed by the protocol's delivery id, so a redelivery is
+//! answered with the first answer and published once), and Kafka's ack before any 2xx.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use adapters::http::{read_body, Problem as _, RequestError};
+use domain::auth::{Access, RateKind};
+use domain::event::now_rfc3339;
+use domain::native::{self, NativeError, Outcome, Translated};
+use domain::source::{Signing, SourceKind};
+use domain::{ClientEvent, SourceName};
+use serde_json::json;
+use tracing::Instrument as _;
+
+use crate::routes::{accept_event, Accepted, BatchResult, IngestError};
+use crate::{idempotency, State};
+
+adapters::routes! { pub(crate) fn configure / ROUTES {
+    POST "/hooks/{source}" => hook,
+    POST "/api/v1/lineage" => lineage,
+} }
+
+/// `POST /hooks/{source}`: a GitHub or Jira webhook delivery, or CloudEvents (binary,
+/// structured or batched), for a source of that kind.
+#[utoipa::path(post, path = "/hooks/{source}", operation_id = "hook", tag = "ingest",
+    description = "A native delivery for a source of kind `github`, `jira` (signed: `X-Hub-Signature-256` / `X-Hub-Signature`, `sha256=` HMAC of the body with the source's secret) or `cloudevents` (bearer key with `ingest:<source>`). 202 once Kafka acknowledged every event; GitHub's `ping` and events the source drops are answered 200.",
+    params(("source" = String, Path, description = "Source name")),
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`ping` answered, or the event dropped (`native.unmapped: drop`), or a CloudEvents batch's per-event results", body = Object),
+        (status = 202, description = "Kafka acknowledged the event", body = crate::openapi::AcceptedDoc),
+        (status = 404, description = "No source of a native kind by that name", body = adapters::openapi::ProblemDoc),
+        (status = 413, description = "Larger than the pipeline carries", body = adapters::openapi::ProblemDoc),
+        (status = 422, description = "The same delivery id with another body", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors))]
+async fn hook(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
+    let name = SourceName::parse(path.into_inner()).map_err(|e| RequestError::NotFound(e.to_string()))?;
+    let kind = native_kind(&state, &name)?;
+    if kind == SourceKind::Openlineage {
+        return Err(RequestError::NotFound(format!("source `{name}` is of kind openlineage: its clients post to /api/v1/lineage?source={name}")).into());
+    }
+    receive(&req, body, &state, &name, kind).await
+}
+
+/// `POST /api/v1/lineage`: an OpenLineage event, for the source named by `?source=`, or the one
+/// source of kind `openlineage`.
+#[utoipa::path(post, path = "/api/v1/lineage", operation_id = "lineage", tag = "ingest",
+    description = "An OpenLineage event (run, job or dataset) as the OpenLineage HTTP transport posts it, with a bearer key holding `ingest:<source>`. The job (`namespace/name`) is the entity of a run event.",
+    params(("source" = Option<String>, Query, description = "The source of kind openlineage (needed when there are several)")),
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Kafka acknowledged the event (and its dataset events)", body = Object),
+        (status = 404, description = "No source of kind openlineage (or several, and none named)", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
+async fn lineage(req: HttpRequest, query: web::Query<std::collections::HashMap<String, String>>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
+    let name = match query.get("source") {
+        Some(name) => SourceName::parse(name.clone()).map_err(|e| IngestError::bad_request(format!("source: {e}")))?,
+        None => {
+            let mut lineage = state.catalog.of_kind(SourceKind::Openlineage).into_iter();
+            match (lineage.next(), lineage.next()) {
+                (Some(only), None) => SourceName::parse(only).map_err(|e| RequestError::Internal(anyhow::anyhow!(e.to_string())))?,
+                (None, _) => return Err(RequestError::NotFound("no source is of kind openlineage: configure one (`\"kind\": \"openlineage\"`)".into()).into()),
+                (Some(_), Some(_)) => return Err(IngestError::bad_request("several sources are of kind openlineage: name one with ?source=")),
+            }
+        }
+    };
+    let kind = native_kind(&state, &name)?;
+    if kind != SourceKind::Openlineage {
+        return Err(RequestError::NotFound(format!("source `{name}` is of kind {}, not openlineage", kind.as_str())).into());
+    }
+    receive(&req, body, &state, &name, kind).await
+}
+
+/// The kind of `name`'s configuration, when it is a native one.
+fn native_kind(state: &State, name: &SourceName) -> Result<SourceKind, IngestError> {
+    if !state.catalog.is_loaded() {
+        return Err(RequestError::Unavailable { what: "source configurations are not loaded yet (redis unreachable)".into(), retry_after_s: state.retry_after_s }.into());
+    }
+    match state.catalog.get(name.as_str()).map(|c| c.config().kind) {
+        Some(SourceKind::Envelope) => Err(RequestError::NotFound(format!("source `{name}` takes envelopes at POST /ingest (its kind is envelope)")).into()),
+        Some(kind) => Ok(kind),
+        None => Err(RequestError::NotFound(format!("source `{name}` has no configuration")).into()),
+    }
+}
+
+async fn receive(req: &HttpRequest, body: web::Payload, state: &State, name: &SourceName, kind: SourceKind) -> Result<HttpResponse, IngestError> {
+    let span = tracing::info_span!("hook", otel.name = %format!("POST native {}", kind.as_str()), otel.kind = "server", metastream.source = name.as_str());
+    adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_http(req.headers()));
+    let result = translate_and_ingest(req, body, state, name, kind).instrument(span).await;
+    if let Err(err) = &result {
+        state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
+    }
+    result
+}
+
+async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &State, name: &SourceName, kind: SourceKind) -> Result<HttpResponse, IngestError> {
+    let principal = if kind.is_signed() {
+        None
+    } else {
+        let principal = state.auth.authorize(req, Access::AnyIngest)?;
+        principal.require(Access::Ingest(name.as_str()))?;
+        Some(principal)
+    };
+    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| RequestError::Unavailable {
+        what: "the gateway is at capacity (gateway.max_in_flight)".into(),
+        retry_after_s: state.retry_after_s,
+    })?;
+    let body = read_body(req, body, state.max_body_bytes, state.body_timeout).await?;
+    if kind.is_signed() {
+        verify_signature(req, state, name, kind, &body)?;
+    }
+    let headers: std::collections::HashMap<String, String> =
+        req.headers().iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned()))).collect();
+    let config = state.catalog.get(name.as_str()).ok_or_else(|| RequestError::NotFound(format!("source `{name}` has no configuration")))?;
+    let native = &config.config().native;
+    let invalid = |e: NativeError| IngestError::InvalidEvent(e.to_string());
+    let translated: Vec<Result<Translated, NativeError>> = match kind {
+        SourceKind::Github | SourceKind::Jira => {
+            let outcome = if kind == SourceKind::Github { native::github(name, native, &headers, &body) } else { native::jira(name, native, &headers, &body) }.map_err(invalid)?;
+            match outcome {
+                Outcome::Ping => return Ok(HttpResponse::Ok().json(json!({"status": "pong", "source": name}))),
+                Outcome::Dropped { event_type } => {
+                    state.metrics.native_dropped.add(1, &[opentelemetry::KeyValue::new("source", name.to_string()), opentelemetry::KeyValue::new("event_type", event_type.clone())]);
+                    return Ok(HttpResponse::Ok().json(json!({"status": "dropped", "source": name, "event_type": event_type})));
+                }
+                Outcome::Events(events) => events.into_iter().map(Ok).collect(),
+            }
+        }
+        SourceKind::Cloudevents => native::cloudevents(name, &headers, &body).map_err(invalid)?,
+        SourceKind::Openlineage => native::openlineage(name, native, &body).map_err(invalid)?.into_iter().map(Ok).collect(),
+        SourceKind::Envelope => unreachable!("checked by native_kind"),
+    };
+    if let Some(principal) = &principal {
+        let events = translated.iter().filter(|t| t.is_ok()).count() as u64;
+        state.limiter.take(principal, &[(RateKind::Requests, 1), (RateKind::Events, events)]).await?.attach(req);
+    }
+    let received_at = now_rfc3339();
+    let batch = kind == SourceKind::Cloudevents && native::CloudEventsMode::of(headers.get("content-type").map_or("", String::as_str)) == native::CloudEventsMode::Batch;
+    let mut results = Vec::with_capacity(translated.len());
+    for t in translated {
+        let result = match t {
+            Ok(t) => ingest_one(state, name, t, &received_at).await,
+            Err(e) => Err(IngestError::InvalidEvent(e.to_string())),
+        };
+        if !batch {
+            // One request, one outcome: the first failure is the answer (what was accepted
+            // before it stays accepted; a retry is answered from the idempotency claims).
+            if let Err(err) = result {
+                return Err(err);
+            }
+        }
+        results.push(result);
+    }
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let answers: Vec<BatchResult> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(answer) => BatchResult::Accepted(answer),
+            Err(err) => BatchResult::Rejected { status: "rejected", error: err.code(), message: err.to_string() },
+        })
+        .collect();
+    if batch {
+        return Ok(HttpResponse::Ok().json(json!({"accepted": accepted, "rejected": answers.len() - accepted, "results": answers})));
+    }
+    match <[BatchResult; 1]>::try_from(answers) {
+        Ok([one]) => Ok(HttpResponse::Accepted().json(one)),
+        Err(many) => Ok(HttpResponse::Accepted().json(json!({"status": "accepted", "accepted": accepted, "results": many}))),
+    }
+}
+
+/// One translated event through the ingest path, under its delivery's idempotency claim.
+async fn ingest_one(state: &State, name: &SourceName, t: Translated, received_at: &str) -> Result<Accepted, IngestError> {
+    let event = ClientEvent::parse(t.envelope.as_bytes()).map_err(|e| IngestError::InvalidEvent(e.to_string()))?;
+    let Some(key) = t.idempotency.as_ref().map(|k| format!("native:{name}:{k}")) else {
+        return accept_event(state, event, received_at, None).await;
+    };
+    let claim = match idempotency::claim(state, &key, t.envelope.as_bytes()).await? {
+        idempotency::Claim::Replay(_, answer) => return serde_json::from_value::<Accepted>(answer).map_err(|e| RequestError::Internal(anyhow::anyhow!(e)).into()),
+        idempotency::Claim::New(redis_key) => redis_key,
+    };
+    let result = accept_event(state, event, received_at, Some(&key)).await;
+    match &result {
+        Ok(accepted) => idempotency::complete(state, &claim, t.envelope.as_bytes(), 202, &serde_json::to_value(accepted).expect("an answer serializes")).await,
+        Err(_) => idempotency::release(state, &claim).await,
+    }
+    result
+}
+
+/// Checks the sender's `sha256=` signature of `body` against each honoured generation of the
+/// source's secret: 401 when it is missing or none matches.
+fn verify_signature(req: &HttpRequest, state: &State, name: &SourceName, kind: SourceKind, body: &[u8]) -> Result<(), IngestError> {
+    let header_name = if kind == SourceKind::Github { "x-hub-signature-256" } else { "x-hub-signature" };
+    let server = state.server_secret.as_deref().ok_or_else(|| RequestError::Unavailable {
+        what: "signed sources need auth.key_secret (METASTREAM__AUTH__KEY_SECRET), which their secrets derive from".into(),
+        retry_after_s: state.retry_after_s,
+    })?;
+    let signing = state.catalog.get(name.as_str()).and_then(|c| c.config().signing).ok_or_else(|| {
+        RequestError::InvalidKey(format!("source `{name}` has no secret yet: create one with POST /v1/sources/{name}/secret on the admin listener"))
+    })?;
+    let Some(given) = req.headers().get(header_name).and_then(|v| v.to_str().ok()) else {
+        return Err(RequestError::InvalidKey(format!("missing {header_name}: sign each request with the source's secret")).into());
+    };
+    let now = chrono::Utc::now().timestamp();
+    let label = Signing::label(name.as_str());
+    let matches = signing.honoured(now).any(|generation| {
+        let secret = domain::webhooks::WebhookSecret::derive(server, &label, generation).expose();
+        native::hub_signature_matches(secret.as_bytes(), body, given)
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(RequestError::InvalidKey(format!("{header_name} does not match the body: wrong secret, or the body changed on the way")).into())
+    }
+}
