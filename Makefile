@@ -51,6 +51,7 @@ stop:
 # the dev stack with the prototype's two curl calls, the manifests, and the fault-injection
 # suite at reduced size.
 test: infra build k8s-validate
+	scripts/clients.sh install
 	$(CARGO) test --workspace --no-fail-fast
 	python3 scripts/test_check_dashboards.py
 	python3 scripts/check_docs_links.py
@@ -69,6 +70,7 @@ test: infra build k8s-validate
 # killed (its replica takes over). Nothing acknowledged may be lost. Both clusters are stopped
 # after.
 test-cluster: infra build
+	scripts/clients.sh install
 	scripts/kafka-cluster.sh start
 	scripts/redis.sh cluster-reset
 	scripts/redis.sh cluster

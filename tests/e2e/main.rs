@@ -11,6 +11,7 @@ mod consume;
 mod delivery;
 mod guarantees;
 mod liveness;
+mod native;
 mod observability;
 mod errors;
 mod exactly_once;
