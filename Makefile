@@ -87,6 +87,7 @@ test-unit:
 	$(CARGO) test --workspace --lib --bins
 
 test-e2e: infra
+	scripts/clients.sh install
 	$(CARGO) test -p e2e
 
 smoke: infra

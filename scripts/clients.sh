@@ -2,8 +2,8 @@
 # The real webhook clients that metastream's e2e tests run against the gateway (tests/clients/):
 # GitHub's example deliveries signed by @octokit/webhooks-methods (npm, pinned in
 # tests/clients/package.json + package-lock.json, installed into var/clients/node) and the
-# openlineage-python and CloudEvents SDKs (PyPI, pinned in scripts/clients.requirements.txt,
-# installed into the venv var/clients/venv).
+# openlineage-python, CloudEvents and acryl-datahub SDKs (PyPI, pinned in
+# scripts/clients.requirements.txt, installed into the venv var/clients/venv).
 #   scripts/clients.sh install   install them; again only when the pinned files change
 #   scripts/clients.sh paths     print METASTREAM_CLIENTS_NODE_PATH=… and METASTREAM_CLIENTS_PYTHON=…
 set -euo pipefail
@@ -44,7 +44,7 @@ install_node() {
 }
 
 install_python() {
-  need python3 "the OpenLineage and CloudEvents clients run in a Python venv"
+  need python3 "the OpenLineage, CloudEvents and DataHub clients run in a Python venv"
   local stamp
   stamp=$(sha1_of "$REQUIREMENTS")
   if [[ -f $VENV/.stamp && $(cat "$VENV/.stamp") == "$stamp" ]] && "$VENV/bin/python" -c '' 2>/dev/null; then
@@ -59,7 +59,7 @@ install_python() {
   log "installing scripts/clients.requirements.txt ($(grep -c '==' "$REQUIREMENTS") pinned packages) into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$REQUIREMENTS" \
     || die "pip could not install scripts/clients.requirements.txt (is PyPI reachable?)"
-  "$VENV/bin/python" -c 'import openlineage.client, cloudevents.core, requests' \
+  "$VENV/bin/python" -c 'import openlineage.client, cloudevents.core, requests, datahub.emitter.rest_emitter' \
     || die "the venv $VENV cannot import the clients it installed"
   echo "$stamp" >"$VENV/.stamp"
 }

@@ -76,6 +76,15 @@ pub fn with_bearer(mut doc: OpenApi) -> OpenApi {
                 .build(),
         ),
     );
+    // GitHub's and Jira's webhooks: `sha256=<hex HMAC-SHA-256 of the body>` with the source's
+    // secret (Jira sends it as `X-Hub-Signature`).
+    doc.components.get_or_insert_with(Default::default).add_security_scheme(
+        "hub_signature",
+        SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(utoipa::openapi::security::ApiKeyValue::with_description(
+            "X-Hub-Signature-256",
+            "`sha256=` and the hex HMAC-SHA-256 of the raw body, keyed with the source's secret (GitHub; Jira sends the same as X-Hub-Signature)",
+        ))),
+    );
     doc
 }
 

@@ -40,7 +40,8 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
         (status = 404, description = "No source of a native kind by that name", body = adapters::openapi::ProblemDoc),
         (status = 413, description = "Larger than the pipeline carries", body = adapters::openapi::ProblemDoc),
         (status = 422, description = "The same delivery id with another body", body = adapters::openapi::ProblemDoc),
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors))]
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("hub_signature" = []), ("bearer" = [])))]
 async fn hook(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
     let name = SourceName::parse(path.into_inner()).map_err(|e| RequestError::NotFound(e.to_string()))?;
     let kind = native_kind(&state, &name)?;
@@ -54,7 +55,7 @@ async fn hook(req: HttpRequest, path: web::Path<String>, body: web::Payload, sta
 /// source of kind `openlineage`.
 #[utoipa::path(post, path = "/api/v1/lineage", operation_id = "lineage", tag = "ingest",
     description = "An OpenLineage event (run, job or dataset) as the OpenLineage HTTP transport posts it, with a bearer key holding `ingest:<source>`. The job (`namespace/name`) is the entity of a run event.",
-    params(("source" = Option<String>, Query, description = "The source of kind openlineage (needed when there are several)")),
+    params(("source" = Option<String>, Query, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description = "The source of kind openlineage (needed when there are several)")),
     request_body(content = Object, content_type = "application/json"),
     responses(
         (status = 202, description = "Kafka acknowledged the event (and its dataset events)", body = Object),
@@ -62,6 +63,8 @@ async fn hook(req: HttpRequest, path: web::Path<String>, body: web::Payload, sta
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn lineage(req: HttpRequest, query: web::Query<std::collections::HashMap<String, String>>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
+    // The key first, as on every ingest route; its scope for the source once that is known.
+    state.auth.authorize(&req, Access::AnyIngest)?;
     let name = match query.get("source") {
         Some(name) => SourceName::parse(name.clone()).map_err(|e| IngestError::bad_request(format!("source: {e}")))?,
         None => {
