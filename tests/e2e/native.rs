@@ -211,3 +211,40 @@ async fn cloudevents_sdk_binary_structured_and_batch_arrive_with_their_subjects(
     let unauthenticated = stack.http.post(&url).header("content-type", "application/cloudevents+json").body("{}").send().await.unwrap();
     assert_eq!(unauthenticated.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jira_webhooks_signed_by_an_independent_implementation_arrive_under_their_issue_keys() {
+    let stack = Stack::start().await;
+    let secret = configure(&stack, json!({"source": "jira-cloud", "kind": "jira"})).await["secret"].as_str().unwrap().to_owned();
+    let script = root().join("tests/clients/jira.mjs");
+    let url = stack.gateway_url("/hooks/jira-cloud");
+    let sent = run(Path::new("node"), &[script.to_str().unwrap(), &url, &secret, "--redeliver"]).await;
+    assert_eq!(sent.len(), 7);
+    assert!(sent.iter().all(|d| d["status"] == 202), "{sent:?}");
+    assert_eq!(sent[6]["body"], sent[0]["body"], "the retry (same identifier) is answered as the first delivery");
+
+    let events = output_of(&stack, "jira-cloud", 6).await;
+    let got: Vec<(&str, &str)> = events.iter().map(|e| (e["id"].as_str().unwrap(), e["metadata"]["event_type"].as_str().unwrap())).collect();
+    // One entity's events in order; entities among themselves in any order.
+    let issue: Vec<&str> = got.iter().filter(|(id, _)| *id == "TEST-1").map(|(_, t)| *t).collect();
+    assert_eq!(issue, ["jira:issue_created", "jira:issue_updated", "comment_created"], "{got:?}");
+    let others: HashSet<(&str, &str)> = got.iter().copied().filter(|(id, _)| *id != "TEST-1").collect();
+    assert_eq!(others, HashSet::from([("project/DATA", "project_created"), ("sprint/7", "sprint_started"), ("version/10000", "jira:version_released")]));
+    assert_eq!(events.len(), 6, "the retry is not published again: {got:?}");
+    let updated = events.iter().find(|e| e["metadata"]["event_type"] == "jira:issue_updated").unwrap();
+    assert_eq!(updated["metadata"]["jira"]["flow"], "Primary");
+    assert_eq!(updated["payload"]["changelog"]["items"][1]["toString"], "pii");
+
+    // Signed with another secret: 401, nothing written.
+    let body = std::fs::read_to_string(root().join("tests/clients/jira/issue_created.json")).unwrap();
+    let wrong = stack
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature", domain::native::hub_signature(b"not the secret", body.trim().as_bytes()))
+        .body(body.trim().to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}

@@ -151,7 +151,9 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
     let mut results = Vec::with_capacity(translated.len());
     for t in translated {
         let result = match t {
-            Ok(t) => ingest_one(state, name, t, &received_at).await,
+            // A redelivery is the same body (its headers may differ: Jira's flow); a CloudEvent
+            // or an OpenLineage event is the same event wherever it travels.
+            Ok(t) => ingest_one(state, name, t, &received_at, kind.is_signed().then_some(&body[..])).await,
             Err(e) => Err(IngestError::InvalidEvent(e.to_string())),
         };
         if !batch {
@@ -180,19 +182,22 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
     }
 }
 
-/// One translated event through the ingest path, under its delivery's idempotency claim.
-async fn ingest_one(state: &State, name: &SourceName, t: Translated, received_at: &str) -> Result<Accepted, IngestError> {
+/// One translated event through the ingest path, under its delivery's idempotency claim; a
+/// second delivery of it must carry the same `content` (the request's body), or by default the
+/// same envelope.
+async fn ingest_one(state: &State, name: &SourceName, t: Translated, received_at: &str, content: Option<&[u8]>) -> Result<Accepted, IngestError> {
+    let content = content.unwrap_or(t.envelope.as_bytes());
     let event = ClientEvent::parse(t.envelope.as_bytes()).map_err(|e| IngestError::InvalidEvent(e.to_string()))?;
     let Some(key) = t.idempotency.as_ref().map(|k| format!("native:{name}:{k}")) else {
         return accept_event(state, event, received_at, None).await;
     };
-    let claim = match idempotency::claim(state, &key, t.envelope.as_bytes()).await? {
+    let claim = match idempotency::claim(state, &key, content).await? {
         idempotency::Claim::Replay(_, answer) => return serde_json::from_value::<Accepted>(answer).map_err(|e| RequestError::Internal(anyhow::anyhow!(e)).into()),
         idempotency::Claim::New(redis_key) => redis_key,
     };
     let result = accept_event(state, event, received_at, Some(&key)).await;
     match &result {
-        Ok(accepted) => idempotency::complete(state, &claim, t.envelope.as_bytes(), 202, &serde_json::to_value(accepted).expect("an answer serializes")).await,
+        Ok(accepted) => idempotency::complete(state, &claim, content, 202, &serde_json::to_value(accepted).expect("an answer serializes")).await,
         Err(_) => idempotency::release(state, &claim).await,
     }
     result
