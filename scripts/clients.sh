@@ -59,7 +59,7 @@ install_python() {
   log "installing scripts/clients.requirements.txt ($(grep -c '==' "$REQUIREMENTS") pinned packages) into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$REQUIREMENTS" \
     || die "pip could not install scripts/clients.requirements.txt (is PyPI reachable?)"
-  "$VENV/bin/python" -c 'import openlineage.client, cloudevents.core, requests, datahub.emitter.rest_emitter' \
+  DATAHUB_TELEMETRY_ENABLED=false "$VENV/bin/python" -c 'import openlineage.client, cloudevents.core, requests, datahub.emitter.rest_emitter' \
     || die "the venv $VENV cannot import the clients it installed"
   echo "$stamp" >"$VENV/.stamp"
 }

@@ -7,7 +7,8 @@ sends three aspects of one dataset: schemaMetadata, globalTags and ownership.
   - batch:  one POST <gms_url>/aspects?action=ingestProposalBatch, body {"proposals": [...], "async": "false"}.
 Every request carries `Authorization: Bearer <token>` and `X-RestLi-Protocol-Version: 2.0.0`. Any 2xx
 answer is success (its body is not read); anything else raises OperationalError after retries
-(429/500/502/503/504 and connection errors, 4 times by default), so the script exits non-zero.
+(429/500/502/503/504 and connection errors: 4 times over ~30 s, DATAHUB_REST_EMITTER_DEFAULT_RETRY_MAX_TIMES
+in the environment changes that), so the script exits non-zero.
 One JSON line per MCP sent.
 
 usage: python datahub_emit.py <gms_url> <token> single|batch

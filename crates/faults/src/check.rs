@@ -9,7 +9,7 @@ use rdkafka::message::{Headers as _, Message as _};
 use serde_json::Value;
 
 use crate::load::{Acked, Plan};
-use crate::stack::{Stack, SOURCE};
+use crate::stack::Stack;
 use crate::Outcome;
 
 /// Where a read of a topic stands after a message.
@@ -118,7 +118,7 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
     let mut stale_store = 0;
     let entities: Vec<(&String, &u64)> = acked.last.iter().collect();
     for chunk in entities.chunks(500) {
-        let keys: Vec<String> = chunk.iter().map(|(e, _)| format!("{}processed:{{{SOURCE}:{e}}}", stack.key_prefix)).collect();
+        let keys: Vec<String> = chunk.iter().map(|(e, _)| format!("{}processed:{{{}:{e}}}", stack.key_prefix, crate::load::Kind::of(e).source())).collect();
         let values: Vec<Option<String>> = conn.mget(&keys).await?;
         for ((_, last), value) in chunk.iter().zip(values) {
             let seq = value.and_then(|v| serde_json::from_str::<Value>(&v).ok()).and_then(|v| v["payload"]["seq"].as_u64());

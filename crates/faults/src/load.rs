@@ -23,12 +23,54 @@ pub struct Plan {
     pub interval: Option<Duration>,
 }
 
+/// The sources of the native mix (`crate::stack` configures them).
+pub const GITHUB_SOURCE: &str = "faults-gh";
+pub const LINEAGE_SOURCE: &str = "faults-ol";
+
+/// How an entity's updates are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Envelope,
+    Github(usize),
+    Lineage(usize),
+}
+
+impl Kind {
+    /// The kind of an entity of the plan, by its name.
+    pub fn of(entity: &str) -> Kind {
+        if let Some(n) = entity.strip_prefix("faults/repo#issue/") {
+            Kind::Github(n.parse().unwrap_or(0))
+        } else if let Some(n) = entity.strip_prefix("faults/job-") {
+            Kind::Lineage(n.parse().unwrap_or(0))
+        } else {
+            Kind::Envelope
+        }
+    }
+
+    /// The source its events are stored under.
+    pub fn source(self) -> &'static str {
+        match self {
+            Kind::Envelope => SOURCE,
+            Kind::Github(_) => GITHUB_SOURCE,
+            Kind::Lineage(_) => LINEAGE_SOURCE,
+        }
+    }
+}
+
 impl Plan {
-    pub fn new(args: &Args, run_id: &str) -> Plan {
+    /// With `native` (the `native-mix` scenarios), a third of the entities are GitHub issues
+    /// (signed webhooks to `/hooks/faults-gh`), a third OpenLineage jobs (`/api/v1/lineage`), the
+    /// rest envelopes ([`Kind`]).
+    pub fn new(args: &Args, run_id: &str, native: bool) -> Plan {
         let entities = args.entities.max(1);
         let _ = run_id;
+        let entity = |i: usize| match i % 3 {
+            1 if native => format!("faults/repo#issue/{i}"),
+            2 if native => format!("faults/job-{i}"),
+            _ => format!("e{i}"),
+        };
         Plan {
-            entities: (0..entities).map(|i| format!("e{i}")).collect(),
+            entities: (0..entities).map(entity).collect(),
             updates: (args.events / entities).max(1) as u64,
             poison: (0..args.poison).map(|i| format!("poison-{i}")).collect(),
             boundary: Vec::new(),
@@ -114,20 +156,48 @@ pub struct Target {
     pub http: reqwest::Client,
     pub gateway_url: String,
     pub run_id: String,
+    /// The secret GitHub deliveries of the native mix are signed with.
+    pub github_secret: String,
+}
+
+/// Update `seq` of `entity` as its kind's sender sends it: the request, built again for each
+/// retry with the same delivery id.
+fn update(stack: &Target, entity: &str, seq: u64) -> reqwest::RequestBuilder {
+    let key = format!("{}:{entity}:{seq}", stack.run_id);
+    match Kind::of(entity) {
+        Kind::Envelope => {
+            let body = json!({"id": entity, "source": SOURCE, "payload": {"seq": seq, "n": seq}});
+            stack.http.post(format!("{}/ingest", stack.gateway_url)).bearer_auth(TOKEN).header("Idempotency-Key", key).json(&body)
+        }
+        Kind::Github(n) => {
+            let body = json!({"action": "edited", "issue": {"number": n}, "repository": {"full_name": "faults/repo"}, "seq": seq, "n": seq}).to_string();
+            stack
+                .http
+                .post(format!("{}/hooks/{GITHUB_SOURCE}", stack.gateway_url))
+                .header("content-type", "application/json")
+                .header("x-github-event", "issues")
+                .header("x-github-delivery", key)
+                .header("x-hub-signature-256", domain::native::hub_signature(stack.github_secret.as_bytes(), body.as_bytes()))
+                .body(body)
+        }
+        Kind::Lineage(n) => {
+            // A run's RUNNING events, told apart by their time (the idempotency key's part).
+            let body = json!({
+                "eventType": "RUNNING", "eventTime": format!("2026-01-01T00:00:00.{seq:09}Z"),
+                "run": {"runId": format!("{}-run-{n}", stack.run_id)}, "job": {"namespace": "faults", "name": format!("job-{n}")},
+                "inputs": [], "outputs": [], "producer": "metastream-faults", "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+                "seq": seq, "n": seq,
+            });
+            stack.http.post(format!("{}/api/v1/lineage?source={LINEAGE_SOURCE}", stack.gateway_url)).bearer_auth(TOKEN).json(&body)
+        }
+    }
 }
 
 /// Sends one event until acknowledged (up to two minutes of retries).
-async fn send(stack: &Target, body: &Value, key: &str, progress: &Progress) -> bool {
+async fn send(request: impl Fn() -> reqwest::RequestBuilder, key: &str, progress: &Progress) -> bool {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let result = stack
-            .http
-            .post(format!("{}/ingest", stack.gateway_url))
-            .bearer_auth(TOKEN)
-            .header("Idempotency-Key", key)
-            .json(body)
-            .send()
-            .await;
+        let result = request().send().await;
         match result {
             Ok(r) if r.status().as_u16() == 202 => {
                 progress.acknowledged();
@@ -199,8 +269,7 @@ pub async fn drive(plan: &Plan, stack: &Target, concurrency: usize, progress: &P
                         };
                         tokio::time::sleep_until(at.into()).await;
                     }
-                    let body = json!({"id": entity, "source": SOURCE, "payload": {"seq": seq, "n": seq}});
-                    if !send(stack, &body, &format!("{}:{entity}:{seq}", stack.run_id), progress).await {
+                    if !send(|| update(stack, entity, seq), &format!("{}:{entity}:{seq}", stack.run_id), progress).await {
                         // Later updates would overtake this one: stop the entity here.
                         return;
                     }
@@ -216,7 +285,9 @@ pub async fn drive(plan: &Plan, stack: &Target, concurrency: usize, progress: &P
             let acked = &acked;
             async move {
                 let body = json!({"id": id, "source": SOURCE, "payload": {"n": "poison"}});
-                if send(stack, &body, &format!("{}:{id}", stack.run_id), progress).await {
+                let key = format!("{}:{id}", stack.run_id);
+                let request = || stack.http.post(format!("{}/ingest", stack.gateway_url)).bearer_auth(TOKEN).header("Idempotency-Key", &key).json(&body);
+                if send(request, &key, progress).await {
                     acked.lock().unwrap().poison.insert(id.clone());
                 }
             }

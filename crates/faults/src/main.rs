@@ -103,6 +103,8 @@ const SCENARIOS: &[(&str, Fault)] = &[
     ("two-post-kill-one", Fault::KillOneOfTwo(Component::Post)),
     ("sigterm-each", Fault::TermEach),
     ("boundary-mix", Fault::Boundary),
+    ("native-mix-kill-gateway", Fault::Kill(Component::Gateway)),
+    ("native-mix-kill-pre", Fault::Kill(Component::Pre)),
 ];
 
 /// One row of the final table.
@@ -169,7 +171,8 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     };
     // Every scenario delivers its output to a webhook receiver too.
     let receiver = webhook::Receiver::subscribe(&stack.http, &stack.admin_url(), stack::ADMIN_TOKEN).await?;
-    let mut plan = load::Plan::new(args, &stack.run_id);
+    // GitHub webhooks and OpenLineage events beside envelopes (`load::Kind`).
+    let mut plan = load::Plan::new(args, &stack.run_id, name.starts_with("native-mix"));
     if let Some(secs) = args.spread.or(args.cluster.then_some(40)) {
         plan.interval = Some(Duration::from_secs_f64(secs as f64 / plan.total().max(1) as f64));
     }

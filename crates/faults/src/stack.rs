@@ -236,6 +236,17 @@ impl Stack {
             "version": 1
         });
         let _: () = conn.hset(format!("{}sources", self.key_prefix), SOURCE, config.to_string()).await?;
+        // The native mix's sources: the same operations, their senders' protocols.
+        let mut github = config.clone();
+        github["source"] = crate::load::GITHUB_SOURCE.into();
+        github["kind"] = "github".into();
+        github["signing"] = serde_json::json!({"generation": 1});
+        let mut lineage = config.clone();
+        lineage["source"] = crate::load::LINEAGE_SOURCE.into();
+        lineage["kind"] = "openlineage".into();
+        for c in [github, lineage] {
+            let _: () = conn.hset(format!("{}sources", self.key_prefix), c["source"].as_str().unwrap_or_default(), c.to_string()).await?;
+        }
         Ok(())
     }
 
@@ -272,7 +283,15 @@ impl Stack {
 
     /// Where the load goes.
     pub fn target(&self) -> crate::load::Target {
-        crate::load::Target { http: self.http.clone(), gateway_url: self.gateway_url(), run_id: self.run_id.clone() }
+        crate::load::Target { http: self.http.clone(), gateway_url: self.gateway_url(), run_id: self.run_id.clone(), github_secret: self.github_secret() }
+    }
+
+    /// The secret of the native mix's GitHub source: derived from the dev configuration's
+    /// `auth.key_secret`, as the gateway derives it (generation 1).
+    fn github_secret(&self) -> String {
+        let settings = adapters::Settings::load_from(&self.root.join("config"), Some("dev")).expect("config/ loads");
+        let server = settings.auth.key_secret.map(|s| s.expose().as_bytes().to_vec()).unwrap_or_default();
+        domain::webhooks::WebhookSecret::derive(&server, &domain::source::Signing::label(crate::load::GITHUB_SOURCE), 1).expose()
     }
 
     /// `scripts/kafka-cluster.sh <command> <node>`.
