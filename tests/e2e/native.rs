@@ -248,3 +248,29 @@ async fn jira_webhooks_signed_by_an_independent_implementation_arrive_under_thei
         .unwrap();
     assert_eq!(wrong.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datahub_rest_emitter_proposals_arrive_under_their_urn() {
+    let stack = Stack::start().await;
+    configure(&stack, json!({"source": "dh", "kind": "datahub"})).await;
+    let script = root().join("tests/clients/datahub_emit.py");
+    let gms = stack.gateway_url("/datahub/dh");
+    let urn = "urn:li:dataset:(urn:li:dataPlatform:postgres,public.orders,PROD)";
+    for mode in ["single", "batch"] {
+        let sent = run(&python(), &[script.to_str().unwrap(), &gms, TOKEN, mode]).await;
+        let aspects: Vec<&str> = sent.iter().map(|s| s["aspect"].as_str().unwrap()).collect();
+        assert_eq!(aspects, ["schemaMetadata", "globalTags", "ownership"], "{mode}");
+    }
+    let events = output_of(&stack, "dh", 6).await;
+    assert_eq!(events.len(), 6);
+    assert!(events.iter().all(|e| e["id"] == urn), "{events:?}");
+    let order: Vec<&str> = events.iter().map(|e| e["metadata"]["datahub"]["aspect_name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["schemaMetadata", "globalTags", "ownership", "schemaMetadata", "globalTags", "ownership"], "one entity: in order");
+    let tags = events.iter().find(|e| e["metadata"]["event_type"] == "datahub.UPSERT.globalTags").unwrap();
+    assert_eq!(tags["payload"]["aspect"]["tags"][0]["tag"], "urn:li:tag:pii", "the aspect is stored as JSON, not as text");
+
+    // What the emitter would not send: named, 4xx.
+    let delete = stack.http.post(stack.gateway_url("/datahub/dh/aspects?action=delete")).bearer_auth(TOKEN).json(&json!({"urn": urn})).send().await.unwrap();
+    assert_eq!(delete.status(), 400);
+    assert!(delete.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("ingestProposal"));
+}

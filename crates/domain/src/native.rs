@@ -1,5 +1,5 @@
-//! Sources that speak their own protocol: a request as GitHub, Jira, a CloudEvents producer or
-//! an OpenLineage client sends it, turned into the envelopes (`{id, source, payload,
+//! Sources that speak their own protocol: a request as GitHub, Jira, a CloudEvents producer, an
+//! OpenLineage client or DataHub's REST emitter sends it, turned into the envelopes (`{id, source, payload,
 //! metadata}`) the pipeline already knows. Pure: the gateway authenticates the request and
 //! hands over its headers and body; everything after — stages, store, operations, delivery —
 //! is unchanged.
@@ -374,6 +374,79 @@ pub fn openlineage(source: &SourceName, native: &Native, body: &[u8]) -> Result<
 }
 
 // ---------------------------------------------------------------------------------------------
+// DataHub
+
+/// What `acryl-datahub`'s REST emitter posts to `/aspects`, by its `action` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatahubAction {
+    /// `ingestProposal`: `{"proposal": {...}, "async": "false"}`.
+    Proposal,
+    /// `ingestProposalBatch`: `{"proposals": [...], "async": ...}`.
+    Batch,
+}
+
+impl DatahubAction {
+    /// # Errors
+    /// Another action, named.
+    pub fn parse(action: &str) -> Result<Self, NativeError> {
+        match action {
+            "ingestProposal" => Ok(DatahubAction::Proposal),
+            "ingestProposalBatch" => Ok(DatahubAction::Batch),
+            other => Err(NativeError::Malformed(format!("action `{other}` is not taken: metastream takes ingestProposal and ingestProposalBatch"))),
+        }
+    }
+}
+
+/// One MetadataChangeProposal: the entity is its `entityUrn`; the payload is the proposal with
+/// its aspect's JSON text parsed; `aspectName` and `changeType` go into `metadata`. The
+/// idempotency key is the URN, aspect and `systemMetadata.lastObserved` (the emitter's retries
+/// send the same three).
+fn proposal(source: &SourceName, p: &Value) -> Result<Translated, NativeError> {
+    let Value::Object(fields) = p else { return Err(NativeError::Malformed("a proposal is a JSON object".into())) };
+    let missing: Vec<String> = ["entityType", "entityUrn", "changeType"].iter().filter(|f| text(p, &format!("/{f}")).is_none()).map(|f| (*f).to_owned()).collect();
+    if !missing.is_empty() {
+        return Err(NativeError::Missing(missing));
+    }
+    let urn = text(p, "/entityUrn").unwrap_or_default();
+    let change = text(p, "/changeType").unwrap_or_default();
+    let aspect_name = text(p, "/aspectName");
+    let mut payload = fields.clone();
+    if let Some(aspect) = fields.get("aspect") {
+        let value = match (aspect.get("value").and_then(Value::as_str), aspect.get("contentType").and_then(Value::as_str)) {
+            (Some(text), Some("application/json") | None) => serde_json::from_str(text).map_err(|e| NativeError::Malformed(format!("aspect.value is not JSON text: {e}")))?,
+            (Some(_), Some(other)) => return Err(NativeError::Unsupported(format!("aspect.contentType `{other}` is not taken: metastream stores JSON"))),
+            (None, _) => aspect.clone(),
+        };
+        payload.insert("aspect".into(), value);
+    }
+    let payload = serde_json::value::to_raw_value(&payload).expect("a JSON value always serializes");
+    let mut metadata = Map::new();
+    metadata.insert("event_type".into(), json!(format!("datahub.{change}{}", aspect_name.as_ref().map(|a| format!(".{a}")).unwrap_or_default())));
+    metadata.insert("datahub".into(), json!({"entity_type": p.get("entityType"), "aspect_name": aspect_name, "change_type": change}));
+    let observed = text(p, "/systemMetadata/lastObserved");
+    let idempotency = observed.map(|t| format!("datahub:{urn}:{}:{change}:{t}", aspect_name.unwrap_or_default()));
+    Ok(envelope(source, urn, &payload, &metadata, idempotency))
+}
+
+/// A DataHub emitter's request: one proposal, or a batch (one result per proposal, in order).
+///
+/// # Errors
+/// A body that is not the action's shape.
+pub fn datahub(source: &SourceName, action: DatahubAction, body: &[u8]) -> Result<Vec<Result<Translated, NativeError>>, NativeError> {
+    let (value, _) = parse_object(body)?;
+    match action {
+        DatahubAction::Proposal => {
+            let p = value.get("proposal").ok_or_else(|| NativeError::Missing(vec!["proposal".into()]))?;
+            Ok(vec![Ok(proposal(source, p)?)])
+        }
+        DatahubAction::Batch => {
+            let Some(Value::Array(ps)) = value.get("proposals") else { return Err(NativeError::Missing(vec!["proposals".into()])) };
+            Ok(ps.iter().map(|p| proposal(source, p)).collect())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Signatures
 
 /// Whether `header` — GitHub's `X-Hub-Signature-256` or Jira's `X-Hub-Signature`, both
@@ -423,6 +496,22 @@ mod tests {
             Outcome::Events(e) => e.iter().map(|t| serde_json::from_str(&t.envelope).unwrap()).collect(),
             other => panic!("expected events, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_datahub_proposal_is_its_urn_with_the_aspect_parsed() {
+        let body = br#"{"proposal":{"entityType":"dataset","entityUrn":"urn:li:dataset:(urn:li:dataPlatform:postgres,public.orders,PROD)","changeType":"UPSERT","aspectName":"globalTags","aspect":{"value":"{\"tags\": [{\"tag\": \"urn:li:tag:pii\"}]}","contentType":"application/json"},"systemMetadata":{"lastObserved":1796408204420}},"async":"false"}"#;
+        let out = datahub(&src(), DatahubAction::Proposal, body).unwrap();
+        let t = out[0].as_ref().unwrap();
+        assert_eq!(t.id, "urn:li:dataset:(urn:li:dataPlatform:postgres,public.orders,PROD)");
+        let e: Value = serde_json::from_str(&t.envelope).unwrap();
+        assert_eq!(e["payload"]["aspect"]["tags"][0]["tag"], "urn:li:tag:pii");
+        assert_eq!(e["metadata"]["event_type"], "datahub.UPSERT.globalTags");
+        assert!(t.idempotency.as_deref().unwrap().ends_with(":globalTags:UPSERT:1796408204420"));
+        let batch = datahub(&src(), DatahubAction::Batch, br#"{"proposals":[{"entityType":"dataset"},{"entityType":"dataset","entityUrn":"urn:x","changeType":"DELETE"}]}"#).unwrap();
+        assert_eq!(batch[0].as_ref().unwrap_err(), &NativeError::Missing(vec!["entityUrn".into(), "changeType".into()]));
+        assert!(batch[1].is_ok());
+        assert!(DatahubAction::parse("delete").is_err());
     }
 
     #[test]

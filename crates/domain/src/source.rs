@@ -52,6 +52,8 @@ pub enum SourceKind {
     Cloudevents,
     /// OpenLineage run events, as its HTTP transport posts them.
     Openlineage,
+    /// DataHub MetadataChangeProposals, as `acryl-datahub`'s REST emitter posts them.
+    Datahub,
 }
 
 impl SourceKind {
@@ -71,6 +73,7 @@ impl SourceKind {
             SourceKind::Jira => "jira",
             SourceKind::Cloudevents => "cloudevents",
             SourceKind::Openlineage => "openlineage",
+            SourceKind::Datahub => "datahub",
         }
     }
 }

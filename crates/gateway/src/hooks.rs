@@ -1,6 +1,8 @@
 //! Sources that speak their own protocol (`domain::native`): `POST /hooks/{source}` for a
-//! source of kind `github`, `jira` or `cloudevents`, and `POST /api/v1/lineage` — the path
-//! OpenLineage's HTTP transport posts to — for a source of kind `openlineage`.
+//! source of kind `github`, `jira` or `cloudevents`; `POST /api/v1/lineage` — the path
+//! OpenLineage's HTTP transport posts to — for a source of kind `openlineage`; and
+//! `/datahub/{source}` as a DataHub server to `acryl-datahub`'s REST emitter (`GET config`,
+//! `POST aspects?action=ingestProposal|ingestProposalBatch`) for a source of kind `datahub`.
 //!
 //! Authenticity comes first, before anything is parsed or written: GitHub and Jira sign each
 //! request with the source's secret (`sha256=` HMAC of the raw body, checked in constant time;
@@ -26,6 +28,8 @@ use crate::{idempotency, State};
 adapters::routes! { pub(crate) fn configure / ROUTES {
     POST "/hooks/{source}" => hook,
     POST "/api/v1/lineage" => lineage,
+    GET "/datahub/{source}/config" => datahub_config,
+    POST "/datahub/{source}/aspects" => datahub_aspects,
 } }
 
 /// `POST /hooks/{source}`: a GitHub or Jira webhook delivery, or CloudEvents (binary,
@@ -45,10 +49,55 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
 async fn hook(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
     let name = SourceName::parse(path.into_inner()).map_err(|e| RequestError::NotFound(e.to_string()))?;
     let kind = native_kind(&state, &name)?;
-    if kind == SourceKind::Openlineage {
-        return Err(RequestError::NotFound(format!("source `{name}` is of kind openlineage: its clients post to /api/v1/lineage?source={name}")).into());
+    match kind {
+        SourceKind::Openlineage => Err(RequestError::NotFound(format!("source `{name}` is of kind openlineage: its clients post to /api/v1/lineage?source={name}")).into()),
+        SourceKind::Datahub => Err(RequestError::NotFound(format!("source `{name}` is of kind datahub: its emitters' server is /datahub/{name}")).into()),
+        _ => receive(&req, body, &state, &name, kind).await,
     }
-    receive(&req, body, &state, &name, kind).await
+}
+
+/// `GET /datahub/{source}/config`: what DataHub's REST emitter asks first (`test_connection`,
+/// the `datahub-rest` sink) — the answer a DataHub server gives, as far as the emitter reads it:
+/// `noCode` (the string `"true"`), and no version that would move it to the OpenAPI endpoints.
+#[utoipa::path(get, path = "/datahub/{source}/config", operation_id = "datahub_config", tag = "ingest",
+    description = "For a source of kind datahub: the server configuration DataHub's REST emitter reads before it emits (point the emitter's `gms_server` at `/datahub/{source}`).",
+    params(("source" = String, Path, description = "Source name")),
+    responses(
+        (status = 200, description = "The configuration the emitter checks", body = Object),
+        (status = 404, description = "No source of kind datahub by that name", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
+async fn datahub_config(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
+    let principal = state.auth.authorize(&req, Access::AnyIngest)?;
+    let name = datahub_source(&state, path.into_inner())?;
+    principal.require(Access::Ingest(name.as_str()))?;
+    Ok(HttpResponse::Ok().json(json!({"noCode": "true", "retention": "false", "statefulIngestionCapable": false, "patchCapable": false, "models": {}, "metastream": {"source": name}})))
+}
+
+/// `POST /datahub/{source}/aspects?action=ingestProposal|ingestProposalBatch`: what DataHub's
+/// REST emitter posts (Rest.li), with a bearer key holding `ingest:<source>`.
+#[utoipa::path(post, path = "/datahub/{source}/aspects", operation_id = "datahub_aspects", tag = "ingest",
+    description = "A MetadataChangeProposal (`action=ingestProposal`) or several (`action=ingestProposalBatch`) as DataHub's REST emitter sends them. The entity is the proposal's `entityUrn`. 200 once Kafka acknowledged every proposal.",
+    params(("source" = String, Path, description = "Source name"),
+        ("action" = String, Query, description = "`ingestProposal` or `ingestProposalBatch`")),
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every proposal accepted: `{\"value\": \"success\", \"accepted\", \"results\"}`", body = Object),
+        (status = 404, description = "No source of kind datahub by that name", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
+async fn datahub_aspects(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
+    state.auth.authorize(&req, Access::AnyIngest)?;
+    let name = datahub_source(&state, path.into_inner())?;
+    receive(&req, body, &state, &name, SourceKind::Datahub).await
+}
+
+fn datahub_source(state: &State, raw: String) -> Result<SourceName, IngestError> {
+    let name = SourceName::parse(raw).map_err(|e| RequestError::NotFound(e.to_string()))?;
+    match native_kind(state, &name)? {
+        SourceKind::Datahub => Ok(name),
+        other => Err(RequestError::NotFound(format!("source `{name}` is of kind {}, not datahub", other.as_str())).into()),
+    }
 }
 
 /// `POST /api/v1/lineage`: an OpenLineage event, for the source named by `?source=`, or the one
@@ -140,6 +189,11 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
         }
         SourceKind::Cloudevents => native::cloudevents(name, &headers, &body).map_err(invalid)?,
         SourceKind::Openlineage => native::openlineage(name, native, &body).map_err(invalid)?.into_iter().map(Ok).collect(),
+        SourceKind::Datahub => {
+            let query = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string()).map_err(|e| IngestError::bad_request(format!("query: {e}")))?;
+            let action = query.get("action").ok_or_else(|| IngestError::bad_request("action is required: ingestProposal or ingestProposalBatch"))?;
+            native::datahub(name, native::DatahubAction::parse(action).map_err(invalid)?, &body).map_err(invalid)?
+        }
         SourceKind::Envelope => unreachable!("checked by native_kind"),
     };
     if let Some(principal) = &principal {
@@ -147,7 +201,8 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
         state.limiter.take(principal, &[(RateKind::Requests, 1), (RateKind::Events, events)]).await?.attach(req);
     }
     let received_at = now_rfc3339();
-    let batch = kind == SourceKind::Cloudevents && native::CloudEventsMode::of(headers.get("content-type").map_or("", String::as_str)) == native::CloudEventsMode::Batch;
+    let batch = (kind == SourceKind::Cloudevents && native::CloudEventsMode::of(headers.get("content-type").map_or("", String::as_str)) == native::CloudEventsMode::Batch)
+        || kind == SourceKind::Datahub;
     let mut results = Vec::with_capacity(translated.len());
     for t in translated {
         let result = match t {
@@ -166,6 +221,7 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
         results.push(result);
     }
     let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let unavailable = results.iter().filter(|r| matches!(r, Err(IngestError::Request(RequestError::Unavailable { .. })))).count();
     let answers: Vec<BatchResult> = results
         .into_iter()
         .map(|r| match r {
@@ -173,8 +229,28 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
             Err(err) => BatchResult::Rejected { status: "rejected", error: err.code(), message: err.to_string() },
         })
         .collect();
+    let rejected = answers.len() - accepted;
+    if kind == SourceKind::Datahub {
+        // As a DataHub server: success only when every proposal is in; otherwise an error the
+        // emitter raises (its `message`) — a 503 it retries when Kafka was the trouble (the
+        // proposals already accepted are recognized by their idempotency keys).
+        if rejected == 0 {
+            return Ok(HttpResponse::Ok().json(json!({"value": "success", "accepted": accepted, "results": answers})));
+        }
+        if unavailable > 0 {
+            return Err(RequestError::Unavailable { what: format!("kafka did not acknowledge {unavailable} of {} proposals", answers.len()), retry_after_s: state.retry_after_s }.into());
+        }
+        return Ok(HttpResponse::BadRequest().json(json!({
+            "error": "proposals_refused",
+            "message": format!("{rejected} of {} proposals were refused (see results)", answers.len()),
+            "status": 400,
+            "accepted": accepted,
+            "rejected": rejected,
+            "results": answers,
+        })));
+    }
     if batch {
-        return Ok(HttpResponse::Ok().json(json!({"accepted": accepted, "rejected": answers.len() - accepted, "results": answers})));
+        return Ok(HttpResponse::Ok().json(json!({"accepted": accepted, "rejected": rejected, "results": answers})));
     }
     match <[BatchResult; 1]>::try_from(answers) {
         Ok([one]) => Ok(HttpResponse::Accepted().json(one)),

@@ -437,6 +437,8 @@ pub struct WebhookReplayAcceptedDoc {
         crate::routes::ingest_batch,
         crate::hooks::hook,
         crate::hooks::lineage,
+        crate::hooks::datahub_config,
+        crate::hooks::datahub_aspects,
         crate::admin::list,
         crate::admin::get,
         crate::admin::put,
