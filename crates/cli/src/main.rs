@@ -100,6 +100,13 @@ enum Sources {
     },
     /// Compile the configurations of a file locally and report every error; stores nothing.
     Validate { file: PathBuf },
+    /// A new secret for a signed source (kind github or jira), shown once; the previous one
+    /// stays valid for `--overlap-s` seconds.
+    Secret {
+        source: String,
+        #[arg(long, default_value_t = 86_400)]
+        overlap_s: u64,
+    },
     /// Run a source's operations on a sample event (the stored config, or `--config`).
     Preview {
         source: String,
@@ -190,7 +197,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("storing `{}`", config.source))?;
                 println!("stored {} at version {}", config.source, stored["version"]);
+                if let Some(secret) = stored["secret"].as_str() {
+                    eprintln!("{} signs its requests: its secret, shown this once (configure the sender with it):", config.source);
+                    println!("{secret}");
+                }
             }
+        }
+        Command::Sources(Sources::Secret { source, overlap_s }) => {
+            let rotated = admin.call(Method::POST, &format!("/v1/sources/{source}/secret"), Some(serde_json::json!({"overlap_s": overlap_s})), None).await?;
+            eprintln!(
+                "new secret for {source} (generation {}), shown this once; the previous one is honoured until {}:",
+                rotated["generation"],
+                rotated["previous_valid_until"].as_str().unwrap_or("now (it was the first)")
+            );
+            println!("{}", rotated["secret"].as_str().unwrap_or_default());
         }
         Command::Sources(Sources::Delete { source, if_match }) => {
             admin.call(Method::DELETE, &format!("/v1/sources/{source}"), None, if_match).await?;
