@@ -646,7 +646,7 @@ def check_topics_job(name: str, objects: list[dict], root: Path, rep: Report, se
 SAMPLE_PATHS = ["/ingest", "/ingest/", "/ingest/batch", "/ingest/batch/x", "/ingestx", "/openapi.json", "/openapi.jsonx",
                 "/consume", "/consume/", "/consume/x", "/consumex", "/metadata/", "/metadata/jira/12345",
                 "/hooks/github", "/hooks/jira/x", "/api/v1/lineage", "/api/v1/lineagex", "/api/v1/",
-                "/datahub/dh/config", "/datahub/dh/aspects", "/datahubx",
+                "/datahub/dh/config", "/datahub/dh/aspects", "/datahubx", "/cloudevents", "/cloudevents/x",
                 "/", "/healthz", "/readyz", "/other", "/_edge_error/internal"] + ADMIN_PATHS
 # Not compared: /metadata without its slash, which nginx's `location /metadata/` does not match and
 # an Ingress Prefix path `/metadata/` does (the service then answers 404 itself).

@@ -65,9 +65,11 @@ start() {
   cat <<MSG
 
 metastream is running (logs in $LOGS, stop with 'make stop'):
-  edge (nginx)        http://localhost:$EDGE_PORT   /ingest, /ingest/batch, /hooks/, /api/v1/lineage, /datahub/, /openapi.json -> gateway;
+  edge (nginx)        http://localhost:$EDGE_PORT   /ingest, /ingest/batch, /hooks/, /cloudevents, /api/v1/lineage, /datahub/,
+                                              /openapi.json -> gateway;
                                               /consume, /metadata/ -> consumer-api; nothing else
-  gateway             http://localhost:${PORTS[gateway]}   /ingest, /ingest/batch, /hooks/{source}, /api/v1/lineage, /datahub/{source}/..., /healthz, /readyz, /openapi.json
+  gateway             http://localhost:${PORTS[gateway]}   /ingest, /ingest/batch, /hooks/{source}, /cloudevents, /api/v1/lineage, /datahub/{source}/...,
+                                              /healthz, /readyz, /openapi.json
   gateway admin       http://localhost:${ADMIN_PORTS[gateway]}   /v1/... (the admin API, the metastream CLI), /metrics
   pre-transformer     http://localhost:${PORTS[pre-transformer]}   /readyz, /metrics
   post-transformer    http://localhost:${PORTS[post-transformer]}   /readyz, /metrics

@@ -203,6 +203,27 @@ async fn cloudevents_sdk_binary_structured_and_batch_arrive_with_their_subjects(
     assert_eq!(subjects, HashSet::from(["warehouse.orders", "warehouse.a", "warehouse.b", "warehouse.c"]), "{events:?}");
     assert!(events.iter().all(|e| e["metadata"]["event_type"] == "com.example.dataset.updated"), "{events:?}");
 
+    // Routed by their source attribute: POST /cloudevents, to the source whose ce_sources match.
+    configure(&stack, json!({"source": "ce-warehouse", "kind": "cloudevents", "native": {"ce_sources": ["/datasets/*"]}})).await;
+    for mode in ["binary", "batch"] {
+        for answer in run(&python(), &[script.to_str().unwrap(), &stack.gateway_url("/cloudevents"), TOKEN, mode]).await {
+            assert!([200, 202].contains(&answer["status"].as_u64().unwrap()), "{mode}: {answer}");
+        }
+    }
+    let routed = output_of(&stack, "ce-warehouse", 4).await;
+    assert_eq!(routed.len(), 4, "{routed:?}");
+    let unrouted = stack
+        .http
+        .post(stack.gateway_url("/cloudevents"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/cloudevents+json")
+        .body(r#"{"specversion":"1.0","id":"x","source":"/elsewhere","type":"t","data":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unrouted.status(), 422);
+    assert!(unrouted.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("/elsewhere"));
+
     // Bad input: a JSON 4xx naming what is wrong, and nothing stops.
     let missing = stack.http.post(&url).bearer_auth(TOKEN).header("content-type", "application/json").header("ce-specversion", "1.0").body("{}").send().await.unwrap();
     assert_eq!(missing.status(), 400);

@@ -45,13 +45,15 @@ pub enum NativeError {
     Malformed(String),
     /// A content type the protocol does not use here.
     Unsupported(String),
+    /// No source takes the event (a CloudEvent whose `source` no configuration names).
+    Unrouted(String),
 }
 
 impl std::fmt::Display for NativeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NativeError::Missing(names) => write!(f, "missing required {}: {}", if names.len() == 1 { "attribute" } else { "attributes" }, names.join(", ")),
-            NativeError::Malformed(why) | NativeError::Unsupported(why) => f.write_str(why),
+            NativeError::Malformed(why) | NativeError::Unsupported(why) | NativeError::Unrouted(why) => f.write_str(why),
         }
     }
 }
@@ -246,14 +248,30 @@ impl CloudEventsMode {
 
 const CE_REQUIRED: [&str; 4] = ["specversion", "id", "source", "type"];
 
+/// Which metastream source a CloudEvent goes to, by its `source` attribute: the one the request
+/// names (`/hooks/{source}`), or the configuration whose `native.ce_sources` matches it
+/// ([`ce_source_matches`]).
+pub type Route<'a> = &'a dyn Fn(&str) -> Result<SourceName, NativeError>;
+
+/// How well `pattern` (an exact `source` attribute, or a prefix ending in `*`) matches
+/// `ce_source`: `None` when it does not; an exact match beats every prefix, a longer prefix a
+/// shorter one.
+pub fn ce_source_matches(pattern: &str, ce_source: &str) -> Option<usize> {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => ce_source.starts_with(prefix).then_some(prefix.len()),
+        None => (pattern == ce_source).then_some(usize::MAX),
+    }
+}
+
 /// One CloudEvent as attributes and data: the id is `subject`, else `id`; `source` + `id` is
 /// the idempotency key; every attribute goes into `metadata.cloudevents`.
-fn cloud_event(source: &SourceName, attributes: Map<String, Value>, data: &RawValue) -> Result<Translated, NativeError> {
+fn cloud_event(source: Route<'_>, attributes: Map<String, Value>, data: &RawValue) -> Result<Translated, NativeError> {
     let missing: Vec<String> = CE_REQUIRED.iter().filter(|a| !attributes.get(**a).and_then(Value::as_str).is_some_and(|v| !v.is_empty())).map(|a| (*a).to_owned()).collect();
     if !missing.is_empty() {
         return Err(NativeError::Missing(missing));
     }
     let attr = |name: &str| attributes.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let source = &source(&attr("source"))?;
     if attr("specversion") != "1.0" {
         return Err(NativeError::Malformed(format!("specversion `{}` is not supported; metastream takes CloudEvents 1.0", attr("specversion"))));
     }
@@ -266,7 +284,7 @@ fn cloud_event(source: &SourceName, attributes: Map<String, Value>, data: &RawVa
 }
 
 /// A structured event (an object with the attributes and `data`).
-fn structured(source: &SourceName, value: &Value) -> Result<Translated, NativeError> {
+fn structured(source: Route<'_>, value: &Value) -> Result<Translated, NativeError> {
     let Value::Object(object) = value else { return Err(NativeError::Malformed("a structured CloudEvent is a JSON object".into())) };
     let mut attributes = object.clone();
     if attributes.contains_key("data_base64") {
@@ -283,7 +301,7 @@ fn structured(source: &SourceName, value: &Value) -> Result<Translated, NativeEr
 /// # Errors
 /// A body that does not parse, binary data that is not JSON, or (binary and structured modes)
 /// missing attributes, named.
-pub fn cloudevents(source: &SourceName, headers: &dyn Headers, body: &[u8]) -> Result<Vec<Result<Translated, NativeError>>, NativeError> {
+pub fn cloudevents(source: Route<'_>, headers: &dyn Headers, body: &[u8]) -> Result<Vec<Result<Translated, NativeError>>, NativeError> {
     let content_type = headers.get("content-type").unwrap_or("");
     match CloudEventsMode::of(content_type) {
         CloudEventsMode::Binary => {
@@ -589,21 +607,34 @@ mod tests {
     #[test]
     fn cloudevents_in_each_mode() {
         let binary = headers(&[("content-type", "application/json"), ("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-source", "/s"), ("ce-type", "t"), ("ce-subject", "sub")]);
-        let out = cloudevents(&src(), &binary, br#"{"a":1}"#).unwrap();
+        let out = cloudevents(&|_| Ok(src()), &binary, br#"{"a":1}"#).unwrap();
         let t = out[0].as_ref().unwrap();
         assert_eq!((t.id.as_str(), t.idempotency.as_deref()), ("sub", Some("cloudevents:/s\u{0}1")));
         let structured_h = headers(&[("content-type", "application/cloudevents+json; charset=utf-8")]);
-        let out = cloudevents(&src(), &structured_h, br#"{"specversion":"1.0","id":"9","source":"/s","type":"t","data":{"b":2}}"#).unwrap();
+        let out = cloudevents(&|_| Ok(src()), &structured_h, br#"{"specversion":"1.0","id":"9","source":"/s","type":"t","data":{"b":2}}"#).unwrap();
         let e: Value = serde_json::from_str(&out[0].as_ref().unwrap().envelope).unwrap();
         assert_eq!((e["id"].as_str(), e["payload"]["b"].as_i64()), (Some("9"), Some(2)), "no subject: the id");
         let batch_h = headers(&[("content-type", "application/cloudevents-batch+json")]);
-        let out = cloudevents(&src(), &batch_h, br#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"},{"specversion":"1.0","source":"/s"}]"#).unwrap();
+        let out = cloudevents(&|_| Ok(src()), &batch_h, br#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"},{"specversion":"1.0","source":"/s"}]"#).unwrap();
         assert!(out[0].is_ok());
         assert_eq!(out[1].as_ref().unwrap_err(), &NativeError::Missing(vec!["id".into(), "type".into()]));
         let missing = headers(&[("content-type", "application/json"), ("ce-specversion", "1.0")]);
-        assert_eq!(cloudevents(&src(), &missing, b"{}").unwrap_err(), NativeError::Missing(vec!["id".into(), "source".into(), "type".into()]));
+        assert_eq!(cloudevents(&|_| Ok(src()), &missing, b"{}").unwrap_err(), NativeError::Missing(vec!["id".into(), "source".into(), "type".into()]));
         let text = headers(&[("content-type", "text/plain")]);
-        assert!(matches!(cloudevents(&src(), &text, b"hi").unwrap_err(), NativeError::Unsupported(_)));
+        assert!(matches!(cloudevents(&|_| Ok(src()), &text, b"hi").unwrap_err(), NativeError::Unsupported(_)));
+    }
+
+    #[test]
+    fn a_cloudevent_goes_where_its_source_attribute_routes_it() {
+        assert_eq!(ce_source_matches("/datasets/warehouse", "/datasets/warehouse"), Some(usize::MAX));
+        assert_eq!(ce_source_matches("/datasets/*", "/datasets/warehouse"), Some(10));
+        assert_eq!(ce_source_matches("/datasets/*", "/jobs/x"), None);
+        let route = |ce: &str| if ce.starts_with("/a") { Ok(SourceName::parse("a").unwrap()) } else { Err(NativeError::Unrouted(format!("no source takes `{ce}`"))) };
+        let batch_h = headers(&[("content-type", "application/cloudevents-batch+json")]);
+        let out = cloudevents(&route, &batch_h, br#"[{"specversion":"1.0","id":"1","source":"/a/1","type":"t"},{"specversion":"1.0","id":"2","source":"/b","type":"t"}]"#).unwrap();
+        let first: Value = serde_json::from_str(&out[0].as_ref().unwrap().envelope).unwrap();
+        assert_eq!(first["source"], "a");
+        assert!(matches!(out[1], Err(NativeError::Unrouted(_))));
     }
 
     #[test]

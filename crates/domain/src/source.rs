@@ -93,6 +93,10 @@ pub struct Native {
     /// reader sees "dataset X was written by job Y".
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dataset_events: bool,
+    /// CloudEvents posted to `POST /cloudevents` come to this source when their `source`
+    /// attribute is one of these (exactly), or starts with one ending in `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ce_sources: Vec<String>,
 }
 
 impl Native {

@@ -27,6 +27,7 @@ use crate::{idempotency, State};
 
 adapters::routes! { pub(crate) fn configure / ROUTES {
     POST "/hooks/{source}" => hook,
+    POST "/cloudevents" => cloudevents,
     POST "/api/v1/lineage" => lineage,
     GET "/datahub/{source}/config" => datahub_config,
     POST "/datahub/{source}/aspects" => datahub_aspects,
@@ -147,19 +148,72 @@ fn native_kind(state: &State, name: &SourceName) -> Result<SourceKind, IngestErr
 async fn receive(req: &HttpRequest, body: web::Payload, state: &State, name: &SourceName, kind: SourceKind) -> Result<HttpResponse, IngestError> {
     let span = tracing::info_span!("hook", otel.name = %format!("POST native {}", kind.as_str()), otel.kind = "server", metastream.source = name.as_str());
     adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_http(req.headers()));
-    let result = translate_and_ingest(req, body, state, name, kind).instrument(span).await;
+    let result = translate_and_ingest(req, body, state, Target::Source(name, kind)).instrument(span).await;
     if let Err(err) = &result {
         state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
     }
     result
 }
 
-async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &State, name: &SourceName, kind: SourceKind) -> Result<HttpResponse, IngestError> {
+/// Where a request's events go: the source the path names, or (`POST /cloudevents`) each
+/// CloudEvent's source by its `source` attribute.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Source(&'a SourceName, SourceKind),
+    RoutedCloudEvents,
+}
+
+/// `POST /cloudevents`: CloudEvents (any mode) for the sources of kind cloudevents whose
+/// `native.ce_sources` match each event's `source` attribute.
+#[utoipa::path(post, path = "/cloudevents", operation_id = "cloudevents", tag = "ingest",
+    description = "CloudEvents 1.0 in binary, structured or batched mode; each event goes to the source of kind cloudevents whose `native.ce_sources` names its `source` attribute (exactly, or a prefix ending in `*`). Needs `ingest:<that source>`.",
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A batch: one result per event", body = Object),
+        (status = 202, description = "Kafka acknowledged the event", body = crate::openapi::AcceptedDoc),
+        (status = 422, description = "No source takes the event's `source` attribute (`unknown_source`)", body = adapters::openapi::ProblemDoc),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
+async fn cloudevents(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
+    let span = tracing::info_span!("hook", otel.name = "POST /cloudevents", otel.kind = "server");
+    adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_http(req.headers()));
+    let result = translate_and_ingest(&req, body, &state, Target::RoutedCloudEvents).instrument(span).await;
+    if let Err(err) = &result {
+        state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
+    }
+    result
+}
+
+/// The source of kind cloudevents whose `native.ce_sources` match `ce_source` best.
+fn route_cloudevent(state: &State, ce_source: &str) -> Result<SourceName, NativeError> {
+    let best = state
+        .catalog
+        .of_kind(SourceKind::Cloudevents)
+        .into_iter()
+        .filter_map(|name| {
+            let config = state.catalog.get(&name)?;
+            let score = config.config().native.ce_sources.iter().filter_map(|p| native::ce_source_matches(p, ce_source)).max()?;
+            Some((score, name))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+    let Some((_, name)) = best else {
+        return Err(NativeError::Unrouted(format!("no source of kind cloudevents takes ce-source `{ce_source}`: name it in a source's native.ce_sources")));
+    };
+    SourceName::parse(name).map_err(|e| NativeError::Unrouted(e.to_string()))
+}
+
+async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &State, target: Target<'_>) -> Result<HttpResponse, IngestError> {
+    let (name, kind) = match target {
+        Target::Source(name, kind) => (Some(name), kind),
+        Target::RoutedCloudEvents => (None, SourceKind::Cloudevents),
+    };
     let principal = if kind.is_signed() {
         None
     } else {
         let principal = state.auth.authorize(req, Access::AnyIngest)?;
-        principal.require(Access::Ingest(name.as_str()))?;
+        if let Some(name) = name {
+            principal.require(Access::Ingest(name.as_str()))?;
+        }
         Some(principal)
     };
     let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| RequestError::Unavailable {
@@ -167,16 +221,26 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
         retry_after_s: state.retry_after_s,
     })?;
     let body = read_body(req, body, state.max_body_bytes, state.body_timeout).await?;
-    if kind.is_signed() {
+    if let (true, Some(name)) = (kind.is_signed(), name) {
         verify_signature(req, state, name, kind, &body)?;
     }
     let headers: std::collections::HashMap<String, String> =
         req.headers().iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned()))).collect();
-    let config = state.catalog.get(name.as_str()).ok_or_else(|| RequestError::NotFound(format!("source `{name}` has no configuration")))?;
-    let native = &config.config().native;
-    let invalid = |e: NativeError| IngestError::InvalidEvent(e.to_string());
-    let translated: Vec<Result<Translated, NativeError>> = match kind {
-        SourceKind::Github | SourceKind::Jira => {
+    let config = match name {
+        Some(name) => Some(state.catalog.get(name.as_str()).ok_or_else(|| RequestError::NotFound(format!("source `{name}` has no configuration")))?),
+        None => None,
+    };
+    let default_native = domain::source::Native::default();
+    let native = config.as_ref().map_or(&default_native, |c| &c.config().native);
+    let invalid = |e: NativeError| match e {
+        NativeError::Unrouted(why) => IngestError::UnknownSource(why),
+        other => IngestError::InvalidEvent(other.to_string()),
+    };
+    let translated: Vec<Result<Translated, NativeError>> = match (kind, name) {
+        (SourceKind::Cloudevents, Some(name)) => native::cloudevents(&|_| Ok(name.clone()), &headers, &body).map_err(invalid)?,
+        (SourceKind::Cloudevents, None) => native::cloudevents(&|ce| route_cloudevent(state, ce), &headers, &body).map_err(invalid)?,
+        (_, None) => unreachable!("only CloudEvents are routed"),
+        (SourceKind::Github | SourceKind::Jira, Some(name)) => {
             let outcome = if kind == SourceKind::Github { native::github(name, native, &headers, &body) } else { native::jira(name, native, &headers, &body) }.map_err(invalid)?;
             match outcome {
                 Outcome::Ping => return Ok(HttpResponse::Ok().json(json!({"status": "pong", "source": name}))),
@@ -187,14 +251,13 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
                 Outcome::Events(events) => events.into_iter().map(Ok).collect(),
             }
         }
-        SourceKind::Cloudevents => native::cloudevents(name, &headers, &body).map_err(invalid)?,
-        SourceKind::Openlineage => native::openlineage(name, native, &body).map_err(invalid)?.into_iter().map(Ok).collect(),
-        SourceKind::Datahub => {
+        (SourceKind::Openlineage, Some(name)) => native::openlineage(name, native, &body).map_err(invalid)?.into_iter().map(Ok).collect(),
+        (SourceKind::Datahub, Some(name)) => {
             let query = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string()).map_err(|e| IngestError::bad_request(format!("query: {e}")))?;
             let action = query.get("action").ok_or_else(|| IngestError::bad_request("action is required: ingestProposal or ingestProposalBatch"))?;
             native::datahub(name, native::DatahubAction::parse(action).map_err(invalid)?, &body).map_err(invalid)?
         }
-        SourceKind::Envelope => unreachable!("checked by native_kind"),
+        (SourceKind::Envelope, Some(_)) => unreachable!("checked by native_kind"),
     };
     if let Some(principal) = &principal {
         let events = translated.iter().filter(|t| t.is_ok()).count() as u64;
@@ -208,7 +271,8 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
         let result = match t {
             // A redelivery is the same body (its headers may differ: Jira's flow); a CloudEvent
             // or an OpenLineage event is the same event wherever it travels.
-            Ok(t) => ingest_one(state, name, t, &received_at, kind.is_signed().then_some(&body[..])).await,
+            Ok(t) => ingest_one(state, principal.as_deref(), t, &received_at, kind.is_signed().then_some(&body[..])).await,
+            Err(NativeError::Unrouted(why)) => Err(IngestError::UnknownSource(why)),
             Err(e) => Err(IngestError::InvalidEvent(e.to_string())),
         };
         if !batch {
@@ -258,12 +322,16 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
     }
 }
 
-/// One translated event through the ingest path, under its delivery's idempotency claim; a
-/// second delivery of it must carry the same `content` (the request's body), or by default the
-/// same envelope.
-async fn ingest_one(state: &State, name: &SourceName, t: Translated, received_at: &str, content: Option<&[u8]>) -> Result<Accepted, IngestError> {
+/// One translated event through the ingest path (the key's scope for its source checked, when a
+/// key was presented), under its delivery's idempotency claim; a second delivery of it must
+/// carry the same `content` (the request's body), or by default the same envelope.
+async fn ingest_one(state: &State, principal: Option<&adapters::auth::Principal>, t: Translated, received_at: &str, content: Option<&[u8]>) -> Result<Accepted, IngestError> {
     let content = content.unwrap_or(t.envelope.as_bytes());
     let event = ClientEvent::parse(t.envelope.as_bytes()).map_err(|e| IngestError::InvalidEvent(e.to_string()))?;
+    if let Some(principal) = principal {
+        principal.require(Access::Ingest(event.source.as_str()))?;
+    }
+    let name = event.source.clone();
     let Some(key) = t.idempotency.as_ref().map(|k| format!("native:{name}:{k}")) else {
         return accept_event(state, event, received_at, None).await;
     };

@@ -436,6 +436,7 @@ pub struct WebhookReplayAcceptedDoc {
         crate::routes::ingest,
         crate::routes::ingest_batch,
         crate::hooks::hook,
+        crate::hooks::cloudevents,
         crate::hooks::lineage,
         crate::hooks::datahub_config,
         crate::hooks::datahub_aspects,
