@@ -287,10 +287,12 @@ fn cloud_event(source: Route<'_>, attributes: Map<String, Value>, data: &RawValu
 fn structured(source: Route<'_>, value: &Value) -> Result<Translated, NativeError> {
     let Value::Object(object) = value else { return Err(NativeError::Malformed("a structured CloudEvent is a JSON object".into())) };
     let mut attributes = object.clone();
-    if attributes.contains_key("data_base64") {
-        return Err(NativeError::Unsupported("`data_base64` (binary data) is not taken: metastream stores JSON data".into()));
-    }
-    let data = attributes.remove("data").unwrap_or(Value::Null);
+    // Binary data stays as its base64 text, under the name it came with.
+    let data = match (attributes.remove("data"), attributes.remove("data_base64")) {
+        (Some(data), _) => data,
+        (None, Some(base64)) => json!({"data_base64": base64}),
+        (None, None) => Value::Null,
+    };
     let data = serde_json::value::to_raw_value(&data).expect("a JSON value always serializes");
     cloud_event(source, attributes, &data)
 }
@@ -328,6 +330,9 @@ pub fn cloudevents(source: Route<'_>, headers: &dyn Headers, body: &[u8]) -> Res
         CloudEventsMode::Batch => {
             let value: Value = serde_json::from_slice(body).map_err(|e| NativeError::Malformed(format!("the body is not JSON: {e}")))?;
             let Value::Array(events) = value else { return Err(NativeError::Malformed("a CloudEvents batch is a JSON array of events".into())) };
+            if events.is_empty() {
+                return Err(NativeError::Malformed("the batch holds no event".into()));
+            }
             Ok(events.iter().map(|e| structured(source, e)).collect())
         }
     }
@@ -459,6 +464,9 @@ pub fn datahub(source: &SourceName, action: DatahubAction, body: &[u8]) -> Resul
         }
         DatahubAction::Batch => {
             let Some(Value::Array(ps)) = value.get("proposals") else { return Err(NativeError::Missing(vec!["proposals".into()])) };
+            if ps.is_empty() {
+                return Err(NativeError::Malformed("the batch holds no proposal".into()));
+            }
             Ok(ps.iter().map(|p| proposal(source, p)).collect())
         }
     }

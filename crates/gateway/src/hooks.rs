@@ -166,8 +166,10 @@ enum Target<'a> {
 /// `POST /cloudevents`: CloudEvents (any mode) for the sources of kind cloudevents whose
 /// `native.ce_sources` match each event's `source` attribute.
 #[utoipa::path(post, path = "/cloudevents", operation_id = "cloudevents", tag = "ingest",
-    description = "CloudEvents 1.0 in binary, structured or batched mode; each event goes to the source of kind cloudevents whose `native.ce_sources` names its `source` attribute (exactly, or a prefix ending in `*`). Needs `ingest:<that source>`.",
-    request_body(content = Object, content_type = "application/json"),
+    description = "CloudEvents 1.0 in binary (`ce-*` headers, JSON data), structured or batched mode; each event goes to the source of kind cloudevents whose `native.ce_sources` names its `source` attribute (exactly, or a prefix ending in `*`). Needs `ingest:<that source>`.",
+    request_body(content(
+        (crate::openapi::CloudEventDoc = "application/cloudevents+json"),
+        (crate::openapi::CloudEventBatchDoc = "application/cloudevents-batch+json"))),
     responses(
         (status = 200, description = "A batch: one result per event", body = Object),
         (status = 202, description = "Kafka acknowledged the event", body = crate::openapi::AcceptedDoc),
@@ -286,6 +288,7 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
     }
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     let unavailable = results.iter().filter(|r| matches!(r, Err(IngestError::Request(RequestError::Unavailable { .. })))).count();
+    let rejections: Vec<actix_web::http::StatusCode> = results.iter().filter_map(|r| r.as_ref().err().map(adapters::http::Problem::status)).collect();
     let answers: Vec<BatchResult> = results
         .into_iter()
         .map(|r| match r {
@@ -314,6 +317,20 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
         })));
     }
     if batch {
+        if accepted == 0 {
+            // As /ingest/batch: with no event accepted, the status says why — the rejections'
+            // when they agree, 400 otherwise — and the body still lists every event's result.
+            let mut statuses = rejections.iter().copied();
+            let first = statuses.next();
+            let status = first.filter(|s| statuses.all(|t| t == *s)).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+            return Ok(HttpResponse::build(status).json(json!({
+                "error": "batch_refused",
+                "message": format!("no event of the batch was accepted ({rejected} rejected; see results)"),
+                "accepted": 0,
+                "rejected": rejected,
+                "results": answers,
+            })));
+        }
         return Ok(HttpResponse::Ok().json(json!({"accepted": accepted, "rejected": rejected, "results": answers})));
     }
     match <[BatchResult; 1]>::try_from(answers) {

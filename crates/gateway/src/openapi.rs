@@ -28,6 +28,40 @@ pub struct ClientEventDoc {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// A CloudEvent (1.0) in structured mode, as `POST /cloudevents` takes it; extension attributes
+/// are kept too. No Rust type holds it: the gateway reads it as JSON (`domain::native`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = CloudEvent)]
+pub struct CloudEventDoc {
+    #[schema(pattern = r"^1\.0$")]
+    pub specversion: String,
+    /// With `source`, the idempotency key; the entity id when there is no `subject`.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
+    pub id: String,
+    /// Routes the event to the source whose `native.ce_sources` name it.
+    #[schema(min_length = 1)]
+    pub source: String,
+    #[serde(rename = "type")]
+    #[schema(min_length = 1)]
+    pub r#type: String,
+    /// The entity id.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
+    pub subject: Option<String>,
+    /// Any JSON.
+    pub data: Option<serde_json::Value>,
+}
+
+/// A CloudEvents batch (`application/cloudevents-batch+json`).
+pub struct CloudEventBatchDoc;
+
+impl utoipa::PartialSchema for CloudEventBatchDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new().items(utoipa::openapi::Ref::from_schema_name("CloudEvent")).min_items(Some(1)).into()
+    }
+}
+
+impl utoipa::ToSchema for CloudEventBatchDoc {}
+
 /// The events of `POST /ingest/batch` (at most gateway.max_batch_events, 1000 unless
 /// configured otherwise).
 pub struct BatchDoc;
@@ -49,6 +83,7 @@ impl ToSchema for BatchDoc {
 
     fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
         schemas.push((ClientEventDoc::name().into_owned(), <ClientEventDoc as utoipa::PartialSchema>::schema()));
+        schemas.push((CloudEventDoc::name().into_owned(), <CloudEventDoc as utoipa::PartialSchema>::schema()));
     }
 }
 
