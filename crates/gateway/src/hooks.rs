@@ -261,9 +261,16 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
         }
         (SourceKind::Envelope, Some(_)) => unreachable!("checked by native_kind"),
     };
-    if let Some(principal) = &principal {
-        let events = translated.iter().filter(|t| t.is_ok()).count() as u64;
-        state.limiter.take(principal, &[(RateKind::Requests, 1), (RateKind::Events, events)]).await?.attach(req);
+    // Rate limits: the key's; a signed source's own (`auth.default_rate_limit`, counted per
+    // source, as if the source were a key).
+    let events = translated.iter().filter(|t| t.is_ok()).count() as u64;
+    let limited = match (&principal, name) {
+        (Some(principal), _) => Some(principal.clone()),
+        (None, Some(name)) => Some(std::sync::Arc::new(signed_sender(state, name))),
+        (None, None) => None,
+    };
+    if let Some(limited) = limited {
+        state.limiter.take(&limited, &[(RateKind::Requests, 1), (RateKind::Events, events)]).await?.attach(req);
     }
     let received_at = now_rfc3339();
     let batch = (kind == SourceKind::Cloudevents && native::CloudEventsMode::of(headers.get("content-type").map_or("", String::as_str)) == native::CloudEventsMode::Batch)
@@ -362,6 +369,17 @@ async fn ingest_one(state: &State, principal: Option<&adapters::auth::Principal>
         Err(_) => idempotency::release(state, &claim).await,
     }
     result
+}
+
+/// Who a signed source's sender is to the rate limiter (and nothing else: it holds no scope).
+fn signed_sender(state: &State, name: &SourceName) -> adapters::auth::Principal {
+    adapters::auth::Principal {
+        id: format!("source:{name}"),
+        name: format!("{name}'s signed sender"),
+        scopes: domain::auth::Scopes::new(Vec::new()),
+        rate_limit: state.default_rate_limit,
+        expires_at: None,
+    }
 }
 
 /// Checks the sender's `sha256=` signature of `body` against each honoured generation of the
