@@ -147,6 +147,16 @@ async fn a_github_redelivery_is_published_once_and_a_tampered_body_is_refused() 
     let unsigned = stack.http.post(stack.gateway_url("/hooks/gh")).header("x-github-event", "issues").body(body.clone()).send().await.unwrap();
     assert_eq!(unsigned.status(), 401);
 
+    // Huge and deep bodies, correctly signed: a JSON 4xx naming the limit, nothing written.
+    let huge = json!({"action": "opened", "issue": {"number": 8}, "repository": {"full_name": "octo/data"}, "blob": "x".repeat(2 << 20)}).to_string();
+    let answer = post(huge.clone(), domain::native::hub_signature(secret.as_bytes(), huge.as_bytes()), "d-huge").await.unwrap();
+    assert_eq!(answer.status(), 413);
+    assert!(answer.json::<Value>().await.unwrap()["error"].is_string());
+    let deep = format!(r#"{{"action":"opened","issue":{{"number":9}},"repository":{{"full_name":"octo/data"}},"d":{}1{}}}"#, "[".repeat(300), "]".repeat(300));
+    let answer = post(deep.clone(), domain::native::hub_signature(secret.as_bytes(), deep.as_bytes()), "d-deep").await.unwrap();
+    assert_eq!(answer.status(), 400);
+    assert!(answer.json::<Value>().await.unwrap()["message"].is_string());
+
     // A rotated secret: the old one still works during the overlap, the new one at once.
     let (status, rotated) = admin(&stack, Method::POST, "/v1/sources/gh/secret", Some(json!({"overlap_s": 600}))).await;
     assert_eq!(status, 200, "{rotated}");
