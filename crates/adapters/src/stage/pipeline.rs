@@ -476,7 +476,16 @@ impl<'a> Pipeline<'a> {
         // What earlier transactions committed stays released, so a Redis-restart rewind over it
         // (the outage that failed the commit is often the same one) restores the store without
         // publishing it twice. Where the committed offsets cannot be read, nothing is assumed.
-        self.released = super::transaction::rewind_to_committed(self.consumer).unwrap_or_default();
+        let rewound = super::transaction::rewind_to_committed(self.consumer);
+        if rewound.is_none() {
+            // Unreadable committed offsets are, after a broker restart, offsets a transaction
+            // left pending there (see `transaction`, "Orphaned records"): every member is swept,
+            // which is safe, as the partitions come back from their committed offsets.
+            if let Some(eo) = self.exactly_once.as_ref() {
+                eo.pool.mark_all_dirty();
+            }
+        }
+        self.released = rewound.unwrap_or_default();
     }
 
     /// Whether partitions were revoked with a transaction open (the revoke hook aborted it):

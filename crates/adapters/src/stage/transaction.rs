@@ -23,11 +23,19 @@
 //! writes the partition ends them with its own marker — a *commit* publishes the aborted
 //! records as well, so the output holds them twice.
 //!
-//! So a member whose transaction did not commit (aborted, fenced, given up) is *dirty*, and is
-//! swept before it carries work again ([`Pool::sweep`]): a transaction that writes one empty
-//! record (header `metastream-sweep`) to every partition of the topics the stage writes, adds
-//! the consumer group's offsets, and is aborted. Its abort marker ends whatever that producer
-//! left open there, as aborted. A stage with nothing to read sweeps too (the runner's idle
+//! So a member is *dirty* — swept before it carries work ([`Pool::sweep`]) — when its
+//! transaction did not commit (aborted, fenced, given up), when it is new (its predecessor under
+//! the same id may have left records open), and, for every member, when the committed offsets
+//! cannot be read (pending offsets of an orphaned transaction make them unstable). A sweep is a
+//! transaction that writes one empty record (header `metastream-sweep`) to every partition of
+//! the topics the stage writes, adds the consumer group's offsets, and is aborted: its abort
+//! marker ends whatever that producer left open there, as aborted. That is right for an aborted
+//! transaction, and consistent for a committed one whose markers were all skipped (its output
+//! and its offsets end aborted together: nothing of it was ever visible, and the work is redone
+//! from the committed offsets) — so a sweep happens only where the partitions restart from their
+//! committed offsets: at start, after an abort (the redo rewinds), after unreadable offsets (the
+//! consumer rejoins). What no client can repair: a committed transaction whose markers reached
+//! some partitions and not others. A stage with nothing to read sweeps too (the runner's idle
 //! tick), since orphaned offsets of its own group can be what keeps it from reading.
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,7 +78,7 @@ pub struct TxnState {
 
 impl TxnState {
     fn new(refusals: Arc<Refusals>) -> Self {
-        TxnState { failure: Mutex::new(None), refusals, open: AtomicBool::new(false), in_call: AtomicBool::new(false), dirty: AtomicBool::new(false) }
+        TxnState { failure: Mutex::new(None), refusals, open: AtomicBool::new(false), in_call: AtomicBool::new(false), dirty: AtomicBool::new(true) }
     }
 
     /// Records that the member's open transaction cannot commit.
@@ -278,6 +286,14 @@ impl Pool {
         }
     }
 
+    /// Marks every member to be swept before it carries work (the committed offsets could not be
+    /// read: see the module's doc).
+    pub(super) fn mark_all_dirty(&self) {
+        for m in &self.members {
+            m.state.dirty.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Whether member `n` must be swept before it carries work.
     pub(super) fn is_dirty(&self, n: usize) -> bool {
         self.members[n].state.dirty.load(Ordering::SeqCst)
@@ -356,9 +372,12 @@ impl Pool {
             tpl.add_partition_offset(&self.input, 0, Offset::Offset(0)).map_err(|err| err.to_string())?;
             let group = Arc::new(group);
             let call = self.call(n);
-            call.attempts("sweeping the group's offsets", Duration::from_secs(30), move |p, t| p.send_offsets_to_transaction(&tpl, &group, t))
-                .await
-                .map_err(|err| format!("adding the group's offsets: {err}"))?;
+            // Adding the offsets partition comes first; the commit of offsets that follows can be
+            // refused (a consumer not in its group yet has no generation) and the abort still
+            // reaches that partition.
+            if let Err(err) = call.attempts("sweeping the group's offsets", Duration::from_secs(30), move |p, t| p.send_offsets_to_transaction(&tpl, &group, t)).await {
+                tracing::debug!(error = %err, "a sweep's offsets were refused; it is aborted all the same");
+            }
         }
         Ok(partitions.len())
     }
