@@ -119,6 +119,9 @@ impl CompiledSource {
         let mut errors = Vec::new();
         let pre = compile_list(Stage::Pre, &config.pre, &mut errors);
         let post = compile_list(Stage::Post, &config.post, &mut errors);
+        if let Err(message) = config.native.validate() {
+            errors.push(ConfigError { location: "native".into(), message });
+        }
         if errors.is_empty() {
             Ok(CompiledSource { config, pre, post })
         } else {

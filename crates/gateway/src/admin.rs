@@ -119,7 +119,6 @@ async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, stat
     let expected = if_match(&req)?;
     let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let mut config = parse_config(&name, &body)?;
-    config.native.validate().map_err(|message| AdminError::InvalidConfig(vec![domain::ConfigError { location: "native".into(), message }]))?;
     CompiledSource::compile(config.clone()).map_err(AdminError::InvalidConfig)?;
     // `signing` is the gateway's: kept from the stored config, or begun for a new signed source.
     let kept = state.catalog.store().get(name.as_str()).await.map_err(|e| unavailable(&state, e))?.and_then(|c| c.signing);
