@@ -71,11 +71,12 @@ ADMIN_PATHS = ["/v1", "/v1/", "/v1/sources", "/v1/sources/jira", "/v1/operations
 # Services whose replicas are members of Kafka consumer groups: more replicas than partitions idle
 # (a consumer-api replica without partitions would answer its share of /consume calls with nothing).
 PARTITION_BOUND = {"pre-transformer", "post-transformer", "consumer-api"}
-# The workspace's other binaries: in the image, without a Deployment.
+# The workspace's other binaries, without a Deployment: the CLI in the image, the test tools in
+# the Dockerfile's `tools` target.
 TOOLS = {
     "metastream": "the admin CLI (crates/cli): `kubectl run ... --labels=metastream.io/operator=true --image=<metastream image> -- metastream --url http://gateway:9081 sources ...`",
-    "metastream-loadgen": "the load generator (crates/loadgen): `kubectl run ... -- metastream-loadgen --url http://gateway:8081`",
-    "metastream-faults": "the fault-injection suite (crates/faults): runs beside a checkout (`make test-faults`), shipped for completeness",
+    "metastream-loadgen": "the load generator (crates/loadgen), in the `tools` image: `kubectl run ... --image=<metastream tools image> -- metastream-loadgen --url http://gateway:8081`",
+    "metastream-faults": "the fault-injection suite (crates/faults): runs beside a checkout (`make test-faults`); in the `tools` image",
 }
 # Transformer -> (the config key of its consumer group, the config key of its input topic).
 TRANSFORMERS = {
