@@ -10,7 +10,6 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::admin::ADMIN;
 use crate::harness::{Stack, TOKEN};
 
 fn root() -> PathBuf {
@@ -46,14 +45,10 @@ async fn run(program: &Path, args: &[&str]) -> Vec<Value> {
     stdout.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
 
+/// An admin API call (`Stack::admin`, without `If-Match`): its status and body.
 async fn admin(stack: &Stack, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = stack.http.request(method, stack.admin_url(path)).bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let (status, _, answer) = stack.admin(method, path, body, None).await;
+    (status, answer)
 }
 
 /// Configures `config` through the admin API and waits until every service runs it; the answer.
