@@ -7,17 +7,11 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 
-const nodePath = process.env.METASTREAM_CLIENTS_NODE_PATH;
-if (!nodePath) {
-  console.error("METASTREAM_CLIENTS_NODE_PATH is not set (eval \"$(scripts/clients.sh paths)\")");
-  process.exit(2);
-}
-const dir = join(nodePath, "@octokit/webhooks-methods");
-let entry = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")).exports["."];
-while (typeof entry === "object") entry = entry.node ?? entry.import ?? entry.default;
-const { sign, verify } = await import(pathToFileURL(join(dir, entry)).href);
+import { importInstalled, postAndReport } from "./packages.mjs";
+
+const { sign, verify } = await importInstalled("@octokit/webhooks-methods");
 
 const [url, secret, flag] = process.argv.slice(2);
 if (!url || !secret) {
@@ -33,27 +27,14 @@ if (readdirSync(here).filter((f) => f.endsWith(".json")).length !== order.length
 async function send(name, body, identifier, flow) {
   const signature = await sign(secret, body);
   if (!(await verify(secret, body, signature))) throw new Error("webhooks-methods does not verify its own signature");
-  let response;
-  try {
-    response = await fetch(url, {
-      method: "POST",
-      body,
-      headers: {
-        "Content-Type": "application/json; charset=utf-8",
-        "User-Agent": "Atlassian Webhook HTTP Client",
-        "X-Atlassian-Webhook-Identifier": identifier,
-        "X-Atlassian-Webhook-Flow": flow,
-        "X-Hub-Signature": signature,
-      },
-    });
-  } catch (err) {
-    console.error(`${name}: ${err.cause?.message ?? err.message}`);
-    process.exit(1);
-  }
-  const text = await response.text();
-  let parsed;
-  try { parsed = JSON.parse(text); } catch { parsed = text; }
-  console.log(JSON.stringify({ event: name, identifier, flow, status: response.status, body: parsed }));
+  const headers = {
+    "Content-Type": "application/json; charset=utf-8",
+    "User-Agent": "Atlassian Webhook HTTP Client",
+    "X-Atlassian-Webhook-Identifier": identifier,
+    "X-Atlassian-Webhook-Flow": flow,
+    "X-Hub-Signature": signature,
+  };
+  await postAndReport(url, body, headers, { event: name, identifier, flow }, `jira.mjs: ${name}`);
 }
 
 const first = randomUUID();

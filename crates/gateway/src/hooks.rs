@@ -53,7 +53,7 @@ async fn hook(req: HttpRequest, path: web::Path<String>, body: web::Payload, sta
     match kind {
         SourceKind::Openlineage => Err(RequestError::NotFound(format!("source `{name}` is of kind openlineage: its clients post to /api/v1/lineage?source={name}")).into()),
         SourceKind::Datahub => Err(RequestError::NotFound(format!("source `{name}` is of kind datahub: its emitters' server is /datahub/{name}")).into()),
-        _ => receive(&req, body, &state, &name, kind).await,
+        _ => receive(&req, body, &state, Target::Source(&name, kind)).await,
     }
 }
 
@@ -90,7 +90,7 @@ async fn datahub_config(req: HttpRequest, path: web::Path<String>, state: web::D
 async fn datahub_aspects(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
     state.auth.authorize(&req, Access::AnyIngest)?;
     let name = datahub_source(&state, path.into_inner())?;
-    receive(&req, body, &state, &name, SourceKind::Datahub).await
+    receive(&req, body, &state, Target::Source(&name, SourceKind::Datahub)).await
 }
 
 fn datahub_source(state: &State, raw: String) -> Result<SourceName, IngestError> {
@@ -130,7 +130,7 @@ async fn lineage(req: HttpRequest, query: web::Query<std::collections::HashMap<S
     if kind != SourceKind::Openlineage {
         return Err(RequestError::NotFound(format!("source `{name}` is of kind {}, not openlineage", kind.as_str())).into());
     }
-    receive(&req, body, &state, &name, kind).await
+    receive(&req, body, &state, Target::Source(&name, kind)).await
 }
 
 /// The kind of `name`'s configuration, when it is a native one.
@@ -145,10 +145,15 @@ fn native_kind(state: &State, name: &SourceName) -> Result<SourceKind, IngestErr
     }
 }
 
-async fn receive(req: &HttpRequest, body: web::Payload, state: &State, name: &SourceName, kind: SourceKind) -> Result<HttpResponse, IngestError> {
-    let span = tracing::info_span!("hook", otel.name = %format!("POST native {}", kind.as_str()), otel.kind = "server", metastream.source = name.as_str());
+/// A native request for `target`, in its server span (a client's `traceparent` makes it part of
+/// the client's trace), its refusal counted.
+async fn receive(req: &HttpRequest, body: web::Payload, state: &State, target: Target<'_>) -> Result<HttpResponse, IngestError> {
+    let span = match target {
+        Target::Source(name, kind) => tracing::info_span!("hook", otel.name = %format!("POST native {}", kind.as_str()), otel.kind = "server", metastream.source = name.as_str()),
+        Target::RoutedCloudEvents => tracing::info_span!("hook", otel.name = "POST /cloudevents", otel.kind = "server"),
+    };
     adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_http(req.headers()));
-    let result = translate_and_ingest(req, body, state, Target::Source(name, kind)).instrument(span).await;
+    let result = translate_and_ingest(req, body, state, target).instrument(span).await;
     if let Err(err) = &result {
         state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
     }
@@ -177,13 +182,7 @@ enum Target<'a> {
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn cloudevents(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
-    let span = tracing::info_span!("hook", otel.name = "POST /cloudevents", otel.kind = "server");
-    adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_http(req.headers()));
-    let result = translate_and_ingest(&req, body, &state, Target::RoutedCloudEvents).instrument(span).await;
-    if let Err(err) = &result {
-        state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
-    }
-    result
+    receive(&req, body, &state, Target::RoutedCloudEvents).await
 }
 
 /// The source of kind cloudevents whose `native.ce_sources` match `ce_source` best.
