@@ -308,9 +308,15 @@ impl Pool {
     pub(super) async fn sweep(&mut self, n: usize, group: Option<ConsumerGroupMetadata>) -> Result<(), ()> {
         let transactional_id = self.members[n].transactional_id.clone();
         let written = self.sweep_writes(n, group).await;
-        if !self.members[n].state.open.load(Ordering::SeqCst) {
-            // It could not even begin: a new producer (dirty too) is swept next time.
-            tracing::warn!(%transactional_id, why = written.err().unwrap_or_default(), "a producer to sweep could not begin a transaction; recreating it");
+        let broken = match &written {
+            Err(SweepFailed { why, broken: true }) => Some(why.clone()),
+            _ if !self.members[n].state.open.load(Ordering::SeqCst) => Some(written.as_ref().err().map(|e| e.why.clone()).unwrap_or_default()),
+            _ => None,
+        };
+        if let Some(why) = broken {
+            // It could not begin, or a call on it failed for good or hung (an abort would only
+            // wait behind that call): a new producer, dirty too, is swept next time.
+            tracing::warn!(%transactional_id, why, "a producer being swept is broken; recreating it");
             let _ = self.recreate(n).await;
             return Err(());
         }
@@ -325,7 +331,7 @@ impl Pool {
                 Ok(())
             }
             (written, aborted) => {
-                let why = written.err().or(aborted.as_ref().err().map(ToString::to_string)).unwrap_or_default();
+                let why = written.err().map(|e| e.why).or(aborted.as_ref().err().map(ToString::to_string)).unwrap_or_default();
                 tracing::warn!(%transactional_id, why, "sweeping a producer whose transaction did not commit failed; it is swept again before it carries work");
                 if aborted.as_ref().is_err_and(is_fatal) {
                     // The new producer is dirty too (recreate).
@@ -337,8 +343,8 @@ impl Pool {
     }
 
     /// A sweep's writes, in a transaction begun on member `n`: how many partitions it wrote.
-    async fn sweep_writes(&mut self, n: usize, group: Option<ConsumerGroupMetadata>) -> Result<usize, String> {
-        self.try_begin(n).map_err(|err| format!("beginning: {err}"))?;
+    async fn sweep_writes(&mut self, n: usize, group: Option<ConsumerGroupMetadata>) -> Result<usize, SweepFailed> {
+        self.try_begin(n).map_err(|err| SweepFailed::retry(format!("beginning: {err}")))?;
         let producer = self.members[n].producer.get();
         let (p, topics) = (producer.clone(), self.writes.clone());
         let partitions = tokio::task::spawn_blocking(move || {
@@ -358,11 +364,11 @@ impl Pool {
             let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).partition(*partition).payload(&[][..]).headers(marker.clone());
             acks.push(producer.send_result(record).map_err(|(err, _)| format!("producing to {topic}[{partition}]: {err}"))?);
         }
-        for ack in tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(acks)).await.map_err(|_| "acknowledgements timed out".to_owned())? {
+        for ack in tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(acks)).await.map_err(|_| SweepFailed::retry("acknowledgements timed out".into()))? {
             match ack {
                 Ok(Ok(_)) => {}
-                Ok(Err((err, _))) => return Err(format!("a record was not acknowledged: {err}")),
-                Err(_) => return Err("a record was cancelled".into()),
+                Ok(Err((err, _))) => return Err(SweepFailed::retry(format!("a record was not acknowledged: {err}"))),
+                Err(_) => return Err(SweepFailed::retry("a record was cancelled".into())),
             }
         }
         if let Some(group) = group {
@@ -375,8 +381,10 @@ impl Pool {
             // Adding the offsets partition comes first; the commit of offsets that follows can be
             // refused (a consumer not in its group yet has no generation) and the abort still
             // reaches that partition.
-            if let Err(err) = call.attempts("sweeping the group's offsets", Duration::from_secs(30), move |p, t| p.send_offsets_to_transaction(&tpl, &group, t)).await {
-                tracing::debug!(error = %err, "a sweep's offsets were refused; it is aborted all the same");
+            match call.attempts("sweeping the group's offsets", Duration::from_secs(30), move |p, t| p.send_offsets_to_transaction(&tpl, &group, t)).await {
+                Err(err) if is_fatal(&err) => return Err(SweepFailed { why: format!("adding the group's offsets: {err}"), broken: true }),
+                Err(err) => tracing::debug!(error = %err, "a sweep's offsets were refused; it is aborted all the same"),
+                Ok(()) => {}
             }
         }
         Ok(partitions.len())
@@ -456,6 +464,25 @@ impl Pool {
             })
             .await;
         }
+    }
+}
+
+/// Why a sweep did not happen, and whether the member's producer is broken (a call on it failed
+/// for good or was given up as hung: it is replaced rather than aborted).
+struct SweepFailed {
+    why: String,
+    broken: bool,
+}
+
+impl SweepFailed {
+    fn retry(why: String) -> Self {
+        SweepFailed { why, broken: false }
+    }
+}
+
+impl From<String> for SweepFailed {
+    fn from(why: String) -> Self {
+        SweepFailed::retry(why)
     }
 }
 
