@@ -134,7 +134,8 @@ images:
 # The image built and run for real (scripts/image.sh): Debian's docker.io engine without a bridge
 # (host network only), base images made with debootstrap and the machine's Rust toolchain; the four
 # services run from the image against the host's Kafka and Redis and answer the prototype's two
-# calls. Where dockerd cannot start, it says so in a banner and is skipped (exit 0).
+# calls. Where dockerd cannot start, it fails naming why (METASTREAM_SKIP_IMAGE=1 skips it on purpose,
+# with a banner and in its summary line).
 test-image: infra
 	scripts/image.sh test
 

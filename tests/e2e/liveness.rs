@@ -30,7 +30,7 @@ async fn consumes_under_a_liveness_watch() {
     let limits = Limits { partition: Duration::from_secs(3), group: Duration::from_secs(60), end_period: Duration::from_millis(500), sample_gap: Duration::from_secs(3) };
     let watch = FetchWatch::start_with(&settings.kafka, Input::Plain, limits).unwrap();
     let group = format!("{topic}.liveness-{}", uuid::Uuid::new_v4().simple());
-    let consumer = adapters::kafka::consumer(&settings.kafka, &group, &[&topic], None, Commits::Explicit, None, Some(watch)).unwrap();
+    let consumer = adapters::kafka::consumer(&settings.kafka, &group, &[&topic], None, Commits::StoredEvery(Duration::from_secs(3600)), None, Some(watch)).unwrap();
     tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("a record within 30 s").unwrap();
     if pause {
         consumer.pause(&consumer.assignment().unwrap()).unwrap();

@@ -363,10 +363,6 @@ pub fn consumer(
         c.set("fetch.min.bytes", fetch.min_bytes.max(1).to_string()).set("fetch.wait.max.ms", fetch.wait_ms.to_string());
     }
     let on_revoke = match commits {
-        Commits::Explicit => {
-            c.set("enable.auto.commit", "false");
-            None
-        }
         Commits::StoredEvery(interval) => {
             c.set("enable.auto.commit", "true").set("auto.commit.interval.ms", interval.as_millis().max(1).to_string());
             None
@@ -398,8 +394,6 @@ pub fn consumer(
 /// When a group consumer commits.
 #[derive(Clone)]
 pub enum Commits {
-    /// Only when the service calls [`commit_offsets`] (and before a revoke).
-    Explicit,
     /// librdkafka commits what is stored ([`store_offsets`]) at this interval, idle or not (and
     /// before a revoke).
     StoredEvery(std::time::Duration),
@@ -465,30 +459,6 @@ async fn try_ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Marks `messages` done — stores, for each partition, the offset after the last of them — and
-/// commits every stored offset. Only stored offsets are ever committed: on shutdown, and by
-/// [`LoggingContext`] before partitions are revoked, so a rebalance commits exactly the finished
-/// work.
-///
-/// # Errors
-/// The store or commit error (the messages will then be redelivered: at least once).
-pub fn commit_offsets<'a>(
-    consumer: &GroupConsumer,
-    messages: impl IntoIterator<Item = &'a OwnedMessage>,
-    mode: rdkafka::consumer::CommitMode,
-) -> Result<(), KafkaError> {
-    store_offsets(consumer, messages)?;
-    consumer.commit_consumer_state(mode)
-}
-
-/// Marks the batch's offsets done and commits them (after its effects are done).
-pub fn commit(consumer: &GroupConsumer, batch: &[OwnedMessage], mode: rdkafka::consumer::CommitMode) {
-    if let Err(err) = commit_offsets(consumer, batch, mode) {
-        // The messages will be redelivered to whoever owns the partition: at least once.
-        tracing::warn!(error = %err, "offset commit failed; the batch may be redelivered");
-    }
-}
-
 /// Commits the offsets stored so far (nothing stored is not an error).
 pub fn commit_stored(consumer: &GroupConsumer, mode: rdkafka::consumer::CommitMode) {
     match consumer.commit_consumer_state(mode) {
@@ -510,8 +480,8 @@ pub fn store_positions(consumer: &GroupConsumer, offsets: &BTreeMap<(String, i32
     consumer.store_offsets(&tpl)
 }
 
-/// Marks the offsets after `messages` as done, to be committed by the next commit of the
-/// consumer's state (see [`commit_offsets`]).
+/// Marks the offsets after `messages` as done, to be committed by the consumer's next commit of
+/// what is stored ([`Commits::StoredEvery`], [`commit_stored`]).
 ///
 /// # Errors
 /// When a partition is no longer assigned.

@@ -21,6 +21,10 @@
 //! - [`liveness`]: a transformer whose partitions, group membership or loop stand still with
 //!   work waiting ends the process (exit 75), as a hung call does.
 //! - [`webhooks`]: webhook subscriptions, their delivery status and dead letters in Redis.
+//! - [`auth`]: API keys in Redis, the in-memory view every replica authenticates from, and
+//!   per-key rate limits shared by all replicas.
+//! - [`openapi`]: what every service's OpenAPI document shares (error body, health answers,
+//!   bearer scheme, a document filtered to one listener).
 
 pub mod auth;
 pub mod health;

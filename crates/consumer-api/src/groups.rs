@@ -7,8 +7,8 @@
 //! (`consumer_api.max_groups_per_key`; each is a Kafka consumer with its threads and prefetch)
 //! and its calls in flight (`consumer_api.max_long_polls_per_key`); so is what the replica holds
 //! over all keys (`consumer_api.max_groups`, `consumer_api.max_long_polls`). A group nobody used for
-//! `consumer_api.group_idle_s` is closed: its consumer leaves the Kafka group, and the next call
-//! rejoins it (its last unacknowledged answer is delivered again, as after a crash).
+//! `consumer_api.group_idle_s` is closed on this replica: its consumer is dropped, and the next
+//! call makes a new one at the group's positions in Redis.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

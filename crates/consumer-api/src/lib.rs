@@ -8,10 +8,13 @@
 //! `/metrics` is served on the operators' listener (`consumer_api.admin_listen`), which the
 //! public edge never routes. Every route checks its key's scope before any Kafka or Redis work.
 //!
-//! Each API group is a Kafka consumer group (`consumer_api.group_prefix` + name). An event counts
-//! as consumed once the same group calls `/consume` again: that call commits the offsets of the
-//! previous answer before reading on, as Kafka's own poll loop does. After a crash, a group gets
-//! at most its last unacknowledged answer again; nothing is lost.
+//! An API group is not a Kafka consumer group: where it is lives in Redis (`positions`), and on
+//! each call this replica's consumer for the group is assigned the partitions at those positions
+//! (`groups`), so any replica serves any call. An answer is a lease, acknowledged by the owner's
+//! next call or by its cursor (`POST /consume/ack`); one not acknowledged within
+//! `consumer_api.ack_timeout_ms` is handed out again. Delivery is at least once; nothing is lost.
+//! Also: `GET /stream` (Server-Sent Events, resumable on any replica; `stream`), CloudEvents
+//! output (`cloudevents`), and webhook delivery to subscriptions (`webhooks`).
 
 mod cloudevents;
 mod groups;

@@ -12,7 +12,10 @@
 //! - [`limits`]: the size and depth budget every message of an accepted event must fit.
 //! - [`webhooks`]: webhook subscriptions, Standard Webhooks signatures, the retry schedule.
 //! - [`native`]: requests of sources that speak their own protocol (GitHub, Jira, CloudEvents,
-//!   OpenLineage) turned into envelopes.
+//!   OpenLineage, DataHub) turned into envelopes.
+//! - [`auth`]: the trust model: API key format, scopes, and what a request needs.
+//! - [`object`]: an event's payload as the stages hold it, parsed only when read.
+//! - [`projection`]: the parts of an event a consumer asked for (`fields=`).
 //!
 //! This crate does no I/O: no tokio, rdkafka or redis anywhere in its dependency tree.
 

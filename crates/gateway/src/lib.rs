@@ -10,6 +10,10 @@
 //! - `audit`: every admin action appended to the audit topic; `GET /v1/audit`.
 //! - `preview`: runs a source's operations on a sample event, as the transformers would.
 //! - `dead_letters`: `/v1/dead-letters` (list, replay).
+//! - `subscriptions`: `/v1/subscriptions`, webhook subscriptions (the consumer-api delivers them).
+//! - `idempotency`: `Idempotency-Key` on `/ingest`: a retry within the window gets the first answer.
+//! - `hooks` (public): sources that speak their own protocol — `/hooks/{source}`, `/cloudevents`,
+//!   `/api/v1/lineage`, `/datahub/{source}/…`.
 //! - `openapi`: the API contract, `GET /openapi.json` on both listeners.
 //!
 //! Every route authenticates from memory and checks its scope before any Kafka or Redis work
