@@ -1,4 +1,4 @@
-//! API consumer groups. Where a group is lives in Redis (`positions`); on this replica a group
+//! API consumer groups. Where a group is lives in Redis (`adapters::store::positions`); on this replica a group
 //! has a Kafka consumer outside any Kafka group, assigned at each call to the group's positions,
 //! so any replica serves any call. Calls of one group are served one at a time across replicas
 //! (the group's lock in Redis).
@@ -22,7 +22,7 @@ use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::positions::{GroupState, GroupStore, Lease};
+use adapters::store::positions::{GroupState, GroupStore, Lease};
 
 pub(crate) struct Groups {
     kafka: KafkaSettings,

@@ -8,7 +8,7 @@
 //! `/metrics` is served on the operators' listener (`consumer_api.admin_listen`), which the
 //! public edge never routes. Every route checks its key's scope before any Kafka or Redis work.
 //!
-//! An API group is not a Kafka consumer group: where it is lives in Redis (`positions`), and on
+//! An API group is not a Kafka consumer group: where it is lives in Redis (`adapters::store::positions`), and on
 //! each call this replica's consumer for the group is assigned the partitions at those positions
 //! (`groups`), so any replica serves any call. An answer is a lease, acknowledged by the owner's
 //! next call or by its cursor (`POST /consume/ack`); one not acknowledged within
@@ -18,7 +18,6 @@
 
 mod cloudevents;
 mod groups;
-mod positions;
 pub mod openapi;
 mod routes;
 mod stream;
@@ -31,6 +30,7 @@ use actix_web::{web, App, HttpServer};
 use std::sync::Arc;
 
 use adapters::auth::{Authenticator, KeyStore, RateLimiter};
+use adapters::store::positions::GroupStore;
 use adapters::http::{fallback, finish, health_routes, path_errors, query_errors};
 use adapters::settings::{ConsumerApiSettings, Service};
 use adapters::shutdown::CancellationToken;
@@ -44,7 +44,7 @@ pub(crate) struct State {
     /// `GET /consume` calls in flight, per key (`consumer_api.max_long_polls_per_key`).
     pub long_polls: groups::PerKey,
     /// Where each group is, in Redis (any replica serves any call).
-    pub positions: positions::GroupStore,
+    pub positions: GroupStore,
     /// Signs and checks cursors, with the deployment's cursor secret from Redis (made once).
     pub cursors: tokio::sync::OnceCell<adapters::auth::KeyHasher>,
     pub records: adapters::store::Records,
@@ -94,7 +94,7 @@ impl Application {
             auth,
             limiter,
             long_polls: groups::PerKey::default(),
-            positions: positions::GroupStore::new(pool.clone(), &settings.redis.key_prefix, settings.redis.timeout()),
+            positions: GroupStore::new(pool.clone(), keys.clone(), settings.redis.timeout()),
             cursors: tokio::sync::OnceCell::new(),
             records: adapters::store::Records::new(
                 pool,

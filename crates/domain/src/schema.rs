@@ -156,6 +156,19 @@ impl KeySchema {
         format!("{}subscription:{{{id}}}:{what}", self.prefix)
     }
 
+    /// `<prefix>consume:{<group>}:<what>`: where a consumer-api group is — `pos` (partition →
+    /// next offset), `leases` (answers handed out, not yet acknowledged), `lock` (the one call
+    /// serving the group). The group is the hash tag: one slot, so one script reads them all.
+    pub fn consume_group(&self, group: &str, what: &str) -> String {
+        format!("{}consume:{{{group}}}:{what}", self.prefix)
+    }
+
+    /// `<prefix>consume:cursor-secret`: the key that signs `/consume` cursors, shared by every
+    /// consumer-api replica.
+    pub fn consume_cursor_secret(&self) -> String {
+        format!("{}consume:cursor-secret", self.prefix)
+    }
+
     /// `<prefix>dead-letters:replayed:<partition>:<offset>`: the dead letter at that position of
     /// the dead-letter topic was replayed.
     pub fn replayed(&self, partition: i32, offset: i64) -> String {

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::{RequestError, read_body, require_json};
-use deadpool_redis::redis::AsyncCommands as _;
 use domain::schema::headers;
 use domain::DeadLetterReason;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -249,15 +248,12 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
             skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "no original topic header"}));
             continue;
         };
-        let marker = state.keys.replayed(m.partition(), m.offset());
         if !request.force {
-            let first: bool = adapters::store::timed(state.redis_timeout, async {
-                let mut conn = state.pool.get().await?;
-                let set: bool = conn.set_nx(&marker, adapters::VERSION).await?;
-                Ok::<_, adapters::store::StoreError>(set)
-            })
-            .await
-            .map_err(|e| AdminError::Request(RequestError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s }))?;
+            let first = state
+                .replay_markers
+                .mark(m.partition(), m.offset(), adapters::VERSION)
+                .await
+                .map_err(|e| AdminError::Request(RequestError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s }))?;
             if !first {
                 skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "already replayed (use force)"}));
                 continue;
@@ -280,12 +276,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
             Ok(d) => replayed.push(json!({"partition": m.partition(), "offset": m.offset(), "to": {"topic": topic, "partition": d.partition, "offset": d.offset}})),
             Err((err, _)) => {
                 // Free the marker so the replay can be retried.
-                let _ = adapters::store::timed(state.redis_timeout, async {
-                    let mut conn = state.pool.get().await?;
-                    let _: () = conn.del(&marker).await?;
-                    Ok::<_, adapters::store::StoreError>(())
-                })
-                .await;
+                let _ = state.replay_markers.unmark(m.partition(), m.offset()).await;
                 return Err(kafka_unavailable(&state, err));
             }
         }

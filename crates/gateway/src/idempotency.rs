@@ -1,7 +1,7 @@
 //! `Idempotency-Key` on `/ingest`: a client retry carrying the same key within
 //! `gateway.idempotency_window_s` gets the original answer, and no second event is produced.
 //!
-//! Redis key `<prefix>idempotency:<key>` holds `{"state":"pending"|"done","fp":…,"status":…,
+//! The Redis record (`adapters::store::idempotency`, key `<prefix>idempotency:<key>`) holds `{"state":"pending"|"done","fp":…,"status":…,
 //! "body":…}`. It is claimed with `SET NX` and a short expiry while the produce is in flight
 //! (so a crashed gateway does not block the key for the whole window), then overwritten with the
 //! answer and the full window. `fp` fingerprints the body: the same key with another body is
@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use adapters::http::RequestError;
-use deadpool_redis::redis::AsyncCommands as _;
 use serde_json::{json, Value};
 
 use crate::routes::IngestError;
@@ -57,34 +56,12 @@ pub(crate) fn check_key(key: &str) -> Result<&str, IngestError> {
 /// 409 while the first request is in flight, 422 for another body under the same key, 503 when
 /// Redis does not answer.
 pub(crate) async fn claim(state: &State, key: &str, body: &[u8]) -> Result<Claim, IngestError> {
-    let redis_key = state.keys.idempotency(key);
+    let redis_key = state.claims.key(key);
     let fp = fingerprint(body);
     let pending = json!({"state": "pending", "fp": fp}).to_string();
-    let hold = (state.produce_timeout + Duration::from_secs(5)).as_millis() as u64;
-    let existing: Option<String> = adapters::store::timed(state.redis_timeout, async {
-        let mut conn = state.pool.get().await?;
-        loop {
-            let claimed: bool = deadpool_redis::redis::cmd("SET")
-                .arg(&redis_key)
-                .arg(&pending)
-                .arg("NX")
-                .arg("PX")
-                .arg(hold)
-                .query_async::<Option<String>>(&mut conn)
-                .await?
-                .is_some();
-            if claimed {
-                return Ok::<_, adapters::store::StoreError>(None);
-            }
-            // The claim in the way may expire between the two calls (a crashed gateway's claim
-            // lapses after `hold`): then claim again, rather than compare with nothing.
-            if let Some(current) = conn.get::<_, Option<String>>(&redis_key).await? {
-                return Ok(Some(current));
-            }
-        }
-    })
-    .await
-    .map_err(|e| redis_error(state, e))?;
+    // Short, so that a crashed gateway's claim lapses soon.
+    let hold = state.produce_timeout + Duration::from_secs(5);
+    let existing = state.claims.claim(&redis_key, &pending, hold).await.map_err(|e| redis_error(state, e))?;
     let Some(existing) = existing else { return Ok(Claim::New(redis_key)) };
     let record: Value = serde_json::from_str(&existing).unwrap_or(Value::Null);
     if record["fp"] != json!(fp) {
@@ -101,14 +78,7 @@ pub(crate) async fn claim(state: &State, key: &str, body: &[u8]) -> Result<Claim
 /// Records the answer for the window.
 pub(crate) async fn complete(state: &State, redis_key: &str, body: &[u8], status: u16, answer: &Value) {
     let record = json!({"state": "done", "fp": fingerprint(body), "status": status, "body": answer}).to_string();
-    let window = state.idempotency_window.as_secs().max(1);
-    let result = adapters::store::timed(state.redis_timeout, async {
-        let mut conn = state.pool.get().await?;
-        let _: () = conn.set_ex(redis_key, record, window).await?;
-        Ok::<_, adapters::store::StoreError>(())
-    })
-    .await;
-    if let Err(err) = result {
+    if let Err(err) = state.claims.complete(redis_key, record, state.idempotency_window).await {
         // The event is in Kafka; a retry after the claim expires would produce it again.
         tracing::warn!(error = %err, "could not record the idempotent answer");
     }
@@ -116,12 +86,7 @@ pub(crate) async fn complete(state: &State, redis_key: &str, body: &[u8], status
 
 /// Frees the key after a failure, so the client's retry can go ahead.
 pub(crate) async fn release(state: &State, redis_key: &str) {
-    let _ = adapters::store::timed(state.redis_timeout, async {
-        let mut conn = state.pool.get().await?;
-        let _: () = conn.del(redis_key).await?;
-        Ok::<_, adapters::store::StoreError>(())
-    })
-    .await;
+    let _ = state.claims.release(redis_key).await;
 }
 
 #[cfg(test)]

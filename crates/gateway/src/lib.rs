@@ -66,9 +66,10 @@ pub(crate) struct State {
     pub produce_timeout: Duration,
     pub in_flight: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<adapters::metrics::Metrics>,
-    pub pool: adapters::store::Pool,
-    pub keys: domain::KeySchema,
-    pub redis_timeout: Duration,
+    /// `Idempotency-Key` records.
+    pub claims: adapters::store::idempotency::Claims,
+    /// Which dead letters were replayed.
+    pub replay_markers: adapters::store::markers::ReplayMarkers,
     pub idempotency_window: Duration,
     pub dead_letter_topic: String,
     /// Client config for reading the dead-letter topic outside any group.
@@ -149,9 +150,8 @@ impl Application {
             produce_timeout: settings.kafka.produce_timeout(),
             in_flight,
             metrics: metrics.clone(),
-            pool: pool.clone(),
-            keys,
-            redis_timeout: settings.redis.timeout(),
+            claims: adapters::store::idempotency::Claims::new(pool.clone(), keys.clone(), settings.redis.timeout()),
+            replay_markers: adapters::store::markers::ReplayMarkers::new(pool.clone(), keys, settings.redis.timeout()),
             idempotency_window: Duration::from_secs(settings.gateway.idempotency_window_s),
             dead_letter_topic: settings.kafka.topics.dead_letter.clone(),
             reader_config: adapters::kafka::reader_config(&settings.kafka),

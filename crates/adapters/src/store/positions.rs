@@ -16,14 +16,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use adapters::store::{timed, StoreError};
+use super::{timed, StoreError};
 use deadpool_redis::redis::AsyncCommands as _;
-use adapters::store::Pool;
+use super::Pool;
 use serde::{Deserialize, Serialize};
 
 /// An answer handed out and not yet acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Lease {
+pub struct Lease {
     pub owner: String,
     pub deadline_ms: i64,
     /// `[partition, from, to)`: the offsets the answer covered (filtered-out events included).
@@ -32,7 +32,7 @@ pub(crate) struct Lease {
 
 /// A group's state as one call reads it under the lock.
 #[derive(Debug, Default)]
-pub(crate) struct GroupState {
+pub struct GroupState {
     pub positions: HashMap<i32, i64>,
     pub leases: HashMap<String, Lease>,
 }
@@ -55,19 +55,19 @@ impl GroupState {
 }
 
 #[derive(Clone)]
-pub(crate) struct GroupStore {
+pub struct GroupStore {
     pool: Pool,
-    prefix: String,
+    keys: domain::KeySchema,
     timeout: Duration,
 }
 
 impl GroupStore {
-    pub fn new(pool: Pool, prefix: &str, timeout: Duration) -> Self {
-        GroupStore { pool, prefix: prefix.to_owned(), timeout }
+    pub fn new(pool: Pool, keys: domain::KeySchema, timeout: Duration) -> Self {
+        GroupStore { pool, keys, timeout }
     }
 
     fn key(&self, group: &str, what: &str) -> String {
-        format!("{}consume:{{{group}}}:{what}", self.prefix)
+        self.keys.consume_group(group, what)
     }
 
     /// Takes the group's lock for `ttl`, retrying until `until`. Returns whether it was taken.
@@ -284,7 +284,7 @@ impl GroupStore {
     /// # Errors
     /// When Redis fails.
     pub async fn cursor_secret(&self) -> Result<String, StoreError> {
-        let key = format!("{}consume:cursor-secret", self.prefix);
+        let key = self.keys.consume_cursor_secret();
         let candidate = format!("{:032x}{:032x}", rand_u128(), rand_u128());
         timed(self.timeout, async {
             let mut conn = self.pool.get().await?;
