@@ -56,6 +56,7 @@ test: infra build k8s-validate
 	$(CARGO) test --workspace --no-fail-fast
 	python3 scripts/test_check_dashboards.py
 	python3 scripts/check_docs_links.py
+	python3 scripts/check_dependencies.py
 	scripts/smoke.sh
 	scripts/contract.sh
 	scripts/prometheus.sh check

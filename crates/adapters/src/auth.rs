@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::http::RequestError;
+pub use crate::http::{RateState, RateStates};
 use crate::settings::{FailMode, Secret};
 use crate::shutdown::CancellationToken;
 use crate::store::{timed, StoreError};
@@ -331,23 +332,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// What a rate-limit decision said, for the `RateLimit` and `RateLimit-Policy` headers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RateState {
-    pub kind: RateKind,
-    pub policy: String,
-    pub remaining: u64,
-    /// Seconds until the allowance is full again.
-    pub reset_s: u64,
-}
-
-impl RateState {
-    /// `RateLimit: "requests";r=42;t=1` (draft-ietf-httpapi-ratelimit-headers).
-    pub fn header(&self) -> String {
-        format!("\"{}\";r={};t={}", self.kind.as_str(), self.remaining, self.reset_s)
-    }
-}
-
 /// Per-key rate limits, shared by every replica through Redis.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -425,29 +409,6 @@ impl RateLimiter {
                 }
             }
         }
-    }
-}
-
-/// The states of a request's rate-limit decision, left in the request's extensions for the
-/// `RateLimit` headers (`adapters::http::finish`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RateStates(pub Vec<RateState>);
-
-impl RateStates {
-    /// Leaves them on `req` for the response headers.
-    pub fn attach(self, req: &HttpRequest) {
-        if !self.0.is_empty() {
-            actix_web::HttpMessage::extensions_mut(req).insert(self);
-        }
-    }
-
-    /// `RateLimit-Policy` and `RateLimit` values: one list item per limited dimension.
-    pub fn headers(&self) -> Option<(String, String)> {
-        (!self.0.is_empty()).then(|| {
-            let policy: Vec<String> = self.0.iter().map(|s| s.policy.clone()).collect();
-            let state: Vec<String> = self.0.iter().map(RateState::header).collect();
-            (policy.join(", "), state.join(", "))
-        })
     }
 }
 

@@ -76,3 +76,9 @@ fn status(r: Result<(), String>) -> Value {
         Err(e) => json!(e),
     }
 }
+
+impl crate::retry::Trouble for Health {
+    fn trouble(&self, why: String) {
+        self.set_trouble(why);
+    }
+}

@@ -66,7 +66,7 @@ pub enum RequestError {
     #[error(transparent)]
     Forbidden(domain::auth::Forbidden),
     #[error("rate limit of this key exceeded ({}); retry in {retry_after_s} s", .state.kind.as_str())]
-    RateLimited { retry_after_s: u64, state: crate::auth::RateState },
+    RateLimited { retry_after_s: u64, state: RateState },
     #[error("this request costs {cost} {kind}, more than this key's burst of {burst}; split it")]
     OverBurst { cost: u64, burst: u32, kind: &'static str },
     /// A cap on what one key may hold (long polls, consumer groups).
@@ -316,7 +316,7 @@ pub async fn finish(
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().to_string();
     let mut res = next.call(req).await?.map_into_boxed_body();
-    let rate = actix_web::HttpMessage::extensions(res.request()).get::<crate::auth::RateStates>().and_then(crate::auth::RateStates::headers);
+    let rate = actix_web::HttpMessage::extensions(res.request()).get::<RateStates>().and_then(RateStates::headers);
     if let Some((policy, state)) = rate {
         for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
             if let Ok(value) = header::HeaderValue::from_str(&value) {
@@ -475,4 +475,44 @@ pub fn health_server(
     .listen(listener)?
     .run();
     Ok((server, port))
+}
+
+/// What a rate-limit decision said, for the `RateLimit` and `RateLimit-Policy` headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateState {
+    pub kind: domain::auth::RateKind,
+    pub policy: String,
+    pub remaining: u64,
+    /// Seconds until the allowance is full again.
+    pub reset_s: u64,
+}
+
+impl RateState {
+    /// `RateLimit: "requests";r=42;t=1` (draft-ietf-httpapi-ratelimit-headers).
+    pub fn header(&self) -> String {
+        format!("\"{}\";r={};t={}", self.kind.as_str(), self.remaining, self.reset_s)
+    }
+}
+
+/// The states of a request's rate-limit decision, left in the request's extensions for the
+/// `RateLimit` headers (`adapters::http::finish`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateStates(pub Vec<RateState>);
+
+impl RateStates {
+    /// Leaves them on `req` for the response headers.
+    pub fn attach(self, req: &HttpRequest) {
+        if !self.0.is_empty() {
+            actix_web::HttpMessage::extensions_mut(req).insert(self);
+        }
+    }
+
+    /// `RateLimit-Policy` and `RateLimit` values: one list item per limited dimension.
+    pub fn headers(&self) -> Option<(String, String)> {
+        (!self.0.is_empty()).then(|| {
+            let policy: Vec<String> = self.0.iter().map(|s| s.policy.clone()).collect();
+            let state: Vec<String> = self.0.iter().map(RateState::header).collect();
+            (policy.join(", "), state.join(", "))
+        })
+    }
 }

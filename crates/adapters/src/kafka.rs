@@ -227,7 +227,7 @@ pub struct LoggingContext {
     awaiting_assignment: std::sync::Mutex<Option<crate::watchdog::Guard>>,
     /// For a transformer: watches its partitions and group membership for a stall
     /// ([`crate::liveness`]), fed by the statistics and rebalances.
-    liveness: Option<std::sync::Arc<crate::liveness::FetchWatch>>,
+    liveness: Option<std::sync::Arc<dyn ConsumerWatch>>,
 }
 
 impl LoggingContext {
@@ -239,16 +239,21 @@ impl LoggingContext {
     }
 }
 
+/// What watches a group consumer, fed on the consumer's thread by librdkafka's statistics and by
+/// the assignment after each rebalance ([`crate::liveness::FetchWatch`] is one). A trait, so that
+/// this module does not depend on what watches it.
+pub trait ConsumerWatch: Send + Sync {
+    fn statistics(&self, statistics: &rdkafka::Statistics);
+    fn assigned(&self, partitions: Vec<(String, i32)>);
+}
+
 /// Called, on the consumer's thread, before partitions are revoked.
 pub type RevokeHook = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 impl ClientContext for LoggingContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         if let Some(watch) = &self.liveness {
-            let (partitions, group) = crate::liveness::views(&statistics);
-            if let Some(stalled) = watch.observe(std::time::Instant::now(), &partitions, group.as_ref()) {
-                crate::watchdog::give_up("consuming (work waiting, nothing moving)", &stalled);
-            }
+            watch.statistics(&statistics);
         }
         let Some(metrics) = &self.metrics else { return };
         let lags = statistics.topics.values().flat_map(|t| {
@@ -305,7 +310,7 @@ impl ConsumerContext for LoggingContext {
     fn post_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Some(watch) = &self.liveness {
             match consumer.assignment() {
-                Ok(tpl) => watch.set_assignment(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition()))),
+                Ok(tpl) => watch.assigned(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()),
                 Err(err) => tracing::warn!(error = %err, "reading the assignment after a rebalance failed"),
             }
         }
@@ -334,11 +339,13 @@ fn describe(tpl: &TopicPartitionList) -> String {
 
 pub type GroupConsumer = StreamConsumer<LoggingContext>;
 
-/// How long the broker may hold a fetch to fill it (`fetch.min.bytes`, `fetch.wait.max.ms`).
-#[derive(Debug, Clone, Copy)]
-pub struct FetchBatching {
-    pub min_bytes: usize,
-    pub wait_ms: u64,
+pub use crate::settings::FetchBatching;
+
+/// The message types the stages and readers hand to services: what a record is, not how it is
+/// fetched or produced. Services name them from here, never from rdkafka.
+pub mod message {
+    pub use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders, OwnedMessage};
+    pub use rdkafka::Timestamp;
 }
 
 /// A consumer in `group_id`, subscribed to `topics`, that starts at the earliest offset of a new
@@ -356,7 +363,7 @@ pub fn consumer(
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     commits: Commits,
     fetch: Option<FetchBatching>,
-    liveness: Option<std::sync::Arc<crate::liveness::FetchWatch>>,
+    liveness: Option<std::sync::Arc<dyn ConsumerWatch>>,
 ) -> anyhow::Result<GroupConsumer> {
     let mut c = base_config(k, &k.consumer_properties);
     if let Some(fetch) = fetch {
@@ -515,4 +522,13 @@ pub fn probe(k: &KafkaSettings, topic: &str) -> anyhow::Result<crate::health::Ka
         use rdkafka::producer::Producer as _;
         client.client().fetch_metadata(Some(&topic), Duration::from_secs(2)).map(|_| ()).map_err(|e| e.to_string())
     }))
+}
+
+/// Messages waiting in the producer for an ack (`metastream_kafka_producer_queue_messages`).
+pub fn register_producer_gauge(metrics: &std::sync::Arc<crate::metrics::Metrics>, producer: &FutureProducer) {
+    use rdkafka::producer::Producer as _;
+    let producer = producer.clone();
+    metrics.gauge("metastream_kafka_producer_queue_messages", "Messages waiting in the producer for an ack", move || {
+        vec![(i64::from(producer.in_flight_count()), Vec::new())]
+    });
 }

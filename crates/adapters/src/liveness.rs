@@ -181,6 +181,19 @@ struct Watched {
     unsettled_since: Option<Instant>,
 }
 
+impl crate::kafka::ConsumerWatch for FetchWatch {
+    fn statistics(&self, statistics: &rdkafka::Statistics) {
+        let (partitions, group) = views(statistics);
+        if let Some(stalled) = self.observe(Instant::now(), &partitions, group.as_ref()) {
+            crate::watchdog::give_up("consuming (work waiting, nothing moving)", &stalled);
+        }
+    }
+
+    fn assigned(&self, partitions: Vec<(String, i32)>) {
+        self.set_assignment(partitions);
+    }
+}
+
 impl FetchWatch {
     /// A watch, with a thread asking the broker every [`END_PERIOD`] for the last stable offsets
     /// of the assigned partitions (through its own client, so a stuck consumer cannot stop it).

@@ -385,30 +385,6 @@ pub fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// Gauges on the clients every service holds: the producer's queue and the Redis pool.
-pub fn register_client_gauges(metrics: &Arc<Metrics>, producer: &rdkafka::producer::FutureProducer, pool: &crate::store::Pool) {
-    use rdkafka::producer::Producer as _;
-    let producer = producer.clone();
-    metrics.gauge("metastream_kafka_producer_queue_messages", "Messages waiting in the producer for an ack", move || {
-        vec![(i64::from(producer.in_flight_count()), Vec::new())]
-    });
-    register_pool_gauge(metrics, pool);
-}
-
-/// Gauges on the Redis pool and consumer lag (for services without a producer).
-pub fn register_pool_gauge(metrics: &Arc<Metrics>, pool: &crate::store::Pool) {
-    let pool = pool.clone();
-    metrics.gauge("metastream_redis_pool_connections", "Redis pool connections by state", move || {
-        let status = pool.status();
-        let idle = status.available as i64;
-        vec![
-            (status.size as i64 - idle, vec![KeyValue::new("state", "in_use")]),
-            (idle, vec![KeyValue::new("state", "idle")]),
-        ]
-    });
-    metrics.register_lag_gauge();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

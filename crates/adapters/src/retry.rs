@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::health::Health;
 use crate::shutdown::{CancellationToken, Interrupted};
-use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -41,16 +39,23 @@ impl Backoff {
     }
 }
 
+/// Where a retry loop reports the trouble it is in, so that the service says not ready meanwhile
+/// ([`crate::health::Health`] is one). A trait, so that retrying depends on nothing it retries.
+pub trait Trouble {
+    fn trouble(&self, why: String);
+}
+
 /// Runs a Redis operation until it succeeds, with backoff; reports not ready meanwhile. Every
 /// failure is taken as transient — a timeout, a lost connection, a Redis still `LOADING` its
 /// data after a restart — since the operations it runs are safe to repeat.
 ///
 /// # Errors
 /// [`Interrupted`] when shutdown comes first.
-pub async fn with_redis_retry<T, F, Fut>(health: &Health, shutdown: &CancellationToken, mut op: F) -> Result<T, Interrupted>
+pub async fn with_redis_retry<T, E, F, Fut>(health: &impl Trouble, shutdown: &CancellationToken, mut op: F) -> Result<T, Interrupted>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut backoff = Backoff::infra();
     loop {
@@ -58,7 +63,7 @@ where
             Ok(v) => return Ok(v),
             Err(err) => {
                 tracing::warn!(error = %err, "redis call failed; retrying");
-                health.set_trouble(format!("redis failing: {err}"));
+                health.trouble(format!("redis failing: {err}"));
                 pause(&mut backoff, shutdown).await?;
             }
         }

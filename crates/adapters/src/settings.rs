@@ -11,6 +11,13 @@ use std::time::Duration;
 use domain::{SourceName, Topics};
 use serde::Deserialize;
 
+/// How long the broker may hold a fetch to fill it (`fetch.min.bytes`, `fetch.wait.max.ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct FetchBatching {
+    pub min_bytes: usize,
+    pub wait_ms: u64,
+}
+
 /// A value that must never be printed or logged: `Debug` and `Display` show `***`.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -246,8 +253,8 @@ pub struct TransformerSettings {
 
 impl TransformerSettings {
     /// This stage's fetch batching, as `kafka::consumer` takes it.
-    pub fn fetch(&self) -> crate::kafka::FetchBatching {
-        crate::kafka::FetchBatching { min_bytes: self.fetch_min_bytes, wait_ms: self.fetch_wait_ms }
+    pub fn fetch(&self) -> FetchBatching {
+        FetchBatching { min_bytes: self.fetch_min_bytes, wait_ms: self.fetch_wait_ms }
     }
 }
 

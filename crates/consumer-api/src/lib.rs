@@ -75,7 +75,7 @@ impl Application {
         }
         let pool = adapters::store::pool(&settings.redis)?;
         let metrics = adapters::metrics::Metrics::new(Service::ConsumerApi.name(), &settings.telemetry.otlp_endpoint);
-        adapters::metrics::register_pool_gauge(&metrics, &pool);
+        adapters::store::register_pool_gauge(&metrics, &pool);
         let groups = Arc::new(groups::Groups::new(settings.kafka.clone(), &settings.consumer_api));
         groups.spawn_idle_release(shutdown.clone());
         let open = Arc::downgrade(&groups);

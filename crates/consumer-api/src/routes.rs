@@ -12,7 +12,7 @@ use domain::auth::{Access, RateKind};
 use domain::projection::Projection;
 use domain::{Condition, Event, EventId, SourceName};
 use actix_web::web::Bytes;
-use rdkafka::message::{BorrowedMessage, Message};
+use adapters::kafka::message::{BorrowedMessage, Message};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -450,8 +450,8 @@ async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: we
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::message::OwnedMessage;
-    use rdkafka::Timestamp;
+    use adapters::kafka::message::OwnedMessage;
+    use adapters::kafka::message::Timestamp;
 
     fn message(payload: &[u8], key: Option<&str>) -> OwnedMessage {
         OwnedMessage::new(Some(payload.to_vec()), key.map(|k| k.as_bytes().to_vec()), "out\"put".into(), Timestamp::NotAvailable, 3, 41, None)

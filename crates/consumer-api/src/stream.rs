@@ -19,7 +19,7 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use adapters::auth::KeyHasher;
 use adapters::http::RequestError;
-use rdkafka::message::Message as _;
+use adapters::kafka::message::Message as _;
 use serde_json::json;
 
 use crate::groups::{ApiGroup, Slot, Start};
@@ -60,7 +60,7 @@ pub(crate) fn verify(signer: &KeyHasher, group: &str, cursor: &str) -> Result<(S
 
 /// Turns a consumed message into what the stream sends (`None`: passed over).
 /// One event's item as JSON bytes; `None` when it is not for this stream.
-pub(crate) type Render = Box<dyn for<'m> Fn(&rdkafka::message::BorrowedMessage<'m>) -> Option<Vec<u8>>>;
+pub(crate) type Render = Box<dyn for<'m> Fn(&adapters::kafka::message::BorrowedMessage<'m>) -> Option<Vec<u8>>>;
 
 /// What one stream holds while it runs.
 pub(crate) struct Stream {

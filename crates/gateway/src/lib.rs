@@ -110,7 +110,8 @@ impl Application {
         let producer = adapters::kafka::producer(&settings.kafka, limits.get().as_ref())?;
         let pool = adapters::store::pool(&settings.redis)?;
         let metrics = adapters::metrics::Metrics::new(Service::Gateway.name(), &settings.telemetry.otlp_endpoint);
-        adapters::metrics::register_client_gauges(&metrics, &producer, &pool);
+        adapters::kafka::register_producer_gauge(&metrics, &producer);
+        adapters::store::register_pool_gauge(&metrics, &pool);
         let catalog = SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
         let in_flight = Arc::new(tokio::sync::Semaphore::new(settings.gateway.max_in_flight));
         let (gauge_sem, max) = (in_flight.clone(), settings.gateway.max_in_flight);

@@ -11,7 +11,7 @@ use adapters::settings::Service;
 use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, Processor, Shared, Transform, Transformer};
 use adapters::store::Records;
 use domain::{DeadLetterReason, Event, EventId, EventOutcome, Input, ProcessedNotice, SourceName, Stage};
-use rdkafka::message::{Message, OwnedMessage};
+use adapters::kafka::message::{Message, OwnedMessage};
 use tracing::Instrument as _;
 
 /// The post-transformer service: built with `PostTransformer::build(settings, shutdown)`, run with

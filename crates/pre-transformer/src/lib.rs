@@ -14,7 +14,7 @@ use adapters::stage::{self, Applied, Failure, Interrupted, Outgoing, Processed, 
 use adapters::store::{NewRecord, Records, Written};
 use domain::schema::headers;
 use domain::{DeadLetterReason, Event, EventOutcome, Input, ProcessedNotice, Stage};
-use rdkafka::message::{Message, OwnedMessage};
+use adapters::kafka::message::{Message, OwnedMessage};
 use tracing::Instrument as _;
 
 /// The pre-transformer service: built with `PreTransformer::build(settings, shutdown)`, run with

@@ -264,7 +264,8 @@ impl StageRunner {
         let input = if service == Service::PreTransformer { crate::liveness::Input::Plain } else { crate::liveness::Input::Transactional };
         let fetch_watch = crate::liveness::FetchWatch::start(&settings.kafka, input)?;
         let consumer = crate::kafka::consumer(&settings.kafka, &t.group_id, &[input_topic], Some(metrics.clone()), commits, Some(t.fetch()), Some(fetch_watch.clone()))?;
-        crate::metrics::register_client_gauges(&metrics, &producer.get(), &pool);
+        crate::kafka::register_producer_gauge(&metrics, &producer.get());
+        crate::store::register_pool_gauge(&metrics, &pool);
         let catalog = crate::SourceCatalog::start(&settings, pool.clone(), shutdown.clone(), metrics.clone()).await?;
         let (health_server, port) = crate::http::health_server(&t.listen, health.clone(), metrics.clone())?;
         let loop_watch = crate::liveness::LoopWatch::start(health.clone(), shutdown.clone())?;

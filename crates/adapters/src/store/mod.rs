@@ -235,6 +235,20 @@ fn run_ids(info: &Value) -> String {
     ids.join(",")
 }
 
+/// The Redis pool's connections by state (`metastream_redis_pool_connections`), and consumer lag.
+pub fn register_pool_gauge(metrics: &std::sync::Arc<crate::metrics::Metrics>, pool: &Pool) {
+    let pool = pool.clone();
+    metrics.gauge("metastream_redis_pool_connections", "Redis pool connections by state", move || {
+        let status = pool.status();
+        let idle = status.available as i64;
+        vec![
+            (status.size as i64 - idle, vec![opentelemetry::KeyValue::new("state", "in_use")]),
+            (idle, vec![opentelemetry::KeyValue::new("state", "idle")]),
+        ]
+    });
+    metrics.register_lag_gauge();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
