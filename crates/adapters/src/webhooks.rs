@@ -280,15 +280,7 @@ impl SubscriptionStore {
             if wanted.is_empty() {
                 return Ok(Vec::new());
             }
-            let locked: Option<String> = deadpool_redis::redis::cmd("SET")
-                .arg(self.keys.subscription(id, "replay-lock"))
-                .arg(owner)
-                .arg("NX")
-                .arg("PX")
-                .arg(hold.as_millis() as u64)
-                .query_async(&mut conn)
-                .await?;
-            if locked.is_none() {
+            if !crate::store::set_nx_px(&mut conn, &self.keys.subscription(id, "replay-lock"), owner, hold).await? {
                 return Ok(Vec::new());
             }
             let raw: Vec<Option<String>> = conn.hget(self.keys.subscription(id, "dead"), &wanted).await?;

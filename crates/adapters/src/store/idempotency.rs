@@ -37,15 +37,7 @@ impl Claims {
         timed(self.timeout, async {
             let mut conn = self.pool.get().await?;
             loop {
-                let claimed: Option<String> = deadpool_redis::redis::cmd("SET")
-                    .arg(redis_key)
-                    .arg(pending)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(hold.as_millis() as u64)
-                    .query_async(&mut conn)
-                    .await?;
-                if claimed.is_some() {
+                if super::set_nx_px(&mut conn, redis_key, pending, hold).await? {
                     return Ok::<_, StoreError>(None);
                 }
                 if let Some(current) = conn.get::<_, Option<String>>(redis_key).await? {

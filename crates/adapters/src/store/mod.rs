@@ -235,6 +235,22 @@ fn run_ids(info: &Value) -> String {
     ids.join(",")
 }
 
+/// `SET key value NX PX ttl`: whether this call set the key (a claim, a lock).
+///
+/// # Errors
+/// When Redis fails.
+pub async fn set_nx_px(conn: &mut Connection, key: &str, value: &str, ttl: Duration) -> Result<bool, RedisError> {
+    let set: Option<String> = deadpool_redis::redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl.as_millis() as u64)
+        .query_async(conn)
+        .await?;
+    Ok(set.is_some())
+}
+
 /// The Redis pool's connections by state (`metastream_redis_pool_connections`), and consumer lag.
 pub fn register_pool_gauge(metrics: &std::sync::Arc<crate::metrics::Metrics>, pool: &Pool) {
     let pool = pool.clone();

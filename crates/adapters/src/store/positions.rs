@@ -79,15 +79,7 @@ impl GroupStore {
         loop {
             let taken: bool = timed(self.timeout, async {
                 let mut conn = self.pool.get().await?;
-                let r: Option<String> = deadpool_redis::redis::cmd("SET")
-                    .arg(&key)
-                    .arg(token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl.as_millis() as u64)
-                    .query_async(&mut conn)
-                    .await?;
-                Ok::<_, StoreError>(r.is_some())
+                Ok::<_, StoreError>(super::set_nx_px(&mut conn, &key, token, ttl).await?)
             })
             .await?;
             if taken {
