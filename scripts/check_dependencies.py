@@ -24,11 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ["gateway", "pre-transformer", "post-transformer", "consumer-api", "cli"]
 FORBIDDEN = {"rdkafka": "rdkafka::", "redis": "redis::", "deadpool-redis": "deadpool_redis"}
 
-# Not moved yet (issue 32): the gateway builds its produce records and headers inline and reads
-# the dead-letter topic with its own consumer; the consumer-api assigns its group readers'
-# partitions and commits its webhook consumers' offsets with rdkafka's types.
+# Not moved yet (issue 32): the consumer-api assigns its group readers' partitions and commits
+# its webhook consumers' offsets with rdkafka's types.
 REMAINING = {
-    ("gateway", "rdkafka"): "the produce path (routes, audit), the dead-letter browser's consumer",
     ("consumer-api", "rdkafka"): "the group readers' assignment (groups), the webhook consumers' offsets",
 }
 

@@ -6,7 +6,7 @@
 //! and `TCP_NODELAY`) answering `POST /ingest` with a small 202 JSON body:
 //! - `ingest_floor http`: once the body is read;
 //! - `ingest_floor kafka`: once the body, as is, is produced to the ingest topic with the
-//!   gateway's producer configuration and acknowledged (acks=all), keyed by a counter so the
+//!   gateway's producer configuration and send path (`adapters::kafka::send`) and acknowledged (acks=all), keyed by a counter so the
 //!   events spread over the partitions as the gateway's (keyed by entity) do.
 //!
 //! Settings load as every service's do (`METASTREAM_ENV`, `METASTREAM__…`); it listens on
@@ -18,8 +18,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use adapters::process::Threads;
 use adapters::settings::Service;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use adapters::kafka::{FutureProducer, Record};
 
 #[global_allocator]
 static ALLOCATOR: adapters::Allocator = adapters::Allocator;
@@ -40,8 +39,8 @@ struct Floor {
 async fn ingest(body: web::Bytes, floor: web::Data<Floor>) -> HttpResponse {
     if floor.mode == Mode::Kafka {
         let key = floor.sent.fetch_add(1, Ordering::Relaxed).to_string();
-        let record = FutureRecord::<str, [u8]>::to(&floor.topic).key(&key).payload(&body[..]);
-        if let Err((err, _)) = floor.producer.send(record, Timeout::After(Duration::from_secs(5))).await {
+        let record = Record { topic: &floor.topic, key: Some(key.as_bytes()), payload: &body[..], headers: Vec::new() };
+        if let Err(err) = adapters::kafka::send(&floor.producer, record, Duration::from_secs(5), Duration::from_secs(60)).await {
             return HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": err.to_string()}));
         }
     }

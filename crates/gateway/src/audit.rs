@@ -12,10 +12,8 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::auth::Principal;
-use rdkafka::message::Message as _;
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
 use serde::Deserialize;
+use adapters::kafka::message::Message as _;
 use serde_json::{json, Value};
 
 use crate::admin::AdminError;
@@ -39,12 +37,9 @@ pub(crate) async fn record(state: &State, actor: &Principal, action: &str, targe
         "details": details,
     })
     .to_string();
-    let delivery = tokio::time::timeout(
-        state.produce_timeout + Duration::from_secs(1),
-        state.producer.send(FutureRecord::to(&state.audit_topic).key(target).payload(&record), Timeout::After(Duration::from_millis(100))),
-    )
-    .await;
-    if !matches!(delivery, Ok(Ok(_))) {
+    let audit = adapters::kafka::Record { topic: &state.audit_topic, key: Some(target.as_bytes()), payload: record.as_bytes(), headers: Vec::new() };
+    let delivery = adapters::kafka::send(&state.producer, audit, Duration::from_millis(100), state.produce_timeout + Duration::from_secs(1)).await;
+    if delivery.is_err() {
         state.metrics.audit_failures.add(1, &[]);
         tracing::error!(action, target, actor = %actor.id, "the audit record of an admin action was not written to kafka: {record}");
     }

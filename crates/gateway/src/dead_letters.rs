@@ -13,17 +13,14 @@
 //! offsets.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::{RequestError, read_body, require_json};
 use domain::schema::headers;
 use domain::DeadLetterReason;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
+use adapters::kafka::message::{Headers as _, Message as _, OwnedMessage};
+use adapters::kafka::Record;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -89,8 +86,8 @@ fn describe(m: &OwnedMessage) -> Value {
 }
 
 /// Reads `topic` from `start` (per partition), keeping messages `keep` accepts, until `limit`
-/// are kept, every partition is read to its end, or the deadline passes. Returns the kept
-/// messages and where each partition stopped.
+/// are kept, every partition is read to its end, or [`READ_DEADLINE`] passes
+/// ([`adapters::kafka::scan`]). Returns the kept messages and where each partition stopped.
 pub(crate) fn scan(
     state: &State,
     topic: &str,
@@ -98,44 +95,7 @@ pub(crate) fn scan(
     limit: usize,
     keep: impl Fn(&OwnedMessage) -> bool,
 ) -> anyhow::Result<(Vec<OwnedMessage>, BTreeMap<i32, i64>)> {
-    let consumer: BaseConsumer = state.reader_config.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    let partitions: Vec<i32> = metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
-    let mut position = BTreeMap::new();
-    let mut ends = BTreeMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?;
-        let from = start.get(&p).copied().unwrap_or(low).max(low);
-        position.insert(p, from);
-        if from < high {
-            ends.insert(p, high);
-            tpl.add_partition_offset(topic, p, Offset::Offset(from))?;
-        }
-    }
-    let mut kept = Vec::new();
-    if ends.is_empty() {
-        return Ok((kept, position));
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + READ_DEADLINE;
-    while kept.len() < limit && !ends.is_empty() && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let m = m.detach();
-                position.insert(m.partition(), m.offset() + 1);
-                if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
-                    ends.remove(&m.partition());
-                }
-                if keep(&m) {
-                    kept.push(m);
-                }
-            }
-            Some(Err(err)) => anyhow::bail!("reading {topic}: {err}"),
-            None => {}
-        }
-    }
-    Ok((kept, position))
+    adapters::kafka::scan(&state.reader_config, topic, start, limit, READ_DEADLINE, keep)
 }
 
 pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, AdminError> {
@@ -260,21 +220,18 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
             }
         }
         // The original headers, without the dead-letter ones, plus where the replay came from.
-        let mut h = OwnedHeaders::new();
+        let mut h: Vec<(&str, &[u8])> = Vec::new();
         if let Some(orig) = m.headers() {
             for hd in orig.iter().filter(|hd| !hd.key.starts_with("metastream-dlq-")) {
-                h = h.insert(Header { key: hd.key, value: hd.value });
+                h.push((hd.key, hd.value.unwrap_or_default()));
             }
         }
         let from = format!("{}/{}/{}", state.dead_letter_topic, m.partition(), m.offset());
-        h = h.insert(Header { key: "metastream-replayed-from", value: Some(&from) });
-        let mut record = FutureRecord::to(topic).payload(m.payload().unwrap_or_default()).headers(h);
-        if let Some(key) = m.key() {
-            record = record.key(key);
-        }
-        match state.producer.send(record, Timeout::After(Duration::from_secs(1))).await {
+        h.push(("metastream-replayed-from", from.as_bytes()));
+        let record = Record { topic, key: m.key(), payload: m.payload().unwrap_or_default(), headers: h };
+        match adapters::kafka::send(&state.producer, record, Duration::from_secs(1), state.produce_timeout + Duration::from_secs(1)).await {
             Ok(d) => replayed.push(json!({"partition": m.partition(), "offset": m.offset(), "to": {"topic": topic, "partition": d.partition, "offset": d.offset}})),
-            Err((err, _)) => {
+            Err(err) => {
                 // Free the marker so the replay can be retried.
                 let _ = state.replay_markers.unmark(m.partition(), m.offset()).await;
                 return Err(kafka_unavailable(&state, err));

@@ -44,7 +44,7 @@ use adapters::http::{fallback, finish, health_routes, metrics_routes, path_error
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings, SourceCatalog};
-use rdkafka::producer::{FutureProducer, Producer as _};
+use adapters::kafka::FutureProducer;
 
 /// State shared by the gateway's handlers.
 pub(crate) struct State {
@@ -73,7 +73,7 @@ pub(crate) struct State {
     pub idempotency_window: Duration,
     pub dead_letter_topic: String,
     /// Client config for reading the dead-letter topic outside any group.
-    pub reader_config: rdkafka::ClientConfig,
+    pub reader_config: adapters::kafka::ClientConfig,
     /// Webhook subscriptions (delivered by the consumer-api).
     pub subscriptions: adapters::webhooks::SubscriptionStore,
     pub webhooks: adapters::settings::WebhookSettings,
@@ -238,7 +238,7 @@ impl Application {
         )?;
         let producer = self.producer;
         let deadline = self.deadline;
-        tokio::task::spawn_blocking(move || producer.flush(deadline)).await??;
+        tokio::task::spawn_blocking(move || adapters::kafka::flush(&producer, deadline)).await??;
         Ok(())
     }
 }

@@ -13,10 +13,7 @@ use domain::schema::headers;
 use domain::event::now_rfc3339;
 use domain::auth::{Access, RateKind};
 use domain::ClientEvent;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
+use adapters::kafka::{Record, SendError};
 use serde::Serialize;
 
 use tracing::Instrument as _;
@@ -294,24 +291,19 @@ pub(crate) async fn accept_event(state: &State, event: ClientEvent<'_>, received
         metastream.event.id = event.id.as_str(),
         metastream.source = event.source.as_str(),
     );
-    let mut kafka_headers = OwnedHeaders::new()
-        .insert(Header { key: headers::EVENT_ID, value: Some(event.id.as_str()) })
-        .insert(Header { key: headers::SOURCE, value: Some(event.source.as_str()) });
+    let trace = adapters::telemetry::propagation::headers_for(&produce_span);
+    let mut kafka_headers: Vec<(&str, &[u8])> =
+        vec![(headers::EVENT_ID, event.id.as_str().as_bytes()), (headers::SOURCE, event.source.as_str().as_bytes())];
     if let Some(key) = idempotency_key {
-        kafka_headers = kafka_headers.insert(Header { key: headers::IDEMPOTENCY_KEY, value: Some(key) });
+        kafka_headers.push((headers::IDEMPOTENCY_KEY, key.as_bytes()));
     }
-    for (name, value) in adapters::telemetry::propagation::headers_for(&produce_span) {
-        kafka_headers = kafka_headers.insert(Header { key: &name, value: Some(&value) });
-    }
-    let record = FutureRecord::to(&state.ingest_topic).key(&key).payload(&payload).headers(kafka_headers);
-    let delivery = tokio::time::timeout(
-        state.produce_timeout + Duration::from_secs(1),
-        state.producer.send(record, Timeout::After(QUEUE_WAIT)),
-    )
-    .instrument(produce_span.clone())
-    .await;
+    kafka_headers.extend(trace.iter().map(|(name, value)| (name.as_str(), value.as_bytes())));
+    let record = Record { topic: &state.ingest_topic, key: Some(key.as_bytes()), payload: &payload, headers: kafka_headers };
+    let delivery = adapters::kafka::send(&state.producer, record, QUEUE_WAIT, state.produce_timeout + Duration::from_secs(1))
+        .instrument(produce_span.clone())
+        .await;
     match delivery {
-        Ok(Ok(d)) => {
+        Ok(d) => {
             produce_span.record("messaging.destination.partition.id", d.partition);
             produce_span.record("messaging.kafka.offset", d.offset);
             state.metrics.events_ingested.add(1, &[opentelemetry::KeyValue::new("source", event.source.to_string())]);
@@ -325,27 +317,23 @@ pub(crate) async fn accept_event(state: &State, event: ClientEvent<'_>, received
                 offset: d.offset,
             })
         }
-        Ok(Err((err, _))) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+        Err(SendError::TooLarge(err)) => {
             // A topic's limit shrank since start-up: permanent for this event, never a 503.
             tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka refused the event as too large");
             Err(IngestError::EventTooLarge { size: payload.len(), limit: max_event_bytes.min(payload.len().saturating_sub(1)) })
         }
-        Ok(Err((err, _))) => {
+        Err(err) => {
             tracing::warn!(event_id = %event.id, source = %event.source, error = %err, "kafka did not take the event");
             Err(unavailable(&err, state.retry_after_s))
-        }
-        Err(_) => {
-            tracing::warn!(event_id = %event.id, source = %event.source, "kafka ack timed out");
-            Err(IngestError::Request(RequestError::Unavailable { what: "kafka did not acknowledge the event in time".into(), retry_after_s: state.retry_after_s }))
         }
     }
 }
 
-fn unavailable(err: &KafkaError, retry_after_s: u32) -> IngestError {
-    let what = match err.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::QueueFull) => "the gateway's Kafka queue is full".to_owned(),
-        Some(RDKafkaErrorCode::MessageTimedOut) => "kafka did not acknowledge the event in time".to_owned(),
-        _ => format!("kafka did not acknowledge the event ({err})"),
+fn unavailable(err: &SendError, retry_after_s: u32) -> IngestError {
+    let what = match err {
+        SendError::QueueFull => "the gateway's Kafka queue is full".to_owned(),
+        SendError::TimedOut => "kafka did not acknowledge the event in time".to_owned(),
+        SendError::TooLarge(err) | SendError::Failed(err) => format!("kafka did not acknowledge the event ({err})"),
     };
     IngestError::Request(RequestError::Unavailable { what, retry_after_s })
 }

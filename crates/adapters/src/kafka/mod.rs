@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+pub use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
+pub use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use domain::TopicLimits;
@@ -340,6 +341,12 @@ fn describe(tpl: &TopicPartitionList) -> String {
 pub type GroupConsumer = StreamConsumer<LoggingContext>;
 
 pub use crate::settings::FetchBatching;
+
+mod scan;
+mod send;
+
+pub use scan::scan;
+pub use send::{flush, send, Delivered, Record, SendError};
 
 /// The message types the stages and readers hand to services: what a record is, not how it is
 /// fetched or produced. Services name them from here, never from rdkafka.
