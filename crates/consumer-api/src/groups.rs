@@ -18,9 +18,9 @@ use adapters::http::RequestError;
 use adapters::settings::{ConsumerApiSettings, KafkaSettings};
 use adapters::shutdown::CancellationToken;
 use futures_util::StreamExt as _;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message as _};
-use rdkafka::{Offset, TopicPartitionList};
+use adapters::kafka::message::{BorrowedMessage, Message as _};
+use adapters::kafka::AssignedReader;
+pub(crate) use adapters::kafka::Start;
 
 use adapters::store::positions::{GroupState, GroupStore, Lease};
 
@@ -43,8 +43,7 @@ struct Open {
 
 pub(crate) struct ApiGroup {
     name: String,
-    topic: String,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<AssignedReader>,
     /// Calls of this group on this replica, one at a time (across replicas: the Redis lock),
     /// and where this replica's consumer stands: the offset its next message of each partition
     /// has. When the group's positions in Redis are the same (this replica served the group's
@@ -52,53 +51,6 @@ pub(crate) struct ApiGroup {
     serial: tokio::sync::Mutex<std::collections::HashMap<i32, i64>>,
     partitions: std::sync::OnceLock<Vec<i32>>,
     last_used: Mutex<Instant>,
-}
-
-/// Where a group with no position yet starts, or where a reset puts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
-    Earliest,
-    Latest,
-    /// The first event published at or after this time (Unix ms).
-    Time(i64),
-}
-
-/// The offset `start` names on each of `partitions` (blocking: asks the broker).
-fn offsets_at(consumer: &StreamConsumer, topic: &str, partitions: &[i32], start: Start) -> anyhow::Result<std::collections::HashMap<i32, i64>> {
-    let timeout = Duration::from_secs(5);
-    let mut out = std::collections::HashMap::new();
-    // The ends first, the times after: an event published between the two questions is then
-    // at or past the end found, so "nothing at or after that time" starts before it. (Asked the
-    // other way round, such an event fell below the end and was skipped — a `make test` run
-    // caught a group from a time missing two of ten events.)
-    let mut watermarks = std::collections::HashMap::new();
-    for p in partitions {
-        watermarks.insert(*p, consumer.fetch_watermarks(topic, *p, timeout)?);
-    }
-    let by_time = match start {
-        Start::Time(ms) => {
-            let mut tpl = TopicPartitionList::new();
-            for p in partitions {
-                tpl.add_partition_offset(topic, *p, Offset::Offset(ms))?;
-            }
-            Some(consumer.offsets_for_times(tpl, timeout)?)
-        }
-        _ => None,
-    };
-    for p in partitions {
-        let (low, high) = watermarks[p];
-        let offset = match (start, &by_time) {
-            (Start::Earliest, _) => low,
-            (Start::Latest, _) => high,
-            (Start::Time(_), Some(found)) => match found.find_partition(topic, *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o.clamp(low, high),
-                _ => high, // nothing published at or after that time
-            },
-            (Start::Time(_), None) => high,
-        };
-        out.insert(*p, offset);
-    }
-    Ok(out)
 }
 
 /// What one call handed out.
@@ -150,20 +102,11 @@ impl Groups {
         let group = match open.groups.get(name) {
             Some(g) => g.clone(),
             None => {
-                let consumer: StreamConsumer = adapters::kafka::reader_config(&self.kafka)
-                    .set("group.id", format!("{}{name}", self.prefix))
-                    // A reassignment waits for the fetch in flight: keep idle fetches short.
-                    .set("fetch.wait.max.ms", "100")
-                    // A reader takes 1,000 events a call: once its prefetch is full, look again
-                    // soon, or it runs dry mid-answer (20 ms, the pipeline's setting, cost a
-                    // quarter of a back-to-back reader's rate).
-                    .set("fetch.queue.backoff.ms", "2")
-                    .create()
+                let consumer = AssignedReader::new(&self.kafka, &format!("{}{name}", self.prefix), &self.kafka.topics.output)
                     .map_err(|e| RequestError::Unavailable { what: format!("cannot create a Kafka consumer: {e}"), retry_after_s: 1 })?;
                 tracing::info!(group = %name, "api consumer group opened on this replica");
                 let g = Arc::new(ApiGroup {
                     name: name.to_owned(),
-                    topic: self.kafka.topics.output.clone(),
                     consumer: Arc::new(consumer),
                     serial: tokio::sync::Mutex::new(std::collections::HashMap::new()),
                     partitions: std::sync::OnceLock::new(),
@@ -305,7 +248,7 @@ impl ApiGroup {
         // state stays as small as its outstanding answers (each stream connection has an owner).
         gone.extend(last.iter().filter(|(o, id)| o.as_str() != owner && !state.leases.contains_key(*id)).map(|(o, _)| format!("last:{o}")));
         // Partitions, and where a new group starts on each.
-        let (consumer, topic, known) = (self.consumer.clone(), self.topic.clone(), state.positions.clone());
+        let (consumer, known) = (self.consumer.clone(), state.positions.clone());
         let partitions = self.partitions().await.map_err(|e| unavailable(format!("kafka: {e}")))?;
         let reassign = *here != known || known.len() != partitions.len();
         // Steady reading (this replica served the group's last call): nothing to ask the broker.
@@ -315,7 +258,7 @@ impl ApiGroup {
             tokio::task::spawn_blocking(move || -> anyhow::Result<(std::collections::HashMap<i32, i64>, bool)> {
             let missing: Vec<i32> = partitions.iter().copied().filter(|p| !known.contains_key(p)).collect();
             let mut out = known;
-            out.extend(offsets_at(&consumer, &topic, &missing, start)?);
+            out.extend(consumer.offsets_at(&missing, start)?);
             // Where this replica is assigned anew, a position retention deleted moves to the
             // earliest offset left (the answer says so); so does one past the end of the
             // partition — the topic was deleted and made again while Redis kept the group, and
@@ -323,7 +266,7 @@ impl ApiGroup {
             let mut reset = false;
             if reassign {
                 for (p, pos) in out.iter_mut() {
-                    let (low, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5))?;
+                    let (low, high) = consumer.watermarks(*p)?;
                     if *pos < low || *pos > high {
                         *pos = low;
                         reset = true;
@@ -340,11 +283,7 @@ impl ApiGroup {
             tracing::warn!(group, "the group's position was deleted by retention; moved to the earliest offset left");
         }
         if *here != positions {
-            let mut tpl = TopicPartitionList::new();
-            for (p, offset) in &positions {
-                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*offset)).map_err(|e| unavailable(format!("kafka: {e}")))?;
-            }
-            self.consumer.assign(&tpl).map_err(|e| unavailable(format!("kafka: {e}")))?;
+            self.consumer.assign(&positions).map_err(|e| unavailable(format!("kafka: {e}")))?;
             *here = positions.clone();
         }
         let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> = std::collections::BTreeMap::new();
@@ -432,14 +371,8 @@ impl ApiGroup {
         if let Some(p) = self.partitions.get() {
             return Ok(p.clone());
         }
-        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-        let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i32>> {
-            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
-            let partitions: Vec<i32> = metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
-            anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions (does it exist?)");
-            Ok(partitions)
-        })
-        .await??;
+        let consumer = self.consumer.clone();
+        let found = tokio::task::spawn_blocking(move || consumer.partitions()).await??;
         Ok(self.partitions.get_or_init(|| found).clone())
     }
 
@@ -458,8 +391,8 @@ impl ApiGroup {
         }
         let result = async {
             let partitions = self.partitions().await.map_err(|e| unavailable(format!("kafka: {e}")))?;
-            let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-            let positions = tokio::task::spawn_blocking(move || offsets_at(&consumer, &topic, &partitions, to))
+            let consumer = self.consumer.clone();
+            let positions = tokio::task::spawn_blocking(move || consumer.offsets_at(&partitions, to))
                 .await
                 .map_err(|e| unavailable(format!("kafka: {e}")))?
                 .map_err(|e| unavailable(format!("kafka: {e}")))?;

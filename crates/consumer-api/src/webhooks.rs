@@ -28,8 +28,7 @@ use domain::projection::Projection;
 use domain::webhooks::{parse_retry_after, signature_header, Subscription, SubscriptionState, Verdict};
 use domain::{Condition, Event};
 use opentelemetry::KeyValue;
-use rdkafka::consumer::Consumer as _;
-use rdkafka::message::{Message as _, OwnedMessage};
+use adapters::kafka::message::{Message as _, OwnedMessage};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -250,22 +249,10 @@ impl Webhooks {
             if finished.contains(&false) {
                 break;
             }
-            // Everything handed out so far is done: the consumer's position also steps over the
-            // transaction markers after it, so the committed offset (and the lag an operator
-            // sees) reaches the end of each partition.
-            if let Ok(position) = consumer.position() {
-                let mut done = rdkafka::TopicPartitionList::new();
-                for e in position.elements() {
-                    if let rdkafka::Offset::Offset(o) = e.offset() {
-                        let _ = done.add_partition_offset(e.topic(), e.partition(), rdkafka::Offset::Offset(o));
-                    }
-                }
-                if done.count() > 0 {
-                    let _ = consumer.store_offsets(&done);
-                }
-            }
+            // Everything handed out so far is done.
+            adapters::kafka::store_position(&consumer);
         }
-        adapters::kafka::commit_stored(&consumer, rdkafka::consumer::CommitMode::Sync);
+        adapters::kafka::commit_stored(&consumer);
         tracing::info!(subscription = %id, "webhook deliveries stopped here");
     }
 

@@ -342,9 +342,11 @@ pub type GroupConsumer = StreamConsumer<LoggingContext>;
 
 pub use crate::settings::FetchBatching;
 
+mod reader;
 mod scan;
 mod send;
 
+pub use reader::{AssignedReader, Start};
 pub use scan::scan;
 pub use send::{flush, send, Delivered, Record, SendError};
 
@@ -473,12 +475,28 @@ async fn try_ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Commits the offsets stored so far (nothing stored is not an error).
-pub fn commit_stored(consumer: &GroupConsumer, mode: rdkafka::consumer::CommitMode) {
-    match consumer.commit_consumer_state(mode) {
+/// Commits the offsets stored so far, waiting for the broker (nothing stored is not an error).
+pub fn commit_stored(consumer: &GroupConsumer) {
+    match consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         // The messages will be redelivered to whoever owns the partition: at least once.
         Err(err) => tracing::warn!(error = %err, "offset commit failed; finished work may be redelivered"),
+    }
+}
+
+/// Stores the consumer's position on every assigned partition for the next commit: once all it
+/// handed out is done, this also steps over the transaction markers after it, so the committed
+/// offset (and the lag an operator sees) reaches the end of each partition.
+pub fn store_position(consumer: &GroupConsumer) {
+    let Ok(position) = consumer.position() else { return };
+    let mut done = TopicPartitionList::new();
+    for e in position.elements() {
+        if let Offset::Offset(o) = e.offset() {
+            let _ = done.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
+        }
+    }
+    if done.count() > 0 {
+        let _ = consumer.store_offsets(&done);
     }
 }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::store::Pool;
 use domain::Stage;
-use rdkafka::consumer::CommitMode;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::Producer as _;
 use tokio::time::sleep_until;
@@ -439,7 +438,7 @@ impl StageRunner {
             }
         } else {
             pipeline.finish_all().await;
-            crate::kafka::commit_stored(&self.consumer, CommitMode::Sync);
+            crate::kafka::commit_stored(&self.consumer);
         }
         let producers: Vec<_> = match &pipeline.exactly_once {
             Some(eo) => eo.pool.members().iter().map(|m| m.producer.get()).collect(),
