@@ -1,6 +1,17 @@
 //! The stack under test, as processes: the four services started from their binaries with a
 //! scenario's own topics, groups and Redis prefix, and the broker and Redis that
 //! `scripts/kafka.sh` / `scripts/redis.sh` started (pid files in `var/`).
+//!
+//! This module supervises the services' processes (start, kill, restart, readiness); `infra`
+//! controls the broker and Redis (a cluster's nodes, the ingest leader, a Redis failover, the
+//! pool the checks read with); `logs` picks the lines of the services' logs worth reading.
+
+mod infra;
+mod logs;
+
+pub use logs::print_log_excerpts;
+use infra::{group_positions, kill_by_pid_file};
+use logs::strip_ansi;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -250,38 +261,6 @@ impl Stack {
         Ok(())
     }
 
-    /// A pool on Redis once it answers `PING`. A Redis restarted with data answers `LOADING`
-    /// while it reads its AOF: that is waited out (up to two minutes), as any other transient
-    /// refusal, never reported as a failed scenario.
-    pub async fn redis_ready(&self) -> anyhow::Result<adapters::store::Pool> {
-        let settings = adapters::settings::RedisSettings {
-            url: adapters::Secret::new(&self.redis_url),
-            cluster: self.redis_cluster.is_some(),
-            urls: self.redis_cluster.iter().flatten().map(adapters::Secret::new).collect(),
-            key_prefix: self.key_prefix.clone(),
-            pool_size: 4,
-            timeout_ms: 10_000,
-        };
-        let pool = adapters::store::pool(&settings)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let ping = async {
-                let mut conn = pool.get().await?;
-                deadpool_redis::redis::cmd("PING").query_async::<()>(&mut conn).await?;
-                anyhow::Ok(())
-            };
-            match ping.await {
-                Ok(()) => return Ok(pool),
-                Err(err) if Instant::now() < deadline => {
-                    eprintln!("   waiting for redis: {err:#}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(err) => return Err(err.context("redis did not answer PING within 120 s")),
-            }
-        }
-    }
-
-    /// Where the load goes.
     pub fn target(&self) -> crate::load::Target {
         crate::load::Target { http: self.http.clone(), gateway_url: self.gateway_url(), run_id: self.run_id.clone(), github_secret: self.github_secret() }
     }
@@ -294,82 +273,6 @@ impl Stack {
         domain::webhooks::WebhookSecret::derive(&server, &domain::source::Signing::label(crate::load::GITHUB_SOURCE), 1).expose()
     }
 
-    /// `scripts/kafka-cluster.sh <command> <node>`.
-    pub async fn cluster(&self, command: &str, node: i32) -> anyhow::Result<()> {
-        let status = Command::new(self.root.join("scripts/kafka-cluster.sh")).arg(command).arg(node.to_string()).current_dir(&self.root).status().await?;
-        if !status.success() {
-            bail!("scripts/kafka-cluster.sh {command} {node} failed");
-        }
-        Ok(())
-    }
-
-    /// The node leading the ingest topic's partition 0.
-    pub async fn ingest_leader(&self) -> anyhow::Result<i32> {
-        let (kafka, topic) = (self.kafka.clone(), format!("{}.ingest", self.run_id));
-        tokio::task::spawn_blocking(move || {
-            use rdkafka::consumer::Consumer as _;
-            let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).create()?;
-            let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-            let leader = metadata.topics().first().and_then(|t| t.partitions().iter().find(|p| p.id() == 0)).map(|p| p.leader());
-            leader.filter(|l| *l >= 0).context("no leader for the ingest topic's partition 0")
-        })
-        .await?
-    }
-
-    /// The Redis Cluster's `CLUSTER NODES`, from the first seed node that answers.
-    async fn redis_cluster_nodes(&self) -> anyhow::Result<String> {
-        let mut last = None;
-        for url in self.redis_cluster.iter().flatten() {
-            let answer = async {
-                let client = deadpool_redis::redis::Client::open(url.as_str())?;
-                let mut conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await??;
-                let nodes: String = deadpool_redis::redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await?;
-                anyhow::Ok(nodes)
-            };
-            match answer.await {
-                Ok(nodes) => return Ok(nodes),
-                Err(err) => last = Some(err),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("no redis cluster configured (METASTREAM_TEST_REDIS_CLUSTER)")))
-    }
-
-    /// The port of the Redis Cluster master serving slot 0 (a third of every scenario's
-    /// entities live on it), as the cluster sees it now.
-    pub async fn redis_master_of_slot_zero(&self) -> anyhow::Result<u16> {
-        let nodes = self.redis_cluster_nodes().await?;
-        master_of_slot_zero(&nodes).with_context(|| format!("no healthy master serves slot 0:\n{nodes}"))
-    }
-
-    /// Waits until a master other than `old` serves slot 0 (its replica was promoted); returns
-    /// how long that took.
-    pub async fn wait_redis_failover(&self, old: u16, within: Duration) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        while started.elapsed() < within {
-            if let Ok(nodes) = self.redis_cluster_nodes().await {
-                if master_of_slot_zero(&nodes).is_some_and(|p| p != old) {
-                    return Ok(started.elapsed());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("no replica took over slot 0 from the master on port {old} within {within:?}")
-    }
-
-    /// SIGKILL of the Redis Cluster node on `port` (started by `scripts/redis.sh cluster`).
-    pub async fn kill_redis_node(&self, port: u16) -> anyhow::Result<()> {
-        kill_by_pid_file(&self.root.join(format!("var/redis-cluster/{port}/redis.pid"))).await
-    }
-
-    /// Starts the Redis Cluster node on `port` again (it rejoins as a replica of whoever took
-    /// over its slots).
-    pub async fn start_redis_node(&self, port: u16) -> anyhow::Result<()> {
-        let status = Command::new(self.root.join("scripts/redis.sh")).args(["cluster-node-start", &port.to_string()]).current_dir(&self.root).status().await?;
-        if !status.success() {
-            bail!("scripts/redis.sh cluster-node-start {port} failed");
-        }
-        Ok(())
-    }
 
     /// Waits until every service is ready again.
     pub async fn wait_all_ready(&self) -> anyhow::Result<()> {
@@ -552,210 +455,4 @@ async fn signal(pid: &str, sig: &str) -> anyhow::Result<()> {
 
 async fn alive(pid: &str) -> bool {
     Command::new("kill").arg("-0").arg(pid).stderr(Stdio::null()).status().await.map(|s| s.success()).unwrap_or(false)
-}
-
-/// `group`'s committed offsets on `topic` against the topic's last stable offsets.
-fn group_positions(kafka: &str, group: &str, topic: &str) -> anyhow::Result<String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    let client: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka)
-        .set("group.id", group)
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in metadata.topics().first().map(|t| t.partitions()).unwrap_or_default() {
-        tpl.add_partition(topic, p.id());
-    }
-    let committed = client.committed_offsets(tpl, Duration::from_secs(10))?;
-    let mut out = Vec::new();
-    for e in committed.elements() {
-        let end = client.fetch_watermarks(topic, e.partition(), Duration::from_secs(10)).map_or_else(|_| "?".to_owned(), |(_, end)| end.to_string());
-        let at = match e.offset() {
-            rdkafka::Offset::Offset(o) => o.to_string(),
-            _ => "none".to_owned(),
-        };
-        out.push(format!("{}:{at}/{end}", e.partition()));
-    }
-    Ok(out.join(" "))
-}
-
-/// SIGKILL of the process a pid file (written by the project's scripts) names; waits up to 10 s
-/// for it to be gone.
-async fn kill_by_pid_file(file: &std::path::Path) -> anyhow::Result<()> {
-    let pid = std::fs::read_to_string(file).with_context(|| format!("{} has no pid file: not started by the project's scripts", file.display()))?;
-    signal(pid.trim(), "-KILL").await?;
-    for _ in 0..100 {
-        if !alive(pid.trim()).await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
-/// Lines of a service log that say what went wrong — warnings and errors without the reconnect
-/// noise a broker outage repeats many times a second — and the few INFO lines that say where a
-/// stage's partitions went.
-fn telling(line: &str) -> bool {
-    const NOISE: &[&str] = &["Global error", "kafka consumer error", "Connect to ipv4", "dead-lettering message", "client error (at most"];
-    const MOVES: &[&str] = &["partitions assigned", "partitions revoked", "rewound to the committed offset", "aborted the open transaction"];
-    ((line.contains(" WARN ") || line.contains(" ERROR ")) && !NOISE.iter().any(|n| line.contains(n)))
-        || (line.contains(" INFO ") && MOVES.iter().any(|m| line.contains(m)))
-}
-
-/// What makes two log lines "the same": the level, target and message, without the timestamp,
-/// the span's fields, the event's `key=value` fields, and with every number as `#`.
-fn message_of(line: &str) -> String {
-    let mut rest = line.split_once(char::is_whitespace).map_or(line, |(_, r)| r).trim_start();
-    let mut out = String::new();
-    // Span fields: `name{...}:` prefixes.
-    while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find("}:").map(|c| open + c + 2) else { break };
-        if rest[..open].contains(": ") {
-            break;
-        }
-        out.push_str(&rest[..open]);
-        out.push(':');
-        rest = &rest[close..];
-    }
-    out.push_str(rest);
-    // Event fields start at the first ` key=`.
-    let bytes = out.as_bytes();
-    let cut = (0..bytes.len()).find(|&i| {
-        bytes[i] == b' '
-            && bytes.get(i + 1).is_some_and(|b| b.is_ascii_lowercase() || *b == b'_')
-            && out[i + 1..].find('=').is_some_and(|eq| out[i + 1..i + 1 + eq].bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'))
-    });
-    let message = cut.map_or(out.as_str(), |c| &out[..c]);
-    // Numbers (durations, offsets, partitions) do not make a message another one.
-    let mut key = String::with_capacity(message.len());
-    for c in message.chars() {
-        if !(c.is_ascii_digit() && key.ends_with('#')) {
-            key.push(if c.is_ascii_digit() { '#' } else { c });
-        }
-    }
-    key
-}
-
-/// The order a stalled pipeline is best read in: the stages first, the gateway's (long, and
-/// only the echo of a broker outage) last.
-fn log_rank(file: &std::path::Path) -> usize {
-    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    ["pre-transformer", "post-transformer", "consumer-api", "gateway"].iter().position(|s| name.starts_with(s)).unwrap_or(4)
-}
-
-/// For a failed scenario: of each service log in `dir`, the last `per_file` distinct telling
-/// messages (each with how often it came and its last full line), so a run whose logs are gone
-/// (CI, which shows only part of the output) still shows where a stage stopped.
-pub fn print_log_excerpts(dir: &std::path::Path, per_file: usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
-    files.sort_by_key(|f| (log_rank(f), f.clone()));
-    for file in files {
-        let Ok(text) = std::fs::read(&file) else { continue };
-        let text = strip_ansi(&String::from_utf8_lossy(&text));
-        let excerpt = distinct_last(text.lines().filter(|l| telling(l)), per_file);
-        eprintln!("   -- {} (the last {} distinct of its warnings, errors and moves):", file.display(), excerpt.len());
-        for (count, line) in &excerpt {
-            eprintln!("   | {:>4}× {}", count, line.chars().take(300).collect::<String>());
-        }
-    }
-}
-
-/// The last `n` distinct messages of `lines` (by [`message_of`]), in the order of their last
-/// occurrence, each with how many lines it had and its last line.
-fn distinct_last<'a>(lines: impl Iterator<Item = &'a str>, n: usize) -> Vec<(usize, &'a str)> {
-    let mut seen: Vec<(String, usize, &'a str)> = Vec::new();
-    for line in lines {
-        let key = message_of(line);
-        match seen.iter().position(|(k, _, _)| *k == key) {
-            Some(i) => {
-                let (k, count, _) = seen.remove(i);
-                seen.push((k, count + 1, line));
-            }
-            None => seen.push((key, 1, line)),
-        }
-    }
-    seen.into_iter().rev().take(n).rev().map(|(_, count, line)| (count, line)).collect()
-}
-
-/// `text` without the terminal colour codes tracing writes.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // ESC [ ... letter
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// In `CLUSTER NODES` text, the port of the connected master whose slot ranges include 0.
-fn master_of_slot_zero(nodes: &str) -> Option<u16> {
-    nodes.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (addr, flags, link) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
-        let healthy = flags.split(',').any(|f| f == "master") && !flags.contains("fail") && *link == "connected";
-        let serves = fields.iter().skip(8).any(|range| range.split('-').next() == Some("0"));
-        if !(healthy && serves) {
-            return None;
-        }
-        addr.split('@').next()?.rsplit(':').next()?.parse().ok()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn log_excerpts_keep_warnings_without_colour_or_reconnect_noise() {
-        let line = "\x1b[2m2026-12-01T23:24:02Z\x1b[0m \x1b[33m WARN\x1b[0m stage: the transaction was aborted";
-        let plain = super::strip_ansi(line);
-        assert_eq!(plain, "2026-12-01T23:24:02Z  WARN stage: the transaction was aborted");
-        assert!(super::telling(&plain));
-        assert!(!super::telling("2026-12-01T23:24:05Z  WARN adapters::stage::runner: kafka consumer error error=AllBrokersDown"));
-        assert!(!super::telling("2026-12-01T23:24:05Z  INFO consuming"));
-        assert!(super::telling("2026-12-01T23:24:05Z  INFO adapters::kafka: partitions assigned partitions=t[0],t[1]"));
-    }
-
-    #[test]
-    fn excerpts_count_repeated_messages_once_each_in_the_order_they_last_came() {
-        let lines = [
-            "2026-12-02T01:59:08.541366Z  WARN ingest{otel.name=\"POST /ingest\" metastream.event.id=\"e81\"}: gateway::routes: kafka ack timed out event_id=e81 source=faults",
-            "2026-12-02T01:59:08.6Z  WARN adapters::stage::transaction: a transactional call failed; retrying error=Transaction error: Broker: Coordinator not available what=committing",
-            "2026-12-02T01:59:08.7Z  WARN ingest{otel.name=\"POST /ingest\" metastream.event.id=\"e82\"}: gateway::routes: kafka ack timed out event_id=e82 source=faults",
-        ];
-        assert_eq!(super::message_of(lines[0]), "WARN ingest: gateway::routes: kafka ack timed out");
-        assert_eq!(super::message_of(lines[1]), "WARN adapters::stage::transaction: a transactional call failed; retrying");
-        assert_eq!(
-            super::message_of("2026-12-02T02:26:23Z  WARN librdkafka: librdkafka: FAIL [thrd:127.0.0.1:9092/1]: Disconnected (after 1700ms in state UP)"),
-            "WARN librdkafka: librdkafka: FAIL [thrd:#.#.#.#:#/#]: Disconnected (after #ms in state UP)"
-        );
-        let excerpt = super::distinct_last(lines.into_iter(), 10);
-        assert_eq!(excerpt, vec![(1, lines[1]), (2, lines[2])]);
-        assert_eq!(super::distinct_last(lines.into_iter(), 1), vec![(2, lines[2])]);
-        let mut files = [std::path::PathBuf::from("x/gateway-0.log"), "x/post-transformer-0.log".into(), "x/pre-transformer-1.log".into()];
-        files.sort_by_key(|f| super::log_rank(f));
-        assert_eq!(files[0], std::path::PathBuf::from("x/pre-transformer-1.log"));
-    }
-
-    #[test]
-    fn the_master_of_slot_zero_is_read_from_cluster_nodes() {
-        let nodes = "\
-c55c 127.0.0.1:7005@17005 slave 1f4f 0 1796069201033 2 connected
-5190 127.0.0.1:7001@17001 master,fail - 0 1796069200000 1 disconnected 0-5460
-7275 127.0.0.1:7004@17004 master - 0 1796069201033 7 connected 0-5460
-1f4f 127.0.0.1:7002@17002 myself,master - 0 1796069201033 2 connected 5461-10922
-";
-        assert_eq!(super::master_of_slot_zero(nodes), Some(7004));
-    }
 }
