@@ -54,6 +54,7 @@ PARTITION_BOUND = {"pre-transformer", "post-transformer", "consumer-api"}
 # The workspace's other binaries, without a Deployment: the CLI in the image, the test tools in
 # the Dockerfile's `tools` target.
 TOOLS = {
+    "metastream-services": "the four services in one binary (crates/services): the image's /usr/local/bin/<service> are links to it; `metastream-services <service>` also works",
     "metastream": "the admin CLI (crates/cli): `kubectl run ... --labels=metastream.io/operator=true --image=<metastream image> -- metastream --url http://gateway:9081 sources ...`",
     "metastream-loadgen": "the load generator (crates/loadgen), in the `tools` image: `kubectl run ... --image=<metastream tools image> -- metastream-loadgen --url http://gateway:8081`",
     "metastream-faults": "the fault-injection suite (crates/faults): runs beside a checkout (`make test-faults`); in the `tools` image",

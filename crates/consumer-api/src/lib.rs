@@ -160,3 +160,9 @@ impl Application {
         Ok(())
     }
 }
+
+/// The consumer-api's process from start to exit: settings, telemetry, signals, the service until
+/// it stops. What its binary runs, and `metastream-services` when called as `consumer-api`.
+pub fn run() -> std::process::ExitCode {
+    adapters::process::run(adapters::settings::Service::ConsumerApi, adapters::process::Threads::Multi, |settings, shutdown| async move { Application::build(settings, shutdown).await?.run_until_stopped().await })
+}

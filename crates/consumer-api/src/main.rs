@@ -1,11 +1,9 @@
-//! `consumer-api`: see the crate docs in `lib.rs`.
-
-use adapters::process::Threads;
-use adapters::settings::Service;
+//! `consumer-api`: see the crate docs in `lib.rs`. The image runs the same `run` from
+//! `metastream-services` (crates/services).
 
 #[global_allocator]
 static ALLOCATOR: adapters::Allocator = adapters::Allocator;
 
 fn main() -> std::process::ExitCode {
-    adapters::process::run(Service::ConsumerApi, Threads::Multi, |settings, shutdown| async move { consumer_api::Application::build(settings, shutdown).await?.run_until_stopped().await })
+    consumer_api::run()
 }

@@ -1,11 +1,9 @@
-//! `gateway`: see the crate docs in `lib.rs`.
-
-use adapters::process::Threads;
-use adapters::settings::Service;
+//! `gateway`: see the crate docs in `lib.rs`. The image runs the same `run` from
+//! `metastream-services` (crates/services).
 
 #[global_allocator]
 static ALLOCATOR: adapters::Allocator = adapters::Allocator;
 
 fn main() -> std::process::ExitCode {
-    adapters::process::run(Service::Gateway, Threads::Multi, |settings, shutdown| async move { gateway::Application::build(settings, shutdown).await?.run_until_stopped().await })
+    gateway::run()
 }

@@ -154,3 +154,9 @@ impl PostProcessor {
 fn dead_letter(s: &Shared, message: &OwnedMessage, failure: Failure) -> Outgoing {
     stage::dead_letter(s, message, Stage::Post, &failure)
 }
+
+/// The post-transformer's process from start to exit: settings, telemetry, signals, the service until
+/// it stops. What its binary runs, and `metastream-services` when called as `post-transformer`.
+pub fn run() -> std::process::ExitCode {
+    adapters::process::run(adapters::settings::Service::PostTransformer, adapters::process::Threads::Current, |settings, shutdown| async move { PostTransformer::build(settings, shutdown).await?.run_until_stopped().await })
+}

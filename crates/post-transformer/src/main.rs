@@ -1,11 +1,9 @@
-//! `post-transformer`: see the crate docs in `lib.rs`.
-
-use adapters::process::Threads;
-use adapters::settings::Service;
+//! `post-transformer`: see the crate docs in `lib.rs`. The image runs the same `run` from
+//! `metastream-services` (crates/services).
 
 #[global_allocator]
 static ALLOCATOR: adapters::Allocator = adapters::Allocator;
 
 fn main() -> std::process::ExitCode {
-    adapters::process::run(Service::PostTransformer, Threads::Current, |settings, shutdown| async move { post_transformer::PostTransformer::build(settings, shutdown).await?.run_until_stopped().await })
+    post_transformer::run()
 }

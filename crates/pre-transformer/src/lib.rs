@@ -169,3 +169,9 @@ impl PreProcessor {
         })
     }
 }
+
+/// The pre-transformer's process from start to exit: settings, telemetry, signals, the service until
+/// it stops. What its binary runs, and `metastream-services` when called as `pre-transformer`.
+pub fn run() -> std::process::ExitCode {
+    adapters::process::run(adapters::settings::Service::PreTransformer, adapters::process::Threads::Current, |settings, shutdown| async move { PreTransformer::build(settings, shutdown).await?.run_until_stopped().await })
+}

@@ -1,11 +1,9 @@
-//! `pre-transformer`: see the crate docs in `lib.rs`.
-
-use adapters::process::Threads;
-use adapters::settings::Service;
+//! `pre-transformer`: see the crate docs in `lib.rs`. The image runs the same `run` from
+//! `metastream-services` (crates/services).
 
 #[global_allocator]
 static ALLOCATOR: adapters::Allocator = adapters::Allocator;
 
 fn main() -> std::process::ExitCode {
-    adapters::process::run(Service::PreTransformer, Threads::Current, |settings, shutdown| async move { pre_transformer::PreTransformer::build(settings, shutdown).await?.run_until_stopped().await })
+    pre_transformer::run()
 }
