@@ -121,8 +121,7 @@ start() {
   rm -rf "$DIR" && mkdir -p "$DIR"
   certificates
   local pki=$DIR/pki
-  # Debian's etcd 3.4 needs this to run on amd64 without a warning it treats as fatal elsewhere.
-  ETCD_UNSUPPORTED_ARCH="" run etcd etcd --name metastream-test --data-dir "$DIR/etcd" \
+  run etcd etcd --name metastream-test --data-dir "$DIR/etcd" \
     --listen-client-urls "http://$HOST:$ETCD_PORT" --advertise-client-urls "http://$HOST:$ETCD_PORT" \
     --listen-peer-urls "http://$HOST:12380" --initial-advertise-peer-urls "http://$HOST:12380" \
     --initial-cluster "metastream-test=http://$HOST:12380" --unsafe-no-fsync
