@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "metastream"
 NODES = ["metastream-node-1", "metastream-node-2", "metastream-node-3"]
 ROLLOUT_TIMEOUT = "180s"
+STORAGE_CLASS = "metastream-test-local"
 FIELD_MANAGER = "metastream-test"
 
 
@@ -96,8 +97,14 @@ def wait_for(predicate, timeout: float, every: float = 0.5):
 
 
 def events(run: Run) -> str:
-    result = run.k("-n", NAMESPACE, "get", "events", "--sort-by=.lastTimestamp")
-    return "\n".join(result.stdout.splitlines()[-25:])
+    """What explains a failure: pods and claims not ready, the warnings, then the latest events."""
+    pods = run.k("-n", NAMESPACE, "get", "pods,pvc", "-o", "wide").stdout
+    not_ready = [line for line in pods.splitlines()
+                 if line.startswith("NAME") or not any(ok in line for ok in (" 1/1 ", "Completed", "Bound"))]
+    warnings = run.k("-n", NAMESPACE, "get", "events", "--field-selector=type=Warning",
+                     "--sort-by=.lastTimestamp").stdout.splitlines()[-10:]
+    latest = run.k("-n", NAMESPACE, "get", "events", "--sort-by=.lastTimestamp").stdout.splitlines()[-15:]
+    return "\n".join(not_ready + ["warnings:"] + warnings + ["latest events:"] + latest)
 
 
 def rollouts(run: Run, label: str) -> None:
@@ -374,20 +381,37 @@ def delete_namespace(run: Run, label: str) -> None:
 
 
 def volumes(run: Run) -> None:
-    """Static PersistentVolumes, as a provisioner would make them, for the dev StatefulSets' claims."""
-    manifest = "".join(f"""---
+    """Static PersistentVolumes for the dev StatefulSets' claims, in a default StorageClass.
+
+    The class binds on first consumer, as the default class of kind, k3s and the cloud CSI drivers
+    does: the scheduler picks a volume while it places the pod. With immediate binding the pod is
+    first unschedulable ("unbound immediate PersistentVolumeClaims") and waits for the scheduler to
+    requeue it after the claim binds; on a slow machine that wait outlasted a rollout (CI, stop 35).
+    """
+    storage_class = f"""---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: {STORAGE_CLASS}
+  annotations: {{storageclass.kubernetes.io/is-default-class: "true"}}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+"""
+    manifest = storage_class + "".join(f"""---
 apiVersion: v1
 kind: PersistentVolume
 metadata:
   name: metastream-test-pv-{i}
 spec:
+  storageClassName: {STORAGE_CLASS}
   capacity: {{storage: 4Gi}}
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Delete
   hostPath: {{path: /nonexistent/metastream-test-pv-{i}}}
 """ for i in range(4))
     result = run.k("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", stdin=manifest)
-    run.check("cluster: 4 PersistentVolumes for the dev StatefulSets", result.returncode == 0, result.stderr)
+    run.check("cluster: a default StorageClass (bound on first consumer) and 4 PersistentVolumes", result.returncode == 0, result.stderr)
 
 
 def crds(run: Run, crd_dir: str) -> None:
