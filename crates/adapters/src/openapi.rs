@@ -162,6 +162,21 @@ pub fn serve(cfg: &mut web::ServiceConfig, doc: &OpenApi) {
     );
 }
 
+/// `<service> openapi <listener>` (for the docs book's API reference): prints the document
+/// `listener` serves at `GET /openapi.json` and gives the exit code; `None` when the command line
+/// does not ask for it, and the service runs. `listeners` are each listener's name and document.
+pub fn print_if_asked(listeners: &[(&str, fn() -> OpenApi)]) -> Option<std::process::ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let asked = args.iter().position(|a| a == "openapi")?;
+    let names = || listeners.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+    let Some((_, document)) = args.get(asked + 1).and_then(|wanted| listeners.iter().find(|(name, _)| name == wanted)) else {
+        eprintln!("openapi: which listener? one of {}", names());
+        return Some(std::process::ExitCode::from(2));
+    };
+    println!("{}", document().to_pretty_json().expect("an OpenAPI document serializes"));
+    Some(std::process::ExitCode::SUCCESS)
+}
+
 /// The `routes!` table of `GET /openapi.json`.
 pub const ROUTES: &[(&str, &str)] = &[("GET", "/openapi.json")];
 

@@ -3,7 +3,7 @@
 //! - `GET /consume?group=&max=&wait_ms=`: the next events of the output topic for the caller's
 //!   group (`groups`), of the sources the caller's key may read.
 //! - `GET /metadata/{source}/{id}`: the stored processed record (`routes`).
-//! - `GET /openapi.json`: the API contract.
+//! - `GET /openapi.json`: the API contract; `consumer-api openapi public` prints it.
 //!
 //! `/metrics` is served on the operators' listener (`consumer_api.admin_listen`), which the
 //! public edge never routes. Every route checks its key's scope before any Kafka or Redis work.
@@ -164,5 +164,8 @@ impl Application {
 /// The consumer-api's process from start to exit: settings, telemetry, signals, the service until
 /// it stops. What its binary runs, and `metastream-services` when called as `consumer-api`.
 pub fn run() -> std::process::ExitCode {
+    if let Some(code) = adapters::openapi::print_if_asked(&[("public", openapi::public)]) {
+        return code;
+    }
     adapters::process::run(adapters::settings::Service::ConsumerApi, adapters::process::Threads::Multi, |settings, shutdown| async move { Application::build(settings, shutdown).await?.run_until_stopped().await })
 }

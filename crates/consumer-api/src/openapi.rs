@@ -71,8 +71,13 @@ pub fn document() -> Document {
 
 static FULL: LazyLock<Document> = LazyLock::new(document);
 
+/// The public listener's contract (the admin listener serves only health and metrics).
+pub fn public() -> Document {
+    for_routes(&FULL, &public_routes())
+}
+
 pub(crate) fn configure_public(cfg: &mut actix_web::web::ServiceConfig) {
-    adapters::openapi::serve(cfg, &for_routes(&FULL, &public_routes()));
+    adapters::openapi::serve(cfg, &public());
 }
 
 pub(crate) fn public_routes() -> Vec<&'static [(&'static str, &'static str)]> {

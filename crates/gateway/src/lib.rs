@@ -14,7 +14,8 @@
 //! - `idempotency`: `Idempotency-Key` on `/ingest`: a retry within the window gets the first answer.
 //! - `hooks` (public): sources that speak their own protocol — `/hooks/{source}`, `/cloudevents`,
 //!   `/api/v1/lineage`, `/datahub/{source}/…`.
-//! - `openapi`: the API contract, `GET /openapi.json` on both listeners.
+//! - `openapi`: the API contract, `GET /openapi.json` on both listeners; `gateway openapi public|admin`
+//!   prints it (the docs book's API reference is generated from it).
 //!
 //! Every route authenticates from memory and checks its scope before any Kafka or Redis work
 //! (`adapters::auth`).
@@ -246,5 +247,8 @@ impl Application {
 /// The gateway's process from start to exit: settings, telemetry, signals, the service until
 /// it stops. What its binary runs, and `metastream-services` when called as `gateway`.
 pub fn run() -> std::process::ExitCode {
+    if let Some(code) = adapters::openapi::print_if_asked(&[("public", openapi::public), ("admin", openapi::admin)]) {
+        return code;
+    }
     adapters::process::run(adapters::settings::Service::Gateway, adapters::process::Threads::Multi, |settings, shutdown| async move { Application::build(settings, shutdown).await?.run_until_stopped().await })
 }

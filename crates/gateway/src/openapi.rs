@@ -514,13 +514,21 @@ pub fn document() -> Document {
 static FULL: LazyLock<Document> = LazyLock::new(document);
 
 /// The public listener's contract.
-pub(crate) fn configure_public(cfg: &mut actix_web::web::ServiceConfig) {
-    adapters::openapi::serve(cfg, &for_routes(&FULL, &public_routes()));
+pub fn public() -> Document {
+    for_routes(&FULL, &public_routes())
 }
 
 /// The admin listener's contract.
+pub fn admin() -> Document {
+    for_routes(&FULL, &admin_routes())
+}
+
+pub(crate) fn configure_public(cfg: &mut actix_web::web::ServiceConfig) {
+    adapters::openapi::serve(cfg, &public());
+}
+
 pub(crate) fn configure_admin(cfg: &mut actix_web::web::ServiceConfig) {
-    adapters::openapi::serve(cfg, &for_routes(&FULL, &admin_routes()));
+    adapters::openapi::serve(cfg, &admin());
 }
 
 pub(crate) fn public_routes() -> Vec<&'static [(&'static str, &'static str)]> {
@@ -571,10 +579,10 @@ mod tests {
 
     #[test]
     fn each_listener_documents_what_it_serves() {
-        let public = adapters::openapi::operations(&for_routes(&FULL, &public_routes()));
+        let public = adapters::openapi::operations(&public());
         assert!(public.contains(&("POST".into(), "/ingest".into())));
         assert!(!public.iter().any(|(_, p)| p.starts_with("/v1")), "{public:?}");
-        let admin = adapters::openapi::operations(&for_routes(&FULL, &admin_routes()));
+        let admin = adapters::openapi::operations(&admin());
         assert!(admin.contains(&("POST".into(), "/v1/keys".into())));
         assert!(!admin.iter().any(|(_, p)| p == "/ingest"), "{admin:?}");
     }
