@@ -13,8 +13,13 @@ PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 # The cache folder changes with the pom, so a changed dependency list is resolved again.
 LIBS="$CACHE/kafka-$VERSION-$(sha1sum "$ROOT/scripts/kafka/pom.xml" | cut -c1-8)/libs"
-DIR="$VAR/kafka"
+# Another broker beside the dev one (the fault suite's): its own folder and ports.
+DIR="${KAFKA_DIR:-$VAR/kafka}"
 PID="$DIR/kafka.pid"
+# KAFKA_PROXIED="NAME:LISTEN:ADVERTISED,...": a listener NAME on LISTEN that advertises ADVERTISED,
+# a fault proxy's port in front of it. A client that bootstraps through the proxy is told the
+# proxy's address for every later connection too, so none of them goes around it.
+PROXIED="${KAFKA_PROXIED:-}"
 
 install() {
   if [[ -f "$LIBS/.complete" ]]; then return 0; fi
@@ -44,7 +49,16 @@ start() {
   install
   (( $(java_major) >= 17 )) || die "Kafka $VERSION needs Java 17 or newer; found $(java -version 2>&1 | head -1)"
   mkdir -p "$DIR/data" "$DIR/logs"
+  local listeners="" advertised="" protocols="" name listen adv
+  if [[ -n $PROXIED ]]; then
+    while IFS=: read -r name listen adv; do
+      [[ $name =~ ^[A-Z][A-Z0-9_]*$ && $listen =~ ^[0-9]+$ && $adv =~ ^[0-9]+$ ]] \
+        || die "KAFKA_PROXIED: '$name:$listen:$adv' is not NAME:LISTEN_PORT:ADVERTISED_PORT"
+      listeners+=",$name://$HOST:$listen"; advertised+=",$name://$HOST:$adv"; protocols+=",$name:PLAINTEXT"
+    done < <(tr ',' '\n' <<< "$PROXIED")
+  fi
   sed -e "s#@DATA@#$DIR/data#" -e "s#@PORT@#$PORT#g" -e "s#@CONTROLLER_PORT@#$CONTROLLER_PORT#g" \
+    -e "s#@EXTRA_LISTENERS@#$listeners#" -e "s#@EXTRA_ADVERTISED@#$advertised#" -e "s#@EXTRA_PROTOCOLS@#$protocols#" \
     "$ROOT/scripts/kafka/server.properties.in" > "$DIR/server.properties"
   if [[ ! -f "$DIR/data/meta.properties" ]]; then
     local cluster_id

@@ -79,6 +79,9 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
     // there, those still unseen get the short window here and are looked for in dead letters.
     let output_idle = Idle { wanting: Duration::from_secs(180), settling: Duration::from_secs(10) };
     let mut updates_seen = 0usize;
+    // When each update was first published (the output record's timestamp), for the longest
+    // time nothing was delivered.
+    let mut published_ms: Vec<i64> = Vec::with_capacity(want);
     read_topic(stack, &stack.output_topic, output_idle, |m| {
         let progress = |updates_seen: usize, boundary_seen: &HashSet<String>| {
             if updates_seen < want {
@@ -105,6 +108,7 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
             *top = (*top).max(seq);
             if acked.updates.contains(&(id.to_owned(), seq)) {
                 updates_seen += 1;
+                published_ms.extend(m.timestamp().to_millis());
             }
         }
         progress(updates_seen, &boundary_seen)
@@ -171,8 +175,15 @@ pub async fn verify(stack: &Stack, plan: &Plan, acked: &Acked) -> anyhow::Result
         boundary_accepted: acked.boundary.len(),
         boundary_unaccounted,
         boundary_wrong_answer: acked.boundary_wrong.len(),
+        delivery_gap: longest_gap(published_ms),
         ..Default::default()
     })
+}
+
+/// The longest interval between two consecutive times (ms), as a duration.
+fn longest_gap(mut times_ms: Vec<i64>) -> Option<Duration> {
+    times_ms.sort_unstable();
+    times_ms.windows(2).map(|w| w[1] - w[0]).max().map(|ms| Duration::from_millis(ms.max(0) as u64))
 }
 
 fn domain_event_id() -> &'static str {

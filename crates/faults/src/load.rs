@@ -106,6 +106,11 @@ pub struct Progress {
     last_ack_ms: std::sync::atomic::AtomicU64,
     longest_gap_ms: std::sync::atomic::AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
+    /// 503 answers, and those of them without a `Retry-After` (there must be none).
+    pub unavailable: AtomicUsize,
+    pub unavailable_without_retry_after: AtomicUsize,
+    /// The longest any request took to be answered (or to fail), ms.
+    slowest_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Progress {
@@ -121,6 +126,21 @@ impl Progress {
     /// The longest time the load went without an acknowledgement (time without acceptance).
     pub fn longest_gap(&self) -> Duration {
         Duration::from_millis(self.longest_gap_ms.load(Ordering::Relaxed))
+    }
+
+    /// The longest any request of the load was held.
+    pub fn slowest(&self) -> Duration {
+        Duration::from_millis(self.slowest_ms.load(Ordering::Relaxed))
+    }
+
+    fn answered(&self, started: Instant, status: Option<&reqwest::Response>) {
+        self.slowest_ms.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Some(r) = status.filter(|r| r.status().as_u16() == 503) {
+            self.unavailable.fetch_add(1, Ordering::Relaxed);
+            if !r.headers().contains_key("retry-after") {
+                self.unavailable_without_retry_after.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     pub async fn wait_for(&self, n: usize) {
@@ -197,7 +217,9 @@ fn update(stack: &Target, entity: &str, seq: u64) -> reqwest::RequestBuilder {
 async fn send(request: impl Fn() -> reqwest::RequestBuilder, key: &str, progress: &Progress) -> bool {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
+        let sent = Instant::now();
         let result = request().send().await;
+        progress.answered(sent, result.as_ref().ok());
         match result {
             Ok(r) if r.status().as_u16() == 202 => {
                 progress.acknowledged();

@@ -18,6 +18,7 @@
 mod boundary;
 mod check;
 mod load;
+mod network;
 mod stack;
 mod webhook;
 
@@ -25,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::stack::{Component, Stack};
+use crate::network::NetFault;
+use crate::stack::{Component, Link, Stack};
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "metastream-faults", about = "Kill components under load; prove nothing acknowledged is lost")]
@@ -82,6 +84,15 @@ enum Fault {
     /// Redis Cluster: SIGKILL the master serving slot 0; its replica takes over; the old master
     /// is started again and rejoins as a replica.
     KillRedisMaster,
+    /// A fault of the network or of a resource: the services reach Kafka (the suite's own
+    /// broker) and Redis through fault proxies (`stack::Network`).
+    Net(NetFault),
+}
+
+impl Fault {
+    fn proxied(self) -> bool {
+        matches!(self, Fault::Net(_))
+    }
 }
 
 /// The scenarios of `--cluster`.
@@ -105,7 +116,19 @@ const SCENARIOS: &[(&str, Fault)] = &[
     ("boundary-mix", Fault::Boundary),
     ("native-mix-kill-gateway", Fault::Kill(Component::Gateway)),
     ("native-mix-kill-pre", Fault::Kill(Component::Pre)),
+    ("net-latency", Fault::Net(NetFault::Latency)),
+    ("net-partition-pre-kafka", Fault::Net(NetFault::Partition { who: Component::Pre, link: Link::Kafka, secs: 20, second: true })),
+    ("net-partition-post-kafka", Fault::Net(NetFault::Partition { who: Component::Post, link: Link::Kafka, secs: 20, second: false })),
+    ("net-partition-pre-redis", Fault::Net(NetFault::Partition { who: Component::Pre, link: Link::Redis, secs: 20, second: false })),
+    ("net-gateway-cut-kafka", Fault::Net(NetFault::Partition { who: Component::Gateway, link: Link::Kafka, secs: 20, second: false })),
+    ("net-slow-consumer-api", Fault::Net(NetFault::SlowLossyConsumer)),
+    ("redis-full", Fault::Net(NetFault::RedisFull)),
+    ("broker-disk-full", Fault::Net(NetFault::DiskFull)),
 ];
+
+/// How long a request may be held: the gateway's produce timeout (5 s) and Redis timeout (2 s),
+/// and slack for a loaded machine. A network scenario fails if any request took longer.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One row of the final table.
 #[derive(Debug, Default, Clone)]
@@ -126,8 +149,18 @@ pub struct Outcome {
     /// Acknowledged updates the scenario's webhook receiver never got (signatures checked).
     pub webhook_lost: Option<usize>,
     pub webhook_bad_signatures: usize,
-    /// The longest time the load went without an acknowledgement.
+    /// The longest time the load went without an acknowledgement (acceptance stalled).
     pub longest_gap: Option<Duration>,
+    /// The longest time between two updates published on the output (delivery stalled).
+    pub delivery_gap: Option<Duration>,
+    /// The longest any request was held, and the 503 answers (with and without Retry-After).
+    pub slowest_request: Option<Duration>,
+    pub unavailable: usize,
+    pub unavailable_without_retry_after: usize,
+    /// Each service's peak resident memory and CPU.
+    pub usage: Vec<(String, stack::Peak)>,
+    /// Whether this is a network scenario (held to [`REQUEST_DEADLINE`]).
+    pub proxied: bool,
     pub recovery: Option<Duration>,
     /// Boundary events the gateway accepted, and those of them found on neither the output nor
     /// the dead-letter topic; boundary events answered otherwise than expected.
@@ -153,17 +186,19 @@ impl Outcome {
             && self.lost == Some(0) && self.stale_store == 0
             && self.boundary_unaccounted == 0 && self.boundary_wrong_answer == 0 && self.exited.is_empty() && self.dead_letters == self.poison && self.unexpected_dead_letters == 0 && self.consume_lost.unwrap_or(0) == 0
             && self.webhook_lost == Some(0) && self.webhook_bad_signatures == 0
+            && self.unavailable_without_retry_after == 0
+            && !(self.proxied && self.slowest_request.is_some_and(|d| d > REQUEST_DEADLINE))
     }
 }
 
 async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<Outcome> {
-    let mut stack = Stack::start(args, name).await?;
-    if let Fault::KillOneOfTwo(c) = fault {
+    let mut stack = Stack::start(args, name, fault.proxied()).await?;
+    if let Fault::KillOneOfTwo(c) | Fault::Net(NetFault::Partition { who: c, second: true, .. }) = fault {
         stack.start_second(c).await?;
     }
     // The downstream reader goes through two consumer-api replicas in turn (a group's position is
     // in Redis, so either serves any call); the fault kills one of them.
-    let reader = if matches!(fault, Fault::Kill(Component::ConsumerApi)) {
+    let reader = if matches!(fault, Fault::Kill(Component::ConsumerApi) | Fault::Net(NetFault::SlowLossyConsumer)) {
         stack.start_second(Component::ConsumerApi).await?;
         Some(load::Reader::spawn(vec![stack.consumer_url_of(0), stack.consumer_url_of(1)]))
     } else {
@@ -173,7 +208,13 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     let receiver = webhook::Receiver::subscribe(&stack.http, &stack.admin_url(), stack::ADMIN_TOKEN).await?;
     // GitHub webhooks and OpenLineage events beside envelopes (`load::Kind`).
     let mut plan = load::Plan::new(args, &stack.run_id, name.starts_with("native-mix"));
-    if let Some(secs) = args.spread.or(args.cluster.then_some(40)) {
+    // A network fault lasts 20 to 60 s: the load outlasts it, so acceptance is measured through it.
+    let net_spread = match fault {
+        Fault::Net(NetFault::Latency) => Some(80),
+        Fault::Net(_) => Some(45),
+        _ => None,
+    };
+    if let Some(secs) = args.spread.or(args.cluster.then_some(40)).or(net_spread) {
         plan.interval = Some(Duration::from_secs_f64(secs as f64 / plan.total().max(1) as f64));
     }
     if matches!(fault, Fault::Boundary) {
@@ -236,6 +277,11 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
                 stack.wait_all_ready().await?;
                 recovery = Some(failover + started.elapsed());
             }
+            Fault::Net(net) => {
+                let (r, n) = network::inject(&mut stack, net).await?;
+                recovery = Some(r);
+                note = n;
+            }
             Fault::TermEach => {
                 let mut total = Duration::ZERO;
                 for c in [Component::Gateway, Component::Pre, Component::Post, Component::ConsumerApi] {
@@ -255,6 +301,11 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
 
     let mut outcome = check::verify(&stack, &plan, &acked).await?;
     outcome.longest_gap = Some(progress.longest_gap());
+    outcome.slowest_request = Some(progress.slowest());
+    outcome.unavailable = progress.unavailable.load(std::sync::atomic::Ordering::Relaxed);
+    outcome.unavailable_without_retry_after = progress.unavailable_without_retry_after.load(std::sync::atomic::Ordering::Relaxed);
+    outcome.usage = stack.usage.summary();
+    outcome.proxied = fault.proxied();
     outcome.exited = stack.exited();
     if let Some(reader) = reader {
         let got = reader.finish(&acked, Duration::from_secs(120)).await;
@@ -309,6 +360,17 @@ fn print_table(rows: &[Outcome]) {
         if !r.exited.is_empty() {
             println!("{:<22} exited on their own: {}", "", r.exited.join(", "));
         }
+        let secs = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+        println!(
+            "{:<22} stalls: acceptance {}, delivery {}; slowest request {}; {} answers 503 ({} without Retry-After); peaks: {}",
+            "",
+            secs(r.longest_gap),
+            secs(r.delivery_gap),
+            secs(r.slowest_request),
+            r.unavailable,
+            r.unavailable_without_retry_after,
+            r.usage.iter().map(|(s, p)| format!("{s} {} MB {:.0}% CPU", p.rss >> 20, p.cpu * 100.0)).collect::<Vec<_>>().join(", ")
+        );
     }
 }
 
@@ -330,7 +392,7 @@ async fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.out)?;
     let mut rows = Vec::new();
-    for (name, fault) in wanted {
+    for &(name, fault) in &wanted {
         eprintln!("== scenario {name}: {} updates over {} entities, {} poison", args.events, args.entities, args.poison);
         let row = match run_scenario(&args, name, fault).await {
             Ok(row) => row,
@@ -345,6 +407,9 @@ async fn main() -> anyhow::Result<()> {
         }
         rows.push(row);
     }
+    if wanted.iter().any(|(_, fault)| fault.proxied()) {
+        stack::stop_network(&std::env::current_dir()?).await;
+    }
     print_table(&rows);
     let json: Vec<_> = rows
         .iter()
@@ -355,7 +420,11 @@ async fn main() -> anyhow::Result<()> {
                 "dead_letters": r.dead_letters, "poison": r.poison, "consume_lost": r.consume_lost, "webhook_lost": r.webhook_lost, "webhook_bad_signatures": r.webhook_bad_signatures,
                 "boundary_accepted": r.boundary_accepted, "boundary_unaccounted": r.boundary_unaccounted,
                 "boundary_wrong_answer": r.boundary_wrong_answer, "exited": r.exited,
-                "recovery_s": r.recovery.map(|d| d.as_secs_f64()), "longest_without_ack_s": r.longest_gap.map(|d| d.as_secs_f64()), "note": r.note, "passed": r.passed(),
+                "recovery_s": r.recovery.map(|d| d.as_secs_f64()), "longest_without_ack_s": r.longest_gap.map(|d| d.as_secs_f64()),
+                "longest_without_delivery_s": r.delivery_gap.map(|d| d.as_secs_f64()), "slowest_request_s": r.slowest_request.map(|d| d.as_secs_f64()),
+                "unavailable": r.unavailable, "unavailable_without_retry_after": r.unavailable_without_retry_after,
+                "peaks": r.usage.iter().map(|(s, p)| serde_json::json!({"service": s, "rss_bytes": p.rss, "cpu_cores": p.cpu})).collect::<Vec<_>>(),
+                "note": r.note, "passed": r.passed(),
             })
         })
         .collect();

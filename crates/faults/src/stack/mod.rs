@@ -4,12 +4,18 @@
 //!
 //! This module supervises the services' processes (start, kill, restart, readiness); `infra`
 //! controls the broker and Redis (a cluster's nodes, the ingest leader, a Redis failover, the
-//! pool the checks read with); `logs` picks the lines of the services' logs worth reading.
+//! pool the checks read with); `logs` picks the lines of the services' logs worth reading;
+//! `proxy` puts fault proxies between the services and Kafka and Redis (the network scenarios);
+//! `usage` samples each service's CPU and memory.
 
 mod infra;
 mod logs;
+mod proxy;
+mod usage;
 
 pub use logs::print_log_excerpts;
+pub use proxy::{fill, stop_network, Link, Network, Toxic};
+pub use usage::{Peak, Usage};
 use infra::{group_positions, kill_by_pid_file};
 use logs::strip_ansi;
 
@@ -36,7 +42,7 @@ pub enum Component {
 }
 
 impl Component {
-    fn binary(self) -> &'static str {
+    pub fn binary(self) -> &'static str {
         match self {
             Component::Gateway => "gateway",
             Component::Pre => "pre-transformer",
@@ -92,6 +98,10 @@ pub struct Stack {
     restarts: Arc<Mutex<Vec<String>>>,
     supervisor: tokio::task::JoinHandle<()>,
     pub http: reqwest::Client,
+    /// The fault proxies every service reaches Kafka and Redis through (network scenarios).
+    pub net: Option<Network>,
+    /// Each service's CPU and memory, sampled while the scenario runs.
+    pub usage: Usage,
 }
 
 type Procs = Arc<Mutex<HashMap<(Component, u16), Child>>>;
@@ -100,6 +110,8 @@ type Procs = Arc<Mutex<HashMap<(Component, u16), Child>>>;
 #[derive(Clone)]
 struct Spawner {
     env: Vec<(String, String)>,
+    /// Each instance reaches Kafka and Redis through its own proxies ([`proxy`]).
+    proxied: bool,
     bin: PathBuf,
     logs: PathBuf,
     root: PathBuf,
@@ -132,6 +144,10 @@ impl Spawner {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(format!("METASTREAM__{}__LISTEN", c.section()), format!("127.0.0.1:{port}"))
             .envs(admin)
+            .envs(self.proxied.then(|| [
+                ("METASTREAM__KAFKA__BOOTSTRAP_SERVERS".to_owned(), proxy::kafka_bootstrap(c, instance)),
+                ("METASTREAM__REDIS__URL".to_owned(), proxy::redis_url(c, instance)),
+            ]).into_iter().flatten())
             .env("HOSTNAME", format!("{}-{instance}", c.binary()))
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -167,12 +183,14 @@ async fn supervise(procs: Procs, spawner: Spawner, restarts: Arc<Mutex<Vec<Strin
 }
 
 impl Stack {
-    /// Stores the `faults` source config and starts the four services.
-    pub async fn start(args: &Args, scenario: &str) -> anyhow::Result<Stack> {
+    /// Stores the `faults` source config and starts the four services; `proxied`: on the
+    /// suite's own broker, each service through its fault proxies ([`Network`]).
+    pub async fn start(args: &Args, scenario: &str, proxied: bool) -> anyhow::Result<Stack> {
         let root = std::env::current_dir()?;
         let run_id = format!("faults-{}-{}", scenario, &uuid::Uuid::new_v4().simple().to_string()[..6]);
-        let kafka = std::env::var("METASTREAM_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
         let redis_url = std::env::var("METASTREAM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let net = if proxied { Some(Network::start(&root, &redis_url).await?) } else { None };
+        let kafka = if proxied { proxy::BROKER.to_owned() } else { std::env::var("METASTREAM_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()) };
         let redis_cluster = std::env::var("METASTREAM_TEST_REDIS_CLUSTER").ok().filter(|v| !v.is_empty());
         let key_prefix = format!("{run_id}:");
         let topic = |t: &str| format!("{run_id}.{t}");
@@ -205,8 +223,9 @@ impl Stack {
         std::fs::create_dir_all(&logs)?;
         let output_topic = topic("output");
         let dead_letter_topic = topic("dead-letter");
-        let spawner = Spawner { env, bin: root.join(&args.bin), logs, root: root.clone() };
+        let spawner = Spawner { env, proxied, bin: root.join(&args.bin), logs, root: root.clone() };
         let procs: Procs = Arc::default();
+        let usage = Usage::spawn(procs.clone());
         let restarts: Arc<Mutex<Vec<String>>> = Arc::default();
         let supervisor = tokio::spawn(supervise(procs.clone(), spawner.clone(), restarts.clone()));
         let mut stack = Stack {
@@ -223,6 +242,8 @@ impl Stack {
             restarts,
             supervisor,
             http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?,
+            net,
+            usage,
         };
         stack.put_source_config().await?;
         for c in [Component::Gateway, Component::Pre, Component::Post, Component::ConsumerApi] {
@@ -292,6 +313,14 @@ impl Stack {
     }
 
     /// The consumer-api `instance` (0, or 1 when [`Stack::start_second`] started one).
+    /// Instance 0 of `c`'s Prometheus metrics (the gateway's and consumer-api's on their admin
+    /// listener, 1000 above the public one; the transformers' on their only one).
+    pub async fn metrics(&self, c: Component) -> Option<String> {
+        let port = c.port() + if matches!(c, Component::Gateway | Component::ConsumerApi) { 1000 } else { 0 };
+        let response = self.http.get(format!("http://127.0.0.1:{port}/metrics")).timeout(Duration::from_secs(3)).send().await.ok()?;
+        response.text().await.ok()
+    }
+
     pub fn consumer_url_of(&self, instance: u16) -> String {
         format!("http://127.0.0.1:{}", Component::ConsumerApi.port() + 10 * instance)
     }
@@ -430,9 +459,16 @@ impl Stack {
         out
     }
 
+    /// Whether instance 0 of `c` answers `/readyz` with 200 now.
+    pub async fn is_ready(&self, c: Component) -> bool {
+        let url = format!("http://127.0.0.1:{}/readyz", c.port());
+        matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+    }
+
     /// SIGTERM every service still running.
     pub async fn stop(self) {
         self.supervisor.abort();
+        self.usage.stop();
         let children: Vec<Child> = self.procs.lock().expect("procs lock").drain().map(|(_, child)| child).collect();
         for mut child in children {
             if let Some(pid) = child.id() {
