@@ -6,8 +6,11 @@ BIN_DIR := $(TARGET_DIR)/debug
 # The fault-injection suite: full size for `make test-faults`, reduced inside `make test`.
 FAULTS_FULL := --events 20000 --entities 2000 --poison 50
 FAULTS_QUICK := --events 3000 --entities 300 --poison 20
+# `make test` runs every process fault and, of the network and resource faults (each about a
+# minute), the partition that fences a transaction and the full Redis; `make test-faults` runs all.
+FAULTS_QUICK_SCENARIOS := --scenarios baseline,kill-broker,kill-redis,kill-gateway,kill-pre-transformer,kill-post-transformer,kill-consumer-api,two-pre-kill-one,two-post-kill-one,sigterm-each,boundary-mix,native-mix-kill-gateway,native-mix-kill-pre,net-partition-pre-kafka,redis-full
 
-.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults test-cluster test-image smoke contract fmt lint clean images k8s-validate bench bench-quick fuzz test-k8s
+.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults test-cluster test-image smoke contract docs fmt lint clean images k8s-validate bench bench-quick fuzz test-k8s
 
 help:
 	@echo "make run        start Kafka, Redis, the four services and the edge on :8080 (dev config)"
@@ -16,6 +19,7 @@ help:
 	@echo "make test-faults  the full fault-injection suite (20,000 events per scenario)"
 	@echo "make test-cluster the e2e tests on a Redis Cluster, then the cluster fault scenarios (3 KRaft brokers, Redis Cluster; part of make test)"
 	@echo "make contract   schemathesis against each listener's /openapi.json on the dev stack"
+	@echo "make docs       the docs book into var/book (mdBook), its generated API reference and every link checked (part of make test)"
 	@echo "make bench      throughput and latency against the broker's limit (make bench-quick: about 15 min)"
 	@echo "make fuzz       fuzz the domain crate's parsers, FUZZ_SECONDS (default 60) per target (nightly)"
 	@echo "make infra      start only Kafka and Redis"
@@ -55,14 +59,14 @@ test: infra build k8s-validate
 	scripts/clients.sh install
 	$(CARGO) test --workspace --no-fail-fast
 	python3 scripts/test_check_dashboards.py
-	python3 scripts/check_docs_links.py
+	BIN_DIR=$(BIN_DIR) scripts/docs.sh test
 	python3 scripts/check_dependencies.py
 	scripts/smoke.sh
 	scripts/contract.sh
 	scripts/prometheus.sh check
 	$(MAKE) --no-print-directory test-k8s
 	$(MAKE) --no-print-directory test-image
-	$(BIN_DIR)/metastream-faults --bin $(BIN_DIR) $(FAULTS_QUICK)
+	$(BIN_DIR)/metastream-faults --bin $(BIN_DIR) $(FAULTS_QUICK) $(FAULTS_QUICK_SCENARIOS)
 	$(MAKE) --no-print-directory test-cluster
 
 # Cluster mode: three KRaft brokers (scripts/kafka-cluster.sh; replication factor 3,
@@ -99,6 +103,13 @@ smoke: infra
 # The API contract: schemathesis against each listener's /openapi.json on the live dev stack.
 contract: infra
 	scripts/contract.sh
+
+# The docs book (scripts/docs.sh): mdBook, at the version the script pins, installed into
+# ~/.cache/metastream once; the generated API reference (docs/src/reference/) compared with the
+# OpenAPI documents the built services print; the book built into var/book; every relative link
+# and anchor checked, in the Markdown and in the HTML.
+docs: build
+	BIN_DIR=$(BIN_DIR) scripts/docs.sh build
 
 fmt:
 	$(CARGO) fmt --all
