@@ -74,17 +74,19 @@ test: infra build k8s-validate
 # First the end-to-end tests against the Redis Cluster (all but `store::`, which kills one
 # connection of a single Redis); then, with the services on both clusters and under load: the
 # ingest topic's leader killed, every broker restarted in turn, the Redis master of slot 0
-# killed (its replica takes over). Nothing acknowledged may be lost. Both clusters are stopped
-# after.
+# killed (its replica takes over), one broker cut off from the others and the clients for 30 s
+# (through toxiproxy: KAFKA_CLUSTER_PROXY). Nothing acknowledged may be lost. Both clusters are
+# stopped after.
 test-cluster: infra build
 	scripts/clients.sh install
-	scripts/kafka-cluster.sh start
+	scripts/toxiproxy.sh start
+	KAFKA_CLUSTER_PROXY=1 scripts/kafka-cluster.sh start
 	scripts/redis.sh cluster-reset
 	scripts/redis.sh cluster
 	export METASTREAM_TEST_REDIS_CLUSTER=$$(scripts/redis.sh cluster-urls); \
 	  $(CARGO) test -p e2e --test e2e -- --skip store:: \
 	  && METASTREAM_TEST_KAFKA=$$(scripts/kafka-cluster.sh bootstrap) $(BIN_DIR)/metastream-faults --cluster --bin $(BIN_DIR) $(FAULTS_QUICK) --out var/faults-cluster; \
-	  rc=$$?; scripts/kafka-cluster.sh stop; scripts/redis.sh cluster-stop; exit $$rc
+	  rc=$$?; scripts/kafka-cluster.sh stop; scripts/redis.sh cluster-stop; scripts/toxiproxy.sh stop; exit $$rc
 
 # Kills and restarts each component under load; checks nothing acknowledged is lost.
 test-faults: infra build

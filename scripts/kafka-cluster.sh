@@ -3,7 +3,17 @@
 # installs from Maven Central), for the cluster fault scenarios: node N listens on
 # 127.0.0.1:1909(2N) (clients) and 1909(2N+1) (controller); topics get replication factor 3 and
 # min.insync.replicas 2. Data and logs in var/kafka-cluster/node-N.
+#
+# Node 3 can be cut off from the other two and from the clients (the fault suite's
+# `cluster-partition-broker`): started with KAFKA_CLUSTER_PROXY=1 (remembered in the cluster's
+# folder), every connection to node 3 and every connection node 3 makes passes through a
+# toxiproxy proxy (scripts/toxiproxy.sh, which must run): node 3 advertises its proxy to clients
+# and to the others, reaches the others' controllers through proxies of its own (its
+# controller.quorum.voters), and replicates through a listener the others advertise only to it
+# (FROM3, node 3's inter.broker.listener.name), also proxied. `isolate 3` cuts all of them (no
+# byte passes; connections hang, as when packets are dropped); `heal 3` restores them.
 # Usage: scripts/kafka-cluster.sh start|stop|status|bootstrap|start-node N|kill-node N|stop-node N
+#        |isolate 3|heal 3
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -27,6 +37,75 @@ configure() {
   mkdir -p "$d/data" "$d/logs"
   sed -e "s#@NODE@#$n#" -e "s#@DATA@#$d/data#" -e "s#@PORT@#$(port "$n")#g" -e "s#@CONTROLLER_PORT@#$(controller_port "$n")#g" \
     "$ROOT/scripts/kafka/cluster.properties.in" > "$d/server.properties"
+  if proxied; then proxied_listeners "$n" "$d/server.properties"; fi
+}
+
+# The isolatable node 3 (see the top): its proxies, as name:listen:upstream.
+ISOLATED=3
+from3_port() { echo $((19390 + 2 * $1)); }   # node N's FROM3 listener (only node 3 uses it)
+PROXIES=(
+  "cluster-to-3:19196:127.0.0.1:$(port 3)"                # clients and nodes 1, 2 -> node 3
+  "cluster-to-3-controller:19197:127.0.0.1:$(controller_port 3)"
+  "cluster-3-to-1:19292:127.0.0.1:$(from3_port 1)"        # node 3 -> node 1 (replication)
+  "cluster-3-to-1-controller:19293:127.0.0.1:$(controller_port 1)"
+  "cluster-3-to-2:19294:127.0.0.1:$(from3_port 2)"
+  "cluster-3-to-2-controller:19295:127.0.0.1:$(controller_port 2)"
+)
+proxied() { [[ -f $BASE/proxied ]]; }
+toxiproxy_api() { "$ROOT/scripts/toxiproxy.sh" url; }
+
+proxied_listeners() {
+  local n=$1 f=$2
+  if (( n == ISOLATED )); then
+    sed -i -e "s#^listeners=.*#listeners=PLAINTEXT://127.0.0.1:$(port 3),CONTROLLER://127.0.0.1:$(controller_port 3),FROM3://127.0.0.1:$(from3_port 3)#" \
+      -e "s#^advertised.listeners=.*#advertised.listeners=PLAINTEXT://127.0.0.1:19196,FROM3://127.0.0.1:$(from3_port 3)#" \
+      -e "s#^inter.broker.listener.name=.*#inter.broker.listener.name=FROM3#" \
+      -e "s#^controller.quorum.voters=.*#controller.quorum.voters=1@127.0.0.1:19293,2@127.0.0.1:19295,3@127.0.0.1:$(controller_port 3)#" "$f"
+  else
+    sed -i -e "s#^listeners=.*#listeners=PLAINTEXT://127.0.0.1:$(port "$n"),CONTROLLER://127.0.0.1:$(controller_port "$n"),FROM3://127.0.0.1:$(from3_port "$n")#" \
+      -e "s#^advertised.listeners=.*#advertised.listeners=PLAINTEXT://127.0.0.1:$(port "$n"),FROM3://127.0.0.1:$((19290 + 2 * n))#" \
+      -e "s#^controller.quorum.voters=.*#controller.quorum.voters=1@127.0.0.1:$(controller_port 1),2@127.0.0.1:$(controller_port 2),3@127.0.0.1:19197#" "$f"
+  fi
+  sed -i -e "s#^listener.security.protocol.map=.*#listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,FROM3:PLAINTEXT#" "$f"
+}
+
+make_proxies() {
+  local api entry name listen upstream code
+  api=$(toxiproxy_api)
+  curl -sf "$api/version" >/dev/null || die "toxiproxy does not answer at $api: start it (scripts/toxiproxy.sh start)"
+  for entry in "${PROXIES[@]}"; do
+    name=${entry%%:*} entry=${entry#*:} listen=${entry%%:*} upstream=${entry#*:}
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$api/proxies" \
+      -d "{\"name\":\"$name\",\"listen\":\"127.0.0.1:$listen\",\"upstream\":\"$upstream\",\"enabled\":true}")
+    [[ $code == 201 || $code == 409 ]] || die "toxiproxy: creating $name answered $code"
+  done
+}
+
+# isolate|heal: every proxy of node 3 cut (toxiproxy's timeout toxic, both ways) or restored.
+isolate() {
+  local api entry name stream
+  api=$(toxiproxy_api)
+  for entry in "${PROXIES[@]}"; do
+    name=${entry%%:*}
+    for stream in upstream downstream; do
+      curl -sf -X POST "$api/proxies/$name/toxics" \
+        -d "{\"name\":\"cut-$stream\",\"type\":\"timeout\",\"stream\":\"$stream\",\"attributes\":{\"timeout\":0}}" >/dev/null \
+        || die "toxiproxy: cutting $name ($stream) failed"
+    done
+  done
+  log "kafka node 3 cut off from nodes 1 and 2 and from the clients"
+}
+
+heal() {
+  local api entry name stream
+  api=$(toxiproxy_api)
+  for entry in "${PROXIES[@]}"; do
+    name=${entry%%:*}
+    for stream in upstream downstream; do
+      curl -s -o /dev/null -X DELETE "$api/proxies/$name/toxics/cut-$stream"
+    done
+  done
+  log "kafka node 3 reachable again"
 }
 
 start_node() {
@@ -52,6 +131,9 @@ wait_node() {
 start() {
   "$ROOT/scripts/kafka.sh" install
   local n
+  mkdir -p "$BASE"
+  if [[ ${KAFKA_CLUSTER_PROXY:-} == 1 ]]; then touch "$BASE/proxied"; fi
+  if proxied; then make_proxies; fi
   if [[ ! -f "$(dir 1)/data/meta.properties" ]]; then
     for n in "${NODES[@]}"; do configure "$n"; done
     local id; id=$(kafka_java 1 kafka.tools.StorageTool random-uuid)
@@ -66,11 +148,19 @@ start() {
   log "kafka cluster ready on $(bootstrap)"
 }
 
-bootstrap() { local n out=""; for n in "${NODES[@]}"; do out+="${out:+,}127.0.0.1:$(port "$n")"; done; echo "$out"; }
+# Node 3 through its proxy when it is isolatable: even the first connection must not go around it.
+bootstrap() {
+  local n out="" p
+  for n in "${NODES[@]}"; do
+    p=$(port "$n"); if proxied && (( n == ISOLATED )); then p=19196; fi
+    out+="${out:+,}127.0.0.1:$p"
+  done
+  echo "$out"
+}
 
 case "${1:-}" in
   start) start ;;
-  stop) for n in "${NODES[@]}"; do stop_pid "$(dir "$n")/kafka.pid" "kafka node $n"; done ;;
+  stop) for n in "${NODES[@]}"; do stop_pid "$(dir "$n")/kafka.pid" "kafka node $n"; done; rm -f "$BASE/proxied" ;;
   status) for n in "${NODES[@]}"; do pid_alive "$(dir "$n")/kafka.pid" && echo "node $n: up on $(port "$n")" || echo "node $n: down"; done ;;
   bootstrap) bootstrap ;;
   start-node) start_node "${2:?node}"; wait_node "$2" ;;
@@ -82,5 +172,9 @@ case "${1:-}" in
       for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
     rm -f "$d/kafka.pid" ;;
-  *) die "usage: $0 start|stop|status|bootstrap|start-node N|stop-node N|kill-node N" ;;
+  isolate | heal)
+    [[ ${2:-} == "$ISOLATED" ]] || die "only node $ISOLATED can be cut off"
+    proxied || die "the cluster was not started with KAFKA_CLUSTER_PROXY=1: node 3 cannot be cut off"
+    "$1" ;;
+  *) die "usage: $0 start|stop|status|bootstrap|start-node N|stop-node N|kill-node N|isolate 3|heal 3" ;;
 esac

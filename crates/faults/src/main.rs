@@ -84,6 +84,9 @@ enum Fault {
     /// Redis Cluster: SIGKILL the master serving slot 0; its replica takes over; the old master
     /// is started again and rejoins as a replica.
     KillRedisMaster,
+    /// Cluster: node 3 cut off from the other two nodes and from every client for 30 s
+    /// (`scripts/kafka-cluster.sh isolate 3`), then reachable again.
+    IsolateBroker,
     /// A fault of the network or of a resource: the services reach Kafka (the suite's own
     /// broker) and Redis through fault proxies (`stack::Network`).
     Net(NetFault),
@@ -100,6 +103,7 @@ const CLUSTER_SCENARIOS: &[(&str, Fault)] = &[
     ("cluster-kill-leader", Fault::KillLeader),
     ("cluster-rolling-restart", Fault::RollingRestart),
     ("cluster-kill-redis-master", Fault::KillRedisMaster),
+    ("cluster-partition-broker", Fault::IsolateBroker),
 ];
 
 const SCENARIOS: &[(&str, Fault)] = &[
@@ -157,7 +161,7 @@ pub struct Outcome {
     pub slowest_request: Option<Duration>,
     pub unavailable: usize,
     pub unavailable_without_retry_after: usize,
-    /// Each service's peak resident memory and CPU.
+    /// Each service's peak resident memory and CPU, from the strike until it was ready again.
     pub usage: Vec<(String, stack::Peak)>,
     /// Whether this is a network scenario (held to [`REQUEST_DEADLINE`]).
     pub proxied: bool,
@@ -229,6 +233,10 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     let injector = async {
         // Strike once a third of the load is acknowledged.
         progress.wait_for(plan.total() / 3).await;
+        // The peaks reported are those from the strike until every service is ready again.
+        if !matches!(fault, Fault::None | Fault::Boundary) {
+            stack.usage.reset();
+        }
         let mut recovery = None;
         let mut note = String::new();
         match fault {
@@ -277,6 +285,15 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
                 stack.wait_all_ready().await?;
                 recovery = Some(failover + started.elapsed());
             }
+            Fault::IsolateBroker => {
+                stack.cluster("isolate", 3).await?;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                stack.cluster("heal", 3).await?;
+                let healed = Instant::now();
+                stack.wait_all_ready().await?;
+                recovery = Some(healed.elapsed());
+                note = "node 3 cut off from nodes 1 and 2 and from every client for 30 s".into();
+            }
             Fault::Net(net) => {
                 let (r, n) = network::inject(&mut stack, net).await?;
                 recovery = Some(r);
@@ -292,19 +309,20 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
                 recovery = Some(total);
             }
         }
-        anyhow::Ok((recovery, note))
+        let peaks = if matches!(fault, Fault::None | Fault::Boundary) { Vec::new() } else { stack.usage.summary() };
+        anyhow::Ok((recovery, note, peaks))
     };
     let ticker = progress.report(name, plan.total(), started);
     let (acked, injected, ()) = tokio::join!(driver, injector, ticker);
     let acked = acked?;
-    let (recovery, note) = injected?;
+    let (recovery, note, peaks) = injected?;
 
     let mut outcome = check::verify(&stack, &plan, &acked).await?;
     outcome.longest_gap = Some(progress.longest_gap());
     outcome.slowest_request = Some(progress.slowest());
     outcome.unavailable = progress.unavailable.load(std::sync::atomic::Ordering::Relaxed);
     outcome.unavailable_without_retry_after = progress.unavailable_without_retry_after.load(std::sync::atomic::Ordering::Relaxed);
-    outcome.usage = stack.usage.summary();
+    outcome.usage = if peaks.is_empty() { stack.usage.summary() } else { peaks };
     outcome.proxied = fault.proxied();
     outcome.exited = stack.exited();
     if let Some(reader) = reader {

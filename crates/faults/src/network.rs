@@ -66,7 +66,7 @@ pub async fn inject(stack: &Stack, fault: NetFault) -> anyhow::Result<(Duration,
             }
             NetFault::RedisFull => redis_full(stack, Duration::from_secs(20)).await?,
             NetFault::DiskFull => {
-                let filler = fill(&net.data_dir(), 1 << 20).await?;
+                let filler = fill(&net.small_disk().await?, 1 << 20).await?;
                 let full = Instant::now();
                 while full.elapsed() < Duration::from_secs(30) && net.broker_alive().await {
                     tokio::time::sleep(Duration::from_millis(500)).await;

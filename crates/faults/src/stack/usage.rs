@@ -59,6 +59,11 @@ impl Usage {
         self.peaks.lock().expect("peaks lock").iter().map(|(b, p)| ((*b).to_owned(), *p)).collect()
     }
 
+    /// Forgets the peaks so far: what follows is measured alone (the fault, not the start-up).
+    pub fn reset(&self) {
+        self.peaks.lock().expect("peaks lock").clear();
+    }
+
     pub fn stop(&self) {
         self.task.abort();
     }
