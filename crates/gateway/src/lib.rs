@@ -14,6 +14,7 @@
 //! - `idempotency`: `Idempotency-Key` on `/ingest`: a retry within the window gets the first answer.
 //! - `hooks` (public): sources that speak their own protocol — `/hooks/{source}`, `/cloudevents`,
 //!   `/api/v1/lineage`, `/datahub/{source}/…`.
+//! - `console` (admin listener only): the operator console at `/console`, its files embedded.
 //! - `openapi`: the API contract, `GET /openapi.json` on both listeners; `gateway openapi public|admin`
 //!   prints it (the docs book's API reference is generated from it).
 //!
@@ -27,6 +28,7 @@
 
 mod admin;
 mod audit;
+mod console;
 mod dead_letters;
 mod hooks;
 mod idempotency;
@@ -206,6 +208,7 @@ impl Application {
                 .configure(dead_letters::configure)
                 .configure(subscriptions::configure)
                 .configure(openapi::configure_admin)
+                .configure(console::configure)
                 .default_service(fallback(openapi::admin_routes()))
         })
         .workers(1)

@@ -1,0 +1,142 @@
+//! The operator console: a browser UI over the admin API, served at `/console` on the admin
+//! listener only (the public listener and the edge never route it).
+//!
+//! Its files live in the repository's top-level `console/` folder (an HTML shell, a stylesheet
+//! and ES modules — no build step) and are embedded in the binary with `include_str!`, so the
+//! console works from the one binary with no Node at run time. It has no backend of its own:
+//! every action is an admin API call made by the browser with the operator's key as
+//! `Authorization: Bearer`, so every scope check stays the API's. No cookies are set.
+//!
+//! Every answer carries a strict Content-Security-Policy (scripts and styles from this origin
+//! only — no inline script or style, no `eval` — nothing framed, no form posted elsewhere) and
+//! the framing, sniffing and referrer headers below.
+
+use actix_web::http::header;
+use actix_web::{guard, web, HttpRequest, HttpResponse};
+
+/// The policy every console answer carries. `connect-src 'self'`: the console talks only to the
+/// admin API of the listener that served it.
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+form-action 'self'; frame-ancestors 'none'";
+
+/// One embedded file: its name under `/console/assets/`, content type and text.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+macro_rules! asset {
+    ($name:literal, $type:expr) => {
+        Asset { name: $name, content_type: $type, body: include_str!(concat!("../../../console/", $name)) }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file of `console/` but the page itself. A file not listed here is not served.
+const ASSETS: &[Asset] = &[
+    asset!("console.css", "text/css; charset=utf-8"),
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("dom.js", JS),
+    asset!("jsonpos.js", JS),
+    asset!("sources.js", JS),
+    asset!("dead-letters.js", JS),
+    asset!("keys.js", JS),
+    asset!("subscriptions.js", JS),
+    asset!("audit.js", JS),
+];
+
+const INDEX: &str = include_str!("../../../console/index.html");
+
+/// Registers `/console` and `/console/assets/{file}` (GET and HEAD).
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    let read = || web::route().guard(guard::Any(guard::Get()).or(guard::Head()));
+    cfg.route("/console", read().to(index))
+        .route("/console/", read().to(index))
+        .route("/console/assets/{file}", read().to(asset));
+}
+
+async fn index() -> HttpResponse {
+    respond("text/html; charset=utf-8", INDEX)
+}
+
+async fn asset(req: HttpRequest) -> HttpResponse {
+    let name = req.match_info().get("file").unwrap_or_default();
+    match ASSETS.iter().find(|a| a.name == name) {
+        Some(a) => respond(a.content_type, a.body),
+        None => with_headers(HttpResponse::NotFound())
+            // The API's error shape, `{"error", "message"}`.
+            .json(serde_json::json!({"error": "not_found", "message": format!("no console file `{name}`")})),
+    }
+}
+
+fn respond(content_type: &'static str, body: &'static str) -> HttpResponse {
+    with_headers(HttpResponse::Ok()).content_type(content_type).body(body)
+}
+
+/// The security headers on every console answer. `no-store`: the page is small, and an admin
+/// UI should never be served stale from a shared cache after an upgrade.
+fn with_headers(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    builder
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("cross-origin-opener-policy", "same-origin"))
+        .insert_header(("cross-origin-resource-policy", "same-origin"));
+    builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::{test as web_test, App};
+
+    async fn get(path: &str) -> actix_web::dev::ServiceResponse {
+        let app = web_test::init_service(App::new().configure(configure)).await;
+        web_test::call_service(&app, web_test::TestRequest::get().uri(path).to_request()).await
+    }
+
+    #[actix_web::test]
+    async fn every_answer_carries_the_security_headers() {
+        for path in ["/console", "/console/", "/console/assets/app.js", "/console/assets/console.css", "/console/assets/nope.js"] {
+            let res = get(path).await;
+            let h = res.headers();
+            assert_eq!(h.get("content-security-policy").unwrap(), CONTENT_SECURITY_POLICY, "{path}");
+            assert_eq!(h.get("x-frame-options").unwrap(), "DENY", "{path}");
+            assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff", "{path}");
+            assert_eq!(h.get("referrer-policy").unwrap(), "no-referrer", "{path}");
+            assert!(h.get("set-cookie").is_none(), "{path}");
+        }
+        assert_eq!(get("/console/assets/nope.js").await.status(), 404);
+        assert_eq!(get("/console/assets/app.js").await.headers().get("content-type").unwrap(), JS);
+    }
+
+    /// No inline script or style can sneak into the page (the policy would refuse it anyway,
+    /// and the console would break), and every file the page or a module names is served.
+    #[test]
+    fn the_page_names_only_embedded_files_and_nothing_inline() {
+        assert!(!INDEX.contains("<style"), "inline <style> in index.html");
+        assert!(!INDEX.contains("style="), "inline style attribute in index.html");
+        for (i, _) in INDEX.match_indices("<script") {
+            let tag = &INDEX[i..i + INDEX[i..].find('>').unwrap()];
+            assert!(tag.contains("src="), "inline script in index.html: {tag}");
+        }
+        let mut named: Vec<&str> = INDEX.split("/console/assets/").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
+        for a in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+            for line in a.body.lines().filter(|l| l.starts_with("import ")) {
+                let from = line.rsplit("from").next().unwrap().trim().trim_end_matches(';').trim_matches(|c| c == '"' || c == '\'');
+                named.push(from.trim_start_matches("./"));
+            }
+            assert!(!a.body.contains("innerHTML"), "{} writes innerHTML: build nodes instead", a.name);
+            assert!(!a.body.contains("eval("), "{} calls eval", a.name);
+        }
+        for name in named {
+            assert!(ASSETS.iter().any(|a| a.name == name), "`{name}` is named but not embedded");
+        }
+    }
+}
