@@ -156,6 +156,12 @@ impl Metrics {
             provider,
             meter,
         });
+        let _retries = metrics
+            .meter
+            .u64_observable_counter("metastream_retries_total")
+            .with_description("Failed Kafka or Redis calls retried after a backoff wait, every retry loop of the process together")
+            .with_callback(|obs| obs.observe(crate::retry::retries(), &[]))
+            .build();
         // Counters exist from the start (at 0), so dashboards and alerts on errors that have not
         // happened yet find their series.
         for counter in [

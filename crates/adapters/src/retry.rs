@@ -1,6 +1,7 @@
 //! Capped exponential backoff with jitter, for retrying transient failures, and the two loops
 //! built on it: [`pause`] (sleep unless shutdown comes) and [`with_redis_retry`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -28,6 +29,7 @@ impl Backoff {
     /// 2^attempt)` — jittered so retries spread out, yet never near zero, so a failing call is
     /// not retried in a tight loop.
     pub fn next_delay(&mut self) -> Duration {
+        RETRIES.fetch_add(1, Ordering::Relaxed);
         let cap = self.base.saturating_mul(1 << self.attempt.min(16)).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let millis = cap.as_millis() as u64;
@@ -68,6 +70,15 @@ where
             }
         }
     }
+}
+
+/// Backoff waits this process has taken ([`Backoff::next_delay`]), every retry loop together
+/// (`metastream_retries_total`): what shows a retry storm, or its absence, during an outage.
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// How many retries this process has waited for so far.
+pub fn retries() -> u64 {
+    RETRIES.load(Ordering::Relaxed)
 }
 
 /// Sleeps for the next backoff delay, unless shutdown comes first.

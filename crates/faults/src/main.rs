@@ -134,6 +134,11 @@ const SCENARIOS: &[(&str, Fault)] = &[
 /// and slack for a loaded machine. A network scenario fails if any request took longer.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
+/// A retry storm: more retries a second than a handful of retry loops backing off from 100 ms to
+/// 5 s (`adapters::retry::Backoff::infra`, at worst about one a second each once capped) can
+/// take. A network scenario fails if a service retried faster during its fault.
+const MAX_RETRY_RATE: f64 = 5.0;
+
 /// One row of the final table.
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
@@ -163,6 +168,9 @@ pub struct Outcome {
     pub unavailable_without_retry_after: usize,
     /// Each service's peak resident memory and CPU, from the strike until it was ready again.
     pub usage: Vec<(String, stack::Peak)>,
+    /// Each service's retries a second during a network or resource fault (held to
+    /// [`MAX_RETRY_RATE`]).
+    pub retry_rates: Vec<(String, f64)>,
     /// Whether this is a network scenario (held to [`REQUEST_DEADLINE`]).
     pub proxied: bool,
     pub recovery: Option<Duration>,
@@ -192,6 +200,7 @@ impl Outcome {
             && self.webhook_lost == Some(0) && self.webhook_bad_signatures == 0
             && self.unavailable_without_retry_after == 0
             && !(self.proxied && self.slowest_request.is_some_and(|d| d > REQUEST_DEADLINE))
+            && self.retry_rates.iter().all(|(_, rate)| *rate <= MAX_RETRY_RATE)
     }
 }
 
@@ -239,6 +248,7 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
         }
         let mut recovery = None;
         let mut note = String::new();
+        let mut retry_rates = Vec::new();
         match fault {
             Fault::None | Fault::Boundary => {}
             Fault::Kill(c) => match stack.kill(c).await {
@@ -295,9 +305,10 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
                 note = "node 3 cut off from nodes 1 and 2 and from every client for 30 s".into();
             }
             Fault::Net(net) => {
-                let (r, n) = network::inject(&mut stack, net).await?;
-                recovery = Some(r);
-                note = n;
+                let injected = network::inject(&stack, net).await?;
+                recovery = Some(injected.recovery);
+                note = injected.note;
+                retry_rates = injected.retry_rates;
             }
             Fault::TermEach => {
                 let mut total = Duration::ZERO;
@@ -310,12 +321,12 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
             }
         }
         let peaks = if matches!(fault, Fault::None | Fault::Boundary) { Vec::new() } else { stack.usage.summary() };
-        anyhow::Ok((recovery, note, peaks))
+        anyhow::Ok((recovery, note, peaks, retry_rates))
     };
     let ticker = progress.report(name, plan.total(), started);
     let (acked, injected, ()) = tokio::join!(driver, injector, ticker);
     let acked = acked?;
-    let (recovery, note, peaks) = injected?;
+    let (recovery, note, peaks, retry_rates) = injected?;
 
     let mut outcome = check::verify(&stack, &plan, &acked).await?;
     outcome.longest_gap = Some(progress.longest_gap());
@@ -324,6 +335,7 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     outcome.unavailable_without_retry_after = progress.unavailable_without_retry_after.load(std::sync::atomic::Ordering::Relaxed);
     outcome.usage = if peaks.is_empty() { stack.usage.summary() } else { peaks };
     outcome.proxied = fault.proxied();
+    outcome.retry_rates = retry_rates;
     outcome.exited = stack.exited();
     if let Some(reader) = reader {
         let got = reader.finish(&acked, Duration::from_secs(120)).await;
@@ -440,6 +452,7 @@ async fn main() -> anyhow::Result<()> {
                 "boundary_wrong_answer": r.boundary_wrong_answer, "exited": r.exited,
                 "recovery_s": r.recovery.map(|d| d.as_secs_f64()), "longest_without_ack_s": r.longest_gap.map(|d| d.as_secs_f64()),
                 "longest_without_delivery_s": r.delivery_gap.map(|d| d.as_secs_f64()), "slowest_request_s": r.slowest_request.map(|d| d.as_secs_f64()),
+                "retries_per_s": r.retry_rates.iter().map(|(s, rate)| (s.clone(), serde_json::json!(rate))).collect::<serde_json::Map<_, _>>(),
                 "unavailable": r.unavailable, "unavailable_without_retry_after": r.unavailable_without_retry_after,
                 "peaks": r.usage.iter().map(|(s, p)| serde_json::json!({"service": s, "rss_bytes": p.rss, "cpu_cores": p.cpu})).collect::<Vec<_>>(),
                 "note": r.note, "passed": r.passed(),

@@ -32,11 +32,11 @@ const LATENCY: Toxic = Toxic::Latency { ms: 200, jitter_ms: 50 };
 
 /// Injects `fault`, heals it, and waits until every service is ready again. Returns how long
 /// that took after the heal, and a note: what happened, how long each service said it was not
-/// ready, and how many failed attempts against Kafka and Redis each counted during the fault.
-pub async fn inject(stack: &Stack, fault: NetFault) -> anyhow::Result<(Duration, String)> {
+/// ready, and how many retries (backoff waits) each took during the fault.
+pub async fn inject(stack: &Stack, fault: NetFault) -> anyhow::Result<Injected> {
     let net = stack.net.as_ref().context("a network scenario without its proxies")?;
     let not_ready: Mutex<BTreeMap<&'static str, Duration>> = Mutex::default();
-    let before = error_counts(stack).await;
+    let before = retry_counts(stack).await;
     let struck = Instant::now();
     let act = async {
         let note = match fault {
@@ -85,24 +85,29 @@ pub async fn inject(stack: &Stack, fault: NetFault) -> anyhow::Result<(Duration,
         };
         let fault_lasted = struck.elapsed();
         net.heal_all().await?;
-        let errors = error_rates(&before, &error_counts(stack).await, fault_lasted);
+        let retries = retry_rates(&before, &retry_counts(stack).await, fault_lasted);
         let healed = Instant::now();
         stack.wait_all_ready().await?;
-        anyhow::Ok((healed.elapsed(), note, errors))
+        anyhow::Ok((healed.elapsed(), note, retries))
     };
-    let watch = async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            for c in SERVICES {
-                if !stack.is_ready(c).await {
-                    *not_ready.lock().expect("not_ready lock").entry(c.binary()).or_default() += Duration::from_millis(500);
+    // Each service asked every half second, on its own: a `/readyz` that takes seconds to say no
+    // (its broker probe waits 2 s) counts for all the time it took.
+    let watch = futures_util::future::join_all(SERVICES.map(|c| {
+        let not_ready = &not_ready;
+        async move {
+            loop {
+                let asked = Instant::now();
+                let ready = stack.is_ready(c).await;
+                tokio::time::sleep_until((asked + Duration::from_millis(500)).into()).await;
+                if !ready {
+                    *not_ready.lock().expect("not_ready lock").entry(c.binary()).or_default() += asked.elapsed();
                 }
             }
         }
-    };
-    let (recovery, note, errors) = tokio::select! {
+    }));
+    let (recovery, note, retries) = tokio::select! {
         result = act => result?,
-        () = watch => unreachable!("the watch never ends"),
+        _ = watch => unreachable!("the watch never ends"),
     };
     let not_ready = not_ready.into_inner().expect("not_ready lock");
     let said = if not_ready.is_empty() {
@@ -110,7 +115,21 @@ pub async fn inject(stack: &Stack, fault: NetFault) -> anyhow::Result<(Duration,
     } else {
         format!("not ready: {}", not_ready.iter().map(|(s, d)| format!("{s} {:.1} s", d.as_secs_f64())).collect::<Vec<_>>().join(", "))
     };
-    Ok((recovery, format!("{note}; {said}; failed attempts during the fault: {errors}")))
+    let counted = retries.iter().map(|(s, (n, rate))| format!("{s} {n:.0} ({rate:.1}/s)")).collect::<Vec<_>>().join(", ");
+    Ok(Injected {
+        recovery,
+        note: format!("{note}; {said}; retries during the fault: {counted}"),
+        retry_rates: retries.into_iter().map(|(s, (_, rate))| (s.to_owned(), rate)).collect(),
+    })
+}
+
+/// What a network or resource fault did.
+pub struct Injected {
+    /// From the heal until every service was ready.
+    pub recovery: Duration,
+    pub note: String,
+    /// Each service's retries per second during the fault.
+    pub retry_rates: Vec<(String, f64)>,
 }
 
 /// Redis refuses every write (`OOM command not allowed`) for `hold`: `maxmemory` below what it
@@ -131,15 +150,15 @@ async fn redis_full(stack: &Stack, hold: Duration) -> anyhow::Result<String> {
     Ok(format!("Redis at maxmemory ({} MB in use, limit half that, noeviction) for {} s", used >> 20, hold.as_secs()))
 }
 
-/// Each service's failed Kafka and Redis attempts so far: the sum of its `*_errors_total`
-/// counters (`/metrics`; the gateway's and consumer-api's on their admin listener).
-async fn error_counts(stack: &Stack) -> BTreeMap<&'static str, f64> {
+/// Each service's retries so far (`metastream_retries_total`: every backoff wait of every retry
+/// loop; `/metrics`, the gateway's and consumer-api's on their admin listener).
+async fn retry_counts(stack: &Stack) -> BTreeMap<&'static str, f64> {
     let mut counts = BTreeMap::new();
     for c in SERVICES {
         if let Some(text) = stack.metrics(c).await {
             let sum = text
                 .lines()
-                .filter(|l| !l.starts_with('#') && l.split(['{', ' ']).next().is_some_and(|name| name.ends_with("errors_total")))
+                .filter(|l| l.split(['{', ' ']).next() == Some("metastream_retries_total"))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum();
             counts.insert(c.binary(), sum);
@@ -148,13 +167,13 @@ async fn error_counts(stack: &Stack) -> BTreeMap<&'static str, f64> {
     counts
 }
 
-fn error_rates(before: &BTreeMap<&'static str, f64>, after: &BTreeMap<&'static str, f64>, over: Duration) -> String {
+/// Each service's retries during the fault: how many, and how many a second.
+fn retry_rates(before: &BTreeMap<&'static str, f64>, after: &BTreeMap<&'static str, f64>, over: Duration) -> BTreeMap<&'static str, (f64, f64)> {
     after
         .iter()
         .map(|(s, n)| {
             let delta = n - before.get(s).copied().unwrap_or(0.0);
-            format!("{s} {delta:.0} ({:.1}/s)", delta / over.as_secs_f64().max(1.0))
+            (*s, (delta, delta / over.as_secs_f64().max(1.0)))
         })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect()
 }

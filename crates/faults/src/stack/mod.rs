@@ -462,7 +462,7 @@ impl Stack {
     /// Whether instance 0 of `c` answers `/readyz` with 200 now.
     pub async fn is_ready(&self, c: Component) -> bool {
         let url = format!("http://127.0.0.1:{}/readyz", c.port());
-        matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+        matches!(self.http.get(url).timeout(Duration::from_secs(5)).send().await, Ok(r) if r.status().is_success())
     }
 
     /// SIGTERM every service still running.

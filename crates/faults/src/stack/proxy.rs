@@ -24,8 +24,8 @@ use tokio::process::Command;
 use super::Component;
 
 /// The suite's broker: the checks use its plain listener; each service instance its own.
-pub const BROKER: &str = "127.0.0.1:19092";
-const BROKER_CONTROLLER_PORT: u16 = 19093;
+pub const BROKER: &str = "127.0.0.1:19692";
+const BROKER_CONTROLLER_PORT: u16 = 19693;
 /// Each instance's broker listener, its Kafka proxy and its Redis proxy: these plus its slot.
 const LISTENER_BASE: u16 = 19300;
 const KAFKA_PROXY_BASE: u16 = 19400;
