@@ -10,7 +10,7 @@ FAULTS_QUICK := --events 3000 --entities 300 --poison 20
 # minute), the partition that fences a transaction and the full Redis; `make test-faults` runs all.
 FAULTS_QUICK_SCENARIOS := --scenarios baseline,kill-broker,kill-redis,kill-gateway,kill-pre-transformer,kill-post-transformer,kill-consumer-api,two-pre-kill-one,two-post-kill-one,sigterm-each,boundary-mix,native-mix-kill-gateway,native-mix-kill-pre,net-partition-pre-kafka,redis-full
 
-.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults test-cluster test-image smoke contract docs fmt lint clean images k8s-validate bench bench-quick fuzz test-k8s
+.PHONY: help run stop status build infra infra-stop test test-unit test-e2e test-faults test-cluster test-image smoke contract docs fmt lint clean images k8s-validate bench bench-quick fuzz test-k8s test-console
 
 help:
 	@echo "make run        start Kafka, Redis, the four services and the edge on :8080 (dev config)"
@@ -18,6 +18,7 @@ help:
 	@echo "make test       start Kafka and Redis if needed, run every test (unit, end-to-end, smoke, k8s, reduced fault suite)"
 	@echo "make test-faults  the full fault-injection suite (20,000 events per scenario)"
 	@echo "make test-cluster the e2e tests on a Redis Cluster, then the cluster fault scenarios (3 KRaft brokers, Redis Cluster; part of make test)"
+	@echo "make test-console the operator console (/console on :9081) in Debian's chromium: journeys, axe-core, screenshots (part of make test)"
 	@echo "make contract   schemathesis against each listener's /openapi.json on the dev stack"
 	@echo "make docs       the docs book into var/book (mdBook), its generated API reference and every link checked (part of make test)"
 	@echo "make bench      throughput and latency against the broker's limit (make bench-quick: about 15 min)"
@@ -63,6 +64,7 @@ test: infra build k8s-validate
 	python3 scripts/check_dependencies.py
 	scripts/smoke.sh
 	scripts/contract.sh
+	$(MAKE) --no-print-directory test-console
 	scripts/prometheus.sh check
 	$(MAKE) --no-print-directory test-k8s
 	$(MAKE) --no-print-directory test-image
@@ -87,6 +89,12 @@ test-cluster: infra build
 	  $(CARGO) test -p e2e --test e2e -- --skip store:: \
 	  && METASTREAM_TEST_KAFKA=$$(scripts/kafka-cluster.sh bootstrap) $(BIN_DIR)/metastream-faults --cluster --bin $(BIN_DIR) $(FAULTS_QUICK) --out var/faults-cluster; \
 	  rc=$$?; scripts/kafka-cluster.sh stop; scripts/redis.sh cluster-stop; scripts/toxiproxy.sh stop; exit $$rc
+
+# The operator console in a real browser (scripts/test-console.sh): Python Playwright (PyPI) driving
+# Debian's chromium, axe-core (npm) on every page, against the dev stack with real Kafka and Redis;
+# screenshots (light and dark, 1280 px) in var/console-screenshots/.
+test-console: infra build
+	scripts/test-console.sh
 
 # Kills and restarts each component under load; checks nothing acknowledged is lost.
 test-faults: infra build

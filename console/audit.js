@@ -1,11 +1,34 @@
 // The audit trail: every admin action (keys, sources, replays), newest first. The API pages
-// oldest first; the console reads pages up to a bound and shows the newest of what it read.
+// oldest first from a cursor (`<partition>:<offset>`; the audit topic has one partition): the
+// console finds where the trail ends (a cursor past the end answers nothing, so a binary search
+// with one-record pages finds it) and reads the last NEWEST records from there.
 
 import { get, query } from "./api.js";
 import { h, replace, loading, problem, table, when, titled, jsonBlock } from "./dom.js";
 
 const PAGE = 1000;
-const MAX_PAGES = 20;
+const NEWEST = 2000;
+
+/** Whether any record sits at or after `offset` (partition 0). */
+const anyFrom = async (offset) => (await get(`/v1/audit${query({ limit: 1, cursor: `0:${offset}` })}`)).count > 0;
+
+/** The offset after the last record: the first offset from which nothing is left. */
+async function end() {
+  let lo = 0;
+  let hi = 1024;
+  if (!(await anyFrom(0))) return 0;
+  while (await anyFrom(hi)) {
+    lo = hi;
+    hi *= 2;
+  }
+  // anyFrom(lo) is true, anyFrom(hi) false.
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (await anyFrom(mid)) lo = mid;
+    else hi = mid;
+  }
+  return hi;
+}
 
 export async function page(main) {
   const filter = h("input", { type: "search", name: "filter", spellcheck: "false" });
@@ -21,13 +44,14 @@ export async function page(main) {
   filter.id = "audit-filter";
   let records = [];
   let truncated = false;
+  let loaded = false;
 
   const render = () => {
     const q = filter.value.trim().toLowerCase();
     const shown = records.filter((r) => !q || [r.action, r.actor, r.actor_name, r.target].some((x) => (x || "").toLowerCase().includes(q))).slice(0, 500);
     replace(
       region,
-      truncated ? h("p", { class: "note warn" }, `Showing the newest of the first ${records.length} records read.`) : null,
+      truncated ? h("p", { class: "note" }, `The newest ${records.length} records; older ones: GET /v1/audit or \`metastream audit\`.`) : null,
       table(
         `${shown.length} of ${records.length} records, newest first`,
         ["When", "Action", "Target", "Actor", "Details"],
@@ -39,24 +63,28 @@ export async function page(main) {
 
   const load = async () => {
     replace(region, loading("the audit trail"));
+    loaded = false;
     records = [];
     truncated = false;
     try {
-      let cursor = "";
-      for (let n = 0; n < MAX_PAGES; n++) {
+      const from = Math.max(0, (await end()) - NEWEST);
+      truncated = from > 0;
+      let cursor = `0:${from}`;
+      for (;;) {
         const body = await get(`/v1/audit${query({ limit: PAGE, cursor })}`);
         records = records.concat(body.records);
-        if (body.count < PAGE) break;
+        if (body.count < PAGE || records.length >= NEWEST) break;
         cursor = body.next_cursor;
-        if (n === MAX_PAGES - 1) truncated = true;
       }
       records.reverse();
+      loaded = true;
       render();
     } catch (err) {
       replace(region, problem(err, "Loading the audit trail"));
     }
   };
-  filter.addEventListener("input", render);
+  // While loading, the region says so; the filter applies once the records are there.
+  filter.addEventListener("input", () => loaded && render());
   refresh.addEventListener("click", load);
   load();
 }

@@ -373,7 +373,7 @@ function previewView(answer, input) {
   return h(
     "div",
     { id: "preview-view" },
-    h("p", {}, "Outcome: ", badge, ` · config version ${answer.config_version} (with your edit)`),
+    h("p", {}, "Outcome: ", badge, ` · run with the edit above, not yet saved (stored version ${answer.config_version})`),
     stages,
     answer.result ? h("section", {}, h("h3", {}, "Result (as published)"), jsonBlock(answer.result, "Resulting event")) : null,
   );

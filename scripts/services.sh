@@ -71,6 +71,7 @@ metastream is running (logs in $LOGS, stop with 'make stop'):
   gateway             http://localhost:${PORTS[gateway]}   /ingest, /ingest/batch, /hooks/{source}, /cloudevents, /api/v1/lineage, /datahub/{source}/...,
                                               /healthz, /readyz, /openapi.json
   gateway admin       http://localhost:${ADMIN_PORTS[gateway]}   /v1/... (the admin API, the metastream CLI), /metrics
+  operator console    http://localhost:${ADMIN_PORTS[gateway]}/console   (sign in with an admin key; dev: dev-admin-key)
   pre-transformer     http://localhost:${PORTS[pre-transformer]}   /readyz, /metrics
   post-transformer    http://localhost:${PORTS[post-transformer]}   /readyz, /metrics
   consumer-api        http://localhost:${PORTS[consumer-api]}   /consume, /metadata/{source}/{id}, /healthz, /readyz, /openapi.json

@@ -334,9 +334,9 @@ def test_subscriptions_pause_resume_rotate_and_the_audit_trail(console, http, un
         put_source(http, unique, {"pre": [], "post": []})
         console.go("/audit")
         page.get_by_label("Filter (action, actor or target contains)").fill(unique)
+        page.locator("#audit tbody tr", has_text="source.put").first.wait_for()
         first = page.locator("#audit tbody tr").first
-        first.wait_for()
-        assert "source.put" in first.inner_text()
+        assert "source.put" in first.inner_text() and unique in first.inner_text()
         console.axe("the audit trail")
         console.shot("audit")
     finally:
