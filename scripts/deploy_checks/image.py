@@ -149,7 +149,7 @@ def check_dockerfile(root: Path, rep: Report) -> None:
     # .dockerignore lets the workspace in.
     ign = [l.strip() for l in (root / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
     cargo = tomllib.loads((root / "Cargo.toml").read_text())
-    for path in ["Cargo.toml", "Cargo.lock", "config/default.yaml"] + [f"{m}/Cargo.toml" for m in cargo["workspace"]["members"]] \
+    for path in ["Cargo.toml", "Cargo.lock", "config/default.yaml", "console/index.html"] + [f"{m}/Cargo.toml" for m in cargo["workspace"]["members"]] \
             + [str(p.relative_to(root)) for m in cargo["workspace"]["members"] for p in (root / m).rglob("*.rs")][:200]:
         if not dockerignore_allows(ign, path):
             problems.append(f".dockerignore keeps {path} out of the build context")
