@@ -332,18 +332,79 @@ impl Reader {
         let into = seen.clone();
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            // Every call acknowledges, by its cursor, the last answer that arrived whole. Without
+            // a cursor the next call would acknowledge the previous answer even if it never
+            // arrived (a connection reset mid-answer: `net-slow-consumer-api` lost hundreds that
+            // way); with it, an answer lost in transit is handed out again after
+            // `consumer_api.ack_timeout_ms`.
+            let mut cursor: Option<String> = None;
             for base in bases.iter().cycle() {
-                let r = http.get(format!("{base}/consume?group=faults-reader&max=1000&wait_ms=500")).bearer_auth(TOKEN).send().await;
+                let mut query = vec![("group", "faults-reader".to_owned()), ("max", "1000".into()), ("wait_ms", "500".into())];
+                query.extend(cursor.clone().map(|c| ("cursor", c)));
+                let r = http.get(format!("{base}/consume")).query(&query).bearer_auth(TOKEN).send().await;
                 let Ok(r) = r else {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
+                if !r.status().is_success() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
                 let Ok(body) = r.json::<Value>().await else { continue };
+                if let Some(c) = body["cursor"].as_str() {
+                    cursor = Some(c.to_owned());
+                }
                 let mut seen = into.lock().unwrap();
                 for item in body["events"].as_array().into_iter().flatten() {
                     let e = &item["event"];
                     if let (Some(id), Some(seq)) = (e["id"].as_str(), e["payload"]["seq"].as_u64()) {
                         seen.insert((id.to_owned(), seq));
+                    }
+                }
+            }
+        });
+        Reader { seen, task }
+    }
+
+    /// An SSE reader of `/stream` (group `faults-stream`) through `bases` in turn: whenever its
+    /// connection ends (reset, cut, a replica gone) it reconnects to the next one with the
+    /// `Last-Event-ID` it last got, as an `EventSource` does.
+    pub fn spawn_stream(bases: Vec<String>) -> Reader {
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        let into = seen.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap();
+            let mut last_event_id: Option<String> = None;
+            for base in bases.iter().cycle() {
+                let mut request = http.get(format!("{base}/stream?group=faults-stream")).bearer_auth(TOKEN);
+                if let Some(id) = &last_event_id {
+                    request = request.header("Last-Event-ID", id);
+                }
+                let Ok(mut response) = request.send().await else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                if !response.status().is_success() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                let mut buffer = String::new();
+                // A stream silent for 15 s (no event, no keep-alive) is taken as dead.
+                while let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(15), response.chunk()).await {
+                    buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = buffer.find("\n\n") {
+                        let block: String = buffer.drain(..end + 2).collect();
+                        let (mut id, mut data) = (None, None);
+                        for line in block.lines() {
+                            id = line.strip_prefix("id: ").map(str::to_owned).or(id);
+                            data = line.strip_prefix("data: ").and_then(|v| serde_json::from_str::<Value>(v).ok()).or(data);
+                        }
+                        if let Some(e) = data.as_ref().map(|d| &d["event"]) {
+                            if let (Some(entity), Some(seq)) = (e["id"].as_str(), e["payload"]["seq"].as_u64()) {
+                                into.lock().unwrap().insert((entity.to_owned(), seq));
+                            }
+                        }
+                        last_event_id = id.or(last_event_id);
                     }
                 }
             }

@@ -155,6 +155,8 @@ pub struct Outcome {
     pub unexpected_dead_letters: usize,
     pub poison: usize,
     pub consume_lost: Option<usize>,
+    /// Acknowledged updates an SSE reader of `/stream` never got (where one ran).
+    pub stream_lost: Option<usize>,
     /// Acknowledged updates the scenario's webhook receiver never got (signatures checked).
     pub webhook_lost: Option<usize>,
     pub webhook_bad_signatures: usize,
@@ -196,7 +198,7 @@ impl Outcome {
         !self.note.starts_with("skipped")
             && duplicates_ok
             && self.lost == Some(0) && self.stale_store == 0
-            && self.boundary_unaccounted == 0 && self.boundary_wrong_answer == 0 && self.exited.is_empty() && self.dead_letters == self.poison && self.unexpected_dead_letters == 0 && self.consume_lost.unwrap_or(0) == 0
+            && self.boundary_unaccounted == 0 && self.boundary_wrong_answer == 0 && self.exited.is_empty() && self.dead_letters == self.poison && self.unexpected_dead_letters == 0 && self.consume_lost.unwrap_or(0) == 0 && self.stream_lost.unwrap_or(0) == 0
             && self.webhook_lost == Some(0) && self.webhook_bad_signatures == 0
             && self.unavailable_without_retry_after == 0
             && !(self.proxied && self.slowest_request.is_some_and(|d| d > REQUEST_DEADLINE))
@@ -217,8 +219,11 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
     } else {
         None
     };
+    // Through a slow, lossy consumer-api, an SSE reader of `/stream` too.
+    let stream_reader = matches!(fault, Fault::Net(NetFault::SlowLossyConsumer))
+        .then(|| load::Reader::spawn_stream(vec![stack.consumer_url_of(0), stack.consumer_url_of(1)]));
     // Every scenario delivers its output to a webhook receiver too.
-    let receiver = webhook::Receiver::subscribe(&stack.http, &stack.admin_url(), stack::ADMIN_TOKEN).await?;
+    let receiver = webhook::Receiver::subscribe(&stack.http, &stack.admin_url(), stack::ADMIN_TOKEN, stack.net.as_ref()).await?;
     // GitHub webhooks and OpenLineage events beside envelopes (`load::Kind`).
     let mut plan = load::Plan::new(args, &stack.run_id, name.starts_with("native-mix"));
     // A network fault lasts 20 to 60 s: the load outlasts it, so acceptance is measured through it.
@@ -341,6 +346,9 @@ async fn run_scenario(args: &Args, name: &str, fault: Fault) -> anyhow::Result<O
         let got = reader.finish(&acked, Duration::from_secs(120)).await;
         outcome.consume_lost = Some(got);
     }
+    if let Some(reader) = stream_reader {
+        outcome.stream_lost = Some(reader.finish(&acked, Duration::from_secs(120)).await);
+    }
     let hooks = receiver.finish(&acked.updates, Duration::from_secs(60)).await;
     outcome.webhook_lost = Some(hooks.lost);
     outcome.webhook_bad_signatures = hooks.bad_signatures;
@@ -392,8 +400,9 @@ fn print_table(rows: &[Outcome]) {
         }
         let secs = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
         println!(
-            "{:<22} stalls: acceptance {}, delivery {}; slowest request {}; {} answers 503 ({} without Retry-After); peaks: {}",
+            "{:<22} {}stalls: acceptance {}, delivery {}; slowest request {}; {} answers 503 ({} without Retry-After); peaks: {}",
             "",
+            r.stream_lost.map(|n| format!("/stream lost {n}; ")).unwrap_or_default(),
             secs(r.longest_gap),
             secs(r.delivery_gap),
             secs(r.slowest_request),
@@ -447,7 +456,7 @@ async fn main() -> anyhow::Result<()> {
             serde_json::json!({
                 "scenario": r.scenario, "acknowledged": r.acknowledged, "delivered": r.delivered, "lost": r.lost,
                 "duplicates": r.duplicates, "out_of_order": r.out_of_order, "stale_store": r.stale_store,
-                "dead_letters": r.dead_letters, "poison": r.poison, "consume_lost": r.consume_lost, "webhook_lost": r.webhook_lost, "webhook_bad_signatures": r.webhook_bad_signatures,
+                "dead_letters": r.dead_letters, "poison": r.poison, "consume_lost": r.consume_lost, "stream_lost": r.stream_lost, "webhook_lost": r.webhook_lost, "webhook_bad_signatures": r.webhook_bad_signatures,
                 "boundary_accepted": r.boundary_accepted, "boundary_unaccounted": r.boundary_unaccounted,
                 "boundary_wrong_answer": r.boundary_wrong_answer, "exited": r.exited,
                 "recovery_s": r.recovery.map(|d| d.as_secs_f64()), "longest_without_ack_s": r.longest_gap.map(|d| d.as_secs_f64()),

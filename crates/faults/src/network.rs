@@ -17,8 +17,9 @@ pub enum NetFault {
     /// Instance 0 of a service cut from Kafka or Redis for `secs`, then healed; with `second`, a
     /// second instance shares its group and takes its partitions over meanwhile.
     Partition { who: Component, link: Link, secs: u64, second: bool },
-    /// The consumer-api's links to Kafka and Redis slow (32 KB/s) and lossy (a third of the
-    /// connections reset after 2 s) for 30 s, while a reader consumes through it.
+    /// Every link of the consumer-api — to Kafka and Redis, from its `/consume` and `/stream`
+    /// readers, to the webhook receiver — slow (32 KB/s) and lossy (a third of the connections
+    /// reset after 2 s) for 30 s.
     SlowLossyConsumer,
     /// Redis at `maxmemory` with `noeviction` for 20 s: every write refused with OOM.
     RedisFull,
@@ -55,14 +56,17 @@ pub async fn inject(stack: &Stack, fault: NetFault) -> anyhow::Result<Injected> 
                 format!("{} #0 cut from {link:?} for {secs} s{takeover}", who.binary())
             }
             NetFault::SlowLossyConsumer => {
+                let (slow, lossy) = (Toxic::Bandwidth { kb_per_s: 32 }, Toxic::ResetPeer { after_ms: 2000, toxicity: 0.33 });
                 for instance in 0..2 {
                     for link in [Link::Kafka, Link::Redis] {
-                        net.add(Component::ConsumerApi, instance, link, &Toxic::Bandwidth { kb_per_s: 32 }).await?;
-                        net.add(Component::ConsumerApi, instance, link, &Toxic::ResetPeer { after_ms: 2000, toxicity: 0.33 }).await?;
+                        net.add(Component::ConsumerApi, instance, link, &slow).await?;
+                        net.add(Component::ConsumerApi, instance, link, &lossy).await?;
                     }
                 }
+                net.add_to_consumer_clients(&slow).await?;
+                net.add_to_consumer_clients(&lossy).await?;
                 tokio::time::sleep(Duration::from_secs(30)).await;
-                "both consumer-api instances' links at 32 KB/s, a third of their connections reset after 2 s, for 30 s".to_owned()
+                "every link of both consumer-api instances — to Kafka, to Redis, from the /consume and /stream readers, to the webhook receiver — at 32 KB/s, a third of the connections reset after 2 s, for 30 s".to_owned()
             }
             NetFault::RedisFull => redis_full(stack, Duration::from_secs(20)).await?,
             NetFault::DiskFull => {

@@ -33,7 +33,8 @@ pub struct Received {
 
 impl Receiver {
     /// Starts a receiver and subscribes it through the gateway's admin API at `admin_url`.
-    pub async fn subscribe(http: &reqwest::Client, admin_url: &str, admin_token: &str) -> anyhow::Result<Receiver> {
+    /// With `net`, deliveries go through the network's receiver proxy.
+    pub async fn subscribe(http: &reqwest::Client, admin_url: &str, admin_token: &str, net: Option<&crate::stack::Network>) -> anyhow::Result<Receiver> {
         let log: Arc<Mutex<Log>> = Arc::default();
         let secret: Arc<Mutex<Option<WebhookSecret>>> = Arc::default();
         let (l, s) = (log.clone(), secret.clone());
@@ -63,7 +64,10 @@ impl Receiver {
         .workers(1)
         .disable_signals()
         .bind("127.0.0.1:0")?;
-        let port = server.addrs()[0].port();
+        let mut port = server.addrs()[0].port();
+        if let Some(net) = net {
+            port = net.front_receiver(port).await?;
+        }
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);

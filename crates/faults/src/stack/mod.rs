@@ -321,8 +321,13 @@ impl Stack {
         response.text().await.ok()
     }
 
+    /// Instance `instance` of the consumer-api as a reader reaches it (through its proxy in a
+    /// network scenario).
     pub fn consumer_url_of(&self, instance: u16) -> String {
-        format!("http://127.0.0.1:{}", Component::ConsumerApi.port() + 10 * instance)
+        match self.net {
+            Some(_) => proxy::consumer_url(instance),
+            None => format!("http://127.0.0.1:{}", Component::ConsumerApi.port() + 10 * instance),
+        }
     }
 
     fn spawn(&mut self, c: Component, instance: u16) -> anyhow::Result<()> {

@@ -34,6 +34,11 @@ const REDIS_PROXY_BASE: u16 = 19500;
 /// run a second instance that takes over).
 const SERVICES: [Component; 4] = [Component::Gateway, Component::Pre, Component::Post, Component::ConsumerApi];
 const INSTANCES: u16 = 2;
+/// The clients' side of the consumer-api: a proxy in front of each instance's HTTP port (the
+/// `/consume` and `/stream` readers go through it) and one in front of the webhook receiver (the
+/// consumer-api delivers through it).
+const CONSUMER_HTTP_PROXY_BASE: u16 = 19610;
+const RECEIVER_PROXY: (&str, u16) = ("webhook-receiver", 19620);
 /// Size of the broker's data filesystem (a tmpfs the suite mounts and removes).
 const DATA_SIZE: &str = "768m";
 
@@ -56,6 +61,15 @@ impl Link {
 fn slot(c: Component, instance: u16) -> u16 {
     let index = SERVICES.iter().position(|s| *s == c).expect("a service") as u16;
     index * INSTANCES + instance
+}
+
+fn consumer_http_proxy(instance: u16) -> String {
+    format!("consumer-api-{instance}-http")
+}
+
+/// The consumer-api instance's public URL as its clients reach it: through its proxy.
+pub fn consumer_url(instance: u16) -> String {
+    format!("http://127.0.0.1:{}", CONSUMER_HTTP_PROXY_BASE + instance)
 }
 
 fn proxy_name(c: Component, instance: u16, link: Link) -> String {
@@ -129,8 +143,35 @@ impl Network {
                 network.proxy(&proxy_name(c, instance, Link::Redis), REDIS_PROXY_BASE + s, &network.redis_upstream.clone()).await?;
             }
         }
+        for instance in 0..INSTANCES {
+            let upstream = format!("127.0.0.1:{}", Component::ConsumerApi.port() + 10 * instance);
+            network.proxy(&consumer_http_proxy(instance), CONSUMER_HTTP_PROXY_BASE + instance, &upstream).await?;
+        }
+        // Pointed at the receiver once it listens (`front_receiver`).
+        network.proxy(RECEIVER_PROXY.0, RECEIVER_PROXY.1, "127.0.0.1:9").await?;
         network.heal_all().await?;
         Ok(network)
+    }
+
+    /// Puts the receiver proxy in front of a webhook receiver listening on `port`; returns the
+    /// port to deliver to.
+    pub async fn front_receiver(&self, port: u16) -> anyhow::Result<u16> {
+        let body = json!({"upstream": format!("127.0.0.1:{port}")});
+        let response = self.http.post(format!("{}/proxies/{}", self.api, RECEIVER_PROXY.0)).json(&body).send().await?;
+        if !response.status().is_success() {
+            bail!("toxiproxy: pointing {} at :{port}: {}", RECEIVER_PROXY.0, response.status());
+        }
+        Ok(RECEIVER_PROXY.1)
+    }
+
+    /// Puts `toxic` on the clients' side of the consumer-api: both instances' HTTP ports (the
+    /// readers') and the webhook receiver (its deliveries).
+    pub async fn add_to_consumer_clients(&self, toxic: &Toxic) -> anyhow::Result<()> {
+        let names = (0..INSTANCES).map(consumer_http_proxy).chain([RECEIVER_PROXY.0.to_owned()]);
+        for proxy in names {
+            self.add_named(&proxy, toxic).await?;
+        }
+        Ok(())
     }
 
     /// The filesystem the broker's data lives on: small, so that a scenario can fill it.
@@ -182,7 +223,10 @@ impl Network {
 
     /// Puts `toxic` on the `link` of instance `instance` of `c`.
     pub async fn add(&self, c: Component, instance: u16, link: Link, toxic: &Toxic) -> anyhow::Result<()> {
-        let proxy = proxy_name(c, instance, link);
+        self.add_named(&proxy_name(c, instance, link), toxic).await
+    }
+
+    async fn add_named(&self, proxy: &str, toxic: &Toxic) -> anyhow::Result<()> {
         for (name, body) in toxic.bodies() {
             let response = self.http.post(format!("{}/proxies/{proxy}/toxics", self.api)).json(&body).send().await?;
             if !response.status().is_success() {
