@@ -1,11 +1,12 @@
 //! Readiness as the probes see it: the dependencies answer, and the service's own loops are
 //! not stuck retrying.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::store::Pool;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 /// A check run on each `/readyz`: blocking (it may call librdkafka), run on a blocking thread.
 pub type KafkaProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -43,37 +44,46 @@ impl Health {
     }
 
     /// Runs every check; `Ok` when all pass, otherwise the report of each.
-    pub async fn check(&self) -> Result<Value, Value> {
-        let mut report = serde_json::Map::new();
+    pub async fn check(&self) -> Result<Readiness, Readiness> {
+        let mut checks = BTreeMap::new();
         let mut ready = true;
         if let Some((pool, timeout)) = &self.redis {
             let r = crate::store::ping(pool, *timeout).await.map_err(|e| e.to_string());
             ready &= r.is_ok();
-            report.insert("redis".into(), status(r));
+            checks.insert("redis", status(r));
         }
         if let Some(probe) = &self.kafka {
             let probe = probe.clone();
             let r = tokio::task::spawn_blocking(move || probe()).await.unwrap_or_else(|e| Err(e.to_string()));
             ready &= r.is_ok();
-            report.insert("kafka".into(), status(r));
+            checks.insert("kafka", status(r));
         }
         if let Some((why, _)) = self.trouble.lock().expect("health lock").clone() {
             ready = false;
-            report.insert("processing".into(), json!(why));
+            checks.insert("processing", why);
         }
-        let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": report});
+        let report = Readiness { status: if ready { "ready" } else { "not_ready" }, checks };
         if ready {
-            Ok(body)
+            Ok(report)
         } else {
-            Err(body)
+            Err(report)
         }
     }
 }
 
-fn status(r: Result<(), String>) -> Value {
+/// `GET /readyz`: each dependency's check.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    /// Each check's result (`ok` or what failed), by name (`kafka`, `redis`, `processing`).
+    pub checks: BTreeMap<&'static str, String>,
+}
+
+fn status(r: Result<(), String>) -> String {
     match r {
-        Ok(()) => json!("ok"),
-        Err(e) => json!(e),
+        Ok(()) => "ok".into(),
+        Err(e) => e,
     }
 }
 

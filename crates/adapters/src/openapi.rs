@@ -1,60 +1,15 @@
-//! What every service's OpenAPI document shares: the error body, the health answers, the bearer
-//! security scheme, and serving a document filtered to what one listener serves.
+//! What every service's OpenAPI document shares: the health, metrics and contract endpoints, the
+//! error answers, the security schemes, and serving a document filtered to what one listener
+//! serves. The schemas are derived on the types the handlers read and write (`ErrorBody`,
+//! `Alive`, `Readiness`, …), never declared here a second time.
 
 use actix_web::{web, HttpResponse};
-use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi;
-use utoipa::ToSchema;
 
-/// Every error answer: `{"error": "<code>", "message": "<what is wrong>"}`, and for some codes
-/// more members (`required_scope` with `forbidden`; `size`, `limit` with `event_too_large`;
-/// `errors` with `invalid_config`).
-#[derive(Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub struct ProblemDoc {
-    /// A stable code: `unauthorized`, `forbidden`, `rate_limited`, `invalid_event`, …
-    pub error: String,
-    /// What is wrong, for people.
-    pub message: String,
-}
+use crate::http::ErrorBody;
 
-/// `GET /healthz`.
-#[derive(Serialize, ToSchema)]
-#[schema(as = Alive)]
-pub struct AliveDoc {
-    /// Always `ok`.
-    pub status: String,
-}
-
-/// `GET /readyz`: each dependency's check.
-#[derive(Serialize, ToSchema)]
-#[schema(as = Readiness)]
-pub struct ReadinessDoc {
-    /// `ready` or `not_ready`.
-    pub status: String,
-    /// Each check's result (`ok` or what failed), by name (`kafka`, `redis`, …).
-    #[schema(value_type = Object)]
-    pub checks: serde_json::Value,
-}
-
-#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
-    responses((status = 200, description = "The process is alive", body = AliveDoc)))]
-#[allow(dead_code)]
-fn healthz_doc() {}
-
-#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
-    responses(
-        (status = 200, description = "Every dependency answers", body = ReadinessDoc),
-        (status = 503, description = "A dependency does not answer", body = ReadinessDoc)))]
-#[allow(dead_code)]
-fn readyz_doc() {}
-
-#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
-#[allow(dead_code)]
-fn metrics_doc() {}
-
+// `GET /openapi.json`, which `serve` answers.
 #[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "health",
     responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)))]
 #[allow(dead_code)]
@@ -62,7 +17,10 @@ fn openapi_doc() {}
 
 /// The health, metrics and contract endpoints every listener may serve.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(healthz_doc, readyz_doc, metrics_doc, openapi_doc), components(schemas(ProblemDoc)))]
+#[openapi(
+    paths(crate::http::server::healthz, crate::http::server::readyz, crate::http::server::metrics, openapi_doc),
+    components(schemas(ErrorBody))
+)]
 pub struct Common;
 
 /// Adds the bearer scheme (`bearer`) every authenticated operation names.
@@ -186,21 +144,21 @@ pub const ROUTES: &[(&str, &str)] = &[("GET", "/openapi.json")];
 pub enum AuthErrors {
     /// No bearer key, or one that is malformed, unknown, revoked or expired.
     #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
-    Unauthorized(ProblemDoc),
+    Unauthorized(ErrorBody<'static>),
     /// The key lacks the scope this request needs; `required_scope` names it. (A batch none of
     /// whose events the key may write: `batch_refused`, with `results` per event.)
     #[response(status = 403)]
-    Forbidden(ProblemDoc),
+    Forbidden(ErrorBody<'static>),
     /// The key's rate limit (`rate_limited`) or a cap on what it holds (`limit_exceeded`).
     #[response(status = 429, headers(
         ("Retry-After" = u64, description = "Seconds until a retry may pass"),
         ("RateLimit" = String, description = "IETF RateLimit: remaining quota and seconds to reset, per limited dimension"),
         ("RateLimit-Policy" = String, description = "IETF RateLimit-Policy: quota and window, per limited dimension")
     ))]
-    TooManyRequests(ProblemDoc),
+    TooManyRequests(ErrorBody<'static>),
     /// Kafka or Redis does not answer; retry after `Retry-After`.
     #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
-    Unavailable(ProblemDoc),
+    Unavailable(ErrorBody<'static>),
 }
 
 /// What a JSON body may be refused for before it is read: too slow (408), too large (413), not
@@ -209,13 +167,13 @@ pub enum AuthErrors {
 pub enum BodyErrors {
     /// The body did not arrive in time.
     #[response(status = 408)]
-    Timeout(ProblemDoc),
+    Timeout(ErrorBody<'static>),
     /// Body too large.
     #[response(status = 413)]
-    TooLarge(ProblemDoc),
+    TooLarge(ErrorBody<'static>),
     /// Not JSON.
     #[response(status = 415)]
-    NotJson(ProblemDoc),
+    NotJson(ErrorBody<'static>),
 }
 
 /// A query string, path or body that is not valid (400), or a route that does not take the
@@ -223,7 +181,7 @@ pub enum BodyErrors {
 #[derive(utoipa::IntoResponses)]
 pub enum RequestErrors {
     #[response(status = 400)]
-    BadRequest(ProblemDoc),
+    BadRequest(ErrorBody<'static>),
     #[response(status = 405)]
-    MethodNotAllowed(ProblemDoc),
+    MethodNotAllowed(ErrorBody<'static>),
 }

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::store::{timed, StoreError};
 
 /// A delivery that used up its retry budget, kept until replayed or the subscription deleted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = WebhookDeadLetter)]
 pub struct DeadDelivery {
     /// The delivery's `webhook-id`, kept on replay.
     pub webhook_id: String,
@@ -32,8 +33,12 @@ pub struct DeadDelivery {
 }
 
 /// A subscription's delivery status, as `GET /v1/subscriptions/{id}` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryStatus {
+    /// Events of the output topic not yet delivered, passed over or dead-lettered (null when
+    /// Kafka could not be asked).
+    // Asked of Kafka (`lag`) by whoever shows the status; the store leaves it `None`.
+    pub lag: Option<i64>,
     pub last_success_at: Option<String>,
     pub last_error_at: Option<String>,
     pub last_error: Option<String>,
@@ -218,6 +223,7 @@ impl SubscriptionStore {
         .await?;
         let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(DeliveryStatus {
+            lag: None,
             last_success_at: fields.get("last_success_at").cloned(),
             last_error_at: fields.get("last_error_at").cloned(),
             last_error: fields.get("last_error").cloned(),

@@ -1,58 +1,11 @@
-//! The consumer-api's contract (OpenAPI 3.1), generated from its handlers' annotations, at
-//! `GET /openapi.json` on the public listener.
+//! The consumer-api's contract (OpenAPI 3.1), generated from its handlers' annotations and the
+//! types they read and write, at `GET /openapi.json` on the public listener.
 
 use std::sync::LazyLock;
 
 use adapters::openapi::{for_routes, with_bearer, Common};
-use serde::Serialize;
 use utoipa::openapi::OpenApi as Document;
-use utoipa::{OpenApi, ToSchema};
-
-/// One delivered event and where it was on the output topic.
-#[derive(Serialize, ToSchema)]
-#[schema(as = Delivered)]
-pub struct DeliveredDoc {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<String>,
-    /// The processed event.
-    #[schema(value_type = Object)]
-    pub event: serde_json::Value,
-}
-
-/// `GET /consume`.
-#[derive(Serialize, ToSchema)]
-#[schema(as = ConsumeAnswer)]
-pub struct ConsumeAnswerDoc {
-    pub group: String,
-    pub count: u64,
-    /// Acknowledges this answer (`cursor=` on the next call, or `POST /consume/ack`); `null` when
-    /// the answer is empty.
-    pub cursor: Option<String>,
-    /// Present (`true`) when the group's position had been deleted by retention and moved to the
-    /// earliest offset left.
-    pub reset: Option<bool>,
-    pub events: Vec<DeliveredDoc>,
-}
-
-/// `POST /consume/reset`.
-#[derive(Serialize, ToSchema)]
-#[schema(as = ResetAnswer)]
-pub struct ResetAnswerDoc {
-    pub group: String,
-    /// Partition → the offset the group goes on from.
-    #[schema(value_type = Object)]
-    pub positions: serde_json::Value,
-}
-
-/// `POST /consume/ack`.
-#[derive(Serialize, ToSchema)]
-#[schema(as = AckAnswer)]
-pub struct AckAnswerDoc {
-    pub group: String,
-    pub acknowledged: bool,
-}
+use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -13,9 +13,10 @@ use domain::projection::Projection;
 use domain::{Condition, Event, EventId, SourceName};
 use actix_web::web::Bytes;
 use adapters::kafka::message::{BorrowedMessage, Message};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::cloudevents::Format;
 use crate::State;
@@ -141,7 +142,7 @@ fn compile_filter(text: &str) -> Result<Condition, RequestError> {
 #[utoipa::path(get, path = "/consume", operation_id = "consume", tag = "consume",
     description = "The group's next events, of the sources the key may read (`read:<source>`), optionally filtered and projected; calling again acknowledges the previous answer (events filtered out included).",
     params(ConsumeQuery),
-    responses((status = 200, description = "Events (possibly none after waiting)", body = crate::openapi::ConsumeAnswerDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    responses((status = 200, description = "Events (possibly none after waiting)", body = ConsumeAnswer), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
     let principal = state.auth.authenticate(&req)?;
@@ -194,14 +195,71 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     let cursor = answer.lease.as_deref().map(|lease| sign_cursor(signer, &group, lease));
     state.metrics.events_delivered.add(count as u64, &[opentelemetry::KeyValue::new("group", group.clone())]);
     // The answer is written as bytes, in three pieces (the events are not copied again).
-    let mut head = serde_json::to_vec(&json!({"group": group, "count": count, "cursor": cursor})).expect("serializes");
-    head.pop();
-    head.extend_from_slice(b",\"events\":[");
-    let tail: &'static [u8] = if answer.reset { b"],\"reset\":true}" } else { b"]}" };
+    let (head, tail) = ConsumeAnswer { group: &group, count, cursor, reset: answer.reset, events: Vec::new() }.around();
     let len = (head.len() + events.len() + tail.len()) as u64;
     let pieces = [Bytes::from(head), Bytes::from(events), Bytes::from_static(tail)].map(Ok::<_, std::convert::Infallible>);
     let body = actix_web::body::SizedStream::new(len, futures_util::stream::iter(pieces));
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
+}
+
+/// `GET /consume`.
+// Written in three pieces (see `around`): its items are the bytes `deliver` wrote, each a
+// `Delivered`, never copied into a vector of them.
+#[derive(Serialize, ToSchema)]
+struct ConsumeAnswer<'a> {
+    group: &'a str,
+    count: usize,
+    /// Acknowledges this answer (`cursor=` on the next call, or `POST /consume/ack`); `null` when
+    /// the answer is empty.
+    cursor: Option<String>,
+    /// Present (`true`) when the group's position had been deleted by retention and moved to the
+    /// earliest offset left.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reset: bool,
+    // Last, and empty when serialized: the items go between `around`'s two pieces.
+    events: Vec<Delivered<'a>>,
+}
+
+impl ConsumeAnswer<'_> {
+    /// The answer's bytes before its items and after them.
+    fn around(&self) -> (Vec<u8>, &'static [u8]) {
+        debug_assert!(self.events.is_empty(), "the items are written apart");
+        let mut head = serde_json::to_vec(self).expect("an answer serializes");
+        let tail: &'static [u8] = b"]}";
+        debug_assert!(head.ends_with(b"[]}"));
+        head.truncate(head.len() - tail.len());
+        (head, tail)
+    }
+}
+
+/// One delivered event and where it was on the output topic: an item of `/consume`, the `data`
+/// of an event of `/stream`.
+#[derive(Serialize, ToSchema)]
+struct Delivered<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    #[schema(value_type = Option<String>)]
+    key: Option<std::borrow::Cow<'a, str>>,
+    /// The processed event (filtered, projected and formatted as asked); `null` when the record
+    /// on the topic is not JSON.
+    #[schema(value_type = Option<Object>, required = true)]
+    event: Option<&'a RawValue>,
+}
+
+/// `POST /consume/reset`.
+#[derive(Serialize, ToSchema)]
+struct ResetAnswer {
+    group: String,
+    /// Partition → the offset the group goes on from.
+    positions: std::collections::BTreeMap<String, i64>,
+}
+
+/// `POST /consume/ack`.
+#[derive(Serialize, ToSchema)]
+struct AckAnswer {
+    group: String,
+    acknowledged: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -217,7 +275,7 @@ struct ResetRequest {
     description = "Replays or skips: moves the group to `to` on every partition and forgets its unacknowledged answers. Needs `consume:<group>`.",
     request_body(content = ResetRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The group's new positions, by partition", body = crate::openapi::ResetAnswerDoc),
+        (status = 200, description = "The group's new positions, by partition", body = ResetAnswer),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -228,7 +286,7 @@ async fn reset(req: HttpRequest, body: web::Payload, state: web::Data<State>) ->
     let positions = api_group.reset(&state.positions, to).await?;
     tracing::info!(group = %request.group, to = %request.to, key_id = %principal.id, "api group reset");
     let positions: std::collections::BTreeMap<String, i64> = positions.into_iter().map(|(p, o)| (p.to_string(), o)).collect();
-    Ok(HttpResponse::Ok().json(json!({"group": request.group, "positions": positions})))
+    Ok(HttpResponse::Ok().json(ResetAnswer { group: request.group, positions }))
 }
 
 /// A delivery span closing the event's trace (a child of the post stage's span it carries).
@@ -278,11 +336,8 @@ fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, proj
         }
     }
     match (format, projection, &record) {
-        (Format::Metastream, None, _) => {
-            let as_published = serde_json::from_slice::<&RawValue>(payload).is_ok();
-            write_item(m, if as_published { payload } else { b"null" }, out);
-        }
-        (Format::Metastream, Some(p), Some(r)) => write_item(m, &serde_json::to_vec(&p.apply(r)).ok()?, out),
+        (Format::Metastream, None, _) => write_item(m, serde_json::from_slice::<&RawValue>(payload).ok(), out),
+        (Format::Metastream, Some(p), Some(r)) => write_item(m, Some(&serde_json::value::to_raw_value(&p.apply(r)).ok()?), out),
         (Format::Cloudevents, p, r) => {
             let published = serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
             let data = match (p, r) {
@@ -290,32 +345,17 @@ fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, proj
                 _ => published.clone(),
             };
             let event = crate::cloudevents::wrap(m.topic(), m.partition(), m.offset(), &published, data);
-            write_item(m, &serde_json::to_vec(&event).ok()?, out);
+            write_item(m, Some(&serde_json::value::to_raw_value(&event).ok()?), out);
         }
         (Format::Metastream, Some(_), None) => unreachable!("a projection reads the record"),
     }
     Some(())
 }
 
-/// One item, `{"topic","partition","offset","key","event"}`, with `event` (JSON) as given,
-/// copied in as bytes.
-fn write_item<M: Message>(m: &M, event: &[u8], out: &mut Vec<u8>) {
-    let string = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).expect("a string serializes into memory");
-    let mut numbers = itoa::Buffer::new();
-    out.extend_from_slice(b"{\"topic\":");
-    string(out, m.topic());
-    out.extend_from_slice(b",\"partition\":");
-    out.extend_from_slice(numbers.format(m.partition()).as_bytes());
-    out.extend_from_slice(b",\"offset\":");
-    out.extend_from_slice(numbers.format(m.offset()).as_bytes());
-    out.extend_from_slice(b",\"key\":");
-    match m.key() {
-        Some(key) => string(out, &String::from_utf8_lossy(key)),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"event\":");
-    out.extend_from_slice(event);
-    out.push(b'}');
+/// One item ([`Delivered`]) with `event` (JSON, `null` when `None`) copied in as its text.
+fn write_item<M: Message>(m: &M, event: Option<&RawValue>, out: &mut Vec<u8>) {
+    let item = Delivered { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key().map(String::from_utf8_lossy), event };
+    serde_json::to_writer(out, &item).expect("an item serializes into memory");
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -408,7 +448,7 @@ struct AckRequest {
     description = "Acknowledges an answer of `GET /consume` by its cursor, without fetching more. Needs `consume:<group>`.",
     request_body(content = AckRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "`acknowledged`: false when it was already (or timed out and was handed out again)", body = crate::openapi::AckAnswerDoc),
+        (status = 200, description = "`acknowledged`: false when it was already (or timed out and was handed out again)", body = AckAnswer),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -420,7 +460,7 @@ async fn ack(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> R
         .ack(&request.group, &lease)
         .await
         .map_err(|e| RequestError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s })?;
-    Ok(HttpResponse::Ok().json(json!({"group": request.group, "acknowledged": acknowledged})))
+    Ok(HttpResponse::Ok().json(AckAnswer { group: request.group, acknowledged }))
 }
 
 #[utoipa::path(get, path = "/metadata/{source}/{id}", operation_id = "get_metadata", tag = "consume",
@@ -430,7 +470,7 @@ async fn ack(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> R
         ("id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$", description = "Event id")),
     responses(
         (status = 200, description = "The processed record", body = Object),
-        (status = 404, description = "No record", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No record", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
@@ -452,6 +492,7 @@ mod tests {
     use super::*;
     use adapters::kafka::message::OwnedMessage;
     use adapters::kafka::message::Timestamp;
+    use serde_json::json;
 
     fn message(payload: &[u8], key: Option<&str>) -> OwnedMessage {
         OwnedMessage::new(Some(payload.to_vec()), key.map(|k| k.as_bytes().to_vec()), "out\"put".into(), Timestamp::NotAvailable, 3, 41, None)
@@ -471,6 +512,21 @@ mod tests {
         let expected = json!({"topic": "out\"put", "partition": 3, "offset": 41, "key": key, "event": serde_json::from_slice::<Value>(event).unwrap()});
         assert_eq!(got, expected);
         assert_eq!(item(&message(b"{}", None))["key"], Value::Null);
+    }
+
+    #[test]
+    fn an_answer_is_its_items_between_the_pieces_around_them() {
+        let mut items = Vec::new();
+        assert!(deliver(&message(br#"{"id":"1"}"#, Some("k")), "g", None, None, Format::Metastream, &mut items));
+        for (reset, cursor) in [(false, None), (true, Some("c.s".to_owned()))] {
+            let (head, tail) = ConsumeAnswer { group: "g", count: 1, cursor: cursor.clone(), reset, events: Vec::new() }.around();
+            let answer: Value = serde_json::from_slice(&[head, items.clone(), tail.to_vec()].concat()).expect("an answer is JSON");
+            let mut expected = json!({"group": "g", "count": 1, "cursor": cursor, "events": [item(&message(br#"{"id":"1"}"#, Some("k")))]});
+            if reset {
+                expected["reset"] = json!(true);
+            }
+            assert_eq!(answer, expected);
+        }
     }
 
     #[test]

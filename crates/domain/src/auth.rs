@@ -204,6 +204,21 @@ impl<'de> Deserialize<'de> for Scope {
     }
 }
 
+/// The API contract's schema of a scope: its text, as [`Scope::parse`] takes it.
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some(
+                "A scope: `ingest:<glob>`, `consume:<glob>`, `read:<glob>` (glob: letters, digits, `_`,\n`.`, `-`, `*`), or `admin`.",
+            ))
+            .pattern(Some(r"^(admin|(ingest|consume|read):[A-Za-z0-9_.*-]{1,64})$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scope {}
+
 /// What a request is about to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access<'a> {
@@ -294,15 +309,24 @@ pub struct Forbidden {
     pub required: String,
 }
 
-/// A key's rate limits: each dimension refills at its rate and holds at most `burst` (default:
-/// one second's worth, at least 1). `None`: that dimension is not limited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+/// A key's rate limits: each dimension refills at its rate and holds at most `burst`; a
+/// dimension left out is not limited.
+// The schema's bounds are `validate`'s; `deny_unknown_fields` says what the hand-written
+// `Deserialize` below does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    /// Requests a second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0)]
     pub requests_per_s: Option<f64>,
+    /// Events a second (a batch of n events costs n).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0)]
     pub events_per_s: Option<f64>,
+    /// Most a key may spend at once (default: one second's worth, at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub burst: Option<u32>,
 }
 
@@ -461,6 +485,19 @@ mod tests {
         assert!(!prefixed.reads_every_source());
         for bad in ["write:x", "ingest:", "ingest", "read:a/b", "ADMIN"] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The API contract's pattern of a scope takes exactly what `Scope::parse` takes.
+    #[test]
+    fn the_scope_schema_is_the_parser() {
+        let schema = serde_json::to_value(<Scope as utoipa::PartialSchema>::schema()).unwrap();
+        let pattern = regex::Regex::new(schema["pattern"].as_str().unwrap()).unwrap();
+        let long = format!("read:{}", "a".repeat(64));
+        let too_long = format!("read:{}", "a".repeat(65));
+        let samples = ["admin", "ingest:jira", "consume:team-a-*", "read:*", "read:a.b_c-D9", "write:x", "ingest:", "ingest", "read:a/b", "ADMIN", "admin:x", "read:é", &long, &too_long];
+        for s in samples {
+            assert_eq!(pattern.is_match(s), Scope::parse(s).is_ok(), "{s}");
         }
     }
 

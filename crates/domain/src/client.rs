@@ -16,11 +16,23 @@ use serde_json::value::RawValue;
 use crate::event::{EventError, EventId, SourceName};
 
 /// A validated client event whose payload and metadata are still the client's JSON text.
-#[derive(Debug)]
+///
+/// Its schema is the API contract's `ClientEvent`: what [`ClientEvent::parse`] takes (a test holds
+/// the two together).
+// The parser refuses unknown fields itself; `deny_unknown_fields` only says so in the schema.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(description = "One event as a client sends it.")]
 pub struct ClientEvent<'a> {
+    /// The entity's id within its source; with `source`, it keys the stored record.
+    #[schema(value_type = String, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub id: EventId,
+    /// The system the event comes from; its configuration decides the operations.
+    #[schema(value_type = String, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     pub source: SourceName,
+    #[schema(value_type = Object)]
     payload: &'a RawValue,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<&'a RawValue>,
 }
 
@@ -361,6 +373,39 @@ mod tests {
                 Err(b.clone())
             }
             _ => panic!("the parsers disagree on {body}: {slow:?} vs {fast:?}"),
+        }
+    }
+
+    /// Whether the JSON Schema string constraints `schema` (a property of a derived schema) take
+    /// `text`.
+    pub(crate) fn documented(schema: &serde_json::Value, text: &str) -> bool {
+        let pattern = regex::Regex::new(schema["pattern"].as_str().expect("a pattern")).expect("the pattern compiles");
+        let lengths = schema["minLength"].as_u64().unwrap_or(0)..=schema["maxLength"].as_u64().unwrap_or(u64::MAX);
+        pattern.is_match(text) && lengths.contains(&(text.chars().count() as u64))
+    }
+
+    /// The API contract's `ClientEvent` takes what the parser takes: its members, and the
+    /// constraints of `id` and `source` are [`EventId::parse`]'s and [`SourceName::parse`]'s.
+    #[test]
+    fn the_schema_is_the_parser_s() {
+        let schema = serde_json::to_value(<ClientEvent<'_> as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["required"], json!(["id", "source", "payload"]));
+        assert_eq!(schema["additionalProperties"], json!(false));
+        let ids: Vec<String> = ["", "1", " a b ", "tab\t", "a\u{7f}", "a\u{85}", "a\u{9f}b", "a\u{a0}", "jira:PROJ-1/é"]
+            .into_iter()
+            .map(String::from)
+            .chain([crate::event::MAX_ID_LEN, crate::event::MAX_ID_LEN + 1].into_iter().flat_map(|n| ["x".repeat(n), "é".repeat(n)]))
+            .collect();
+        for id in &ids {
+            assert_eq!(documented(&schema["properties"]["id"], id), EventId::parse(id.as_str()).is_ok(), "{id:?}");
+        }
+        let sources: Vec<String> = ["", "a", "A-b_c.d9", "-a", ".a", "_a", "a:b", "a b", "é"]
+            .into_iter()
+            .map(String::from)
+            .chain([crate::event::MAX_SOURCE_LEN, crate::event::MAX_SOURCE_LEN + 1].map(|n| "s".repeat(n)))
+            .collect();
+        for source in &sources {
+            assert_eq!(documented(&schema["properties"]["source"], source), SourceName::parse(source.as_str()).is_ok(), "{source:?}");
         }
     }
 

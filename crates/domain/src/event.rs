@@ -289,7 +289,7 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// An event id: 1 to 256 bytes, no control characters.
+/// An event id: 1 to 256 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct EventId(String);

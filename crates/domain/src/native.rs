@@ -297,6 +297,52 @@ fn structured(source: Route<'_>, value: &Value) -> Result<Translated, NativeErro
     cloud_event(source, attributes, &data)
 }
 
+/// A CloudEvent (1.0) in structured mode, as `POST /cloudevents` takes it; extension attributes
+/// are kept too.
+// The API contract's schema of a structured event. No Rust type holds one: `structured` reads it
+// as a JSON object, so that every attribute, extensions included, reaches
+// `metadata.cloudevents` as sent. This only describes it, beside that code; its required
+// members are `CE_REQUIRED` (a test holds them together).
+#[derive(utoipa::ToSchema)]
+pub struct CloudEvent {
+    #[schema(pattern = r"^1\.0$")]
+    pub specversion: String,
+    /// With `source`, the idempotency key; the entity id when there is no `subject`.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
+    pub id: String,
+    /// Routes the event to the source whose `native.ce_sources` name it.
+    #[schema(min_length = 1)]
+    pub source: String,
+    #[schema(min_length = 1)]
+    pub r#type: String,
+    /// The entity id.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
+    pub subject: Option<String>,
+    /// Any JSON.
+    pub data: Option<Value>,
+}
+
+/// A CloudEvents batch (`application/cloudevents-batch+json`): at least one structured event.
+pub struct CloudEventBatch;
+
+impl utoipa::PartialSchema for CloudEventBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::ToSchema as _;
+        utoipa::openapi::schema::ArrayBuilder::new().items(utoipa::openapi::Ref::from_schema_name(CloudEvent::name())).min_items(Some(1)).into()
+    }
+}
+
+impl utoipa::ToSchema for CloudEventBatch {
+    /// The name the contract has always given it.
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CloudEventBatchDoc".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((CloudEvent::name().into_owned(), <CloudEvent as utoipa::PartialSchema>::schema()));
+    }
+}
+
 /// A CloudEvents 1.0 HTTP request in any of the three modes. A batch yields one result per
 /// event, in order: an event with a missing attribute fails alone.
 ///
@@ -610,6 +656,18 @@ mod tests {
         assert_eq!(e["metadata"]["jira"]["flow"], "Primary");
         assert_eq!(e["metadata"]["event_type"], "jira:issue_updated");
         assert_eq!(jira(&src(), &Native::default(), &h, b"{}").unwrap_err(), NativeError::Missing(vec!["webhookEvent".into()]));
+    }
+
+    /// The API contract's `CloudEvent` requires what `cloud_event` requires, and its entity ids
+    /// (`subject`, else `id`) are ids an envelope takes.
+    #[test]
+    fn the_cloudevent_schema_is_the_reader_s() {
+        let schema = serde_json::to_value(<CloudEvent as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["required"], json!(CE_REQUIRED));
+        let envelope = serde_json::to_value(<crate::ClientEvent<'_> as utoipa::PartialSchema>::schema()).unwrap();
+        for (member, constraint) in [("id", "pattern"), ("id", "minLength"), ("id", "maxLength"), ("subject", "pattern"), ("subject", "minLength"), ("subject", "maxLength")] {
+            assert_eq!(schema["properties"][member][constraint], envelope["properties"]["id"][constraint], "{member} {constraint}");
+        }
     }
 
     #[test]

@@ -267,6 +267,19 @@ labels! {
     }
 }
 
+/// The API contract's schema of a reason: one of [`DeadLetterReason::ALL`].
+impl utoipa::PartialSchema for DeadLetterReason {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some("Why a stage dead-lettered a message: the `metastream-dlq-reason` header and the `reason` label of `metastream_dead_letters_total`."))
+            .enum_values(Some(DeadLetterReason::ALL.iter().map(|r| r.as_str())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DeadLetterReason {}
+
 labels! {
     /// How a transformer's transaction ended under exactly once: the `transaction` label of
     /// `metastream_transaction_commit_seconds`.

@@ -73,8 +73,9 @@ impl WebhookSecret {
     }
 }
 
-/// How a subscription's deliveries look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How a subscription's deliveries look: `metastream` (`{"type", "timestamp", "data"}`,
+/// `application/json`) or `cloudevents` (CloudEvents 1.0 structured JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookFormat {
     /// `{"type": "metadata.processed", "timestamp", "data": <event>}` (Standard Webhooks'
@@ -86,7 +87,7 @@ pub enum WebhookFormat {
 }
 
 /// Whether a subscription delivers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriptionState {
     #[default]
@@ -95,27 +96,34 @@ pub enum SubscriptionState {
     Disabled,
 }
 
-/// A subscription as stored (Redis hash `subscriptions`, id → this as JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A subscription as stored (Redis hash `subscriptions`, id → this as JSON). Its schema is the
+/// API's view of it (`Subscription`, with what the gateway adds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Subscription {
     /// `sub_` + 32 hex digits.
     pub id: String,
+    /// Where deliveries are POSTed (http or https).
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// A condition in the operations' `when` language: events it rejects are not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub filter: Option<Value>,
     /// `fields` projection (`payload.title,metadata.tags`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<String>,
+    // Defaults for records stored before the member existed; always written.
     #[serde(default)]
+    #[schema(required = true)]
     pub format: WebhookFormat,
     #[serde(default)]
+    #[schema(inline, required = true)]
     pub state: SubscriptionState,
+    /// Why it is disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
-    /// Which derived secret signs ([`WebhookSecret::derive`]).
+    /// Which derived secret signs: counts up with each rotation.
     pub secret_generation: u32,
     /// Until when the previous generation signs too (after a rotation).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,7 @@ use adapters::auth::Principal;
 use domain::auth::Access;
 use domain::source::Signing;
 use domain::{CompiledSource, Event, SourceConfig, SourceName};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::State;
@@ -52,15 +52,23 @@ fn unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
     AdminError::Request(RequestError::Unavailable { what: format!("redis: {err}"), retry_after_s: state.retry_after_s })
 }
 
+/// `GET /v1/sources`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SourceList {
+    /// As stored, by name.
+    #[schema(value_type = Vec<Object>)]
+    sources: Vec<Value>,
+}
+
 #[utoipa::path(get, path = "/v1/sources", operation_id = "list_sources", tag = "admin",
-    responses((status = 200, description = "Every stored source configuration", body = crate::openapi::SourceListDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    responses((status = 200, description = "Every stored source configuration", body = SourceList), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let raw = state.catalog.store().load_all().await.map_err(|e| unavailable(&state, e))?;
     let mut sources: Vec<Value> = raw.values().filter_map(|r| serde_json::from_str(r).ok()).collect();
     sources.sort_by(|a, b| a["source"].as_str().cmp(&b["source"].as_str()));
-    Ok(HttpResponse::Ok().json(json!({"sources": sources})))
+    Ok(HttpResponse::Ok().json(SourceList { sources }))
 }
 
 #[utoipa::path(get, path = "/v1/sources/{source}", operation_id = "get_source", tag = "admin",
@@ -68,7 +76,7 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     responses(
         (status = 200, description = "The configuration; `ETag` carries its version", body = Object,
             headers(("ETag" = String, description = "The version, quoted"))),
-        (status = 404, description = "No configuration", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No configuration", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -108,7 +116,7 @@ fn parse_config(name: &SourceName, body: &[u8]) -> Result<SourceConfig, AdminErr
     request_body(content = Object, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored", body = Object, headers(("ETag" = String, description = "The new version"))),
-        (status = 412, description = "The stored version is another one", body = adapters::openapi::ProblemDoc),
+        (status = 412, description = "The stored version is another one", body = adapters::http::ErrorBody),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -174,8 +182,8 @@ fn default_overlap() -> u64 {
     request_body(content = Option<RotateSecret>, content_type = "application/json"),
     responses(
         (status = 200, description = "The new secret, its generation, and until when the previous one is honoured", body = Object),
-        (status = 404, description = "No such source", body = adapters::openapi::ProblemDoc),
-        (status = 409, description = "The source's kind is not signed, or auth.key_secret is not set", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No such source", body = adapters::http::ErrorBody),
+        (status = 409, description = "The source's kind is not signed, or auth.key_secret is not set", body = adapters::http::ErrorBody),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -223,8 +231,8 @@ async fn rotate_secret(req: HttpRequest, path: web::Path<String>, body: web::Pay
         ("If-Match" = Option<String>, Header, description = "Delete only if the stored version is this one")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No configuration", body = adapters::openapi::ProblemDoc),
-        (status = 412, description = "The stored version is another one", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No configuration", body = adapters::http::ErrorBody),
+        (status = 412, description = "The stored version is another one", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -253,22 +261,26 @@ async fn operations(req: HttpRequest, state: web::Data<State>) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(domain::describe_catalog()))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/sources/{source}/preview`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PreviewRequest {
+    // `Event::from_client_value` takes what `ClientEvent::parse` takes: ClientEvent's schema.
+    #[schema(value_type = domain::ClientEvent)]
     event: Value,
     /// A config to try instead of the stored one (not saved).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
 }
 
 #[utoipa::path(post, path = "/v1/sources/{source}/preview", operation_id = "preview_source", tag = "admin",
     description = "Runs pre then post operations on a sample event; stores and publishes nothing.",
     params(("source" = String, Path, description = "Source name")),
-    request_body(content = crate::openapi::PreviewRequestDoc, content_type = "application/json"),
+    request_body(content = PreviewRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What each operation did", body = Object),
-        (status = 404, description = "No stored configuration and none sent", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No stored configuration and none sent", body = adapters::http::ErrorBody),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::auth::Principal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use adapters::kafka::message::Message as _;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::admin::AdminError;
 use crate::dead_letters::{kafka_unavailable, parse_cursor, scan};
@@ -26,17 +27,48 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
 
 const MAX_PAGE: usize = 1000;
 
+/// One admin action, as the audit topic holds it.
+#[derive(Serialize, ToSchema)]
+struct AuditRecord<'a> {
+    /// When (RFC 3339, UTC).
+    at: String,
+    /// The acting key's id.
+    actor: &'a str,
+    actor_name: &'a str,
+    /// `key.create`, `key.update`, `key.rotate`, `key.revoke`, `source.put`, `source.delete`,
+    /// `source.secret_rotated`, `subscription.create`, `subscription.update`,
+    /// `subscription.rotate_secret`, `subscription.delete`, `subscription.replay`,
+    /// `dead_letters.replay`.
+    action: &'a str,
+    /// What it acted on: a key, source or subscription id, or the dead-letter topic.
+    target: &'a str,
+    /// What the action changed.
+    #[schema(value_type = Object)]
+    details: Value,
+}
+
+/// A page of the audit trail.
+#[derive(Serialize, ToSchema)]
+struct AuditPage {
+    /// Oldest first.
+    #[schema(value_type = Vec<AuditRecord>)]
+    records: Vec<Value>,
+    count: usize,
+    /// Pass as `cursor` for the next page.
+    next_cursor: String,
+}
+
 /// Appends one admin action to the audit topic.
 pub(crate) async fn record(state: &State, actor: &Principal, action: &str, target: &str, details: Value) {
-    let record = json!({
-        "at": domain::event::now_rfc3339(),
-        "actor": actor.id,
-        "actor_name": actor.name,
-        "action": action,
-        "target": target,
-        "details": details,
-    })
-    .to_string();
+    let record = AuditRecord {
+        at: domain::event::now_rfc3339(),
+        actor: &actor.id,
+        actor_name: &actor.name,
+        action,
+        target,
+        details,
+    };
+    let record = serde_json::to_string(&record).expect("an audit record serializes");
     let audit = adapters::kafka::Record { topic: &state.audit_topic, key: Some(target.as_bytes()), payload: record.as_bytes(), headers: Vec::new() };
     let delivery = adapters::kafka::send(&state.producer, audit, Duration::from_millis(100), state.produce_timeout + Duration::from_secs(1)).await;
     if delivery.is_err() {
@@ -58,7 +90,7 @@ struct ListQuery {
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Records per page (100)"),
         ("cursor" = Option<String>, Query, pattern = r"^([0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*)?$", description = "`next_cursor` of the previous page")),
-    responses((status = 200, description = "Admin actions, oldest first", body = crate::openapi::AuditPageDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    responses((status = 200, description = "Admin actions, oldest first", body = AuditPage), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     crate::admin::authorize(&req, &state)?;
@@ -78,5 +110,5 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
         .filter_map(|m| m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()))
         .collect();
     let cursor: Vec<String> = position.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-    Ok(HttpResponse::Ok().json(json!({"records": records, "count": records.len(), "next_cursor": cursor.join(",")})))
+    Ok(HttpResponse::Ok().json(AuditPage { count: records.len(), records, next_cursor: cursor.join(",") }))
 }

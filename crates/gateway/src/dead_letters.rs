@@ -21,8 +21,9 @@ use domain::schema::headers;
 use domain::DeadLetterReason;
 use adapters::kafka::message::{Headers as _, Message as _, OwnedMessage};
 use adapters::kafka::Record;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::admin::AdminError;
 use crate::State;
@@ -62,27 +63,74 @@ fn matches(m: &OwnedMessage, f: &Filter) -> bool {
         && f.reason.is_none_or(|r| header(m, headers::DLQ_REASON) == Some(r.as_str()))
 }
 
-fn describe(m: &OwnedMessage) -> Value {
+/// A page of the dead-letter topic.
+#[derive(Serialize, ToSchema)]
+struct DeadLetterPage<'a> {
+    /// Oldest first.
+    #[schema(inline)]
+    dead_letters: Vec<DeadLetter<'a>>,
+    count: usize,
+    /// Pass as `cursor` for the next page.
+    next_cursor: String,
+}
+
+/// One dead letter, with what its headers say about why and where from.
+#[derive(Serialize, ToSchema)]
+struct DeadLetter<'a> {
+    /// Its position on the dead-letter topic (what `POST /v1/dead-letters/replay` names).
+    partition: i32,
+    offset: i64,
+    #[schema(value_type = Option<String>)]
+    key: Option<std::borrow::Cow<'a, str>>,
+    source: Option<&'a str>,
+    event_id: Option<&'a str>,
+    /// The stage that dead-lettered it.
+    stage: Option<&'a str>,
+    /// Why (a `DeadLetterReason`).
+    reason: Option<&'a str>,
+    error: Option<&'a str>,
+    /// The operation that failed, and its index in the source's list.
+    operation: Option<&'a str>,
+    operation_index: Option<usize>,
+    /// Whether this stands for an original too large for the dead-letter topic (`payload` says
+    /// where it is); a reference is not replayed.
+    reference: bool,
+    #[schema(inline)]
+    original: Original<'a>,
+    /// The message: its JSON, or its text when it is not JSON.
+    #[schema(value_type = Value)]
+    payload: Value,
+}
+
+/// Where a dead letter's message was when it failed.
+#[derive(Serialize, ToSchema)]
+struct Original<'a> {
+    topic: Option<&'a str>,
+    partition: Option<i32>,
+    offset: Option<i64>,
+}
+
+fn describe(m: &OwnedMessage) -> DeadLetter<'_> {
     let payload = m.payload().unwrap_or_default();
-    json!({
-        "partition": m.partition(),
-        "offset": m.offset(),
-        "key": m.key().map(String::from_utf8_lossy),
-        "source": header(m, headers::SOURCE),
-        "event_id": header(m, headers::EVENT_ID),
-        "stage": header(m, headers::DLQ_STAGE),
-        "reason": header(m, headers::DLQ_REASON),
-        "error": header(m, headers::DLQ_ERROR),
-        "operation": header(m, headers::DLQ_OPERATION),
-        "operation_index": header(m, headers::DLQ_OPERATION_INDEX).and_then(|i| i.parse::<usize>().ok()),
-        "reference": header(m, headers::DLQ_REFERENCE).is_some(),
-        "original": {
-            "topic": header(m, headers::DLQ_TOPIC),
-            "partition": header(m, headers::DLQ_PARTITION).and_then(|p| p.parse::<i32>().ok()),
-            "offset": header(m, headers::DLQ_OFFSET).and_then(|o| o.parse::<i64>().ok()),
+    DeadLetter {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(String::from_utf8_lossy),
+        source: header(m, headers::SOURCE),
+        event_id: header(m, headers::EVENT_ID),
+        stage: header(m, headers::DLQ_STAGE),
+        reason: header(m, headers::DLQ_REASON),
+        error: header(m, headers::DLQ_ERROR),
+        operation: header(m, headers::DLQ_OPERATION),
+        operation_index: header(m, headers::DLQ_OPERATION_INDEX).and_then(|i| i.parse::<usize>().ok()),
+        reference: header(m, headers::DLQ_REFERENCE).is_some(),
+        original: Original {
+            topic: header(m, headers::DLQ_TOPIC),
+            partition: header(m, headers::DLQ_PARTITION).and_then(|p| p.parse::<i32>().ok()),
+            offset: header(m, headers::DLQ_OFFSET).and_then(|o| o.parse::<i64>().ok()),
         },
-        "payload": serde_json::from_slice::<Value>(payload).unwrap_or_else(|_| json!(String::from_utf8_lossy(payload))),
-    })
+        payload: serde_json::from_slice::<Value>(payload).unwrap_or_else(|_| json!(String::from_utf8_lossy(payload))),
+    }
 }
 
 /// Reads `topic` from `start` (per partition), keeping messages `keep` accepts, until `limit`
@@ -116,10 +164,10 @@ pub(crate) fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> A
 #[utoipa::path(get, path = "/v1/dead-letters", operation_id = "list_dead_letters", tag = "admin",
     params(
         ("source" = Option<String>, Query, description = "Only this source"),
-        ("reason" = Option<crate::openapi::DeadLetterReasonDoc>, Query, description = "Only this reason"),
+        ("reason" = Option<DeadLetterReason>, Query, description = "Only this reason"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Dead letters per page (100)"),
         ("cursor" = Option<String>, Query, pattern = r"^([0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*)?$", description = "`next_cursor` of the previous page")),
-    responses((status = 200, description = "Dead letters, oldest first, with why", body = crate::openapi::DeadLetterPageDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    responses((status = 200, description = "Dead letters, oldest first, with why", body = DeadLetterPage), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     crate::admin::authorize(&req, &state)?;
@@ -136,35 +184,69 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
         .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
         .map_err(|e| kafka_unavailable(&state, e))?;
     let cursor: Vec<String> = position.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "dead_letters": kept.iter().map(describe).collect::<Vec<_>>(),
-        "count": kept.len(),
-        "next_cursor": cursor.join(","),
-    })))
+    Ok(HttpResponse::Ok().json(DeadLetterPage { dead_letters: kept.iter().map(describe).collect(), count: kept.len(), next_cursor: cursor.join(",") }))
 }
 
-#[derive(Deserialize)]
+/// A dead letter, by its position on the dead-letter topic.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReplayItem)]
 struct Item {
     partition: i32,
     offset: i64,
 }
 
-#[derive(Deserialize)]
+/// What to replay: `items`, or every dead letter of a `source` (optionally of one `reason`).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
     #[serde(default)]
     items: Vec<Item>,
     source: Option<String>,
     reason: Option<DeadLetterReason>,
+    /// Replay also what was replayed before.
     #[serde(default)]
     force: bool,
 }
 
+/// What a replay did, dead letter by dead letter.
+#[derive(Serialize, ToSchema)]
+struct ReplayAnswer<'a> {
+    #[schema(inline)]
+    replayed: Vec<Replayed<'a>>,
+    #[schema(inline)]
+    skipped: Vec<Skipped>,
+}
+
+/// A dead letter sent back to where it came from.
+#[derive(Serialize, ToSchema)]
+struct Replayed<'a> {
+    partition: i32,
+    offset: i64,
+    #[schema(inline)]
+    to: Sent<'a>,
+}
+
+/// Where a replayed message was written: where it is now.
+#[derive(Serialize, ToSchema)]
+struct Sent<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+}
+
+/// A dead letter not replayed, and why.
+#[derive(Serialize, ToSchema)]
+struct Skipped {
+    partition: i32,
+    offset: i64,
+    why: String,
+}
+
 #[utoipa::path(post, path = "/v1/dead-letters/replay", operation_id = "replay_dead_letters", tag = "admin",
-    request_body(content = crate::openapi::ReplayRequestDoc, content_type = "application/json"),
+    request_body(content = ReplayRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "What was replayed and what was skipped", body = crate::openapi::ReplayAnswerDoc),
+        (status = 200, description = "What was replayed and what was skipped", body = ReplayAnswer),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -201,11 +283,11 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
                 header(m, headers::DLQ_PARTITION).unwrap_or("?"),
                 header(m, headers::DLQ_OFFSET).unwrap_or("?"),
             );
-            skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": why}));
+            skipped.push(Skipped { partition: m.partition(), offset: m.offset(), why });
             continue;
         }
         let Some(topic) = header(m, headers::DLQ_TOPIC) else {
-            skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "no original topic header"}));
+            skipped.push(Skipped { partition: m.partition(), offset: m.offset(), why: "no original topic header".into() });
             continue;
         };
         if !request.force {
@@ -215,7 +297,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
                 .await
                 .map_err(|e| AdminError::Request(RequestError::Unavailable { what: format!("redis: {e}"), retry_after_s: state.retry_after_s }))?;
             if !first {
-                skipped.push(json!({"partition": m.partition(), "offset": m.offset(), "why": "already replayed (use force)"}));
+                skipped.push(Skipped { partition: m.partition(), offset: m.offset(), why: "already replayed (use force)".into() });
                 continue;
             }
         }
@@ -230,7 +312,7 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
         h.push(("metastream-replayed-from", from.as_bytes()));
         let record = Record { topic, key: m.key(), payload: m.payload().unwrap_or_default(), headers: h };
         match adapters::kafka::send(&state.producer, record, Duration::from_secs(1), state.produce_timeout + Duration::from_secs(1)).await {
-            Ok(d) => replayed.push(json!({"partition": m.partition(), "offset": m.offset(), "to": {"topic": topic, "partition": d.partition, "offset": d.offset}})),
+            Ok(d) => replayed.push(Replayed { partition: m.partition(), offset: m.offset(), to: Sent { topic, partition: d.partition, offset: d.offset } }),
             Err(err) => {
                 // Free the marker so the replay can be retried.
                 let _ = state.replay_markers.unmark(m.partition(), m.offset()).await;
@@ -241,5 +323,5 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     tracing::info!(replayed = replayed.len(), skipped = skipped.len(), "dead letters replayed");
     let selection = json!({"items": request.items.len(), "source": request.source, "reason": request.reason, "force": request.force});
     crate::audit::record(&state, &admin, "dead_letters.replay", &state.dead_letter_topic, json!({"selection": selection, "replayed": replayed.len(), "skipped": skipped.len()})).await;
-    Ok(HttpResponse::Ok().json(json!({"replayed": replayed, "skipped": skipped})))
+    Ok(HttpResponse::Ok().json(ReplayAnswer { replayed, skipped }))
 }

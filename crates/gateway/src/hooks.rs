@@ -22,7 +22,7 @@ use domain::{ClientEvent, SourceName};
 use serde_json::json;
 use tracing::Instrument as _;
 
-use crate::routes::{accept_event, Accepted, BatchResult, IngestError};
+use crate::routes::{accept_event, Accepted, BatchAnswer, BatchRefused, BatchResult, IngestError, Rejected};
 use crate::{idempotency, State};
 
 adapters::routes! { pub(crate) fn configure / ROUTES {
@@ -41,10 +41,10 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
     request_body(content = Object, content_type = "application/json"),
     responses(
         (status = 200, description = "`ping` answered, or the event dropped (`native.unmapped: drop`), or a CloudEvents batch's per-event results", body = Object),
-        (status = 202, description = "Kafka acknowledged the event", body = crate::openapi::AcceptedDoc),
-        (status = 404, description = "No source of a native kind by that name", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Larger than the pipeline carries", body = adapters::openapi::ProblemDoc),
-        (status = 422, description = "The same delivery id with another body", body = adapters::openapi::ProblemDoc),
+        (status = 202, description = "Kafka acknowledged the event", body = Accepted),
+        (status = 404, description = "No source of a native kind by that name", body = adapters::http::ErrorBody),
+        (status = 413, description = "Larger than the pipeline carries", body = adapters::http::ErrorBody),
+        (status = 422, description = "The same delivery id with another body", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("hub_signature" = []), ("bearer" = [])))]
 async fn hook(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
@@ -65,7 +65,7 @@ async fn hook(req: HttpRequest, path: web::Path<String>, body: web::Payload, sta
     params(("source" = String, Path, description = "Source name")),
     responses(
         (status = 200, description = "The configuration the emitter checks", body = Object),
-        (status = 404, description = "No source of kind datahub by that name", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No source of kind datahub by that name", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn datahub_config(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
@@ -84,7 +84,7 @@ async fn datahub_config(req: HttpRequest, path: web::Path<String>, state: web::D
     request_body(content = Object, content_type = "application/json"),
     responses(
         (status = 200, description = "Every proposal accepted: `{\"value\": \"success\", \"accepted\", \"results\"}`", body = Object),
-        (status = 404, description = "No source of kind datahub by that name", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No source of kind datahub by that name", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn datahub_aspects(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
@@ -109,7 +109,7 @@ fn datahub_source(state: &State, raw: String) -> Result<SourceName, IngestError>
     request_body(content = Object, content_type = "application/json"),
     responses(
         (status = 202, description = "Kafka acknowledged the event (and its dataset events)", body = Object),
-        (status = 404, description = "No source of kind openlineage (or several, and none named)", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No source of kind openlineage (or several, and none named)", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn lineage(req: HttpRequest, query: web::Query<std::collections::HashMap<String, String>>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
@@ -173,12 +173,12 @@ enum Target<'a> {
 #[utoipa::path(post, path = "/cloudevents", operation_id = "cloudevents", tag = "ingest",
     description = "CloudEvents 1.0 in binary (`ce-*` headers, JSON data), structured or batched mode; each event goes to the source of kind cloudevents whose `native.ce_sources` names its `source` attribute (exactly, or a prefix ending in `*`). Needs `ingest:<that source>`.",
     request_body(content(
-        (crate::openapi::CloudEventDoc = "application/cloudevents+json"),
-        (crate::openapi::CloudEventBatchDoc = "application/cloudevents-batch+json"))),
+        (native::CloudEvent = "application/cloudevents+json"),
+        (native::CloudEventBatch = "application/cloudevents-batch+json"))),
     responses(
-        (status = 200, description = "A batch: one result per event", body = Object),
-        (status = 202, description = "Kafka acknowledged the event", body = crate::openapi::AcceptedDoc),
-        (status = 422, description = "No source takes the event's `source` attribute (`unknown_source`)", body = adapters::openapi::ProblemDoc),
+        (status = 200, description = "A batch: one result per event", body = BatchAnswer),
+        (status = 202, description = "Kafka acknowledged the event", body = Accepted),
+        (status = 422, description = "No source takes the event's `source` attribute (`unknown_source`)", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn cloudevents(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
@@ -299,7 +299,7 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
         .into_iter()
         .map(|r| match r {
             Ok(answer) => BatchResult::Accepted(answer),
-            Err(err) => BatchResult::Rejected { status: "rejected", error: err.code(), message: err.to_string() },
+            Err(err) => BatchResult::Rejected(Rejected::from(&err)),
         })
         .collect();
     let rejected = answers.len() - accepted;
@@ -329,15 +329,9 @@ async fn translate_and_ingest(req: &HttpRequest, body: web::Payload, state: &Sta
             let mut statuses = rejections.iter().copied();
             let first = statuses.next();
             let status = first.filter(|s| statuses.all(|t| t == *s)).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
-            return Ok(HttpResponse::build(status).json(json!({
-                "error": "batch_refused",
-                "message": format!("no event of the batch was accepted ({rejected} rejected; see results)"),
-                "accepted": 0,
-                "rejected": rejected,
-                "results": answers,
-            })));
+            return Ok(HttpResponse::build(status).json(BatchRefused::new(answers)));
         }
-        return Ok(HttpResponse::Ok().json(json!({"accepted": accepted, "rejected": rejected, "results": answers})));
+        return Ok(HttpResponse::Ok().json(BatchAnswer { accepted, rejected, results: answers }));
     }
     match <[BatchResult; 1]>::try_from(answers) {
         Ok([one]) => Ok(HttpResponse::Accepted().json(one)),

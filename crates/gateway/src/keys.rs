@@ -17,8 +17,9 @@ use adapters::auth::{is_key_id, issue, new_key_id, KeyHasher, KeyRecord};
 use adapters::http::{read_body, require_json, RequestError};
 use chrono::{DateTime, Utc};
 use domain::auth::{RateLimit, Scopes};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::admin::{authorize, AdminError};
 use crate::State;
@@ -32,24 +33,34 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
     DELETE "/v1/keys/{id}" => revoke,
 } }
 
-#[derive(Deserialize)]
+/// `POST /v1/keys`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKey {
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     name: String,
+    /// `ingest:<source-glob>`, `consume:<group-glob>`, `read:<source-glob>` or `admin`.
+    #[schema(value_type = Vec<domain::auth::Scope>, min_items = 1)]
     scopes: Scopes,
+    /// When the key stops working (RFC 3339, in the future).
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+    /// Default: auth.default_rate_limit.
     #[serde(default)]
     rate_limit: Option<RateLimit>,
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/keys/{id}`: what to change.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyChange {
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     name: Option<String>,
+    #[schema(value_type = Option<Vec<domain::auth::Scope>>, min_items = 1)]
     scopes: Option<Scopes>,
     /// `null` removes the expiry.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     expires_at: Option<Option<DateTime<Utc>>>,
     rate_limit: Option<RateLimit>,
 }
@@ -88,18 +99,47 @@ fn check_rate_limit(limit: &RateLimit) -> Result<(), AdminError> {
     limit.validate().map_err(AdminError::bad_request)
 }
 
-/// A key as the API shows it: everything but its hash.
-fn view(record: &KeyRecord, last_used: Option<&String>) -> Value {
-    json!({
-        "id": record.id,
-        "name": record.name,
-        "scopes": record.scopes,
-        "created_at": record.created_at,
-        "created_by": record.created_by,
-        "expires_at": record.expires_at,
-        "rate_limit": record.rate_limit,
-        "last_used_at": last_used,
-    })
+/// A key as the API shows it (never the key itself).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Key)]
+struct KeyView<'a> {
+    id: &'a str,
+    name: &'a str,
+    #[schema(value_type = Vec<domain::auth::Scope>)]
+    scopes: &'a Scopes,
+    created_at: DateTime<Utc>,
+    /// The id of the key that created it.
+    created_by: &'a str,
+    expires_at: Option<DateTime<Utc>>,
+    rate_limit: RateLimit,
+    last_used_at: Option<&'a str>,
+}
+
+fn view<'a>(record: &'a KeyRecord, last_used: Option<&'a String>) -> KeyView<'a> {
+    KeyView {
+        id: &record.id,
+        name: &record.name,
+        scopes: &record.scopes,
+        created_at: record.created_at,
+        created_by: &record.created_by,
+        expires_at: record.expires_at,
+        rate_limit: record.rate_limit,
+        last_used_at: last_used.map(String::as_str),
+    }
+}
+
+/// A key just created or rotated: `key` is shown this once.
+#[derive(Serialize, ToSchema)]
+struct IssuedKey<'a> {
+    #[serde(flatten)]
+    view: KeyView<'a>,
+    /// `msk_` + 38 characters.
+    key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct KeyList<'a> {
+    keys: Vec<KeyView<'a>>,
 }
 
 async fn parse<T: serde::de::DeserializeOwned>(req: &HttpRequest, body: web::Payload, state: &State) -> Result<T, AdminError> {
@@ -117,11 +157,11 @@ async fn record_of(state: &State, id: &str) -> Result<KeyRecord, AdminError> {
 }
 
 #[utoipa::path(post, path = "/v1/keys", operation_id = "create_key", tag = "keys",
-    request_body(content = crate::openapi::NewKeyDoc, content_type = "application/json"),
+    request_body(content = NewKey, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created; `key` is shown this once", body = crate::openapi::IssuedKeyDoc,
+        (status = 201, description = "Created; `key` is shown this once", body = IssuedKey,
             headers(("Location" = String, description = "The key's URL"))),
-        (status = 409, description = "API keys are off (no auth.key_secret)", body = adapters::openapi::ProblemDoc),
+        (status = 409, description = "API keys are off (no auth.key_secret)", body = adapters::http::ErrorBody),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -150,13 +190,12 @@ async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     state.auth.store().put(&record).await.map_err(|e| unavailable(&state, e))?;
     crate::audit::record(&state, &admin, "key.create", &record.id, json!({"name": record.name, "scopes": record.scopes})).await;
     tracing::info!(key_id = %record.id, name = %record.name, "API key created");
-    let mut answer = view(&record, None);
-    answer["key"] = json!(key);
+    let answer = IssuedKey { view: view(&record, None), key };
     Ok(HttpResponse::Created().insert_header(("Location", format!("/v1/keys/{}", record.id))).json(answer))
 }
 
 #[utoipa::path(get, path = "/v1/keys", operation_id = "list_keys", tag = "keys",
-    responses((status = 200, description = "Every key, never the keys themselves", body = crate::openapi::KeyListDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    responses((status = 200, description = "Every key, never the keys themselves", body = KeyList), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
@@ -164,15 +203,15 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     let mut records = store.all().await.map_err(|e| unavailable(&state, e))?;
     let used = store.last_used().await.map_err(|e| unavailable(&state, e))?;
     records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
-    let keys: Vec<Value> = records.iter().map(|r| view(r, used.get(&r.id))).collect();
-    Ok(HttpResponse::Ok().json(json!({"keys": keys})))
+    let keys = records.iter().map(|r| view(r, used.get(&r.id))).collect();
+    Ok(HttpResponse::Ok().json(KeyList { keys }))
 }
 
 #[utoipa::path(get, path = "/v1/keys/{id}", operation_id = "get_key", tag = "keys",
     params(("id" = String, Path, description = "Key id (`key_` + 16 hex digits)")),
     responses(
-        (status = 200, description = "The key", body = crate::openapi::KeyDoc),
-        (status = 404, description = "No such key", body = adapters::openapi::ProblemDoc),
+        (status = 200, description = "The key", body = KeyView),
+        (status = 404, description = "No such key", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -185,10 +224,10 @@ async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>)
 #[utoipa::path(patch, path = "/v1/keys/{id}", operation_id = "update_key", tag = "keys",
     description = "Changes name, scopes, expiry or rate limit; every replica applies it within a second.",
     params(("id" = String, Path, description = "Key id")),
-    request_body(content = crate::openapi::KeyChangeDoc, content_type = "application/json"),
+    request_body(content = KeyChange, content_type = "application/json"),
     responses(
-        (status = 200, description = "The changed key", body = crate::openapi::KeyDoc),
-        (status = 404, description = "No such key", body = adapters::openapi::ProblemDoc),
+        (status = 200, description = "The changed key", body = KeyView),
+        (status = 404, description = "No such key", body = adapters::http::ErrorBody),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -223,9 +262,9 @@ async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, s
     description = "A new key for the same id, scopes and limits; the old one stops working at once.",
     params(("id" = String, Path, description = "Key id")),
     responses(
-        (status = 200, description = "Rotated; `key` is shown this once", body = crate::openapi::IssuedKeyDoc),
-        (status = 404, description = "No such key", body = adapters::openapi::ProblemDoc),
-        (status = 409, description = "API keys are off (no auth.key_secret)", body = adapters::openapi::ProblemDoc),
+        (status = 200, description = "Rotated; `key` is shown this once", body = IssuedKey),
+        (status = 404, description = "No such key", body = adapters::http::ErrorBody),
+        (status = 409, description = "API keys are off (no auth.key_secret)", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn rotate(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -236,9 +275,7 @@ async fn rotate(req: HttpRequest, path: web::Path<String>, state: web::Data<Stat
     record.hash = hash;
     state.auth.store().put(&record).await.map_err(|e| unavailable(&state, e))?;
     crate::audit::record(&state, &admin, "key.rotate", &record.id, json!({})).await;
-    let mut answer = view(&record, None);
-    answer["key"] = json!(key);
-    Ok(HttpResponse::Ok().json(answer))
+    Ok(HttpResponse::Ok().json(IssuedKey { view: view(&record, None), key }))
 }
 
 #[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "revoke_key", tag = "keys",
@@ -246,7 +283,7 @@ async fn rotate(req: HttpRequest, path: web::Path<String>, state: web::Data<Stat
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 404, description = "No such key", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No such key", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn revoke(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {

@@ -15,6 +15,7 @@ use domain::auth::{Access, RateKind};
 use domain::ClientEvent;
 use adapters::kafka::{Record, SendError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use tracing::Instrument as _;
 
@@ -33,15 +34,15 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
 #[utoipa::path(post, path = "/ingest/batch", operation_id = "ingest_batch", tag = "ingest",
     description = "A JSON array of events, or NDJSON. Each event is validated, authorized (`ingest:<source>`) and produced on its own.",
     request_body(content(
-        (crate::openapi::BatchDoc = "application/json"),
-        (crate::openapi::BatchDoc = "application/x-ndjson")),
+        (Batch = "application/json"),
+        (Batch = "application/x-ndjson")),
         description = "JSON: an array of events. NDJSON: one event per line (blank lines ignored)."),
     responses(
-        (status = 200, description = "One result per event, in order; at least one event accepted (or none sent)", body = crate::openapi::BatchAnswerDoc),
-        (status = 422, description = "No event accepted: every one named a source without configuration (`batch_refused`, with `results` per event, as BatchRefused)", body = adapters::openapi::ProblemDoc),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Too many events or bytes, or more events than the key's burst; or no event accepted, every one too large (`batch_refused` with `results`, as BatchRefused)", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Neither JSON nor NDJSON", body = adapters::openapi::ProblemDoc),
+        (status = 200, description = "One result per event, in order; at least one event accepted (or none sent)", body = BatchAnswer),
+        (status = 422, description = "No event accepted: every one named a source without configuration (`batch_refused`, with `results` per event, as BatchRefused)", body = adapters::http::ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = adapters::http::ErrorBody),
+        (status = 413, description = "Too many events or bytes, or more events than the key's burst; or no event accepted, every one too large (`batch_refused` with `results`, as BatchRefused)", body = adapters::http::ErrorBody),
+        (status = 415, description = "Neither JSON nor NDJSON", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn ingest_batch(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {
@@ -116,48 +117,107 @@ async fn batch(req: HttpRequest, body: web::Payload, state: &State) -> Result<Ht
             Ok(answer) => BatchResult::Accepted(answer),
             Err(err) => {
                 state.metrics.ingest_rejected.add(1, &[opentelemetry::KeyValue::new("reason", err.code())]);
-                BatchResult::Rejected { status: "rejected", error: err.code(), message: err.to_string() }
+                BatchResult::Rejected(Rejected::from(&err))
             }
         })
         .collect();
     let rejected = answers.len() - accepted;
     match refused {
-        Some(status) if rejected > 0 => Ok(HttpResponse::build(status).json(serde_json::json!({
-            "error": "batch_refused",
-            "message": format!("no event of the batch was accepted ({rejected} rejected; see results)"),
-            "accepted": 0,
-            "rejected": rejected,
-            "results": answers,
-        }))),
+        Some(status) if rejected > 0 => Ok(HttpResponse::build(status).json(BatchRefused::new(answers))),
         _ => Ok(HttpResponse::Ok().json(BatchAnswer { accepted, rejected, results: answers })),
     }
 }
 
-/// The answer to `POST /ingest/batch`.
-#[derive(Serialize)]
-struct BatchAnswer {
+/// The events of `POST /ingest/batch`: at least one, at most gateway.max_batch_events (1000
+/// unless configured otherwise).
+// No Rust type holds a batch: `domain::split_batch` keeps each element as its JSON text, parsed
+// as a `ClientEvent` on its own (one bad event does not refuse the others). The maximum is the
+// setting's default (config/default.yaml); a deployment may configure another.
+pub(crate) struct Batch;
+
+impl utoipa::PartialSchema for Batch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name(ClientEvent::name()))
+            .min_items(Some(1))
+            .max_items(Some(1000))
+            .into()
+    }
+}
+
+impl ToSchema for Batch {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((ClientEvent::name().into_owned(), <ClientEvent as utoipa::PartialSchema>::schema()));
+    }
+}
+
+/// The answer to a batch: one result per event, in order.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BatchAnswer {
+    pub(crate) accepted: usize,
+    pub(crate) rejected: usize,
+    pub(crate) results: Vec<BatchResult>,
+}
+
+/// A batch of which no event was accepted: the error shape, with every event's result.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BatchRefused {
+    /// `batch_refused`.
+    error: &'static str,
+    message: String,
     accepted: usize,
     rejected: usize,
     results: Vec<BatchResult>,
 }
 
+impl BatchRefused {
+    /// The answer when none of `results` is accepted.
+    pub(crate) fn new(results: Vec<BatchResult>) -> Self {
+        let rejected = results.len();
+        BatchRefused {
+            error: "batch_refused",
+            message: format!("no event of the batch was accepted ({rejected} rejected; see results)"),
+            accepted: 0,
+            rejected,
+            results,
+        }
+    }
+}
+
 /// One event's result in a batch answer, in the order the events came.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum BatchResult {
     Accepted(Accepted),
-    Rejected { status: &'static str, error: &'static str, message: String },
+    Rejected(Rejected),
 }
 
-/// An accepted event: where Kafka stored it.
-#[derive(Debug, Serialize, serde::Deserialize)]
+/// An event Kafka acknowledged: where it is.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub(crate) struct Accepted {
+    /// `accepted`.
+    #[schema(value_type = String)]
     status: std::borrow::Cow<'static, str>,
     id: String,
     source: String,
     topic: String,
     partition: i32,
     offset: i64,
+}
+
+/// One event of a batch that was not accepted.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Rejected {
+    /// `rejected`.
+    status: &'static str,
+    error: &'static str,
+    message: String,
+}
+
+impl From<&IngestError> for Rejected {
+    fn from(err: &IngestError) -> Self {
+        Rejected { status: "rejected", error: err.code(), message: err.to_string() }
+    }
 }
 
 /// How long a produce may wait for room in the producer's local queue before it is refused:
@@ -168,14 +228,14 @@ const QUEUE_WAIT: Duration = Duration::from_millis(100);
     description = "One event. Answered 202 only once Kafka acknowledged it. Needs `ingest:<source>`.",
     params(("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$",
         description = "A retry with the same key (within gateway.idempotency_window_s) gets the first answer; no second event")),
-    request_body(content = crate::openapi::ClientEventDoc, content_type = "application/json"),
+    request_body(content = ClientEvent, content_type = "application/json"),
     responses(
-        (status = 202, description = "Kafka acknowledged the event", body = crate::openapi::AcceptedDoc),
-        (status = 409, description = "A request with the same Idempotency-Key is in flight", body = adapters::openapi::ProblemDoc),
-        (status = 408, description = "The body did not arrive in time", body = adapters::openapi::ProblemDoc),
-        (status = 413, description = "Larger than the pipeline carries (`event_too_large`, with `size` and `limit`) or than the body limit", body = adapters::openapi::ProblemDoc),
-        (status = 415, description = "Not JSON", body = adapters::openapi::ProblemDoc),
-        (status = 422, description = "No configuration for the source (`unknown_source`), or an Idempotency-Key reused with another body", body = adapters::openapi::ProblemDoc),
+        (status = 202, description = "Kafka acknowledged the event", body = Accepted),
+        (status = 409, description = "A request with the same Idempotency-Key is in flight", body = adapters::http::ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = adapters::http::ErrorBody),
+        (status = 413, description = "Larger than the pipeline carries (`event_too_large`, with `size` and `limit`) or than the body limit", body = adapters::http::ErrorBody),
+        (status = 415, description = "Not JSON", body = adapters::http::ErrorBody),
+        (status = 422, description = "No configuration for the source (`unknown_source`), or an Idempotency-Key reused with another body", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn ingest(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, IngestError> {

@@ -19,11 +19,14 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::{read_body, require_json, RequestError};
-use adapters::webhooks::StartAt;
+use adapters::webhooks::{DeadDelivery, DeliveryStatus, StartAt};
 use chrono::Utc;
 use domain::webhooks::{Subscription, SubscriptionState, WebhookFormat, WebhookSecret};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::openapi::schema::{Schema, Type};
+use utoipa::openapi::{ObjectBuilder, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::admin::{authorize, AdminError};
 use crate::State;
@@ -39,42 +42,132 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
     POST "/v1/subscriptions/{id}/dead-letters/replay" => replay,
 } }
 
-#[derive(Deserialize)]
+/// `POST /v1/subscriptions`.
+// The bounds are `check_url`'s and `check_description`'s.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSubscription {
+    /// Where deliveries are POSTed (http or https).
+    #[schema(max_length = 2048)]
     url: String,
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     description: Option<String>,
+    /// A condition in the operations' `when` language; events it rejects are not sent.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     filter: Option<Value>,
+    /// A projection (`payload.title,metadata.tags`).
     #[serde(default)]
     fields: Option<String>,
     #[serde(default)]
     format: WebhookFormat,
+    /// `latest` (default), `earliest`, or an RFC 3339 time.
     #[serde(default)]
     from: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/subscriptions/{id}`: what to change (`null` removes description, filter or
+/// fields).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SubscriptionChange {
+    #[schema(max_length = 2048)]
     url: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     description: Option<Option<String>>,
-    /// `null` removes the filter.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
     filter: Option<Option<Value>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     fields: Option<Option<String>>,
     format: Option<WebhookFormat>,
+    /// `active` re-enables a disabled subscription where it stopped.
+    #[schema(inline)]
     state: Option<SubscriptionState>,
 }
 
-#[derive(Deserialize, Default)]
+/// `POST /v1/subscriptions/{id}/dead-letters/replay`: which (all when `ids` is left out).
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebhookReplayRequest)]
 struct ReplayRequest {
     #[serde(default)]
     ids: Option<Vec<String>>,
+}
+
+/// `POST /v1/subscriptions/{id}/dead-letters/replay`.
+#[derive(Serialize, ToSchema)]
+struct WebhookReplayAccepted<'a> {
+    subscription: &'a str,
+    /// How many dead letters will be delivered again.
+    requested: usize,
+}
+
+/// A subscription as the API shows it: as stored, with its consumer group (never its secret).
+#[derive(Serialize)]
+struct SubscriptionView<'a> {
+    #[serde(flatten)]
+    subscription: &'a Subscription,
+    consumer_group: String,
+}
+
+/// `Subscription`'s own schema, one member more: a flat object (a derive would make an `allOf`).
+impl PartialSchema for SubscriptionView<'_> {
+    fn schema() -> RefOr<Schema> {
+        let RefOr::T(Schema::Object(mut object)) = Subscription::schema() else {
+            unreachable!("a struct's schema is an object");
+        };
+        object.description = Some("A subscription (never its secret).".into());
+        object.properties.insert(
+            "consumer_group".into(),
+            ObjectBuilder::new().schema_type(Type::String).description(Some("The Kafka consumer group that holds its position.")).into(),
+        );
+        object.required.push("consumer_group".into());
+        object.into()
+    }
+}
+
+impl ToSchema for SubscriptionView<'_> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Subscription".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <Subscription as ToSchema>::schemas(schemas);
+    }
+}
+
+/// A subscription just created or with a rotated secret: `secret` (`whsec_…`) verifies its
+/// signatures.
+#[derive(Serialize, ToSchema)]
+struct IssuedSubscription<'a> {
+    #[serde(flatten)]
+    view: SubscriptionView<'a>,
+    secret: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = SubscriptionWithStatus)]
+struct SubscriptionStatus<'a> {
+    #[serde(flatten)]
+    view: SubscriptionView<'a>,
+    status: DeliveryStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+struct SubscriptionList<'a> {
+    subscriptions: Vec<SubscriptionView<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct SubscriptionDeadLetters<'a> {
+    subscription: &'a str,
+    count: usize,
+    /// Oldest first.
+    dead_letters: Vec<DeadDelivery>,
 }
 
 /// Tells a member set to `null` (Some(None)) from one left out (None).
@@ -140,11 +233,8 @@ fn new_id() -> String {
     format!("sub_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A subscription as the API shows it (never its secret).
-fn view(sub: &Subscription, group_prefix: &str) -> Value {
-    let mut v = serde_json::to_value(sub).expect("a subscription serializes");
-    v["consumer_group"] = json!(format!("{group_prefix}{}", sub.id));
-    v
+fn view<'a>(sub: &'a Subscription, group_prefix: &str) -> SubscriptionView<'a> {
+    SubscriptionView { subscription: sub, consumer_group: format!("{group_prefix}{}", sub.id) }
 }
 
 async fn parse<T: serde::de::DeserializeOwned>(req: &HttpRequest, body: web::Payload, state: &State) -> Result<T, AdminError> {
@@ -163,11 +253,11 @@ async fn subscription_of(state: &State, id: &str) -> Result<Subscription, AdminE
 
 #[utoipa::path(post, path = "/v1/subscriptions", operation_id = "create_subscription", tag = "webhooks",
     description = "A webhook subscription, delivered from `from` on (default `latest`). The answer holds its `whsec_` signing secret.",
-    request_body(content = crate::openapi::NewSubscriptionDoc, content_type = "application/json"),
+    request_body(content = NewSubscription, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created; keep `secret` to verify signatures", body = crate::openapi::IssuedSubscriptionDoc,
+        (status = 201, description = "Created; keep `secret` to verify signatures", body = IssuedSubscription,
             headers(("Location" = String, description = "The subscription's URL"))),
-        (status = 409, description = "Webhooks are off (no auth.key_secret), or webhooks.max_subscriptions reached", body = adapters::openapi::ProblemDoc),
+        (status = 409, description = "Webhooks are off (no auth.key_secret), or webhooks.max_subscriptions reached", body = adapters::http::ErrorBody),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -213,49 +303,45 @@ async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     state.subscriptions.put(&sub).await.map_err(|e| unavailable(&state, "redis", e))?;
     crate::audit::record(&state, &admin, "subscription.create", &sub.id, json!({"url": sub.url, "filter": sub.filter, "fields": sub.fields, "format": sub.format})).await;
     tracing::info!(subscription = %sub.id, url = %sub.url, "webhook subscription created");
-    let mut answer = view(&sub, &state.webhooks.group_prefix);
-    answer["secret"] = json!(WebhookSecret::derive(secret, &sub.id, sub.secret_generation).expose());
+    let answer = IssuedSubscription { view: view(&sub, &state.webhooks.group_prefix), secret: WebhookSecret::derive(secret, &sub.id, sub.secret_generation).expose() };
     Ok(HttpResponse::Created().insert_header(("Location", format!("/v1/subscriptions/{}", sub.id))).json(answer))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", operation_id = "list_subscriptions", tag = "webhooks",
-    responses((status = 200, description = "Every subscription, never a secret", body = crate::openapi::SubscriptionListDoc), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    responses((status = 200, description = "Every subscription, never a secret", body = SubscriptionList), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let subs = state.subscriptions.all().await.map_err(|e| unavailable(&state, "redis", e))?;
-    let list: Vec<Value> = subs.iter().map(|s| view(s, &state.webhooks.group_prefix)).collect();
-    Ok(HttpResponse::Ok().json(json!({"subscriptions": list})))
+    let subscriptions = subs.iter().map(|s| view(s, &state.webhooks.group_prefix)).collect();
+    Ok(HttpResponse::Ok().json(SubscriptionList { subscriptions }))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{id}", operation_id = "get_subscription", tag = "webhooks",
     description = "The subscription with its delivery status: lag (events not yet delivered or dead-lettered), last success, last error, failures in a row.",
     params(("id" = String, Path, description = "Subscription id (`sub_` + 32 hex digits)")),
     responses(
-        (status = 200, description = "The subscription", body = crate::openapi::SubscriptionStatusDoc),
-        (status = 404, description = "No such subscription", body = adapters::openapi::ProblemDoc),
+        (status = 200, description = "The subscription", body = SubscriptionStatus),
+        (status = 404, description = "No such subscription", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let sub = subscription_of(&state, &path).await?;
-    let status = state.subscriptions.status(&sub.id).await.map_err(|e| unavailable(&state, "redis", e))?;
+    let mut status = state.subscriptions.status(&sub.id).await.map_err(|e| unavailable(&state, "redis", e))?;
     let (config, group, topic) = (state.reader_config.clone(), format!("{}{}", state.webhooks.group_prefix, sub.id), state.output_topic.clone());
     // The lag is left out (null) when Kafka cannot say: the rest still helps an operator.
-    let lag = tokio::task::spawn_blocking(move || adapters::webhooks::lag(&config, &group, &topic)).await.ok().and_then(Result::ok);
-    let mut answer = view(&sub, &state.webhooks.group_prefix);
-    answer["status"] = serde_json::to_value(&status).expect("serializes");
-    answer["status"]["lag"] = json!(lag);
-    Ok(HttpResponse::Ok().json(answer))
+    status.lag = tokio::task::spawn_blocking(move || adapters::webhooks::lag(&config, &group, &topic)).await.ok().and_then(Result::ok);
+    Ok(HttpResponse::Ok().json(SubscriptionStatus { view: view(&sub, &state.webhooks.group_prefix), status }))
 }
 
 #[utoipa::path(patch, path = "/v1/subscriptions/{id}", operation_id = "update_subscription", tag = "webhooks",
     description = "Changes URL, description, filter, projection, format or state (`active` re-enables a disabled subscription where it stopped); every replica applies it within a second.",
     params(("id" = String, Path, description = "Subscription id")),
-    request_body(content = crate::openapi::SubscriptionChangeDoc, content_type = "application/json"),
+    request_body(content = SubscriptionChange, content_type = "application/json"),
     responses(
-        (status = 200, description = "The changed subscription", body = crate::openapi::SubscriptionDoc),
-        (status = 404, description = "No such subscription", body = adapters::openapi::ProblemDoc),
+        (status = 200, description = "The changed subscription", body = SubscriptionView),
+        (status = 404, description = "No such subscription", body = adapters::http::ErrorBody),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -304,9 +390,9 @@ async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, s
     description = "A new signing secret. Deliveries carry both signatures until `previous_secret_until` (webhooks.rotation_overlap_s), so the receiver can switch without refusing any.",
     params(("id" = String, Path, description = "Subscription id")),
     responses(
-        (status = 200, description = "Rotated; keep `secret`", body = crate::openapi::IssuedSubscriptionDoc),
-        (status = 404, description = "No such subscription", body = adapters::openapi::ProblemDoc),
-        (status = 409, description = "Webhooks are off (no auth.key_secret)", body = adapters::openapi::ProblemDoc),
+        (status = 200, description = "Rotated; keep `secret`", body = IssuedSubscription),
+        (status = 404, description = "No such subscription", body = adapters::http::ErrorBody),
+        (status = 409, description = "Webhooks are off (no auth.key_secret)", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn rotate_secret(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -317,9 +403,8 @@ async fn rotate_secret(req: HttpRequest, path: web::Path<String>, state: web::Da
     sub.previous_secret_until = Some(Utc::now() + chrono::Duration::seconds(state.webhooks.rotation_overlap_s as i64));
     state.subscriptions.put(&sub).await.map_err(|e| unavailable(&state, "redis", e))?;
     crate::audit::record(&state, &admin, "subscription.rotate_secret", &sub.id, json!({"generation": sub.secret_generation})).await;
-    let mut answer = view(&sub, &state.webhooks.group_prefix);
-    answer["secret"] = json!(WebhookSecret::derive(secret, &sub.id, sub.secret_generation).expose());
-    Ok(HttpResponse::Ok().json(answer))
+    let secret = WebhookSecret::derive(secret, &sub.id, sub.secret_generation).expose();
+    Ok(HttpResponse::Ok().json(IssuedSubscription { view: view(&sub, &state.webhooks.group_prefix), secret }))
 }
 
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", operation_id = "delete_subscription", tag = "webhooks",
@@ -327,7 +412,7 @@ async fn rotate_secret(req: HttpRequest, path: web::Path<String>, state: web::Da
     params(("id" = String, Path, description = "Subscription id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such subscription", body = adapters::openapi::ProblemDoc),
+        (status = 404, description = "No such subscription", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -345,24 +430,24 @@ async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<Stat
     description = "Deliveries whose retries were spent (webhooks.max_attempts), oldest first, with the body as sent.",
     params(("id" = String, Path, description = "Subscription id")),
     responses(
-        (status = 200, description = "The dead letters", body = crate::openapi::SubscriptionDeadLettersDoc),
-        (status = 404, description = "No such subscription", body = adapters::openapi::ProblemDoc),
+        (status = 200, description = "The dead letters", body = SubscriptionDeadLetters),
+        (status = 404, description = "No such subscription", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn dead_letters(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let sub = subscription_of(&state, &path).await?;
     let dead = state.subscriptions.dead_letters(&sub.id).await.map_err(|e| unavailable(&state, "redis", e))?;
-    Ok(HttpResponse::Ok().json(json!({"subscription": sub.id, "count": dead.len(), "dead_letters": dead})))
+    Ok(HttpResponse::Ok().json(SubscriptionDeadLetters { subscription: &sub.id, count: dead.len(), dead_letters: dead }))
 }
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/dead-letters/replay", operation_id = "replay_subscription_dead_letters", tag = "webhooks",
     description = "Delivers dead letters again (those named by `ids`, or all), with the same `webhook-id`, a new timestamp and signature, and a new retry budget. One replica replays at a time; a delivered one leaves the list.",
     params(("id" = String, Path, description = "Subscription id")),
-    request_body(content = crate::openapi::WebhookReplayRequestDoc, content_type = "application/json"),
+    request_body(content = ReplayRequest, content_type = "application/json"),
     responses(
-        (status = 202, description = "Asked for; `requested` dead letters will be delivered again", body = crate::openapi::WebhookReplayAcceptedDoc),
-        (status = 404, description = "No such subscription", body = adapters::openapi::ProblemDoc),
+        (status = 202, description = "Asked for; `requested` dead letters will be delivered again", body = WebhookReplayAccepted),
+        (status = 404, description = "No such subscription", body = adapters::http::ErrorBody),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
@@ -372,5 +457,44 @@ async fn replay(req: HttpRequest, path: web::Path<String>, body: web::Payload, s
     let sub = subscription_of(&state, &path).await?;
     let requested = state.subscriptions.request_replay(&sub.id, request.ids.as_deref()).await.map_err(|e| unavailable(&state, "redis", e))?;
     crate::audit::record(&state, &admin, "subscription.replay", &sub.id, json!({"requested": requested})).await;
-    Ok(HttpResponse::Accepted().json(json!({"subscription": sub.id, "requested": requested})))
+    Ok(HttpResponse::Accepted().json(WebhookReplayAccepted { subscription: &sub.id, requested }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The view's hand-merged schema names exactly the members it serializes (every optional one
+    /// set), and requires the ones always there.
+    #[test]
+    fn the_view_s_schema_is_what_it_serializes() {
+        let sub = Subscription {
+            id: format!("sub_{}", "0".repeat(32)),
+            url: "https://example.com/hook".into(),
+            description: Some("d".into()),
+            filter: Some(json!({"exists": "payload.title"})),
+            fields: Some("payload.title".into()),
+            format: WebhookFormat::Cloudevents,
+            state: SubscriptionState::Disabled,
+            disabled_reason: Some("by key_1".into()),
+            secret_generation: 2,
+            previous_secret_until: Some(Utc::now()),
+            created_at: Utc::now(),
+            created_by: "key_1".into(),
+        };
+        let shown = serde_json::to_value(view(&sub, "webhook-")).unwrap();
+        let schema = serde_json::to_value(SubscriptionView::schema()).unwrap();
+        let members: Vec<&String> = shown.as_object().unwrap().keys().collect();
+        let documented: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(members.len(), documented.len(), "{members:?} vs {documented:?}");
+        assert!(members.iter().all(|m| documented.contains(m)), "{members:?} vs {documented:?}");
+        assert_eq!(shown["consumer_group"], json!(format!("webhook-{}", sub.id)));
+        let bare = Subscription { description: None, filter: None, fields: None, disabled_reason: None, previous_secret_until: None, ..sub };
+        let shown = serde_json::to_value(view(&bare, "webhook-")).unwrap();
+        let mut always: Vec<&str> = shown.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        always.sort_unstable();
+        required.sort_unstable();
+        assert_eq!(always, required);
+    }
 }

@@ -9,12 +9,13 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
+use serde::Serialize;
 use serde_json::json;
 
 mod request;
 mod response;
 mod routing;
-mod server;
+pub(crate) mod server;
 
 pub use request::{path_errors, query, query_errors, read_body, require_json};
 pub use response::{finish, RateState, RateStates};
@@ -37,14 +38,34 @@ pub trait Problem: std::fmt::Display + std::fmt::Debug {
     fn headers(&self, _response: &mut actix_web::HttpResponseBuilder) {}
 }
 
+/// Every error answer: `{"error": "<code>", "message": "<what is wrong>"}`, and for some codes
+/// more members (`required_scope` with `forbidden`; `size`, `limit` with `event_too_large`;
+/// `errors` with `invalid_config`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ErrorBody<'a> {
+    /// A stable code: `unauthorized`, `forbidden`, `rate_limited`, `invalid_event`, …
+    pub error: &'a str,
+    /// What is wrong, for people.
+    pub message: String,
+    // What the code adds (`Problem::details`).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> ErrorBody<'a> {
+    /// `error` and `message`, nothing more.
+    pub fn new(error: &'a str, message: String) -> Self {
+        ErrorBody { error, message, details: serde_json::Map::new() }
+    }
+}
+
 /// The answer for `problem`, in the one JSON shape.
 pub fn problem_response(problem: &dyn Problem) -> HttpResponse {
     let mut response = HttpResponse::build(problem.status());
     problem.headers(&mut response);
-    let mut body = serde_json::Map::new();
-    body.insert("error".into(), json!(problem.code()));
-    body.insert("message".into(), json!(problem.to_string()));
-    problem.details(&mut body);
+    let mut body = ErrorBody::new(problem.code(), problem.to_string());
+    problem.details(&mut body.details);
     response.json(body)
 }
 

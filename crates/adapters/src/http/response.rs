@@ -4,7 +4,6 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 
 /// The middleware every listener runs (`actix_web::middleware::from_fn(adapters::http::finish)`):
 /// - an error the framework answered by itself (405 of a resource, an extractor's 400, …) is
@@ -74,7 +73,7 @@ async fn into_json_error(res: actix_web::dev::ServiceResponse) -> actix_web::dev
     let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
     headers.remove(header::CONTENT_LENGTH);
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    let mut rebuilt = HttpResponse::build(status).json(json!({"error": code, "message": message}));
+    let mut rebuilt = HttpResponse::build(status).json(super::ErrorBody::new(&code, message));
     for (name, value) in &headers {
         if name != header::CONTENT_LENGTH {
             rebuilt.headers_mut().insert(name.clone(), value.clone());

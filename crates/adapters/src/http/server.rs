@@ -4,25 +4,40 @@
 use std::net::TcpListener;
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
 
 use super::{fallback, finish, path_errors, query_errors};
-use crate::health::Health;
+use crate::health::{Health, Readiness};
+
+/// `GET /healthz`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Alive {
+    /// Always `ok`.
+    status: &'static str,
+}
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
+    responses((status = 200, description = "The process is alive", body = Alive)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Alive { status: "ok" })
 }
 
 /// `GET /readyz`: the dependencies answer and nothing is stuck.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
+    responses(
+        (status = 200, description = "Every dependency answers", body = Readiness),
+        (status = 503, description = "A dependency does not answer", body = Readiness)))]
 pub async fn readyz(health: web::Data<Health>) -> HttpResponse {
     match health.check().await {
-        Ok(body) => HttpResponse::Ok().json(body),
-        Err(body) => HttpResponse::ServiceUnavailable().json(body),
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(report) => HttpResponse::ServiceUnavailable().json(report),
     }
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(metrics: web::Data<std::sync::Arc<crate::metrics::Metrics>>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
 }
