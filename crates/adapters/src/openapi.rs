@@ -120,10 +120,13 @@ pub fn serve(cfg: &mut web::ServiceConfig, doc: &OpenApi) {
     );
 }
 
+/// A listener's name and the document it serves.
+pub type Listener<'a> = (&'a str, fn() -> OpenApi);
+
 /// `<service> openapi <listener>` (for the docs book's API reference): prints the document
 /// `listener` serves at `GET /openapi.json` and gives the exit code; `None` when the command line
 /// does not ask for it, and the service runs. `listeners` are each listener's name and document.
-pub fn print_if_asked(listeners: &[(&str, fn() -> OpenApi)]) -> Option<std::process::ExitCode> {
+pub fn print_if_asked(listeners: &[Listener<'_>]) -> Option<std::process::ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let asked = args.iter().position(|a| a == "openapi")?;
     let names = || listeners.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");

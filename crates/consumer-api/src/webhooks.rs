@@ -250,7 +250,7 @@ impl Webhooks {
                 break;
             }
             // Everything handed out so far is done.
-            adapters::kafka::store_position(&consumer);
+            adapters::kafka::store_position(consumer);
         }
         adapters::kafka::commit_stored(&consumer);
         tracing::info!(subscription = %id, "webhook deliveries stopped here");

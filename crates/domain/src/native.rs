@@ -266,7 +266,7 @@ pub fn ce_source_matches(pattern: &str, ce_source: &str) -> Option<usize> {
 /// One CloudEvent as attributes and data: the id is `subject`, else `id`; `source` + `id` is
 /// the idempotency key; every attribute goes into `metadata.cloudevents`.
 fn cloud_event(source: Route<'_>, attributes: Map<String, Value>, data: &RawValue) -> Result<Translated, NativeError> {
-    let missing: Vec<String> = CE_REQUIRED.iter().filter(|a| !attributes.get(**a).and_then(Value::as_str).is_some_and(|v| !v.is_empty())).map(|a| (*a).to_owned()).collect();
+    let missing: Vec<String> = CE_REQUIRED.iter().filter(|a| attributes.get(**a).and_then(Value::as_str).is_none_or(str::is_empty)).map(|a| (*a).to_owned()).collect();
     if !missing.is_empty() {
         return Err(NativeError::Missing(missing));
     }

@@ -170,7 +170,7 @@ impl Pool {
         Ok(Pool {
             members,
             kafka: kafka.clone(),
-            limits: limits.clone(),
+            limits: *limits,
             health,
             shutdown,
             calls: Arc::new(Mutex::new(())),

@@ -100,7 +100,7 @@ impl<I: Copy> TxnQueue<I> {
     /// # Errors
     /// [`Busy::NoFreeMember`] when no transaction is open and every member holds one.
     pub fn join(&mut self, batch: BatchId, positions: impl IntoIterator<Item = (TopicPartition, i64)>, now: I) -> Result<Joined, Busy> {
-        let began = !self.txns.back().is_some_and(|t| !t.sealed);
+        let began = self.txns.back().is_none_or(|t| t.sealed);
         if began {
             if self.txns.iter().any(|t| t.pending > 0) {
                 return Err(Busy::Unacknowledged);
