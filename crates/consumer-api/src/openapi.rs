@@ -11,6 +11,8 @@ use utoipa::OpenApi;
 #[openapi(
     info(title = "metastream consumer-api", description = "Processed events and records for downstream systems."),
     paths(crate::routes::consume, crate::routes::ack, crate::routes::reset, crate::routes::stream, crate::routes::metadata),
+    // A query parameter's type is referenced, not collected, by utoipa: registered here.
+    components(schemas(crate::cloudevents::Format)),
     servers((url = "/"))
 )]
 struct ConsumerApi;
