@@ -41,8 +41,6 @@ impl Stack {
         }
     }
 
-    /// Where the load goes.
-
     /// `scripts/kafka-cluster.sh <command> <node>`.
     pub async fn cluster(&self, command: &str, node: i32) -> anyhow::Result<()> {
         let status = Command::new(self.root.join("scripts/kafka-cluster.sh")).arg(command).arg(node.to_string()).current_dir(&self.root).status().await?;
