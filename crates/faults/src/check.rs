@@ -189,3 +189,14 @@ fn longest_gap(mut times_ms: Vec<i64>) -> Option<Duration> {
 fn domain_event_id() -> &'static str {
     "metastream-event-id"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_gap_is_between_neighbours_in_time_whatever_the_order_read() {
+        assert_eq!(longest_gap(vec![5_000, 1_000, 1_200, 9_000]), Some(Duration::from_millis(4_000)));
+        assert_eq!(longest_gap(vec![7]), None);
+    }
+}
