@@ -361,3 +361,40 @@ async fn a_position_past_the_end_of_a_remade_topic_starts_the_group_over_with_re
     got.dedup();
     assert_eq!(got.len(), 10, "the remade topic's events, from its start: {got:?}");
 }
+
+/// An answer cut off in transit (found by the fault suite's `net-slow-consumer-api`): a client
+/// that passes the cursor of the last answer it got whole gets the lost answer again after the
+/// ack timeout; a call without a cursor acknowledges it, as documented, and it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_lost_in_transit_comes_back_to_a_client_that_passes_its_last_cursor() {
+    let stack = Stack::start_with(|s| {
+        s.consumer_api.ack_timeout_ms = 1500;
+    })
+    .await;
+    ingest_many(&stack, "transit", 20).await;
+    let port = stack.consumer_api.port;
+    for (group, with_cursor) in [("careful", true), ("plain", false)] {
+        let mut first = Value::Null;
+        let started = Instant::now();
+        while first["count"].as_u64().unwrap_or(0) == 0 && started.elapsed() < Duration::from_secs(20) {
+            first = consume_on(&stack.http, port, TOKEN, &format!("group={group}&max=5&wait_ms=500")).await.unwrap().1;
+        }
+        let cursor = first["cursor"].as_str().unwrap().to_owned();
+        let mut got: HashSet<String> = ids(&first).into_iter().collect();
+        // The next answer never arrives (the client never reads it).
+        let (_, lost) = consume_on(&stack.http, port, TOKEN, &format!("group={group}&max=5&cursor={cursor}")).await.unwrap();
+        let lost = ids(&lost);
+        assert_eq!(lost.len(), 5, "{lost:?}");
+        // The client retries: with the cursor it last got, or without one.
+        let again = if with_cursor { format!("&cursor={cursor}") } else { String::new() };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(4) {
+            let (status, body) = consume_on(&stack.http, port, TOKEN, &format!("group={group}&max=100&wait_ms=300{again}")).await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            got.extend(ids(&body));
+        }
+        let came_back = lost.iter().all(|id| got.contains(id));
+        assert_eq!(came_back, with_cursor, "group {group}: the lost answer {lost:?}; got {got:?}");
+        assert_eq!(got.len(), if with_cursor { 20 } else { 15 }, "group {group}: {got:?}");
+    }
+}
