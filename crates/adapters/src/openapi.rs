@@ -145,11 +145,11 @@ pub const ROUTES: &[(&str, &str)] = &[("GET", "/openapi.json")];
 /// a missing scope (403), a rate limit (429), a dependency down (503).
 #[derive(utoipa::IntoResponses)]
 pub enum AuthErrors {
-    /// No bearer key, or one that is malformed, unknown, revoked or expired.
+    /// `unauthorized`: no bearer key, or one that is malformed, unknown, revoked or expired.
     #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
     Unauthorized(ErrorBody<'static>),
-    /// The key lacks the scope this request needs; `required_scope` names it. (A batch none of
-    /// whose events the key may write: `batch_refused`, with `results` per event.)
+    /// `forbidden`: the key lacks the scope this request needs; `required_scope` names it. (A
+    /// batch none of whose events the key may write: `batch_refused`, with `results` per event.)
     #[response(status = 403)]
     Forbidden(ErrorBody<'static>),
     /// The key's rate limit (`rate_limited`) or a cap on what it holds (`limit_exceeded`).
@@ -159,7 +159,8 @@ pub enum AuthErrors {
         ("RateLimit-Policy" = String, description = "IETF RateLimit-Policy: quota and window, per limited dimension")
     ))]
     TooManyRequests(ErrorBody<'static>),
-    /// Kafka or Redis does not answer; retry after `Retry-After`.
+    /// `unavailable`: Kafka or Redis does not answer in time, or the service is at capacity; retry
+    /// after `Retry-After`. Nothing was accepted.
     #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
     Unavailable(ErrorBody<'static>),
 }
@@ -168,13 +169,14 @@ pub enum AuthErrors {
 /// JSON (415).
 #[derive(utoipa::IntoResponses)]
 pub enum BodyErrors {
-    /// The body did not arrive in time.
+    /// `request_timeout`: the body did not arrive within `gateway.body_timeout_ms` (10 s).
     #[response(status = 408)]
     Timeout(ErrorBody<'static>),
-    /// Body too large.
+    /// `payload_too_large`: the body is larger than the listener takes (`gateway.max_body_bytes`,
+    /// 1 MiB, on ingest).
     #[response(status = 413)]
     TooLarge(ErrorBody<'static>),
-    /// Not JSON.
+    /// `unsupported_media_type`: the body is not `application/json`.
     #[response(status = 415)]
     NotJson(ErrorBody<'static>),
 }
@@ -183,8 +185,11 @@ pub enum BodyErrors {
 /// method (405).
 #[derive(utoipa::IntoResponses)]
 pub enum RequestErrors {
+    /// `bad_request` (or, for an event, `invalid_event`): a query parameter, path segment or body
+    /// that is not valid; `message` names which and why.
     #[response(status = 400)]
     BadRequest(ErrorBody<'static>),
-    #[response(status = 405)]
+    /// `method_not_allowed`: the path exists but does not take this method.
+    #[response(status = 405, headers(("Allow" = String, description = "The methods the path takes")))]
     MethodNotAllowed(ErrorBody<'static>),
 }
