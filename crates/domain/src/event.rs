@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::object::LazyObject;
+use crate::path::kind;
 
 /// Longest accepted event id, in bytes.
 pub const MAX_ID_LEN: usize = 256;
@@ -276,17 +277,6 @@ pub(crate) fn check_depth(json: &[u8]) -> Result<(), EventError> {
 
 fn invalid(field: &'static str, problem: String) -> EventError {
     EventError::Invalid { field, problem }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// An event id: 1 to 256 characters, no control characters.

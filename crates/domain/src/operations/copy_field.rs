@@ -19,10 +19,12 @@ operation!(
     }
 );
 
+/// Also what `extract_field` compiles to: replacing a value with one of its parts is copying
+/// the part over it.
 #[derive(Debug)]
-struct CopyField {
-    from: FieldPath,
-    to: FieldPath,
+pub(super) struct CopyField {
+    pub(super) from: FieldPath,
+    pub(super) to: FieldPath,
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<CopyField> {

@@ -6,10 +6,8 @@
 //! `field` fails.
 
 
-use super::{Access, Effect, Operation, Problems};
-use crate::event::Event;
-use crate::path::FieldPath;
-use crate::pipeline::Context;
+use super::copy_field::CopyField;
+use super::{Access, Problems};
 
 operation!(
     "extract_field",
@@ -26,24 +24,11 @@ fn default_target() -> String {
     "payload".into()
 }
 
-#[derive(Debug)]
-struct ExtractField {
-    field: FieldPath,
-    target: FieldPath,
-}
-
-fn build(p: Params, problems: &mut Problems) -> Option<ExtractField> {
+/// Copying `field` over `target` is what extracting it is.
+fn build(p: Params, problems: &mut Problems) -> Option<CopyField> {
     let field = problems.path(&p.field, "field", Access::Read);
     let target = problems.path(&p.target, "target", Access::Write);
-    Some(ExtractField { field: field?, target: target? })
-}
-
-impl Operation for ExtractField {
-    fn apply(&self, event: &mut Event, _ctx: &Context<'_>) -> Result<Effect, String> {
-        let value = self.field.get(event).ok_or_else(|| format!("`{}` is missing", self.field))?.to_value();
-        self.target.set(event, value).map_err(|e| e.0)?;
-        Ok(Effect::Continue)
-    }
+    Some(CopyField { from: field?, to: target? })
 }
 
 #[cfg(test)]
