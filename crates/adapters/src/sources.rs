@@ -17,7 +17,7 @@ use domain::{CompiledSource, KeySchema, SourceConfig};
 use serde::Deserialize;
 
 use crate::shutdown::CancellationToken;
-use crate::store::{timed, StoreError};
+use crate::store::{invoke, timed, StoreError};
 
 /// Reads and writes source configs in Redis.
 #[derive(Clone)]
@@ -109,18 +109,16 @@ impl SourceStore {
     pub async fn put(&self, config: &SourceConfig, expected: Option<u64>) -> Result<Versioned, StoreError> {
         let mut body = serde_json::to_value(config).expect("a SourceConfig serializes");
         body.as_object_mut().expect("an object").remove("version");
-        let (written, version): (i64, u64) = timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            let r = PUT_SCRIPT
+        let (written, version): (i64, u64) = invoke(
+            &self.pool,
+            self.timeout,
+            PUT_SCRIPT
                 .key(self.keys.sources())
                 .arg(config.source.as_str())
                 .arg(body.to_string())
                 .arg(expected.map(|v| v.to_string()).unwrap_or_default())
-                .arg(self.changes_channel())
-                .invoke_async(&mut conn)
-                .await?;
-            Ok::<_, StoreError>(r)
-        })
+                .arg(self.changes_channel()),
+        )
         .await?;
         Ok(if written == 1 { Versioned::Done(version) } else { Versioned::Conflict(version) })
     }
@@ -130,17 +128,15 @@ impl SourceStore {
     /// # Errors
     /// When Redis fails.
     pub async fn delete(&self, source: &str, expected: Option<u64>) -> Result<Option<Versioned>, StoreError> {
-        let (deleted, version): (i64, u64) = timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            let r = DELETE_SCRIPT
+        let (deleted, version): (i64, u64) = invoke(
+            &self.pool,
+            self.timeout,
+            DELETE_SCRIPT
                 .key(self.keys.sources())
                 .arg(source)
                 .arg(expected.map(|v| v.to_string()).unwrap_or_default())
-                .arg(self.changes_channel())
-                .invoke_async(&mut conn)
-                .await?;
-            Ok::<_, StoreError>(r)
-        })
+                .arg(self.changes_channel()),
+        )
         .await?;
         Ok(match deleted {
             1 => Some(Versioned::Done(version)),

@@ -187,6 +187,22 @@ where
     }
 }
 
+/// Runs a prepared script on a connection of the pool, with a deadline.
+///
+/// # Errors
+/// When Redis fails or does not answer in time.
+pub async fn invoke<T: deadpool_redis::redis::FromRedisValue>(
+    pool: &Pool,
+    timeout: Duration,
+    invocation: &deadpool_redis::redis::ScriptInvocation<'_>,
+) -> Result<T, StoreError> {
+    timed(timeout, async {
+        let mut conn = pool.get().await?;
+        Ok::<_, StoreError>(invocation.invoke_async(&mut conn).await?)
+    })
+    .await
+}
+
 /// `PING`s Redis through the pool.
 ///
 /// # Errors
