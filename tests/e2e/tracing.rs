@@ -146,29 +146,13 @@ async fn one_event_is_one_trace_across_all_four_services_and_no_secret_is_logged
     }
     let http = reqwest::Client::new();
     for (section, port) in &ports {
-        let started = Instant::now();
-        loop {
-            let ok = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false);
-            if ok {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "{section} not ready; logs in {}", logs.display());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready(&http, *port, &format!("{section} not ready; logs in {}", logs.display())).await;
     }
 
     // A client that traces its own call.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_span = "00f067aa0ba902b7";
-    let r = http
-        .post(format!("http://127.0.0.1:{}/ingest", ports["GATEWAY"]))
-        .bearer_auth(TOKEN)
-        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
-        .json(&jira_event())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    ingest_traced(&http, ports["GATEWAY"], trace_id, client_span).await;
     let started = Instant::now();
     loop {
         let body: serde_json::Value = http
@@ -280,21 +264,9 @@ async fn traces_also_leave_over_otlp_grpc() {
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    while !http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
-        assert!(started.elapsed() < Duration::from_secs(60), "gateway not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&http, port, "gateway not ready").await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
-    let r = http
-        .post(format!("http://127.0.0.1:{port}/ingest"))
-        .bearer_auth(TOKEN)
-        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
-        .json(&jira_event())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    ingest_traced(&http, port, trace_id, "b7ad6b7169203331").await;
     let started = Instant::now();
     loop {
         let got = spans.lock().unwrap().iter().any(|s| s.trace_id == trace_id && s.service == "gateway" && s.name == "POST /ingest");
@@ -305,6 +277,30 @@ async fn traces_also_leave_over_otlp_grpc() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = gateway.kill().await;
+}
+
+/// Waits (up to a minute) until the service on `port` answers `/readyz` 200; else fails with
+/// `not_ready`.
+async fn wait_ready(http: &reqwest::Client, port: u16, not_ready: &str) {
+    let started = Instant::now();
+    while !http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+        assert!(started.elapsed() < Duration::from_secs(60), "{not_ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ingests a Jira event through the gateway on `port` as a client whose span `parent_span` of
+/// trace `trace_id` made the call (a W3C `traceparent`), and asserts it was accepted.
+async fn ingest_traced(http: &reqwest::Client, port: u16, trace_id: &str, parent_span: &str) {
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/ingest"))
+        .bearer_auth(TOKEN)
+        .header("traceparent", format!("00-{trace_id}-{parent_span}-01"))
+        .json(&jira_event())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
 }
 
 /// A stream of accepted connections, for tonic's `serve_with_incoming`.
