@@ -38,20 +38,6 @@ fn nested(source: &str, id: &str, depth: usize) -> Vec<u8> {
     format!(r#"{{"id":"{id}","source":"{source}","payload":{{"d":{}1{}}}}}"#, "[".repeat(arrays), "]".repeat(arrays)).into_bytes()
 }
 
-async fn post(stack: &Stack, path: &str, body: Vec<u8>) -> (u16, Value) {
-    let r = stack
-        .http
-        .post(stack.gateway_url(path))
-        .bearer_auth(TOKEN)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("gateway unreachable");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 /// Where each accepted event ended, read from the output and dead-letter topics until every
 /// one of `ids` is found or `within` passes: id -> (topic kind, dead-letter reason, reference).
 async fn whereabouts(stack: &Stack, ids: &HashSet<String>, within: Duration) -> HashMap<String, (&'static str, Option<String>, bool)> {
@@ -104,7 +90,7 @@ async fn still_flowing(stack: &Stack, id: &str) {
 
 /// The gateway's event size limit, from the 413 of an event surely too large.
 async fn max_event_bytes(stack: &Stack) -> usize {
-    let (status, body) = post(stack, "/ingest", sized("bounds", "probe", 1_040_000, "x").to_string().into_bytes()).await;
+    let (status, body) = stack.post_json("/ingest", sized("bounds", "probe", 1_040_000, "x").to_string().into_bytes()).await;
     assert_eq!((status, body["error"].as_str()), (413, Some("event_too_large")), "{body}");
     let limit = body["limit"].as_u64().expect("413 names the limit") as usize;
     assert!(body["message"].as_str().unwrap().contains(&limit.to_string()), "{body}");
@@ -153,7 +139,7 @@ async fn boundary_events_are_refused_at_the_gateway_or_reach_output_or_dead_lett
     let mut expected: HashMap<String, &str> = HashMap::new();
     for (name, path, body, status, code, end) in cases {
         let id = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["id"].as_str().map(str::to_owned));
-        let (got, answer) = post(&stack, path, body).await;
+        let (got, answer) = stack.post_json(path, body).await;
         assert_eq!(got, status, "{name}: {answer}");
         if status >= 400 {
             assert_eq!(answer["error"], code, "{name}: {answer}");
@@ -171,7 +157,7 @@ async fn boundary_events_are_refused_at_the_gateway_or_reach_output_or_dead_lett
         sized("bounds", "b-batch-big", limit + 1, "x"),
         json!({"id": "b-batch-3", "source": "bounds", "payload": {}}),
     );
-    let (status, answer) = post(&stack, "/ingest/batch", batch.into_bytes()).await;
+    let (status, answer) = stack.post_json("/ingest/batch", batch.into_bytes()).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!((answer["accepted"].as_u64(), answer["rejected"].as_u64()), (Some(2), Some(1)), "{answer}");
     assert_eq!(answer["results"][1]["error"], "event_too_large", "{answer}");

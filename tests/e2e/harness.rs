@@ -213,11 +213,17 @@ impl Stack {
 
     /// POSTs a JSON body to /ingest with the dev token.
     pub async fn ingest(&self, body: &Value) -> (u16, Value) {
+        self.post_json("/ingest", serde_json::to_vec(body).expect("a Value serializes")).await
+    }
+
+    /// POSTs `body`, as it is, as `application/json` to a gateway path with the dev token.
+    pub async fn post_json(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         let r = self
             .http
-            .post(self.gateway_url("/ingest"))
+            .post(self.gateway_url(path))
             .bearer_auth(TOKEN)
-            .json(body)
+            .header("Content-Type", "application/json")
+            .body(body)
             .send()
             .await
             .expect("gateway unreachable");
