@@ -46,24 +46,18 @@ mod tests {
     use super::*;
     use crate::operations::testing::*;
 
-    #[test]
-    fn table() {
-        check_payloads(
-            &compile,
-            &[
-                (json!({"from": "payload.a", "to": "payload.b"}), json!({"a": {"x": [1]}}), Ok(json!({"a": {"x": [1]}, "b": {"x": [1]}}))),
-                (json!({"from": "payload.a", "to": "payload.b"}), json!({"a": null, "b": 1}), Ok(json!({"a": null, "b": null}))),
-                (json!({"from": "payload.l[1]", "to": "payload.x.y"}), json!({"l": [0, "ü"]}), Ok(json!({"l": [0, "ü"], "x": {"y": "ü"}}))),
-                (json!({"from": "payload.n", "to": "payload.m"}), json!({"n": i64::MIN}), Ok(json!({"n": i64::MIN, "m": i64::MIN}))),
-                (json!({"from": "id", "to": "payload.id"}), json!({}), Ok(json!({"id": "1"}))),
-                (json!({"from": "source", "to": "payload.s"}), json!({}), Ok(json!({"s": "s"}))),
-                (json!({"from": "payload.missing", "to": "payload.b"}), json!({}), Err("`payload.missing` is missing")),
-                (json!({"from": "received_at", "to": "payload.b"}), json!({}), Err("`received_at` is missing")),
-                (json!({"from": "payload.a", "to": "payload.a.b"}), json!({"a": 1}), Err("cannot set")),
-                (json!({"from": "payload.a", "to": "payload"}), json!({"a": {"z": 1}}), Ok(json!({"z": 1}))),
-                (json!({"from": "payload.a", "to": "payload"}), json!({"a": 1}), Err("must be an object")),
-            ],
-        );
+    payload_table! {
+        (json!({"from": "payload.a", "to": "payload.b"}), json!({"a": {"x": [1]}}), Ok(json!({"a": {"x": [1]}, "b": {"x": [1]}}))),
+        (json!({"from": "payload.a", "to": "payload.b"}), json!({"a": null, "b": 1}), Ok(json!({"a": null, "b": null}))),
+        (json!({"from": "payload.l[1]", "to": "payload.x.y"}), json!({"l": [0, "ü"]}), Ok(json!({"l": [0, "ü"], "x": {"y": "ü"}}))),
+        (json!({"from": "payload.n", "to": "payload.m"}), json!({"n": i64::MIN}), Ok(json!({"n": i64::MIN, "m": i64::MIN}))),
+        (json!({"from": "id", "to": "payload.id"}), json!({}), Ok(json!({"id": "1"}))),
+        (json!({"from": "source", "to": "payload.s"}), json!({}), Ok(json!({"s": "s"}))),
+        (json!({"from": "payload.missing", "to": "payload.b"}), json!({}), Err("`payload.missing` is missing")),
+        (json!({"from": "received_at", "to": "payload.b"}), json!({}), Err("`received_at` is missing")),
+        (json!({"from": "payload.a", "to": "payload.a.b"}), json!({"a": 1}), Err("cannot set")),
+        (json!({"from": "payload.a", "to": "payload"}), json!({"a": {"z": 1}}), Ok(json!({"z": 1}))),
+        (json!({"from": "payload.a", "to": "payload"}), json!({"a": 1}), Err("must be an object")),
     }
 
     #[test]

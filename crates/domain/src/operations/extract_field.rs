@@ -36,21 +36,15 @@ mod tests {
     use super::*;
     use crate::operations::testing::*;
 
-    #[test]
-    fn table() {
-        check_payloads(
-            &compile,
-            &[
-                (json!({"field": "payload.after"}), json!({"before": {}, "after": {"a": "ü"}}), Ok(json!({"a": "ü"}))),
-                (json!({"field": "payload.after"}), json!({"after": {}}), Ok(json!({}))),
-                (json!({"field": "payload.l[0]"}), json!({"l": [{"x": 1}]}), Ok(json!({"x": 1}))),
-                (json!({"field": "payload.after"}), json!({"after": [1]}), Err("cannot set `payload` to an array")),
-                (json!({"field": "payload.after"}), json!({"after": null}), Err("cannot set `payload` to null")),
-                (json!({"field": "payload.after"}), json!({}), Err("`payload.after` is missing")),
-                (json!({"field": "payload.w.v", "target": "payload.w"}), json!({"w": {"v": 5}, "k": 1}), Ok(json!({"w": 5, "k": 1}))),
-                (json!({"field": "payload.w.v", "target": "payload.w"}), json!({"w": {"v": null}}), Ok(json!({"w": null}))),
-            ],
-        );
+    payload_table! {
+        (json!({"field": "payload.after"}), json!({"before": {}, "after": {"a": "ü"}}), Ok(json!({"a": "ü"}))),
+        (json!({"field": "payload.after"}), json!({"after": {}}), Ok(json!({}))),
+        (json!({"field": "payload.l[0]"}), json!({"l": [{"x": 1}]}), Ok(json!({"x": 1}))),
+        (json!({"field": "payload.after"}), json!({"after": [1]}), Err("cannot set `payload` to an array")),
+        (json!({"field": "payload.after"}), json!({"after": null}), Err("cannot set `payload` to null")),
+        (json!({"field": "payload.after"}), json!({}), Err("`payload.after` is missing")),
+        (json!({"field": "payload.w.v", "target": "payload.w"}), json!({"w": {"v": 5}, "k": 1}), Ok(json!({"w": 5, "k": 1}))),
+        (json!({"field": "payload.w.v", "target": "payload.w"}), json!({"w": {"v": null}}), Ok(json!({"w": null}))),
     }
 
     #[test]

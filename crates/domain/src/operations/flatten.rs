@@ -90,22 +90,16 @@ mod tests {
     use super::*;
     use crate::operations::testing::*;
 
-    #[test]
-    fn table() {
-        check_payloads(
-            &compile,
-            &[
-                (json!(null), json!({"a": {"b": 1, "c": {"d": 2}}, "e": 3}), Ok(json!({"a.b": 1, "a.c.d": 2, "e": 3}))),
-                (json!(null), json!({"a": {"l": [{"x": 1}]}, "n": null}), Ok(json!({"a.l": [{"x": 1}], "n": null}))),
-                (json!(null), json!({"a": {}, "b": {"c": {}}}), Ok(json!({"a": {}, "b.c": {}}))),
-                (json!(null), json!({"ü": {"名": u64::MAX}}), Ok(json!({"ü.名": u64::MAX}))),
-                (json!({"delimiter": "__"}), json!({"a": {"b": {"c": true}}}), Ok(json!({"a__b__c": true}))),
-                (json!({"path": "payload.o"}), json!({"o": {"a": {"b": 1}}, "p": {"q": 1}}), Ok(json!({"o": {"a.b": 1}, "p": {"q": 1}}))),
-                (json!({"path": "payload.o"}), json!({}), Ok(json!({}))),
-                (json!({"path": "payload.o"}), json!({"o": "s"}), Err("is a string, not an object")),
-                (json!(null), json!({"a.b": 1, "a": {"b": 2}}), Err("more than one field flattens to `a.b`")),
-            ],
-        );
+    payload_table! {
+        (json!(null), json!({"a": {"b": 1, "c": {"d": 2}}, "e": 3}), Ok(json!({"a.b": 1, "a.c.d": 2, "e": 3}))),
+        (json!(null), json!({"a": {"l": [{"x": 1}]}, "n": null}), Ok(json!({"a.l": [{"x": 1}], "n": null}))),
+        (json!(null), json!({"a": {}, "b": {"c": {}}}), Ok(json!({"a": {}, "b.c": {}}))),
+        (json!(null), json!({"ü": {"名": u64::MAX}}), Ok(json!({"ü.名": u64::MAX}))),
+        (json!({"delimiter": "__"}), json!({"a": {"b": {"c": true}}}), Ok(json!({"a__b__c": true}))),
+        (json!({"path": "payload.o"}), json!({"o": {"a": {"b": 1}}, "p": {"q": 1}}), Ok(json!({"o": {"a.b": 1}, "p": {"q": 1}}))),
+        (json!({"path": "payload.o"}), json!({}), Ok(json!({}))),
+        (json!({"path": "payload.o"}), json!({"o": "s"}), Err("is a string, not an object")),
+        (json!(null), json!({"a.b": 1, "a": {"b": 2}}), Err("more than one field flattens to `a.b`")),
     }
 
     #[test]

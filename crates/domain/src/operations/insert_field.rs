@@ -73,26 +73,20 @@ mod tests {
     use super::*;
     use crate::operations::testing::*;
 
-    #[test]
-    fn table() {
-        check_payloads(
-            &compile,
-            &[
-                (json!({"target": "payload.a", "value": "ünï"}), json!({}), Ok(json!({"a": "ünï"}))),
-                (json!({"target": "payload.a", "value": null}), json!({"a": 1}), Ok(json!({"a": null}))),
-                (json!({"target": "payload.a.b", "value": {"c": [1]}}), json!({}), Ok(json!({"a": {"b": {"c": [1]}}}))),
-                (json!({"target": "payload.n", "value": u64::MAX}), json!({}), Ok(json!({"n": u64::MAX}))),
-                (json!({"target": "payload.l[1]", "value": 0}), json!({"l": [1, 2]}), Ok(json!({"l": [1, 0]}))),
-                (json!({"target": "payload.l[2]", "value": 0}), json!({"l": [1, 2]}), Err("cannot set `payload.l[2]`")),
-                (json!({"target": "payload.s.x", "value": 0}), json!({"s": "str"}), Err("cannot set")),
-                (json!({"target": "payload.src", "attribute": "source"}), json!({}), Ok(json!({"src": "s"}))),
-                (json!({"target": "payload.id", "attribute": "id"}), json!({}), Ok(json!({"id": "1"}))),
-                (json!({"target": "payload.t", "attribute": "topic"}), json!({}), Ok(json!({"t": "pre_process_meta_data_events"}))),
-                (json!({"target": "payload.p", "attribute": "partition"}), json!({}), Ok(json!({"p": 3}))),
-                (json!({"target": "payload.o", "attribute": "offset"}), json!({}), Ok(json!({"o": 42}))),
-                (json!({"target": "payload.r", "attribute": "received_at"}), json!({}), Err("no `received_at`")),
-            ],
-        );
+    payload_table! {
+        (json!({"target": "payload.a", "value": "ünï"}), json!({}), Ok(json!({"a": "ünï"}))),
+        (json!({"target": "payload.a", "value": null}), json!({"a": 1}), Ok(json!({"a": null}))),
+        (json!({"target": "payload.a.b", "value": {"c": [1]}}), json!({}), Ok(json!({"a": {"b": {"c": [1]}}}))),
+        (json!({"target": "payload.n", "value": u64::MAX}), json!({}), Ok(json!({"n": u64::MAX}))),
+        (json!({"target": "payload.l[1]", "value": 0}), json!({"l": [1, 2]}), Ok(json!({"l": [1, 0]}))),
+        (json!({"target": "payload.l[2]", "value": 0}), json!({"l": [1, 2]}), Err("cannot set `payload.l[2]`")),
+        (json!({"target": "payload.s.x", "value": 0}), json!({"s": "str"}), Err("cannot set")),
+        (json!({"target": "payload.src", "attribute": "source"}), json!({}), Ok(json!({"src": "s"}))),
+        (json!({"target": "payload.id", "attribute": "id"}), json!({}), Ok(json!({"id": "1"}))),
+        (json!({"target": "payload.t", "attribute": "topic"}), json!({}), Ok(json!({"t": "pre_process_meta_data_events"}))),
+        (json!({"target": "payload.p", "attribute": "partition"}), json!({}), Ok(json!({"p": 3}))),
+        (json!({"target": "payload.o", "attribute": "offset"}), json!({}), Ok(json!({"o": 42}))),
+        (json!({"target": "payload.r", "attribute": "received_at"}), json!({}), Err("no `received_at`")),
     }
 
     #[test]

@@ -79,6 +79,18 @@ macro_rules! operation {
     };
 }
 
+/// An operation's `table` test: rows of `(params, input payload, expected payload or error
+/// fragment)`, each compiled by the file's `compile` and checked by [`testing::check_payloads`].
+#[cfg(test)]
+macro_rules! payload_table {
+    ($($row:expr),* $(,)?) => {
+        #[test]
+        fn table() {
+            $crate::operations::testing::check_payloads(&compile, &[$($row),*]);
+        }
+    };
+}
+
 mod add_processing_info;
 mod add_timestamp;
 mod cast;
