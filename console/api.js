@@ -20,7 +20,8 @@ export class ApiError extends Error {
 
 export const session = {
   key: () => sessionStorage.getItem(KEY),
-  /** "admin" (may change things) or "read-only" (the API refused the admin scope: 403). */
+  /** "admin" (may change things) or "read-only" (the API refused the admin scope: 403; its
+   * `read:` scopes, if any, still show the sources they cover). */
   access: () => sessionStorage.getItem(ACCESS),
   canWrite: () => sessionStorage.getItem(ACCESS) === "admin",
   set(key, access) {
@@ -63,12 +64,12 @@ export async function call(method, path, { body, headers = {}, key } = {}) {
 export const get = (path) => call("GET", path).then((r) => r.body);
 
 /**
- * What a key may do here: GET /v1/sources answers 200 to an admin key and 403 to any other valid
- * key; 401 means the key itself was refused.
+ * What a key may do here: GET /v1/keys (admin only) answers 200 to an admin key and 403 to any
+ * other valid key; 401 means the key itself was refused.
  */
 export async function probe(key) {
   try {
-    await call("GET", "/v1/sources", { key });
+    await call("GET", "/v1/keys", { key });
     return "admin";
   } catch (err) {
     if (err instanceof ApiError && err.status === 403) return "read-only";

@@ -71,9 +71,11 @@ function showSession() {
         "div",
         { class: "readonly" },
         h("strong", {}, "Read-only. "),
-        "The admin API answered 403 to this key: it lacks the ",
+        "This key lacks the ",
         h("code", {}, "admin"),
-        " scope, so the API shows it no configuration and refuses every change. Actions are disabled; what the API answers is shown as it said it.",
+        " scope: the API shows it the sources and dead letters its ",
+        h("code", {}, "read:"),
+        " scopes cover, previews edits, and refuses every change, keys, subscriptions and the audit trail. Actions that change are disabled; what the API answers is shown as it said it.",
       ),
     );
   }

@@ -187,7 +187,8 @@ export async function editor(main, source) {
     saveButton.textContent = version ? `Save as version ${version + 1}` : "Create";
     saveButton.disabled = !canWrite;
     if (!canWrite) saveButton.title = "This key lacks the admin scope: the API refuses changes.";
-    previewButton.disabled = !canWrite;
+    // A preview changes nothing: a `read:` key covering the source may run it.
+    previewButton.disabled = false;
     showErrors([]);
   };
 

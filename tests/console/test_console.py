@@ -249,38 +249,54 @@ def test_create_a_key_see_it_once_use_it_rotate_and_revoke(console, http, unique
 # --- A key without the admin scope ----------------------------------------------------------
 
 
-def test_a_read_only_key_sees_the_refusal_and_can_change_nothing(console, http, unique):
-    status, _, made = http.admin("POST", "/v1/keys", {"name": unique, "scopes": ["read:*"]})
+def test_a_read_only_key_sees_its_sources_and_can_change_nothing(console, http, unique):
+    status, _, made = http.admin("POST", "/v1/keys", {"name": unique, "scopes": ["read:jira"]})
     assert status == 201, made
     key = made["key"]
     try:
         page = console.login(key).page
         page.get_by_text("Read-only.").wait_for()
         assert page.locator("#who").inner_text() == "Key: read-only"
-        # What the API answered is shown as it said it.
-        refusal = page.locator(".problem", has_text="HTTP 403")
-        refusal.wait_for()
-        assert "admin" in refusal.inner_text()
+        # It sees the sources its `read:` scope covers, and only those.
+        page.locator("#sources-table").wait_for()
+        shown = page.locator("#sources-table tbody tr td:first-child").all_inner_texts()
+        assert shown == ["jira"], shown
         assert page.get_by_role("button", name="Open editor").is_disabled()
         console.axe("sources, read-only")
         console.shot("read-only")
 
+        # The editor shows jira; saving is disabled, previewing (it changes nothing) is not.
         console.go("/sources/jira")
-        page.locator(".problem", has_text="HTTP 403").first.wait_for()
+        page.locator("#source-meta", has_text="stored version").wait_for()
         assert page.locator("#save").is_disabled()
-        assert page.locator("#preview").is_disabled()
+        assert page.locator("#preview").is_enabled()
+        # A source its scope does not cover: the API's 403 names the scope it would need.
+        console.go("/sources/github")
+        refusal = page.locator(".problem", has_text="HTTP 403")
+        refusal.wait_for()
+        assert "read:github" in refusal.inner_text()
+        # Keys reveal other principals: admin only.
         console.go("/keys")
         page.locator(".problem", has_text="HTTP 403").first.wait_for()
         assert page.get_by_role("button", name="Create key").is_disabled()
+        # Dead letters: only jira's, and nothing to replay.
         console.go("/dead-letters")
-        page.locator(".problem", has_text="HTTP 403").first.wait_for()
+        page.locator("#dead-letters").wait_for()
+        sources = page.locator("#dead-letters tbody tr[data-dead-letter] td:nth-child(2)").all_inner_texts()
+        assert all(s == "jira" for s in sources), sources
         assert page.get_by_role("button", name="Replay all matching the filter").is_disabled()
+        assert all(b.is_disabled() for b in page.locator("#dead-letters button", has_text="Replay").all())
 
         # And were a button forced, the API refuses: nothing works that it would refuse.
         forced = page.evaluate(
-            """async () => (await fetch('/v1/sources/jira', {method: 'PUT', headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('metastream.console.key'), 'Content-Type': 'application/json'}, body: '{"pre": [], "post": []}'})).status"""
+            """async () => {
+                const auth = {'Authorization': 'Bearer ' + sessionStorage.getItem('metastream.console.key'), 'Content-Type': 'application/json'};
+                const put = await fetch('/v1/sources/jira', {method: 'PUT', headers: auth, body: '{"pre": [], "post": []}'});
+                const replay = await fetch('/v1/dead-letters/replay', {method: 'POST', headers: auth, body: '{"source": "jira"}'});
+                return [put.status, (await put.json()).required_scope, replay.status];
+            }"""
         )
-        assert forced == 403
+        assert forced == [403, "admin", 403], forced
         status, _, jira = http.admin("GET", "/v1/sources/jira")
         assert jira["pre"], "the read-only key changed jira"
     finally:

@@ -377,3 +377,87 @@ fn urlencode(text: &str) -> String {
         .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
+
+/// A `read:` key in the admin API: it sees the sources its globs cover (their configs, the
+/// catalog, previews, their dead letters) and nothing else; every change, and what reveals other
+/// principals (keys, subscriptions, audit), needs `admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_key_sees_its_sources_in_the_admin_api_and_changes_nothing() {
+    let stack = Stack::start().await;
+    let strict = json!({"pre": [{"op": "cast", "params": {"fields": {"payload.n": "int"}}}], "post": []});
+    for source in ["jira", "github"] {
+        let (status, _, body) = stack.admin(Method::PUT, &format!("/v1/sources/{source}"), Some(strict.clone()), None).await;
+        assert_eq!(status, 200, "{body}");
+        stack.wait_for_config(source, body["version"].as_u64().unwrap()).await;
+        let (status, _) = stack.ingest(&json!({"id": format!("bad-{source}"), "source": source, "payload": {"n": "abc"}})).await;
+        assert_eq!(status, 202);
+    }
+    let (_, reader) = stack.create_key(json!({"name": "jira reader", "scopes": ["read:jira"]})).await;
+    let (_, writer) = stack.create_key(json!({"name": "jira writer", "scopes": ["ingest:jira", "consume:*"]})).await;
+    let call = |key: String, method: Method, path: &str, body: Option<Value>| {
+        let req = stack.http.request(method, stack.admin_url(path)).bearer_auth(key);
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    within(Duration::from_secs(2), || async { call(reader.clone(), Method::GET, "/v1/sources", None).await.0 == 200 }).await;
+
+    // Sources: the list holds only what `read:jira` covers; another source is a 403 naming its scope.
+    let (_, list) = call(reader.clone(), Method::GET, "/v1/sources", None).await;
+    let names: Vec<&str> = list["sources"].as_array().unwrap().iter().map(|c| c["source"].as_str().unwrap()).collect();
+    assert_eq!(names, ["jira"], "{list}");
+    let (status, jira) = call(reader.clone(), Method::GET, "/v1/sources/jira", None).await;
+    assert_eq!((status, jira["pre"][0]["op"].as_str()), (200, Some("cast")), "{jira}");
+    let (status, body) = call(reader.clone(), Method::GET, "/v1/sources/github", None).await;
+    assert_eq!((status, body["required_scope"].as_str()), (403, Some("read:github")), "{body}");
+    let (status, body) = call(reader.clone(), Method::GET, "/v1/operations", None).await;
+    assert_eq!(status, 200, "{body}");
+    // A preview changes nothing: allowed for the sources it covers.
+    let sample = |source: &str| json!({"event": {"id": "p-1", "source": source, "payload": {"n": "5"}}});
+    let (status, body) = call(reader.clone(), Method::POST, "/v1/sources/jira/preview", Some(sample("jira"))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(reader.clone(), Method::POST, "/v1/sources/github/preview", Some(sample("github"))).await;
+    assert_eq!((status, body["required_scope"].as_str()), (403, Some("read:github")), "{body}");
+
+    // Dead letters: the admin sees both sources', the reader jira's only.
+    let sources_of = |page: &Value| -> Vec<String> {
+        page["dead_letters"].as_array().unwrap().iter().map(|d| d["source"].as_str().unwrap_or("").to_owned()).collect()
+    };
+    within(Duration::from_secs(20), || async {
+        let (_, _, page) = stack.admin(Method::GET, "/v1/dead-letters", None, None).await;
+        sources_of(&page).len() == 2
+    })
+    .await;
+    let (status, page) = call(reader.clone(), Method::GET, "/v1/dead-letters", None).await;
+    assert_eq!((status, sources_of(&page)), (200, vec!["jira".to_owned()]), "{page}");
+    let (status, body) = call(reader.clone(), Method::GET, "/v1/dead-letters?source=github", None).await;
+    assert_eq!((status, body["required_scope"].as_str()), (403, Some("read:github")), "{body}");
+
+    // Every change needs `admin`, and so does what reveals other principals.
+    let refused = [
+        (Method::PUT, "/v1/sources/jira", Some(strict.clone())),
+        (Method::DELETE, "/v1/sources/jira", None),
+        (Method::POST, "/v1/sources/jira/secret", None),
+        (Method::POST, "/v1/dead-letters/replay", Some(json!({"source": "jira"}))),
+        (Method::GET, "/v1/keys", None),
+        (Method::POST, "/v1/keys", Some(json!({"name": "x", "scopes": ["admin"]}))),
+        (Method::GET, "/v1/subscriptions", None),
+        (Method::GET, "/v1/audit", None),
+    ];
+    for (method, path, body) in refused {
+        let (status, answer) = call(reader.clone(), method.clone(), path, body).await;
+        assert_eq!((status, answer["required_scope"].as_str()), (403, Some("admin")), "{method} {path}: {answer}");
+    }
+    let (status, _, jira_now) = stack.admin(Method::GET, "/v1/sources/jira", None, None).await;
+    assert_eq!((status, &jira_now["version"]), (200, &jira["version"]), "the reader changed jira");
+
+    // A key without `read:` sees nothing there.
+    let (status, body) = call(writer.clone(), Method::GET, "/v1/sources", None).await;
+    assert_eq!((status, body["required_scope"].as_str()), (403, Some("read:<source>")), "{body}");
+}

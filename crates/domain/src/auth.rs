@@ -170,7 +170,9 @@ impl Scope {
 
     fn grants(&self, access: &Access<'_>) -> bool {
         match (self, access) {
-            (Scope::Admin, Access::Admin) => true,
+            (Scope::Admin, Access::Admin | Access::View(_) | Access::AnyView) => true,
+            (Scope::Read(g), Access::View(s)) => g.matches(s),
+            (Scope::Read(_), Access::AnyView) => true,
             (Scope::Ingest(g), Access::Ingest(s)) | (Scope::Read(g), Access::Read(s)) | (Scope::Consume(g), Access::Consume(s)) => {
                 g.matches(s)
             }
@@ -234,6 +236,11 @@ pub enum Access<'a> {
     Read(&'a str),
     /// Read some source.
     AnyRead,
+    /// See this source in the admin API (its config, its dead letters, a preview): `admin`, or
+    /// a `read:` scope covering it. Changing anything there needs [`Access::Admin`].
+    View(&'a str),
+    /// See some source in the admin API (a list, filtered to what [`Access::View`] allows).
+    AnyView,
     Admin,
 }
 
@@ -246,7 +253,8 @@ impl fmt::Display for Access<'_> {
             Access::Consume(g) => write!(f, "consume:{g}"),
             Access::AnyConsume => f.write_str("consume:<group>"),
             Access::Read(s) => write!(f, "read:{s}"),
-            Access::AnyRead => f.write_str("read:<source>"),
+            Access::AnyRead | Access::AnyView => f.write_str("read:<source>"),
+            Access::View(s) => write!(f, "read:{s}"),
             Access::Admin => f.write_str("admin"),
         }
     }
@@ -486,6 +494,19 @@ mod tests {
         for bad in ["write:x", "ingest:", "ingest", "read:a/b", "ADMIN"] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The admin API's views: `admin` sees every source, `read:<glob>` the sources it covers,
+    /// and neither `ingest:` nor `consume:` sees any; a refusal names the `read:` scope.
+    #[test]
+    fn admin_views_are_seen_by_admin_and_by_covering_read_scopes() {
+        let reader = Scopes::new(vec![Scope::parse("read:jira-*").unwrap()]);
+        assert!(reader.allows(Access::AnyView) && reader.allows(Access::View("jira-cloud")));
+        assert!(!reader.allows(Access::View("github")) && !reader.allows(Access::Admin));
+        assert_eq!(reader.require(Access::View("github")).unwrap_err().required, "read:github");
+        assert!(Scopes::admin().allows(Access::View("github")) && Scopes::admin().allows(Access::AnyView));
+        let writer = Scopes::new(vec![Scope::parse("ingest:*").unwrap(), Scope::parse("consume:*").unwrap()]);
+        assert!(!writer.allows(Access::AnyView) && !writer.allows(Access::View("jira")));
     }
 
     /// The API contract's pattern of a scope takes exactly what `Scope::parse` takes.

@@ -1,4 +1,6 @@
-//! The admin API, on the admin listener, for keys with the `admin` scope:
+//! The admin API, on the admin listener. What concerns sources may be seen by a key whose
+//! `read:<glob>` scopes cover them ([`authorize_view`], [`require_view`]: lists filtered to
+//! those sources); every change needs the `admin` scope ([`authorize`]):
 //!
 //! - `GET /v1/sources`, `GET|PUT|DELETE /v1/sources/{source}` (optimistic concurrency:
 //!   `If-Match: <version>` answers 412 on mismatch; `ETag` carries the version),
@@ -33,9 +35,29 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
     GET "/v1/operations" => operations,
 } }
 
-/// The caller, if its key has the `admin` scope: checked before anything else.
+/// The caller, if its key has the `admin` scope: checked before anything else by every route
+/// that changes something, and by those that reveal other principals (keys, subscriptions,
+/// audit).
 pub(crate) fn authorize(req: &HttpRequest, state: &State) -> Result<std::sync::Arc<Principal>, AdminError> {
     Ok(state.auth.authorize(req, Access::Admin)?)
+}
+
+/// The caller, if its key may see some source (`admin`, or any `read:` scope): checked before
+/// anything else by the routes that only show sources. Each source shown is then checked with
+/// [`may_view`] or [`require_view`].
+pub(crate) fn authorize_view(req: &HttpRequest, state: &State) -> Result<std::sync::Arc<Principal>, AdminError> {
+    Ok(state.auth.authorize(req, Access::AnyView)?)
+}
+
+/// Whether `principal` may see `source` (a list leaves out what it may not).
+pub(crate) fn may_view(principal: &Principal, source: &str) -> bool {
+    principal.scopes.allows(Access::View(source))
+}
+
+/// # Errors
+/// 403 naming `read:<source>` when `principal` may not see `source`.
+pub(crate) fn require_view(principal: &Principal, source: &str) -> Result<(), AdminError> {
+    Ok(principal.require(Access::View(source))?)
 }
 
 fn source_name(raw: &str) -> Result<SourceName, AdminError> {
@@ -61,27 +83,34 @@ struct SourceList {
 }
 
 #[utoipa::path(get, path = "/v1/sources", operation_id = "list_sources", tag = "admin",
-    responses((status = 200, description = "Every stored source configuration", body = SourceList), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
-    security(("bearer" = [])))]
+    description = "Scope: `admin` (every source) or `read:<glob>` (the sources it covers; the others are left out).",
+    responses((status = 200, description = "Every stored source configuration the key may see", body = SourceList), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = ["admin", "read:<source>"])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
-    authorize(&req, &state)?;
+    let principal = authorize_view(&req, &state)?;
     let raw = state.catalog.store().load_all().await.map_err(|e| unavailable(&state, e))?;
-    let mut sources: Vec<Value> = raw.values().filter_map(|r| serde_json::from_str(r).ok()).collect();
+    let mut sources: Vec<Value> = raw
+        .values()
+        .filter_map(|r| serde_json::from_str::<Value>(r).ok())
+        .filter(|c| c["source"].as_str().is_some_and(|s| may_view(&principal, s)))
+        .collect();
     sources.sort_by(|a, b| a["source"].as_str().cmp(&b["source"].as_str()));
     Ok(HttpResponse::Ok().json(SourceList { sources }))
 }
 
 #[utoipa::path(get, path = "/v1/sources/{source}", operation_id = "get_source", tag = "admin",
+    description = "Scope: `admin`, or `read:<glob>` covering the source.",
     params(("source" = String, Path, description = "Source name")),
     responses(
         (status = 200, description = "The configuration; `ETag` carries its version", body = Object,
             headers(("ETag" = String, description = "The version, quoted"))),
         (status = 404, description = "No configuration", body = adapters::http::ErrorBody),
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin", "read:<source>"])))]
 async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
-    authorize(&req, &state)?;
+    let principal = authorize_view(&req, &state)?;
     let name = source_name(&path)?;
+    require_view(&principal, name.as_str())?;
     match state.catalog.store().get(name.as_str()).await.map_err(|e| unavailable(&state, e))? {
         Some(config) => Ok(HttpResponse::Ok()
             .insert_header((header::ETAG, format!("\"{}\"", config.version)))
@@ -110,7 +139,7 @@ fn parse_config(name: &SourceName, body: &[u8]) -> Result<SourceConfig, AdminErr
 }
 
 #[utoipa::path(put, path = "/v1/sources/{source}", operation_id = "put_source", tag = "admin",
-    description = "Compiles, then stores the configuration with the next version; every service applies it within milliseconds.",
+    description = "Compiles, then stores the configuration with the next version; every service applies it within milliseconds. Scope: `admin`.",
     params(("source" = String, Path, description = "Source name"),
         ("If-Match" = Option<String>, Header, description = "Store only if the stored version is this one")),
     request_body(content = Object, content_type = "application/json"),
@@ -227,6 +256,7 @@ async fn rotate_secret(req: HttpRequest, path: web::Path<String>, body: web::Pay
 }
 
 #[utoipa::path(delete, path = "/v1/sources/{source}", operation_id = "delete_source", tag = "admin",
+    description = "Scope: `admin`.",
     params(("source" = String, Path, description = "Source name"),
         ("If-Match" = Option<String>, Header, description = "Delete only if the stored version is this one")),
     responses(
@@ -254,10 +284,11 @@ async fn delete(req: HttpRequest, path: web::Path<String>, state: web::Data<Stat
 }
 
 #[utoipa::path(get, path = "/v1/operations", operation_id = "list_operations", tag = "admin",
+    description = "Scope: `admin`, or any `read:` scope.",
     responses((status = 200, description = "Every operation with its parameters and an example", body = Object), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin", "read:<source>"])))]
 async fn operations(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
-    authorize(&req, &state)?;
+    authorize_view(&req, &state)?;
     Ok(HttpResponse::Ok().json(domain::describe_catalog()))
 }
 
@@ -275,7 +306,7 @@ struct PreviewRequest {
 }
 
 #[utoipa::path(post, path = "/v1/sources/{source}/preview", operation_id = "preview_source", tag = "admin",
-    description = "Runs pre then post operations on a sample event; stores and publishes nothing.",
+    description = "Runs pre then post operations on a sample event; stores and publishes nothing. Scope: `admin`, or `read:<glob>` covering the source.",
     params(("source" = String, Path, description = "Source name")),
     request_body(content = PreviewRequest, content_type = "application/json"),
     responses(
@@ -283,11 +314,12 @@ struct PreviewRequest {
         (status = 404, description = "No stored configuration and none sent", body = adapters::http::ErrorBody),
         adapters::openapi::BodyErrors,
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin", "read:<source>"])))]
 async fn preview(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
-    authorize(&req, &state)?;
+    let principal = authorize_view(&req, &state)?;
     require_json(&req)?;
     let name = source_name(&path)?;
+    require_view(&principal, name.as_str())?;
     let body = read_body(&req, body, state.max_body_bytes, state.body_timeout).await?;
     let request: PreviewRequest =
         serde_json::from_slice(&body).map_err(|e| AdminError::bad_request(format!("invalid preview request: {e}")))?;

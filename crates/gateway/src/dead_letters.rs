@@ -9,6 +9,9 @@
 //!   an original too large for the dead-letter topic, `"reference": true`) is not replayed: it
 //!   names where the original is.
 //!
+//! Listing needs `admin` or a `read:<glob>` scope: a `read:` key sees the dead letters of the
+//! sources it covers only (a `source` it does not cover is a 403). Replaying needs `admin`.
+//!
 //! Reading uses a consumer outside any group (assigned partitions), so it never moves anyone's
 //! offsets.
 
@@ -167,11 +170,15 @@ pub(crate) fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> A
         ("reason" = Option<DeadLetterReason>, Query, description = "Only this reason"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Dead letters per page (100)"),
         ("cursor" = Option<String>, Query, pattern = r"^([0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*)?$", description = "`next_cursor` of the previous page")),
+    description = "Scope: `admin` (every dead letter), or `read:<glob>`: only the dead letters of the sources it covers (a `source` it does not cover is a 403).",
     responses((status = 200, description = "Dead letters, oldest first, with why", body = DeadLetterPage), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin", "read:<source>"])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
-    crate::admin::authorize(&req, &state)?;
+    let principal = crate::admin::authorize_view(&req, &state)?;
     let query: ListQuery = adapters::http::query(&req)?;
+    if let Some(source) = &query.source {
+        crate::admin::require_view(&principal, source)?;
+    }
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AdminError::bad_request(format!("`limit` must be between 1 and {MAX_PAGE}")));
@@ -179,7 +186,9 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     let start = parse_cursor(query.cursor.as_deref())?;
     let filter = Filter { source: query.source.clone(), reason: query.reason };
     let st = state.clone();
-    let (kept, position) = web::block(move || scan(&st, &st.dead_letter_topic, &start, limit, |m| matches(m, &filter)))
+    // A dead letter without a source header is the admin's only.
+    let visible = move |m: &OwnedMessage| header(m, headers::SOURCE).map_or(principal.require(domain::auth::Access::Admin).is_ok(), |s| crate::admin::may_view(&principal, s));
+    let (kept, position) = web::block(move || scan(&st, &st.dead_letter_topic, &start, limit, |m| matches(m, &filter) && visible(m)))
         .await
         .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
         .map_err(|e| kafka_unavailable(&state, e))?;
@@ -244,6 +253,7 @@ struct Skipped {
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/replay", operation_id = "replay_dead_letters", tag = "admin",
+    description = "Scope: `admin`.",
     request_body(content = ReplayRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What was replayed and what was skipped", body = ReplayAnswer),
