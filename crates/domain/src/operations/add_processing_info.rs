@@ -69,14 +69,9 @@ mod tests {
             (json!({"target": "payload.x.y"}), json!({"x": [1]}), "", Err("cannot set")),
         ];
         for (params, payload, path, expected) in cases {
-            let result = run(&compile, params, event(payload.clone()));
-            match (result, expected) {
-                (Ok(e), Ok(v)) => {
-                    assert_eq!(FieldPath::parse(path).unwrap().get(&e).map(|v| v.to_value()).as_ref(), Some(v), "{params}")
-                }
-                (Err(got), Err(want)) => assert!(got.contains(want), "{params}: {got}"),
-                (got, want) => panic!("{params}: got {got:?}, want {want:?}"),
-            }
+            check_outcome(params, run(&compile, params, event(payload.clone())), expected, |e, v| {
+                assert_eq!(FieldPath::parse(path).unwrap().get(&e).map(|v| v.to_value()).as_ref(), Some(v), "{params}");
+            });
         }
     }
 }

@@ -574,11 +574,25 @@ pub(crate) mod testing {
         cases: &[(Value, Value, Result<Value, &str>)],
     ) {
         for (params, payload, expected) in cases {
-            match (run(compile, params, event(payload.clone())), expected) {
-                (Ok(e), Ok(want)) => assert_eq!(&Value::Object(e.payload.into()), want, "{params} on {payload}"),
-                (Err(got), Err(want)) => assert!(got.contains(want), "{params} on {payload}: {got}"),
-                (got, want) => panic!("{params} on {payload}: got {got:?}, want {want:?}"),
-            }
+            check_outcome(format_args!("{params} on {payload}"), run(compile, params, event(payload.clone())), expected, |e, want| {
+                assert_eq!(&Value::Object(e.payload.into()), want, "{params} on {payload}");
+            });
+        }
+    }
+
+    /// Asserts what an operation made of an event: with an expected value, `check` compares
+    /// them; an expected error is a fragment of the message; anything else fails, naming `label`.
+    #[track_caller]
+    pub fn check_outcome<W: std::fmt::Debug>(
+        label: impl std::fmt::Display,
+        got: Result<Event, String>,
+        want: &Result<W, &str>,
+        check: impl FnOnce(Event, &W),
+    ) {
+        match (got, want) {
+            (Ok(e), Ok(want)) => check(e, want),
+            (Err(got), Err(want)) => assert!(got.contains(want), "{label}: {got}"),
+            (got, want) => panic!("{label}: got {got:?}, want {want:?}"),
         }
     }
 
