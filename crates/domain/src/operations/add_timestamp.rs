@@ -74,11 +74,7 @@ mod tests {
             (json!({"target": "payload.ts", "format": "epoch_s"}), json!({}), "payload.ts", Ok(json!(1721478896))),
             (json!({"target": "payload.a.b"}), json!({"a": 1}), "", Err("cannot set `payload.a.b`")),
         ];
-        for (params, payload, path, expected) in cases {
-            check_outcome(params, run(&compile, params, event(payload.clone())), expected, |e, v| {
-                assert_eq!(FieldPath::parse(path).unwrap().get(&e).map(|v| v.to_value()).as_ref(), Some(v), "{params}");
-            });
-        }
+        check_values(&compile, cases);
     }
 
     #[test]

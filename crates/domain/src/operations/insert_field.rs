@@ -9,7 +9,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::{Access, Attribute, Effect, Operation, Problems};
+use super::{Access, Attribute, Effect, Operation, Problems, Source};
 use crate::event::Event;
 use crate::path::FieldPath;
 use crate::pipeline::Context;
@@ -33,27 +33,14 @@ pub(super) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, 
 }
 
 #[derive(Debug)]
-enum Source {
-    Value(Value),
-    Attribute(Attribute),
-}
-
-#[derive(Debug)]
 struct InsertField {
     target: FieldPath,
-    source: Source,
+    source: Source<Value>,
 }
 
 fn build(p: Params, problems: &mut Problems) -> Option<InsertField> {
     let target = problems.path(&p.target, "target", Access::Field);
-    let source = match (p.value, p.attribute) {
-        (Some(v), None) => Some(Source::Value(v)),
-        (None, Some(a)) => Some(Source::Attribute(a)),
-        _ => {
-            problems.push("", "needs exactly one of `value` and `attribute`");
-            None
-        }
-    };
+    let source = Source::exactly_one(p.value, p.attribute, problems);
     Some(InsertField { target: target?, source: source? })
 }
 

@@ -6,7 +6,7 @@
 //! case-sensitive.
 
 
-use super::{Attribute, Effect, Operation, Problems};
+use super::{Attribute, Effect, Operation, Problems, Source};
 use crate::event::Event;
 use crate::path::ValueRef;
 use crate::pipeline::Context;
@@ -25,15 +25,9 @@ operation!(
 );
 
 #[derive(Debug)]
-enum Source {
-    Value(String),
-    Attribute(Attribute),
-}
-
-#[derive(Debug)]
 struct InsertHeader {
     name: String,
-    source: Source,
+    source: Source<String>,
 }
 
 /// Checks a header name: not empty, no control characters.
@@ -47,14 +41,7 @@ pub(super) fn check_header_name(name: &str, at: &str, problems: &mut Problems) {
 
 fn build(p: Params, problems: &mut Problems) -> Option<InsertHeader> {
     check_header_name(&p.name, "name", problems);
-    let source = match (p.value, p.attribute) {
-        (Some(v), None) => Some(Source::Value(v)),
-        (None, Some(a)) => Some(Source::Attribute(a)),
-        _ => {
-            problems.push("", "needs exactly one of `value` and `attribute`");
-            None
-        }
-    };
+    let source = Source::exactly_one(p.value, p.attribute, problems);
     Some(InsertHeader { name: p.name, source: source? })
 }
 

@@ -58,12 +58,7 @@ fn build(p: Params, problems: &mut Problems) -> Option<MaskField> {
     if p.fields.is_empty() {
         problems.push("fields", "must list at least one field");
     }
-    let fields: Vec<_> = p
-        .fields
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| problems.path(f, &format!("fields[{i}]"), Access::Field))
-        .collect();
+    let fields = problems.paths(&p.fields, "fields", Access::Field);
     if p.replacement.is_some() && p.mode != Mode::Fixed {
         problems.push("replacement", "applies only to mode `fixed`");
     }

@@ -309,6 +309,11 @@ impl Problems {
         self.0.push(ParamError::new(at, message));
     }
 
+    /// The paths of a list param that parse with `access`; each problem is located at `at[i]`.
+    fn paths(&mut self, texts: &[String], at: &str, access: Access) -> Vec<FieldPath> {
+        texts.iter().enumerate().filter_map(|(i, t)| self.path(t, &format!("{at}[{i}]"), access)).collect()
+    }
+
     fn path(&mut self, text: &str, at: &str, access: Access) -> Option<FieldPath> {
         let path = match FieldPath::parse(text) {
             Ok(p) => p,
@@ -351,6 +356,27 @@ impl Problems {
             Ok(())
         } else {
             Err(self.0)
+        }
+    }
+}
+
+/// What `insert_field` and `insert_header` write: a static value or an attribute.
+#[derive(Debug)]
+enum Source<V> {
+    Value(V),
+    Attribute(Attribute),
+}
+
+impl<V> Source<V> {
+    /// The one of `value` and `attribute` given; a problem when both or neither are.
+    fn exactly_one(value: Option<V>, attribute: Option<Attribute>, problems: &mut Problems) -> Option<Source<V>> {
+        match (value, attribute) {
+            (Some(v), None) => Some(Source::Value(v)),
+            (None, Some(a)) => Some(Source::Attribute(a)),
+            _ => {
+                problems.push("", "needs exactly one of `value` and `attribute`");
+                None
+            }
         }
     }
 }
@@ -576,6 +602,17 @@ pub(crate) mod testing {
         for (params, payload, expected) in cases {
             check_outcome(format_args!("{params} on {payload}"), run(compile, params, event(payload.clone())), expected, |e, want| {
                 assert_eq!(&Value::Object(e.payload.into()), want, "{params} on {payload}");
+            });
+        }
+    }
+
+    /// Runs table rows of `(params, input payload, path to read, expected value there or error
+    /// fragment)`.
+    #[track_caller]
+    pub fn check_values(compile: &dyn Fn(&Value) -> Compiled, cases: &[(Value, Value, &str, Result<Value, &str>)]) {
+        for (params, payload, path, expected) in cases {
+            check_outcome(params, run(compile, params, event(payload.clone())), expected, |e, v| {
+                assert_eq!(FieldPath::parse(path).unwrap().get(&e).map(|v| v.to_value()).as_ref(), Some(v), "{params}");
             });
         }
     }

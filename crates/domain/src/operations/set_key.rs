@@ -36,12 +36,7 @@ fn build(p: Params, problems: &mut Problems) -> Option<SetKey> {
     if p.fields.is_empty() {
         problems.push("fields", "must list at least one field");
     }
-    let fields: Vec<_> = p
-        .fields
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| problems.path(f, &format!("fields[{i}]"), Access::Read))
-        .collect();
+    let fields = problems.paths(&p.fields, "fields", Access::Read);
     Some(SetKey { fields, separator: p.separator })
 }
 

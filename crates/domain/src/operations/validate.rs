@@ -50,12 +50,7 @@ fn build(p: Params, problems: &mut Problems) -> Option<Validate> {
     if p.required.is_empty() && p.schema.is_none() {
         problems.push("", "needs `required`, `schema` or both");
     }
-    let required: Vec<_> = p
-        .required
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| problems.path(f, &format!("required[{i}]"), Access::Read))
-        .collect();
+    let required = problems.paths(&p.required, "required", Access::Read);
     let scope = problems.path(&p.scope, "scope", Access::Read);
     let schema = p.schema.as_ref().and_then(|schema| {
         jsonschema::options()
