@@ -9,19 +9,21 @@ use serde_json::{json, Value};
 
 use crate::harness::{start_pre, Stack, TOKEN};
 
-async fn ingest_with_key(stack: &Stack, body: &Value, key: &str) -> (u16, Option<String>, Value) {
-    let r = stack
-        .http
-        .post(stack.gateway_url("/ingest"))
-        .bearer_auth(TOKEN)
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+/// POSTs `body` to /ingest with the request `headers`; answers the status, the answer's header
+/// `read` and its body.
+async fn ingest_reading(stack: &Stack, body: &Value, headers: &[(&str, &str)], read: &str) -> (u16, Option<String>, Value) {
+    let mut request = stack.http.post(stack.gateway_url("/ingest")).bearer_auth(TOKEN).json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let r = request.send().await.unwrap();
     let status = r.status().as_u16();
-    let replayed = r.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap().to_owned());
-    (status, replayed, r.json().await.unwrap())
+    let header = r.headers().get(read).map(|v| v.to_str().unwrap().to_owned());
+    (status, header, r.json().await.unwrap())
+}
+
+async fn ingest_with_key(stack: &Stack, body: &Value, key: &str) -> (u16, Option<String>, Value) {
+    ingest_reading(stack, body, &[("Idempotency-Key", key)], "idempotent-replayed").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,19 +119,7 @@ async fn a_full_gateway_answers_503_with_retry_after_and_every_202_is_delivered(
     let results: Vec<(u16, Option<String>, Value)> = stream::iter(0..200)
         .map(|i| {
             let stack = &stack;
-            async move {
-                let r = stack
-                    .http
-                    .post(stack.gateway_url("/ingest"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"id": format!("bp-{i}"), "source": "jira", "payload": {}}))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
-                (status, retry, r.json().await.unwrap())
-            }
+            async move { ingest_reading(stack, &json!({"id": format!("bp-{i}"), "source": "jira", "payload": {}}), &[], "retry-after").await }
         })
         .buffer_unordered(50)
         .collect()
