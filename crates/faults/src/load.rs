@@ -322,15 +322,42 @@ pub async fn drive(plan: &Plan, stack: &Target, concurrency: usize, progress: &P
 /// A downstream client reading `/consume` throughout the scenario, through each of `bases` in
 /// turn (replicas behind a round-robin).
 pub struct Reader {
-    seen: Arc<Mutex<HashSet<(String, u64)>>>,
+    seen: Seen,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The updates a reader got: entity and sequence number.
+type Seen = Arc<Mutex<HashSet<(String, u64)>>>;
+
+/// Notes an event a reader got.
+fn note(seen: &Seen, event: &Value) {
+    if let (Some(entity), Some(seq)) = (event["id"].as_str(), event["payload"]["seq"].as_u64()) {
+        seen.lock().unwrap().insert((entity.to_owned(), seq));
+    }
+}
+
+/// The answer to `request` when it is a success; else (unreachable, or an error status) `None`,
+/// after a pause, for the reader to go on to the next base.
+async fn success(request: reqwest::RequestBuilder) -> Option<reqwest::Response> {
+    match request.send().await {
+        Ok(r) if r.status().is_success() => Some(r),
+        _ => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            None
+        }
+    }
+}
+
 impl Reader {
+    /// Runs `read` as the reader's task, noting what it gets in the reader's [`Seen`].
+    fn reading<F: std::future::Future<Output = ()> + Send + 'static>(read: impl FnOnce(Seen) -> F) -> Reader {
+        let seen = Seen::default();
+        let task = tokio::spawn(read(seen.clone()));
+        Reader { seen, task }
+    }
+
     pub fn spawn(bases: Vec<String>) -> Reader {
-        let seen = Arc::new(Mutex::new(HashSet::new()));
-        let into = seen.clone();
-        let task = tokio::spawn(async move {
+        Reader::reading(|into| async move {
             let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
             // Every call acknowledges, by its cursor, the last answer that arrived whole. Without
             // a cursor the next call would acknowledge the previous answer even if it never
@@ -341,38 +368,23 @@ impl Reader {
             for base in bases.iter().cycle() {
                 let mut query = vec![("group", "faults-reader".to_owned()), ("max", "1000".into()), ("wait_ms", "500".into())];
                 query.extend(cursor.clone().map(|c| ("cursor", c)));
-                let r = http.get(format!("{base}/consume")).query(&query).bearer_auth(TOKEN).send().await;
-                let Ok(r) = r else {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                };
-                if !r.status().is_success() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
+                let Some(r) = success(http.get(format!("{base}/consume")).query(&query).bearer_auth(TOKEN)).await else { continue };
                 let Ok(body) = r.json::<Value>().await else { continue };
                 if let Some(c) = body["cursor"].as_str() {
                     cursor = Some(c.to_owned());
                 }
-                let mut seen = into.lock().unwrap();
                 for item in body["events"].as_array().into_iter().flatten() {
-                    let e = &item["event"];
-                    if let (Some(id), Some(seq)) = (e["id"].as_str(), e["payload"]["seq"].as_u64()) {
-                        seen.insert((id.to_owned(), seq));
-                    }
+                    note(&into, &item["event"]);
                 }
             }
-        });
-        Reader { seen, task }
+        })
     }
 
     /// An SSE reader of `/stream` (group `faults-stream`) through `bases` in turn: whenever its
     /// connection ends (reset, cut, a replica gone) it reconnects to the next one with the
     /// `Last-Event-ID` it last got, as an `EventSource` does.
     pub fn spawn_stream(bases: Vec<String>) -> Reader {
-        let seen = Arc::new(Mutex::new(HashSet::new()));
-        let into = seen.clone();
-        let task = tokio::spawn(async move {
+        Reader::reading(|into| async move {
             let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap();
             let mut last_event_id: Option<String> = None;
             for base in bases.iter().cycle() {
@@ -380,14 +392,7 @@ impl Reader {
                 if let Some(id) = &last_event_id {
                     request = request.header("Last-Event-ID", id);
                 }
-                let Ok(mut response) = request.send().await else {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                };
-                if !response.status().is_success() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
+                let Some(mut response) = success(request).await else { continue };
                 let mut buffer = String::new();
                 // A stream silent for 15 s (no event, no keep-alive) is taken as dead.
                 while let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(15), response.chunk()).await {
@@ -399,17 +404,14 @@ impl Reader {
                             id = line.strip_prefix("id: ").map(str::to_owned).or(id);
                             data = line.strip_prefix("data: ").and_then(|v| serde_json::from_str::<Value>(v).ok()).or(data);
                         }
-                        if let Some(e) = data.as_ref().map(|d| &d["event"]) {
-                            if let (Some(entity), Some(seq)) = (e["id"].as_str(), e["payload"]["seq"].as_u64()) {
-                                into.lock().unwrap().insert((entity.to_owned(), seq));
-                            }
+                        if let Some(d) = &data {
+                            note(&into, &d["event"]);
                         }
                         last_event_id = id.or(last_event_id);
                     }
                 }
             }
-        });
-        Reader { seen, task }
+        })
     }
 
     /// Waits until the reader has every acknowledged update or `within` passes; returns how
