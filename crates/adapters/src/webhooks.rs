@@ -13,7 +13,7 @@ use domain::webhooks::Subscription;
 use domain::KeySchema;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{timed, StoreError};
+use crate::store::{query_pipeline, timed, StoreError};
 
 /// A delivery that used up its retry budget, kept until replayed or the subscription deleted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -133,19 +133,17 @@ impl SubscriptionStore {
     /// When Redis fails.
     pub async fn delivered(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         let key = self.keys.subscription(id, "status");
-        timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            let () = deadpool_redis::redis::pipe()
+        query_pipeline(
+            &self.pool,
+            self.timeout,
+            deadpool_redis::redis::pipe()
                 .hset(&key, "last_success_at", at.to_rfc3339())
                 .ignore()
                 .hset(&key, "consecutive_failures", 0)
                 .ignore()
                 .hincr(&key, "delivered", 1)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, StoreError>(())
-        })
+                .ignore(),
+        )
         .await
     }
 
@@ -155,19 +153,17 @@ impl SubscriptionStore {
     /// When Redis fails.
     pub async fn failed(&self, id: &str, at: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
         let key = self.keys.subscription(id, "status");
-        timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            let () = deadpool_redis::redis::pipe()
+        query_pipeline(
+            &self.pool,
+            self.timeout,
+            deadpool_redis::redis::pipe()
                 .hset(&key, "last_error_at", at.to_rfc3339())
                 .ignore()
                 .hset(&key, "last_error", error)
                 .ignore()
                 .hincr(&key, "consecutive_failures", 1)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, StoreError>(())
-        })
+                .ignore(),
+        )
         .await
     }
 
@@ -179,18 +175,17 @@ impl SubscriptionStore {
     pub async fn dead_letter(&self, id: &str, dead: &DeadDelivery) -> Result<u64, StoreError> {
         let status = self.keys.subscription(id, "status");
         let json = serde_json::to_string(dead).expect("a dead delivery serializes");
-        timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            let (_, _, in_a_row): (i64, i64, u64) = deadpool_redis::redis::pipe()
+        let (_, _, in_a_row): (i64, i64, u64) = query_pipeline(
+            &self.pool,
+            self.timeout,
+            deadpool_redis::redis::pipe()
                 .atomic()
                 .hset(self.keys.subscription(id, "dead"), &dead.webhook_id, json)
                 .hincr(&status, "dead_lettered", 1)
-                .hincr(&status, "dead_in_a_row", 1)
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, StoreError>(in_a_row)
-        })
-        .await
+                .hincr(&status, "dead_in_a_row", 1),
+        )
+        .await?;
+        Ok(in_a_row)
     }
 
     /// Clears the dead-letter run after a delivery.
@@ -211,15 +206,11 @@ impl SubscriptionStore {
     /// # Errors
     /// When Redis fails.
     pub async fn status(&self, id: &str) -> Result<DeliveryStatus, StoreError> {
-        let (fields, pending): (HashMap<String, String>, u64) = timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            let out: (HashMap<String, String>, u64) = deadpool_redis::redis::pipe()
-                .hgetall(self.keys.subscription(id, "status"))
-                .hlen(self.keys.subscription(id, "dead"))
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, StoreError>(out)
-        })
+        let (fields, pending): (HashMap<String, String>, u64) = query_pipeline(
+            &self.pool,
+            self.timeout,
+            deadpool_redis::redis::pipe().hgetall(self.keys.subscription(id, "status")).hlen(self.keys.subscription(id, "dead")),
+        )
         .await?;
         let number = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(DeliveryStatus {

@@ -203,6 +203,18 @@ pub async fn invoke<T: deadpool_redis::redis::FromRedisValue>(
     .await
 }
 
+/// Sends a pipeline on a connection of the pool, with a deadline.
+///
+/// # Errors
+/// When Redis fails or does not answer in time.
+pub async fn query_pipeline<T: deadpool_redis::redis::FromRedisValue>(pool: &Pool, timeout: Duration, pipeline: &Pipeline) -> Result<T, StoreError> {
+    timed(timeout, async {
+        let mut conn = pool.get().await?;
+        Ok::<_, StoreError>(pipeline.query_async(&mut conn).await?)
+    })
+    .await
+}
+
 /// `PING`s Redis through the pool.
 ///
 /// # Errors
