@@ -54,8 +54,9 @@ async fn sources_crud_with_optimistic_concurrency() {
     let (status, _, body) = stack.admin(Method::GET, "/v1/sources/dq", None, None).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
 
-    // Admin and ingest tokens are not interchangeable: each lacks the other's scope.
-    let r = stack.http.get(stack.admin_url("/v1/sources")).bearer_auth(TOKEN).send().await.unwrap();
+    // Admin and ingest tokens are not interchangeable: each lacks the other's scope. (The ingest
+    // token's `read:` scope lets it see sources, never change one.)
+    let r = stack.http.put(stack.admin_url("/v1/sources/dq")).bearer_auth(TOKEN).json(&dq).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
     assert_eq!((body["error"].as_str(), body["required_scope"].as_str()), (Some("forbidden"), Some("admin")), "{body}");
