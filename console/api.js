@@ -84,3 +84,29 @@ export function query(params) {
   const s = q.toString();
   return s ? `?${s}` : "";
 }
+
+let consumerBase = null;
+/**
+ * The consumer-api's origin as the gateway is configured with it
+ * (`gateway.console.consumer_api_url`, served in /console/config.json), or null when unset. The
+ * page's Content-Security-Policy lets the console connect there and nowhere else.
+ */
+export function consumerApi() {
+  consumerBase ||= fetch("/console/config.json", { credentials: "omit", cache: "no-store" })
+    .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`/console/config.json answered ${r.status}`))))
+    .then((c) => c.consumer_api_url || null)
+    .catch((e) => ((consumerBase = null), Promise.reject(e)));
+  return consumerBase;
+}
+
+/** The JSON error body of a refused answer, as an ApiError. */
+export async function refusal(res) {
+  const text = await res.text();
+  let body;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = { error: "not_json", message: text.slice(0, 300) };
+  }
+  return new ApiError(res.status, body, res.headers);
+}

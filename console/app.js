@@ -1,5 +1,6 @@
 // The console's entry: the key prompt, the theme, and a hash router over the pages
-// (#/sources, #/sources/<name>, #/dead-letters, #/subscriptions, #/keys, #/audit).
+// (#/sources, #/sources/<name>, #/dead-letters, #/subscriptions, #/keys, #/audit, #/entities,
+// #/tail).
 
 import { session, probe, ApiError } from "./api.js";
 import { h, replace, problem, field, titled } from "./dom.js";
@@ -8,6 +9,8 @@ import * as deadLetters from "./dead-letters.js";
 import * as keys from "./keys.js";
 import * as subscriptions from "./subscriptions.js";
 import * as audit from "./audit.js";
+import * as entities from "./entities.js";
+import * as tail from "./tail.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -52,6 +55,8 @@ const ROUTES = [
   [/^#\/subscriptions\/?$/, () => subscriptions.page(main)],
   [/^#\/keys\/?$/, () => keys.page(main)],
   [/^#\/audit\/?$/, () => audit.page(main)],
+  [/^#\/entities\/?(\?.*)?$/, () => entities.page(main)],
+  [/^#\/tail\/?$/, () => tail.page(main)],
 ];
 
 function showSession() {

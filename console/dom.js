@@ -59,7 +59,7 @@ export function loading(what) {
  * What went wrong, as the API said it: status, error code, message, the scope it wanted, and
  * (for an invalid config) nothing more — callers render `errors` at their locations.
  */
-export function problem(err, doing) {
+export function problem(err, doing, api = "the admin API") {
   const lines = [];
   if (err && err.status) {
     lines.push(h("strong", {}, `${doing} failed: HTTP ${err.status}${err.code ? ` ${err.code}` : ""}`));
@@ -67,7 +67,7 @@ export function problem(err, doing) {
     if (err.requiredScope && !(err.message || "").includes(err.requiredScope)) lines.push(h("span", { class: "msg" }, `This key lacks the scope \`${err.requiredScope}\`.`));
     if (err.retryAfter) lines.push(h("span", { class: "msg" }, `The API asks to retry after ${err.retryAfter} s.`));
   } else {
-    lines.push(h("strong", {}, `${doing} failed: the admin API could not be reached.`));
+    lines.push(h("strong", {}, `${doing} failed: ${api} could not be reached.`));
     lines.push(h("span", { class: "msg" }, String((err && err.message) || err)));
   }
   return h("div", { class: "problem", role: "alert" }, lines);

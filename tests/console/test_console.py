@@ -314,6 +314,94 @@ def test_a_refused_key_is_told_why(console):
     console.shot("sign-in-refused")
 
 
+# --- Live tail and entities (the consumer-api, another origin) -----------------------------
+
+
+def test_the_live_tail_shows_events_as_published_pauses_without_loss_and_opens_each(console, http, unique):
+    # The consumer-api's scopes: a console group and reading; admin for the console itself.
+    status, _, made = http.admin("POST", "/v1/keys", {"name": unique, "scopes": ["admin", "read:*", "consume:console-*"]})
+    assert status == 201, made
+    try:
+        # The gateway tells the console where the consumer-api is, and lets it connect only there.
+        status, headers, config = http.request("GET", ADMIN + "/console/config.json", key=None)
+        assert status == 200 and config == {"consumer_api_url": CONSUMER}, config
+        csp = {k.lower(): v for k, v in headers.items()}["content-security-policy"]
+        assert f"connect-src 'self' {CONSUMER};" in csp, csp
+        # The consumer-api answers CORS for the console's origin only.
+        for origin, expected in [(ADMIN, 204), ("http://evil.example", 403)]:
+            status, headers, body = http.request("OPTIONS", CONSUMER + "/stream", key=None, headers={"Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
+            h = {k.lower(): v for k, v in headers.items()}
+            assert status == expected, (origin, status, body)
+            assert (h.get("access-control-allow-origin") == origin) == (expected == 204), h
+
+        page = console.login(made["key"]).page
+        console.go("/tail")
+        page.get_by_label("Source").fill("jira")
+        page.get_by_role("button", name="Start").click()
+        page.locator("#tail-status", has_text="Live").wait_for()
+        page.wait_for_timeout(1000)  # the group takes its place at the end on its first poll
+        first = f"{unique}-1"
+        status, _, body = http.ingest({"id": first, "source": "jira", "payload": {"title": "tail me"}})
+        assert status == 202, body
+        http.ingest({"id": f"{unique}-other", "source": "github", "payload": {}})
+        row = page.locator(f'tr[data-event-id="{first}"]')
+        row.wait_for(timeout=30_000)
+        assert page.locator(f'tr[data-event-id="{unique}-other"]').count() == 0, "the source filter let github through"
+
+        # Opened: the record, its provenance and trace id.
+        row.get_by_role("button", name=f"Open event {first}").click()
+        detail = page.locator("#tail-detail")
+        detail.get_by_text("tail me").wait_for()
+        provenance = detail.locator("table.provenance").inner_text()
+        assert "Ingest partition / offset" in provenance and "Trace id" in provenance, provenance
+        assert re.search(r"Post config version\s+\d+", provenance), provenance
+        console.axe("live tail")
+        console.shot("live-tail")
+
+        # Paused: nothing arrives; resumed: what was published meanwhile, once.
+        page.get_by_role("button", name="Pause").click()
+        page.locator("#tail-status", has_text="Paused").wait_for()
+        second = f"{unique}-2"
+        status, _, _ = http.ingest({"id": second, "source": "jira", "payload": {"title": "while paused"}})
+        assert status == 202
+        page.wait_for_timeout(1500)
+        assert page.locator(f'tr[data-event-id="{second}"]').count() == 0, "an event arrived while paused"
+        page.get_by_role("button", name="Resume").click()
+        page.locator(f'tr[data-event-id="{second}"]').wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        assert page.locator(f'tr[data-event-id="{first}"]').count() == 1, "an event came twice"
+
+        # A filter the API does not take: its 400, as it said it.
+        page.get_by_label("Filter").fill('{"nope": 1}')
+        page.get_by_role("button", name="Restart").click()
+        page.locator("#tail-problem .problem", has_text="HTTP 400").wait_for()
+
+        # The entity lookup finds the same record.
+        console.go(f"/entities?source=jira&id={first}")
+        result = page.locator("#entity-result")
+        result.get_by_text("tail me").wait_for()
+        assert "Ingest partition / offset" in result.inner_text()
+        console.axe("entity lookup")
+        console.shot("entity")
+        page.get_by_label("Event id").fill(f"{unique}-missing")
+        page.get_by_role("button", name="Look up").click()
+        result.get_by_text("HTTP 404").wait_for()
+    finally:
+        http.admin("DELETE", f"/v1/keys/{made['id']}")
+
+
+def test_the_consumer_apis_scopes_hold_in_the_console(console, http, unique):
+    # An admin key without consume:/read: scopes: the consumer-api's 403, as it said it.
+    page = console.login().page
+    console.go("/entities?source=jira&id=anything")
+    refusal = page.locator("#entity-result .problem", has_text="HTTP 403")
+    refusal.wait_for()
+    assert "read:jira" in refusal.inner_text()
+    console.go("/tail")
+    page.get_by_role("button", name="Start").click()
+    page.locator("#tail-problem .problem", has_text="HTTP 403").wait_for()
+
+
 # --- Subscriptions and audit ----------------------------------------------------------------
 
 
@@ -375,10 +463,10 @@ def test_theme_toggle_and_keyboard_use(console):
     page.locator(".skip").focus()
     names = ["Skip to content"]
     assert page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle") != "none"
-    for _ in range(8):
+    for _ in range(10):
         page.keyboard.press("Tab")
         names.append(page.evaluate("() => document.activeElement.textContent.trim() || document.activeElement.name"))
-    assert names == ["Skip to content", "Sources", "Dead letters", "Subscriptions", "Keys", "Audit trail", "Theme: auto", "Forget key", "source"], names
+    assert names == ["Skip to content", "Sources", "Live tail", "Entities", "Dead letters", "Subscriptions", "Keys", "Audit trail", "Theme: auto", "Forget key", "source"], names
     # The skip link moves focus to the content and leaves the page where it is.
     page.locator(".skip").focus()
     page.keyboard.press("Enter")

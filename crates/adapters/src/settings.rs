@@ -224,6 +224,40 @@ pub struct GatewaySettings {
     /// How long a client may take to send a request body; past it the answer is 408 and the
     /// request's in-flight permit is freed.
     pub body_timeout_ms: u64,
+    /// The operator console (`/console` on the admin listener).
+    #[serde(default)]
+    pub console: ConsoleSettings,
+}
+
+/// The operator console's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// The consumer-api's public origin as the operator's browser reaches it
+    /// (`http://127.0.0.1:8084`): the console's entity lookup and live tail call it, and its
+    /// Content-Security-Policy lets the console connect there and nowhere else. Unset: those
+    /// pages say so. The consumer-api must list the console's origin in
+    /// `consumer_api.cors_origins`.
+    #[serde(default)]
+    pub consumer_api_url: Option<String>,
+}
+
+/// `scheme://host[:port]` of an `http` or `https` URL without path, query or credentials (a
+/// trailing `/` is dropped): what a browser calls an origin.
+///
+/// # Errors
+/// A message saying what is wrong with `text`.
+pub fn web_origin(text: &str) -> Result<String, String> {
+    let trimmed = text.strip_suffix('/').unwrap_or(text);
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{text}` must start with http:// or https://"))?;
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    if rest.is_empty() || !rest.chars().all(ok) {
+        return Err(format!("`{text}` must be an origin, scheme://host[:port], without path, query, credentials or wildcard"));
+    }
+    Ok(trimmed.to_ascii_lowercase())
 }
 
 impl GatewaySettings {
@@ -285,6 +319,10 @@ pub struct ConsumerApiSettings {
     pub default_wait_ms: u64,
     pub max_wait_ms: u64,
     pub workers: usize,
+    /// Origins whose pages may call this API from a browser (CORS), e.g. the operator console's
+    /// (`http://127.0.0.1:9081`): exact origins, never a wildcard. Empty: no cross-origin call.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -390,7 +428,8 @@ pub enum SettingsError {
 
 /// The environment variables that hold lists, and their keys.
 const LIST_VARS: &[(&str, &str)] =
-    &[("METASTREAM__AUTH__TOKENS", "auth.tokens"), ("METASTREAM__AUTH__ADMIN_TOKENS", "auth.admin_tokens"), ("METASTREAM__REDIS__URLS", "redis.urls")];
+    &[("METASTREAM__AUTH__TOKENS", "auth.tokens"), ("METASTREAM__AUTH__ADMIN_TOKENS", "auth.admin_tokens"), ("METASTREAM__REDIS__URLS", "redis.urls"),
+        ("METASTREAM__CONSUMER_API__CORS_ORIGINS", "consumer_api.cors_origins")];
 
 impl Settings {
     /// Loads from `$METASTREAM_CONFIG_DIR` (default `config`), `$METASTREAM_ENV` and the
@@ -529,6 +568,9 @@ impl Settings {
                 check(g.max_batch_bytes >= g.max_body_bytes, "gateway.max_batch_bytes: must be at least gateway.max_body_bytes");
                 check(g.max_batch_events <= g.max_in_flight, "gateway.max_batch_events: must not exceed gateway.max_in_flight");
                 check(g.body_timeout_ms >= 1, "gateway.body_timeout_ms: must be at least 1");
+                if let Some(Err(e)) = g.console.consumer_api_url.as_deref().map(web_origin) {
+                    check(false, &format!("gateway.console.consumer_api_url: {e}"));
+                }
             }
             Service::PreTransformer | Service::PostTransformer => {
                 let (key, t) = if service == Service::PreTransformer {
@@ -548,6 +590,11 @@ impl Settings {
                 let c = &self.consumer_api;
                 check(c.listen.parse::<SocketAddr>().is_ok(), "consumer_api.listen: must be host:port");
                 check(c.admin_listen.parse::<SocketAddr>().is_ok(), "consumer_api.admin_listen: must be host:port");
+                for (i, origin) in c.cors_origins.iter().enumerate() {
+                    if let Err(e) = web_origin(origin) {
+                        check(false, &format!("consumer_api.cors_origins[{i}]: {e}"));
+                    }
+                }
                 check(c.max_long_polls_per_key >= 1, "consumer_api.max_long_polls_per_key: must be at least 1");
                 check(c.max_groups_per_key >= 1, "consumer_api.max_groups_per_key: must be at least 1");
                 check(c.max_long_polls >= c.max_long_polls_per_key, "consumer_api.max_long_polls: must be at least consumer_api.max_long_polls_per_key");
@@ -599,6 +646,15 @@ mod tests {
 
     fn config_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
+    }
+
+    #[test]
+    fn an_origin_is_scheme_host_and_port_only() {
+        assert_eq!(web_origin("http://127.0.0.1:8084/").unwrap(), "http://127.0.0.1:8084");
+        assert_eq!(web_origin("https://Console.example.com").unwrap(), "https://console.example.com");
+        for bad in ["*", "http://*", "127.0.0.1:8084", "ftp://x", "http://x/path", "http://u:p@x", "http://x?q", "http://"] {
+            assert!(web_origin(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

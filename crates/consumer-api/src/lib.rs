@@ -14,9 +14,11 @@
 //! next call or by its cursor (`POST /consume/ack`); one not acknowledged within
 //! `consumer_api.ack_timeout_ms` is handed out again. Delivery is at least once; nothing is lost.
 //! Also: `GET /stream` (Server-Sent Events, resumable on any replica; `stream`), CloudEvents
-//! output (`cloudevents`), and webhook delivery to subscriptions (`webhooks`).
+//! output (`cloudevents`), and webhook delivery to subscriptions (`webhooks`). Browser pages of
+//! the origins in `consumer_api.cors_origins` (the operator console) may call it (`cors`).
 
 mod cloudevents;
+mod cors;
 mod groups;
 pub mod openapi;
 mod routes;
@@ -110,6 +112,7 @@ impl Application {
         // The operators' listener: health and /metrics, as a transformer's.
         let (admin_server, admin_port) = adapters::http::health_server(&settings.consumer_api.admin_listen, Health::clone(&*health), metrics.clone())?;
         let metrics_data = web::Data::new(metrics);
+        let cors_origins = web::Data::new(cors::Origins::new(&settings.consumer_api.cors_origins)?);
         let (listener, port) = adapters::http::bind(&settings.consumer_api.listen)?;
         let deadline = settings.shutdown.deadline().as_secs().max(1);
         let server = HttpServer::new(move || {
@@ -119,6 +122,8 @@ impl Application {
                 .app_data(metrics_data.clone())
                 .app_data(query_errors())
                 .app_data(path_errors())
+                .app_data(cors_origins.clone())
+                .wrap(actix_web::middleware::from_fn(cors::cors))
                 .wrap(actix_web::middleware::from_fn(finish))
                 .configure(health_routes)
                 .configure(routes::configure)

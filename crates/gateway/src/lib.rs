@@ -192,6 +192,7 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
+        let console = web::Data::new(console::Console::new(&settings.gateway.console)?);
         let admin_server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -208,7 +209,7 @@ impl Application {
                 .configure(dead_letters::configure)
                 .configure(subscriptions::configure)
                 .configure(openapi::configure_admin)
-                .configure(console::configure)
+                .configure(console::configure(console.clone()))
                 .default_service(fallback(openapi::admin_routes()))
         })
         .workers(1)
