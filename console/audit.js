@@ -3,6 +3,7 @@
 // console finds where the trail ends (a cursor past the end answers nothing, so a binary search
 // with one-record pages finds it) and reads the last NEWEST records from there.
 
+import { exportBar } from "./export.js";
 import { get, query } from "./api.js";
 import { h, replace, loading, problem, table, when, titled, jsonBlock } from "./dom.js";
 
@@ -46,11 +47,28 @@ export async function page(main) {
   let truncated = false;
   let loaded = false;
 
+  let matched = [];
+  const exporter = exportBar(
+    "audit trail",
+    [
+      ["at", (r) => r.at],
+      ["action", (r) => r.action],
+      ["target", (r) => r.target],
+      ["actor", (r) => r.actor],
+      ["actor_name", (r) => r.actor_name],
+      ["details", (r) => r.details],
+    ],
+    () => matched,
+  );
+
   const render = () => {
     const q = filter.value.trim().toLowerCase();
-    const shown = records.filter((r) => !q || [r.action, r.actor, r.actor_name, r.target].some((x) => (x || "").toLowerCase().includes(q))).slice(0, 500);
+    // Shown: the newest 500 matches; exported: every match loaded.
+    matched = records.filter((r) => !q || [r.action, r.actor, r.actor_name, r.target].some((x) => (x || "").toLowerCase().includes(q)));
+    const shown = matched.slice(0, 500);
     replace(
       region,
+      exporter,
       truncated ? h("p", { class: "note" }, `The newest ${records.length} records; older ones: GET /v1/audit or \`metastream audit\`.`) : null,
       table(
         `${shown.length} of ${records.length} records, newest first`,

@@ -2,6 +2,7 @@
 // error and original message; replay one, a selection, or all matching a filter, and the
 // result of each.
 
+import { exportBar } from "./export.js";
 import { call, get, session, query } from "./api.js";
 import { h, replace, jsonBlock, loading, problem, note, field, titled } from "./dom.js";
 
@@ -36,6 +37,28 @@ export async function page(main) {
   const replaySelected = h("button", { type: "button", id: "dl-replay-selected", disabled: true }, "Replay selected");
   const replayAll = h("button", { type: "button", id: "dl-replay-all", disabled: true }, "Replay all matching the filter");
   const more = h("button", { type: "button", id: "dl-more", hidden: true }, "Load more");
+  let shown = [];
+  const exporter = exportBar(
+    "dead letters",
+    [
+      ["partition", (d) => d.partition],
+      ["offset", (d) => d.offset],
+      ["source", (d) => d.source],
+      ["event_id", (d) => d.event_id],
+      ["stage", (d) => d.stage],
+      ["reason", (d) => d.reason],
+      ["operation", (d) => d.operation],
+      ["operation_index", (d) => d.operation_index],
+      ["error", (d) => d.error],
+      ["original_topic", (d) => d.original && d.original.topic],
+      ["original_partition", (d) => d.original && d.original.partition],
+      ["original_offset", (d) => d.original && d.original.offset],
+      ["reference", (d) => d.reference],
+      ["payload", (d) => d.payload],
+    ],
+    () => shown,
+  );
+
 
   replace(
     main,
@@ -51,6 +74,7 @@ export async function page(main) {
       h("label", {}, force, " Force (replay even if already replayed)"),
       more,
     ),
+    exporter,
     results,
     region,
   );
@@ -61,7 +85,7 @@ export async function page(main) {
   const selected = new Map();
 
   const render = () => {
-    const shown = rows.filter((d) => !stage.value || d.stage === stage.value);
+    shown = rows.filter((d) => !stage.value || d.stage === stage.value);
     const count = (key) => {
       const m = new Map();
       for (const d of shown) m.set(d[key], (m.get(d[key]) || 0) + 1);

@@ -1,6 +1,7 @@
 // API keys: scopes and rate limits; create (the key shown once), rotate (a new key shown once,
 // the old one refused at once), revoke.
 
+import { exportBar } from "./export.js";
 import { call, get, session } from "./api.js";
 import { h, replace, loading, problem, note, table, field, when, titled, secretOnce } from "./dom.js";
 
@@ -46,12 +47,31 @@ export async function page(main) {
     region,
   );
 
+  let listed = [];
+  const exporter = exportBar(
+    "keys",
+    [
+      ["id", (k) => k.id],
+      ["name", (k) => k.name],
+      ["scopes", (k) => k.scopes.join(" ")],
+      ["requests_per_s", (k) => k.rate_limit && k.rate_limit.requests_per_s],
+      ["events_per_s", (k) => k.rate_limit && k.rate_limit.events_per_s],
+      ["burst", (k) => k.rate_limit && k.rate_limit.burst],
+      ["expires_at", (k) => k.expires_at],
+      ["created_at", (k) => k.created_at],
+      ["created_by", (k) => k.created_by],
+      ["last_used_at", (k) => k.last_used_at],
+    ],
+    () => listed,
+  );
   const load = async () => {
     try {
       const { keys } = await get("/v1/keys");
       keys.sort((a, b) => (b.created_at || "").localeCompare(a.created_at || ""));
+      listed = keys;
       replace(
         region,
+        exporter,
         table(
           `${keys.length} key${keys.length === 1 ? "" : "s"}, newest first`,
           ["Name", "Id", "Scopes", "Rate limit", "Expires", "Created", "Last used", "Actions"],

@@ -447,6 +447,63 @@ def test_subscriptions_pause_resume_rotate_and_the_audit_trail(console, http, un
         http.admin("DELETE", f"/v1/subscriptions/{sub['id']}")
 
 
+# --- Export -------------------------------------------------------------------------------
+
+
+def download(page, button):
+    """Clicks `button` and answers (file name, text) of the download it starts."""
+    with page.expect_download() as started:
+        button.click()
+    d = started.value
+    with open(d.path(), encoding="utf-8") as f:
+        return d.suggested_filename, f.read()
+
+
+def test_export_what_a_table_shows_as_json_and_csv(console, http, unique):
+    import csv
+    import io
+    import json
+
+    status, _, made = http.admin("POST", "/v1/keys", {"name": f"{unique}, \"quoted\"", "scopes": ["read:jira"]})
+    assert status == 201, made
+    try:
+        page = console.login().page
+        console.go("/keys")
+        page.locator("#keys").wait_for()
+        name, text = download(page, page.get_by_role("button", name="Export JSON of keys"))
+        assert name.startswith("metastream-keys-") and name.endswith(".json"), name
+        keys = json.loads(text)
+        mine = [k for k in keys if k["id"] == made["id"]]
+        assert mine and mine[0]["scopes"] == ["read:jira"], mine
+        assert made["key"] not in text, "an export holds a key's secret"
+        name, text = download(page, page.get_by_role("button", name="Export CSV of keys"))
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert len(rows) == len(keys)
+        assert any(r["id"] == made["id"] and r["name"] == f'{unique}, "quoted"' for r in rows), rows[:3]
+        page.get_by_text(f"Exported {len(keys)} row").wait_for()
+
+        # The audit trail: what the filter matches.
+        console.go("/audit")
+        page.get_by_label("Filter (action, actor or target contains)").fill(made["id"])
+        page.locator("#audit tbody tr", has_text="key.create").first.wait_for()
+        _, text = download(page, page.get_by_role("button", name="Export JSON of audit trail"))
+        records = json.loads(text)
+        assert records and all(made["id"] in json.dumps(r) for r in records), records
+        assert any(r["action"] == "key.create" for r in records), records
+
+        # Dead letters: the CSV has the table's columns, one row per dead letter shown.
+        console.go("/dead-letters")
+        page.locator("#dead-letters").wait_for()
+        shown = page.locator("#dead-letters tbody tr[data-dead-letter]").count()
+        _, text = download(page, page.get_by_role("button", name="Export CSV of dead letters"))
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert len(rows) == shown, (len(rows), shown)
+        assert text.splitlines()[0].startswith("partition,offset,source,event_id,stage,reason")
+        console.axe("dead letters with export")
+    finally:
+        http.admin("DELETE", f"/v1/keys/{made['id']}")
+
+
 # --- Theme and keyboard ---------------------------------------------------------------------
 
 

@@ -80,6 +80,7 @@ const ASSETS: &[Asset] = &[
     asset!("audit.js", JS),
     asset!("entities.js", JS),
     asset!("tail.js", JS),
+    asset!("export.js", JS),
 ];
 
 const INDEX: &str = include_str!("../../../console/index.html");
