@@ -424,6 +424,7 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
         _slot: slot,
         positions,
         last_sent: tokio::time::Instant::now(),
+        ended: false,
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         let chunk = s.next_chunk().await?;

@@ -76,11 +76,20 @@ pub(crate) struct Stream {
     pub positions: BTreeMap<i32, i64>,
     /// When the stream last sent anything.
     pub last_sent: tokio::time::Instant,
+    /// An error was sent: the stream ends there (the client reconnects after `retry`), never
+    /// repeats it in a loop.
+    pub ended: bool,
 }
+
+/// How long a client waits before it reconnects after an `error` event (SSE `retry`, ms).
+const RETRY_AFTER_ERROR_MS: u64 = 3000;
 
 impl Stream {
     /// The next chunk of the response: a batch of events, a keepalive, or the error that ends it.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
         loop {
             if let Some(chunk) = self.poll().await {
                 self.last_sent = tokio::time::Instant::now();
@@ -107,7 +116,8 @@ impl Stream {
             Err(RequestError::Gone(_)) => return Some(None),
             Err(err) => {
                 let data = json!({"error": adapters::http::Problem::code(&err), "message": err.to_string()});
-                return Some(Some(Bytes::from(format!("event: error\ndata: {data}\n\n"))));
+                self.ended = true;
+                return Some(Some(Bytes::from(format!("event: error\nretry: {RETRY_AFTER_ERROR_MS}\ndata: {data}\n\n"))));
             }
         };
         for (p, pos) in &answer.from {
