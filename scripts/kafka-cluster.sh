@@ -81,8 +81,8 @@ make_proxies() {
   done
 }
 
-# cut add|remove: every proxy of node 3 cut (toxiproxy's timeout toxic, both ways) or restored.
-cut() {
+# toxics add|remove: every proxy of node 3 cut (toxiproxy's timeout toxic, both ways) or restored.
+toxics() {
   local api entry name stream
   api=$(toxiproxy_api)
   for entry in "${PROXIES[@]}"; do
@@ -98,8 +98,28 @@ cut() {
     done
   done
 }
-isolate() { cut add; log "kafka node 3 cut off from nodes 1 and 2 and from the clients"; }
-heal() { cut remove; log "kafka node 3 reachable again"; }
+isolate() { toxics add; log "kafka node 3 cut off from nodes 1 and 2 and from the clients"; }
+heal() { toxics remove; log "kafka node 3 reachable again"; }
+
+start_node() {
+  local n=$1 d; d=$(dir "$n")
+  if pid_alive "$d/kafka.pid"; then return 0; fi
+  configure "$n"
+  [[ -f "$d/logs/server.log" ]] && mv "$d/logs/server.log" "$d/logs/server.log.1"
+  java_args "$n"
+  nohup java "${JAVA_ARGS[@]}" kafka.Kafka "$d/server.properties" > "$d/logs/stdout.log" 2>&1 &
+  echo $! > "$d/kafka.pid"
+}
+
+wait_node() {
+  local n=$1 d i; d=$(dir "$n")
+  for ((i = 0; i < 900; i++)); do
+    grep -q "Kafka Server started" "$d/logs/server.log" 2>/dev/null && port_open 127.0.0.1 "$(port "$n")" && return 0
+    pid_alive "$d/kafka.pid" || { tail -n 20 "$d/logs/stdout.log" >&2; die "kafka node $n exited during start"; }
+    sleep 0.1
+  done
+  die "kafka node $n did not start within 90 s (see $d/logs/server.log)"
+}
 
 start() {
   "$ROOT/scripts/kafka.sh" install
