@@ -3,7 +3,7 @@
 // #/tail).
 
 import { session, probe, ApiError } from "./api.js";
-import { h, replace, problem, field, titled } from "./dom.js";
+import { h, replace, problem, field, showPage } from "./dom.js";
 import * as sources from "./sources.js";
 import * as deadLetters from "./dead-letters.js";
 import * as keys from "./keys.js";
@@ -104,7 +104,7 @@ function render() {
   markNav();
   const route = ROUTES.find(([re]) => re.test(location.hash));
   if (!route) {
-    replace(main, titled(h("h1", {}, "Not found"), "Not found"), h("p", {}, `No console page at ${location.hash}.`));
+    showPage(main, "Not found", null, h("p", {}, `No console page at ${location.hash}.`));
     return;
   }
   route[1](location.hash.match(route[0]));

@@ -5,7 +5,7 @@
 
 import { exportBar } from "./export.js";
 import { get, query } from "./api.js";
-import { h, replace, loading, problem, table, when, titled, jsonBlock } from "./dom.js";
+import { h, replace, loading, problem, table, when, jsonBlock, showPage } from "./dom.js";
 
 const PAGE = 1000;
 const NEWEST = 2000;
@@ -35,10 +35,10 @@ export async function page(main) {
   const filter = h("input", { type: "search", name: "filter", spellcheck: "false" });
   const region = h("div", {}, loading("the audit trail"));
   const refresh = h("button", { type: "button" }, "Refresh");
-  replace(
+  showPage(
     main,
-    titled(h("h1", {}, "Audit trail"), "Audit trail"),
-    h("p", { class: "lead" }, "Every admin action — keys created, changed, rotated or revoked; source configs stored or deleted; dead letters replayed — with who did it."),
+    "Audit trail",
+    "Every admin action — keys created, changed, rotated or revoked; source configs stored or deleted; dead letters replayed — with who did it.",
     h("div", { class: "row card" }, h("div", { class: "field" }, h("label", { for: "audit-filter" }, "Filter (action, actor or target contains)"), filter), refresh),
     region,
   );
@@ -48,18 +48,7 @@ export async function page(main) {
   let loaded = false;
 
   let matched = [];
-  const exporter = exportBar(
-    "audit trail",
-    [
-      ["at", (r) => r.at],
-      ["action", (r) => r.action],
-      ["target", (r) => r.target],
-      ["actor", (r) => r.actor],
-      ["actor_name", (r) => r.actor_name],
-      ["details", (r) => r.details],
-    ],
-    () => matched,
-  );
+  const exporter = exportBar("audit trail", ["at", "action", "target", "actor", "actor_name", "details"], () => matched);
 
   const render = () => {
     const q = filter.value.trim().toLowerCase();

@@ -4,7 +4,7 @@
 
 import { exportBar } from "./export.js";
 import { call, get, session, query } from "./api.js";
-import { h, replace, jsonBlock, loading, problem, note, field, titled } from "./dom.js";
+import { h, replace, jsonBlock, loading, problem, note, field, showPage } from "./dom.js";
 
 /** The reasons, from the admin listener's own OpenAPI document (the enum is the contract). */
 async function reasons() {
@@ -41,29 +41,18 @@ export async function page(main) {
   const exporter = exportBar(
     "dead letters",
     [
-      ["partition", (d) => d.partition],
-      ["offset", (d) => d.offset],
-      ["source", (d) => d.source],
-      ["event_id", (d) => d.event_id],
-      ["stage", (d) => d.stage],
-      ["reason", (d) => d.reason],
-      ["operation", (d) => d.operation],
-      ["operation_index", (d) => d.operation_index],
-      ["error", (d) => d.error],
-      ["original_topic", (d) => d.original && d.original.topic],
-      ["original_partition", (d) => d.original && d.original.partition],
-      ["original_offset", (d) => d.original && d.original.offset],
-      ["reference", (d) => d.reference],
-      ["payload", (d) => d.payload],
+      "partition", "offset", "source", "event_id", "stage", "reason", "operation",
+      "operation_index", "error", "original.topic", "original.partition", "original.offset",
+      "reference", "payload",
     ],
     () => shown,
   );
 
 
-  replace(
+  showPage(
     main,
-    titled(h("h1", {}, "Dead letters"), "Dead letters"),
-    h("p", { class: "lead" }, "Messages a stage could not process, oldest first. Fix the source's configuration, then replay: each goes back to the topic it came from, unchanged (same id), once unless forced."),
+    "Dead letters",
+    "Messages a stage could not process, oldest first. Fix the source's configuration, then replay: each goes back to the topic it came from, unchanged (same id), once unless forced.",
     filters,
     summary,
     h(

@@ -114,6 +114,11 @@ export function titled(heading, title) {
   return heading;
 }
 
+/** Fills `main` with a page: its heading (which also titles the document), a lead paragraph, then `children`. */
+export function showPage(main, title, lead, ...children) {
+  replace(main, titled(h("h1", {}, title), title), lead ? h("p", { class: "lead" }, lead) : null, ...children);
+}
+
 /** A secret shown once: selectable, copyable, gone when the operator leaves the page. */
 export function secretOnce(secret, what) {
   const input = h("input", { type: "text", readonly: true, value: secret, id: "secret-once", spellcheck: "false" });

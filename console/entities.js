@@ -3,7 +3,7 @@
 // with its provenance and trace id. Needs a key with `read:<source>` — the consumer-api's scope.
 
 import { call, consumerApi, ApiError } from "./api.js";
-import { h, replace, jsonBlock, problem, field, titled, table } from "./dom.js";
+import { h, replace, jsonBlock, problem, field, table, showPage } from "./dom.js";
 
 const NOT_SET = "The gateway has no gateway.console.consumer_api_url: the console does not know where the consumer-api is.";
 
@@ -55,10 +55,10 @@ export async function page(main) {
     field("Event id", id),
     h("button", { type: "submit", class: "primary" }, "Look up"),
   );
-  replace(
+  showPage(
     main,
-    titled(h("h1", {}, "Entities"), "Entities"),
-    h("p", { class: "lead" }, "The processed record the consumer-api stores for a source and an id, with where it came from. The consumer-api checks the key's read:<source> scope."),
+    "Entities",
+    "The processed record the consumer-api stores for a source and an id, with where it came from. The consumer-api checks the key's read:<source> scope.",
     form,
     result,
   );

@@ -14,8 +14,19 @@ function cell(value) {
   return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-/** CSV of `rows` under `columns`: [[header, row => value], …]. */
-export function toCsv(columns, rows) {
+/**
+ * A column: a field's path in the record ("original.topic", headed "original_topic"), or
+ * [header, row => value] where the value is computed.
+ */
+function column(spec) {
+  if (Array.isArray(spec)) return spec;
+  const path = spec.split(".");
+  return [path.join("_"), (row) => path.reduce((v, name) => (v === null || v === undefined ? v : v[name]), row)];
+}
+
+/** CSV of `rows` under `columns` (see `column`). */
+export function toCsv(specs, rows) {
+  const columns = specs.map(column);
   const lines = [columns.map(([name]) => cell(name)).join(",")];
   for (const r of rows) lines.push(columns.map(([, get]) => cell(get(r))).join(","));
   return `${lines.join("\r\n")}\r\n`;

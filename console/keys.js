@@ -3,7 +3,7 @@
 
 import { exportBar } from "./export.js";
 import { call, get, session } from "./api.js";
-import { h, replace, loading, problem, note, table, field, when, titled, secretOnce } from "./dom.js";
+import { h, replace, loading, problem, note, table, field, when, secretOnce, showPage } from "./dom.js";
 
 const limitText = (r) => {
   if (!r || (!r.requests_per_s && !r.events_per_s)) return "unlimited";
@@ -38,10 +38,10 @@ export async function page(main) {
   );
   const outcome = h("div", { id: "key-outcome", "aria-live": "polite" });
   const region = h("div", {}, loading("keys"));
-  replace(
+  showPage(
     main,
-    titled(h("h1", {}, "API keys"), "API keys"),
-    h("p", { class: "lead" }, "Keys authenticate clients and operators; scopes decide what each may do. A key is shown once, when created or rotated: Redis keeps only its hash."),
+    "API keys",
+    "Keys authenticate clients and operators; scopes decide what each may do. A key is shown once, when created or rotated: Redis keeps only its hash.",
     create,
     outcome,
     region,
@@ -51,16 +51,16 @@ export async function page(main) {
   const exporter = exportBar(
     "keys",
     [
-      ["id", (k) => k.id],
-      ["name", (k) => k.name],
+      "id",
+      "name",
       ["scopes", (k) => k.scopes.join(" ")],
       ["requests_per_s", (k) => k.rate_limit && k.rate_limit.requests_per_s],
       ["events_per_s", (k) => k.rate_limit && k.rate_limit.events_per_s],
       ["burst", (k) => k.rate_limit && k.rate_limit.burst],
-      ["expires_at", (k) => k.expires_at],
-      ["created_at", (k) => k.created_at],
-      ["created_by", (k) => k.created_by],
-      ["last_used_at", (k) => k.last_used_at],
+      "expires_at",
+      "created_at",
+      "created_by",
+      "last_used_at",
     ],
     () => listed,
   );

@@ -3,7 +3,7 @@
 // unsaved edit, and the versioned save (a conflicting edit is shown, never overwritten).
 
 import { call, get, session, query, ApiError } from "./api.js";
-import { h, replace, jsonBlock, loading, problem, note, table, field, titled, secretOnce } from "./dom.js";
+import { h, replace, jsonBlock, loading, problem, note, table, field, titled, secretOnce, showPage } from "./dom.js";
 import { locate, spanOf, lineOf } from "./jsonpos.js";
 
 const kindOf = (c) => c.kind || "envelope";
@@ -22,10 +22,10 @@ export async function list(main) {
     e.preventDefault();
     if (name.value) location.hash = `#/sources/${encodeURIComponent(name.value)}`;
   });
-  replace(
+  showPage(
     main,
-    titled(h("h1", {}, "Sources"), "Sources"),
-    h("p", { class: "lead" }, "Every source's configuration of operations, as the admin API stores it. Open one to edit, preview and save."),
+    "Sources",
+    "Every source's configuration of operations, as the admin API stores it. Open one to edit, preview and save.",
     create,
     region,
   );

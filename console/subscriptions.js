@@ -2,17 +2,17 @@
 // pause and resume, secret rotation, and each one's dead letters with replay.
 
 import { call, get, session } from "./api.js";
-import { h, replace, loading, problem, note, when, titled, secretOnce, jsonBlock } from "./dom.js";
+import { h, replace, loading, problem, note, when, secretOnce, jsonBlock, showPage } from "./dom.js";
 
 export async function page(main) {
   const canWrite = session.canWrite();
   const outcome = h("div", { id: "sub-outcome", "aria-live": "polite" });
   const region = h("div", {}, loading("subscriptions"));
   const refresh = h("button", { type: "button", id: "sub-refresh" }, "Refresh");
-  replace(
+  showPage(
     main,
-    titled(h("h1", {}, "Webhook subscriptions"), "Webhook subscriptions"),
-    h("p", { class: "lead" }, "Every processed event POSTed to each subscription's URL, signed. Lag counts events not yet delivered, passed over or dead-lettered."),
+    "Webhook subscriptions",
+    "Every processed event POSTed to each subscription's URL, signed. Lag counts events not yet delivered, passed over or dead-lettered.",
     h("div", { class: "actions" }, refresh),
     outcome,
     region,

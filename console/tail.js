@@ -6,7 +6,7 @@
 // last event's id, which the API resumes right after (nothing missed, nothing twice).
 
 import { consumerApi, session, refusal } from "./api.js";
-import { h, replace, problem, field, titled } from "./dom.js";
+import { h, replace, problem, field, showPage } from "./dom.js";
 import { recordView } from "./entities.js";
 
 /** Rows kept on the page: the newest this many. */
@@ -75,10 +75,10 @@ export async function page(main) {
     start,
     pause,
   );
-  replace(
+  showPage(
     main,
-    titled(h("h1", {}, "Live tail"), "Live tail"),
-    h("p", { class: "lead" }, "Events as they are published, from the consumer-api's stream. Needs a key with consume:console-* and read: scopes. Open an event to see its record, provenance and trace id."),
+    "Live tail",
+    "Events as they are published, from the consumer-api's stream. Needs a key with consume:console-* and read: scopes. Open an event to see its record, provenance and trace id.",
     form,
     status,
     problems,

@@ -138,12 +138,7 @@ impl KeyStore {
     /// # Errors
     /// When Redis fails or the record is not one.
     pub async fn get(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let raw: Option<String> = timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            Ok::<_, StoreError>(conn.hget(self.keys.api_keys(), id).await?)
-        })
-        .await?;
-        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("key `{id}`: {e}")))).transpose()
+        crate::store::json_hash_field(&self.pool, &self.keys.api_keys(), id, self.timeout, "key").await
     }
 
     /// Every key; a record that does not parse is logged and left out.

@@ -21,10 +21,12 @@ fn openapi_doc() {}
     paths(crate::http::server::healthz, crate::http::server::readyz, crate::http::server::metrics, openapi_doc),
     components(schemas(ErrorBody))
 )]
-pub struct Common;
+struct Common;
 
-/// Adds the bearer scheme (`bearer`) every authenticated operation names.
-pub fn with_bearer(mut doc: OpenApi) -> OpenApi {
+/// A service's document made whole: the endpoints every listener may serve ([`Common`]) and the
+/// security schemes its operations name (`bearer`, `hub_signature`).
+pub fn complete(mut doc: OpenApi) -> OpenApi {
+    doc.merge(<Common as utoipa::OpenApi>::openapi());
     doc.components.get_or_insert_with(Default::default).add_security_scheme(
         "bearer",
         SecurityScheme::Http(
@@ -179,6 +181,19 @@ pub enum BodyErrors {
     /// `unsupported_media_type`: the body is not `application/json`.
     #[response(status = 415)]
     NotJson(ErrorBody<'static>),
+}
+
+/// Everything a request with a JSON body may be refused for: [`BodyErrors`], [`AuthErrors`] and
+/// [`RequestErrors`] together.
+pub struct WriteErrors;
+
+impl utoipa::IntoResponses for WriteErrors {
+    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        let mut all = BodyErrors::responses();
+        all.extend(AuthErrors::responses());
+        all.extend(RequestErrors::responses());
+        all
+    }
 }
 
 /// A query string, path or body that is not valid (400), or a route that does not take the

@@ -127,6 +127,30 @@ pub mod propagation {
         TraceContextPropagator::new().extract(&map)
     }
 
+    /// A span for one message taken from Kafka, named `<verb> <topic>` (`process` in a stage,
+    /// `deliver` where the consumer-api hands it out; `operation` is OpenTelemetry's
+    /// `messaging.operation.type`), a child of the trace context the message carries. The
+    /// `metastream.*` and `trace_id` fields are the caller's to record.
+    pub fn consumer_span<M: rdkafka::message::Message>(verb: &str, operation: &'static str, message: &M, group: &str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "message",
+            otel.name = %format!("{verb} {}", message.topic()),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = operation,
+            messaging.destination.name = message.topic(),
+            messaging.destination.partition.id = message.partition(),
+            messaging.kafka.offset = message.offset(),
+            messaging.consumer.group.name = %group,
+            metastream.stage = tracing::field::Empty,
+            metastream.event.id = tracing::field::Empty,
+            metastream.source = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        set_parent(&span, from_kafka(message));
+        span
+    }
+
     /// Makes `span` a child of `parent` (a no-op without trace export).
     pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
         if !super::exporting() {

@@ -94,12 +94,7 @@ impl SubscriptionStore {
     /// # Errors
     /// When Redis fails or the record is not one.
     pub async fn get(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
-        let raw: Option<String> = timed(self.timeout, async {
-            let mut conn = self.pool.get().await?;
-            Ok::<_, StoreError>(conn.hget(self.keys.subscriptions(), id).await?)
-        })
-        .await?;
-        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("subscription `{id}`: {e}")))).transpose()
+        crate::store::json_hash_field(&self.pool, &self.keys.subscriptions(), id, self.timeout, "subscription").await
     }
 
     /// Every subscription; a record that does not parse is logged and left out.
@@ -132,19 +127,7 @@ impl SubscriptionStore {
     /// # Errors
     /// When Redis fails.
     pub async fn delivered(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let key = self.keys.subscription(id, "status");
-        query_pipeline(
-            &self.pool,
-            self.timeout,
-            deadpool_redis::redis::pipe()
-                .hset(&key, "last_success_at", at.to_rfc3339())
-                .ignore()
-                .hset(&key, "consecutive_failures", 0)
-                .ignore()
-                .hincr(&key, "delivered", 1)
-                .ignore(),
-        )
-        .await
+        self.record_attempt(id, &[("last_success_at", at.to_rfc3339()), ("consecutive_failures", "0".into())], "delivered").await
     }
 
     /// Records a failed attempt.
@@ -152,19 +135,13 @@ impl SubscriptionStore {
     /// # Errors
     /// When Redis fails.
     pub async fn failed(&self, id: &str, at: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
+        self.record_attempt(id, &[("last_error_at", at.to_rfc3339()), ("last_error", error.to_owned())], "consecutive_failures").await
+    }
+
+    /// Sets `fields` of the subscription's status and counts one more in `counter`, at once.
+    async fn record_attempt(&self, id: &str, fields: &[(&str, String)], counter: &str) -> Result<(), StoreError> {
         let key = self.keys.subscription(id, "status");
-        query_pipeline(
-            &self.pool,
-            self.timeout,
-            deadpool_redis::redis::pipe()
-                .hset(&key, "last_error_at", at.to_rfc3339())
-                .ignore()
-                .hset(&key, "last_error", error)
-                .ignore()
-                .hincr(&key, "consecutive_failures", 1)
-                .ignore(),
-        )
-        .await
+        query_pipeline(&self.pool, self.timeout, deadpool_redis::redis::pipe().hset_multiple(&key, fields).ignore().hincr(&key, counter, 1).ignore()).await
     }
 
     /// Keeps a delivery whose retries are spent. Returns the number of dead letters the

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use adapters::auth::{Authenticator, KeyStore, RateLimiter};
 use adapters::store::positions::GroupStore;
-use adapters::http::{fallback, finish, health_routes, path_errors, query_errors};
+use adapters::http::{common_routes, fallback, finish};
 use adapters::settings::{ConsumerApiSettings, Service};
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings};
@@ -57,10 +57,7 @@ pub(crate) struct State {
 
 /// A built consumer-api, listening, not yet serving.
 pub struct Application {
-    server: actix_web::dev::Server,
-    admin_server: actix_web::dev::Server,
-    port: u16,
-    admin_port: u16,
+    listeners: adapters::http::Listeners,
     shutdown: CancellationToken,
     webhooks: Arc<webhooks::Webhooks>,
 }
@@ -120,12 +117,10 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(health.clone())
                 .app_data(metrics_data.clone())
-                .app_data(query_errors())
-                .app_data(path_errors())
                 .app_data(cors_origins.clone())
                 .wrap(actix_web::middleware::from_fn(cors::cors))
                 .wrap(actix_web::middleware::from_fn(finish))
-                .configure(health_routes)
+                .configure(common_routes)
                 .configure(routes::configure)
                 .configure(openapi::configure_public)
                 .default_service(fallback(openapi::public_routes()))
@@ -139,16 +134,17 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, admin_port, "consumer-api listening");
-        Ok(Application { server, admin_server, port, admin_port, shutdown, webhooks })
+        let listeners = adapters::http::Listeners::new((server, port), (admin_server, admin_port));
+        Ok(Application { listeners, shutdown, webhooks })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.listeners.port()
     }
 
     /// The port of the operators' listener (`/metrics`).
     pub fn admin_port(&self) -> u16 {
-        self.admin_port
+        self.listeners.admin_port()
     }
 
     /// Serves until the shutdown token is cancelled, then finishes requests in flight.
@@ -156,10 +152,7 @@ impl Application {
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        tokio::try_join!(
-            adapters::http::serve_until_stopped(self.server, &self.shutdown, "consumer-api"),
-            adapters::http::serve_until_stopped(self.admin_server, &self.shutdown, "consumer-api admin"),
-        )?;
+        self.listeners.serve_until_stopped(&self.shutdown, "consumer-api").await?;
         // Webhook workers commit what they delivered and leave their groups.
         self.webhooks.stopped().await;
         Ok(())

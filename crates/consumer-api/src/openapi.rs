@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use adapters::openapi::{for_routes, with_bearer, Common};
+use adapters::openapi::{complete, for_routes};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::OpenApi;
 
@@ -19,9 +19,7 @@ struct ConsumerApi;
 
 /// Every operation of the consumer-api, both listeners.
 pub fn document() -> Document {
-    let mut doc = ConsumerApi::openapi();
-    doc.merge(Common::openapi());
-    with_bearer(doc)
+    complete(ConsumerApi::openapi())
 }
 
 static FULL: LazyLock<Document> = LazyLock::new(document);

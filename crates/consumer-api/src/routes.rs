@@ -276,8 +276,7 @@ struct ResetRequest {
     request_body(content = ResetRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The group's new positions, by partition", body = ResetAnswer),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn reset(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
     let (principal, request): (_, ResetRequest) = group_request(&req, body, &state, |r: &ResetRequest| r.group.as_str()).await?;
@@ -291,19 +290,7 @@ async fn reset(req: HttpRequest, body: web::Payload, state: web::Data<State>) ->
 
 /// A delivery span closing the event's trace (a child of the post stage's span it carries).
 fn trace_delivery<M: Message>(m: &M, group: &str) {
-    let span = tracing::info_span!(
-        "deliver",
-        otel.name = %format!("deliver {}", m.topic()),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "receive",
-        messaging.destination.name = m.topic(),
-        messaging.destination.partition.id = m.partition(),
-        messaging.kafka.offset = m.offset(),
-        messaging.consumer.group.name = %group,
-    );
-    adapters::telemetry::propagation::set_parent(&span, adapters::telemetry::propagation::from_kafka(m));
-    drop(span);
+    drop(adapters::telemetry::propagation::consumer_span("deliver", "receive", m, group));
 }
 
 /// Writes one event as `/consume` and `/stream` hand it out — an item
@@ -450,8 +437,7 @@ struct AckRequest {
     request_body(content = AckRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "`acknowledged`: false when it was already (or timed out and was handed out again)", body = AckAnswer),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn ack(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
     let (_, request): (_, AckRequest) = group_request(&req, body, &state, |r: &AckRequest| r.group.as_str()).await?;

@@ -146,8 +146,7 @@ fn parse_config(name: &SourceName, body: &[u8]) -> Result<SourceConfig, AdminErr
     responses(
         (status = 200, description = "Stored", body = Object, headers(("ETag" = String, description = "The new version"))),
         (status = 412, description = "The stored version is another one", body = adapters::http::ErrorBody),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn put(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
@@ -213,8 +212,7 @@ fn default_overlap() -> u64 {
         (status = 200, description = "The new secret, its generation, and until when the previous one is honoured", body = Object),
         (status = 404, description = "No such source", body = adapters::http::ErrorBody),
         (status = 409, description = "The source's kind is not signed, or auth.key_secret is not set", body = adapters::http::ErrorBody),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn rotate_secret(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
@@ -312,8 +310,7 @@ struct PreviewRequest {
     responses(
         (status = 200, description = "What each operation did", body = Object),
         (status = 404, description = "No stored configuration and none sent", body = adapters::http::ErrorBody),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = ["admin", "read:<source>"])))]
 async fn preview(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let principal = authorize_view(&req, &state)?;

@@ -58,30 +58,21 @@ struct Asset {
     body: &'static str,
 }
 
-macro_rules! asset {
-    ($name:literal, $type:expr) => {
-        Asset { name: $name, content_type: $type, body: include_str!(concat!("../../../console/", $name)) }
+macro_rules! assets {
+    ($($type:expr => [$($name:literal),* $(,)?]),* $(,)?) => {
+        &[$($(Asset { name: $name, content_type: $type, body: include_str!(concat!("../../../console/", $name)) }),*),*]
     };
 }
 
 const JS: &str = "text/javascript; charset=utf-8";
 
-/// Every file of `console/` but the page itself. A file not listed here is not served.
-const ASSETS: &[Asset] = &[
-    asset!("console.css", "text/css; charset=utf-8"),
-    asset!("app.js", JS),
-    asset!("api.js", JS),
-    asset!("dom.js", JS),
-    asset!("jsonpos.js", JS),
-    asset!("sources.js", JS),
-    asset!("dead-letters.js", JS),
-    asset!("keys.js", JS),
-    asset!("subscriptions.js", JS),
-    asset!("audit.js", JS),
-    asset!("entities.js", JS),
-    asset!("tail.js", JS),
-    asset!("export.js", JS),
-];
+/// Every file of `console/` but the page itself, by content type. A file not listed here is not
+/// served.
+const ASSETS: &[Asset] = assets! {
+    "text/css; charset=utf-8" => ["console.css"],
+    JS => ["app.js", "api.js", "dom.js", "jsonpos.js", "sources.js", "dead-letters.js", "keys.js",
+        "subscriptions.js", "audit.js", "entities.js", "tail.js", "export.js"],
+};
 
 const INDEX: &str = include_str!("../../../console/index.html");
 

@@ -257,8 +257,7 @@ struct Skipped {
     request_body(content = ReplayRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What was replayed and what was skipped", body = ReplayAnswer),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = crate::admin::authorize(&req, &state)?;

@@ -162,8 +162,7 @@ async fn record_of(state: &State, id: &str) -> Result<KeyRecord, AdminError> {
         (status = 201, description = "Created; `key` is shown this once", body = IssuedKey,
             headers(("Location" = String, description = "The key's URL"))),
         (status = 409, description = "API keys are off (no auth.key_secret)", body = adapters::http::ErrorBody),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
@@ -228,8 +227,7 @@ async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>)
     responses(
         (status = 200, description = "The changed key", body = KeyView),
         (status = 404, description = "No such key", body = adapters::http::ErrorBody),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use adapters::auth::{Authenticator, KeyStore, RateLimiter};
-use adapters::http::{fallback, finish, health_routes, metrics_routes, path_errors, query_errors};
+use adapters::http::{common_routes, fallback, finish, metrics_routes};
 use adapters::settings::Service;
 use adapters::shutdown::CancellationToken;
 use adapters::{Health, Settings, SourceCatalog};
@@ -87,10 +87,7 @@ pub(crate) struct State {
 
 /// A built gateway, listening, not yet serving.
 pub struct Application {
-    server: actix_web::dev::Server,
-    admin_server: actix_web::dev::Server,
-    port: u16,
-    admin_port: u16,
+    listeners: adapters::http::Listeners,
     producer: FutureProducer,
     shutdown: CancellationToken,
     deadline: Duration,
@@ -169,16 +166,16 @@ impl Application {
         let (listener, port) = adapters::http::bind(&settings.gateway.listen)?;
         let (admin_listener, admin_port) = adapters::http::bind(&settings.gateway.admin_listen)?;
         let deadline = settings.shutdown.deadline();
-        let (public_state, public_health, public_metrics) = (state.clone(), health.clone(), metrics_data.clone());
+        // What both listeners' handlers read.
+        let shared = move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(state.clone()).app_data(health.clone()).app_data(metrics_data.clone());
+            common_routes(cfg);
+        };
+        let public_shared = shared.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(public_state.clone())
-                .app_data(public_health.clone())
-                .app_data(public_metrics.clone())
-                .app_data(query_errors())
-                .app_data(path_errors())
                 .wrap(actix_web::middleware::from_fn(finish))
-                .configure(health_routes)
+                .configure(public_shared.clone())
                 .configure(routes::configure)
                 .configure(hooks::configure)
                 .configure(openapi::configure_public)
@@ -195,13 +192,8 @@ impl Application {
         let console = web::Data::new(console::Console::new(&settings.gateway.console)?);
         let admin_server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
-                .app_data(health.clone())
-                .app_data(metrics_data.clone())
-                .app_data(query_errors())
-                .app_data(path_errors())
                 .wrap(actix_web::middleware::from_fn(finish))
-                .configure(health_routes)
+                .configure(shared.clone())
                 .configure(metrics_routes)
                 .configure(admin::configure)
                 .configure(keys::configure)
@@ -218,17 +210,18 @@ impl Application {
         .listen(admin_listener)?
         .run();
         tracing::info!(port, admin_port, "gateway listening");
-        Ok(Application { server, admin_server, port, admin_port, producer, shutdown, deadline })
+        let listeners = adapters::http::Listeners::new((server, port), (admin_server, admin_port));
+        Ok(Application { listeners, producer, shutdown, deadline })
     }
 
     /// The port the gateway listens on (useful with port 0).
     pub fn port(&self) -> u16 {
-        self.port
+        self.listeners.port()
     }
 
     /// The port of the admin listener (`/v1/...`, `/metrics`).
     pub fn admin_port(&self) -> u16 {
-        self.admin_port
+        self.listeners.admin_port()
     }
 
     /// Serves until the shutdown token is cancelled, then stops taking requests, finishes the
@@ -237,10 +230,7 @@ impl Application {
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        tokio::try_join!(
-            adapters::http::serve_until_stopped(self.server, &self.shutdown, "gateway"),
-            adapters::http::serve_until_stopped(self.admin_server, &self.shutdown, "gateway admin"),
-        )?;
+        self.listeners.serve_until_stopped(&self.shutdown, "gateway").await?;
         let producer = self.producer;
         let deadline = self.deadline;
         tokio::task::spawn_blocking(move || adapters::kafka::flush(&producer, deadline)).await??;

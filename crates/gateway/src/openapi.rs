@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use adapters::openapi::{for_routes, with_bearer, Common};
+use adapters::openapi::{complete, for_routes};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::OpenApi;
 
@@ -55,9 +55,7 @@ struct Gateway;
 
 /// Every operation of the gateway, both listeners.
 pub fn document() -> Document {
-    let mut doc = Gateway::openapi();
-    doc.merge(Common::openapi());
-    with_bearer(doc)
+    complete(Gateway::openapi())
 }
 
 static FULL: LazyLock<Document> = LazyLock::new(document);

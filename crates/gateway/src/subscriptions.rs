@@ -258,8 +258,7 @@ async fn subscription_of(state: &State, id: &str) -> Result<Subscription, AdminE
         (status = 201, description = "Created; keep `secret` to verify signatures", body = IssuedSubscription,
             headers(("Location" = String, description = "The subscription's URL"))),
         (status = 409, description = "Webhooks are off (no auth.key_secret), or webhooks.max_subscriptions reached", body = adapters::http::ErrorBody),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
@@ -342,8 +341,7 @@ async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>)
     responses(
         (status = 200, description = "The changed subscription", body = SubscriptionView),
         (status = 404, description = "No such subscription", body = adapters::http::ErrorBody),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn update(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;
@@ -448,8 +446,7 @@ async fn dead_letters(req: HttpRequest, path: web::Path<String>, state: web::Dat
     responses(
         (status = 202, description = "Asked for; `requested` dead letters will be delivered again", body = WebhookReplayAccepted),
         (status = 404, description = "No such subscription", body = adapters::http::ErrorBody),
-        adapters::openapi::BodyErrors,
-        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+        adapters::openapi::WriteErrors),
     security(("bearer" = [])))]
 async fn replay(req: HttpRequest, path: web::Path<String>, body: web::Payload, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
     let admin = authorize(&req, &state)?;

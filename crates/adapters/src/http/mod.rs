@@ -20,7 +20,7 @@ pub(crate) mod server;
 pub use request::{path_errors, query, query_errors, read_body, require_json};
 pub use response::{finish, RateState, RateStates};
 pub use routing::fallback;
-pub use server::{bind, health_routes, health_server, healthz, metrics, metrics_routes, readyz, serve_until_stopped, HEALTH_ROUTES, METRICS_ROUTES};
+pub use server::{bind, common_routes, health_routes, health_server, healthz, metrics, metrics_routes, readyz, serve_until_stopped, Listeners, HEALTH_ROUTES, METRICS_ROUTES};
 
 
 /// An error answer: its status, a stable code, a message (its `Display`), and what the JSON

@@ -51,6 +51,13 @@ crate::routes! { pub fn metrics_routes / METRICS_ROUTES {
     GET "/metrics" => metrics,
 } }
 
+/// What every listener has: query and path errors answered in the JSON shape, `/healthz` and
+/// `/readyz` (the app provides `web::Data<Health>`).
+pub fn common_routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(query_errors()).app_data(path_errors());
+    health_routes(cfg);
+}
+
 /// Serves `server` until `shutdown` is cancelled, then stops taking requests and finishes the
 /// ones in flight (`service` names it in the log).
 ///
@@ -64,6 +71,41 @@ pub async fn serve_until_stopped(server: actix_web::dev::Server, shutdown: &crat
     handle.stop(true).await;
     running.await??;
     Ok(())
+}
+
+/// A service's two listeners: the public one (clients, behind the edge) and the operators' one
+/// (admin API, `/metrics`), served together until shutdown.
+pub struct Listeners {
+    public: actix_web::dev::Server,
+    admin: actix_web::dev::Server,
+    port: u16,
+    admin_port: u16,
+}
+
+impl Listeners {
+    pub fn new(public: (actix_web::dev::Server, u16), admin: (actix_web::dev::Server, u16)) -> Self {
+        Self { public: public.0, port: public.1, admin: admin.0, admin_port: admin.1 }
+    }
+
+    /// The public listener's port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The operators' listener's port.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// Serves both until `shutdown` is cancelled, then finishes the requests in flight on each.
+    ///
+    /// # Errors
+    /// When either server fails.
+    pub async fn serve_until_stopped(self, shutdown: &crate::shutdown::CancellationToken, service: &str) -> anyhow::Result<()> {
+        let admin = format!("{service} admin");
+        tokio::try_join!(serve_until_stopped(self.public, shutdown, service), serve_until_stopped(self.admin, shutdown, &admin))?;
+        Ok(())
+    }
 }
 
 /// Binds `listen` (port 0 picks a free port) and returns the listener with its port.
@@ -93,9 +135,7 @@ pub fn health_server(
             .app_data(health.clone())
             .app_data(metrics.clone())
             .wrap(actix_web::middleware::from_fn(finish))
-            .app_data(query_errors())
-            .app_data(path_errors())
-            .configure(health_routes)
+            .configure(common_routes)
             .configure(metrics_routes)
             .default_service(fallback(vec![HEALTH_ROUTES, METRICS_ROUTES]))
     })

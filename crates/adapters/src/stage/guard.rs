@@ -134,6 +134,15 @@ mod tests {
         pairs.iter().map(|(p, o)| (("ingest".to_owned(), *p), *o)).collect()
     }
 
+    /// A guard that saw Redis run `a` and one batch that ended at offset 100 of partition 0.
+    fn one_batch_at_100() -> (StoreGuard, Instant) {
+        let mut guard = StoreGuard::default();
+        let start = Instant::now();
+        guard.observe(start, "a".into());
+        guard.record_at(start, offsets(&[(0, 100)]));
+        (guard, start)
+    }
+
     #[test]
     fn a_stage_held_up_by_the_outage_still_redoes_the_writes_made_before_the_crash() {
         let mut guard = StoreGuard::default();
@@ -148,10 +157,7 @@ mod tests {
 
     #[test]
     fn batches_are_forgotten_once_redis_was_seen_running_long_enough_after_them() {
-        let mut guard = StoreGuard::default();
-        let start = Instant::now();
-        guard.observe(start, "a".into());
-        guard.record_at(start, offsets(&[(0, 100)]));
+        let (mut guard, start) = one_batch_at_100();
         guard.record_at(start + Duration::from_secs(4), offsets(&[(0, 200)]));
         assert!(!guard.observe(start + Duration::from_secs(5), "a".into()));
         assert_eq!(guard.recent.len(), 1, "only the batch older than DURABLE_AFTER is forgotten");
@@ -162,10 +168,7 @@ mod tests {
 
     #[test]
     fn the_dropped_batch_is_read_again_also_in_partitions_with_nothing_remembered() {
-        let mut guard = StoreGuard::default();
-        let start = Instant::now();
-        guard.observe(start, "a".into());
-        guard.record_at(start, offsets(&[(0, 100)]));
+        let (mut guard, start) = one_batch_at_100();
         assert!(guard.observe(start + Duration::from_secs(1), "b".into()));
         let dropped = [message(0, 120), message(2, 7), message(2, 8), message(3, 40)];
         assert_eq!(guard.rewind_offsets(&dropped), offsets(&[(0, 100), (2, 7), (3, 40)]));
@@ -173,10 +176,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_run_id_forgets_nothing() {
-        let mut guard = StoreGuard::default();
-        let start = Instant::now();
-        guard.observe(start, "a".into());
-        guard.record_at(start, offsets(&[(0, 100)]));
+        let (mut guard, start) = one_batch_at_100();
         // No observation for a minute (Redis down): the batch stays.
         guard.record_at(start + Duration::from_secs(60), offsets(&[(1, 5)]));
         assert_eq!(guard.recent.len(), 2);

@@ -62,22 +62,8 @@ async fn fill_batch(consumer: &GroupConsumer, first: OwnedMessage, max: usize, l
 /// A span for processing one consumed message, a child of the trace context it carries, with
 /// the OpenTelemetry messaging attributes.
 pub fn process_span(s: &Shared, stage: Stage, message: &OwnedMessage) -> tracing::Span {
-    let span = tracing::info_span!(
-        "process",
-        otel.name = %format!("process {}", message.topic()),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.destination.name = message.topic(),
-        messaging.destination.partition.id = message.partition(),
-        messaging.kafka.offset = message.offset(),
-        messaging.consumer.group.name = %s.group,
-        metastream.stage = stage.as_str(),
-        metastream.event.id = tracing::field::Empty,
-        metastream.source = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-    );
-    crate::telemetry::propagation::set_parent(&span, crate::telemetry::propagation::from_kafka(message));
+    let span = crate::telemetry::propagation::consumer_span("process", "process", message, &s.group);
+    span.record("metastream.stage", stage.as_str());
     crate::telemetry::propagation::record_trace_id(&span);
     span
 }

@@ -201,6 +201,16 @@ mod tests {
         ids.open(std::iter::empty())
     }
 
+    /// A queue of `members` producers with one batch (offset 0 of partition 0) joined and
+    /// acknowledged.
+    fn one_acknowledged_batch(members: usize) -> (OffsetLedger, TxnQueue<u64>) {
+        let (mut ids, mut q) = (OffsetLedger::default(), TxnQueue::<u64>::new(members));
+        let a = batch(&mut ids);
+        q.join(a, [(tp(0), 0)], 0).unwrap();
+        q.acknowledged(a);
+        (ids, q)
+    }
+
     #[test]
     fn an_idle_stage_commits_a_lone_batch_as_soon_as_it_is_acknowledged() {
         let (mut ids, mut q) = (OffsetLedger::default(), TxnQueue::<u64>::new(3));
@@ -216,10 +226,7 @@ mod tests {
 
     #[test]
     fn batches_go_to_the_next_member_while_the_oldest_transaction_commits() {
-        let (mut ids, mut q) = (OffsetLedger::default(), TxnQueue::<u64>::new(3));
-        let a = batch(&mut ids);
-        q.join(a, [(tp(0), 0)], 0).unwrap();
-        q.acknowledged(a);
+        let (mut ids, mut q) = one_acknowledged_batch(3);
         let first = q.ready(true).unwrap();
         // While member 0 commits, new batches open a transaction on member 1 and join it.
         let (b, c) = (batch(&mut ids), batch(&mut ids));
@@ -279,10 +286,7 @@ mod tests {
 
     #[test]
     fn with_one_member_a_batch_waits_for_the_commit_in_flight() {
-        let (mut ids, mut q) = (OffsetLedger::default(), TxnQueue::<u64>::new(1));
-        let a = batch(&mut ids);
-        q.join(a, [(tp(0), 0)], 0).unwrap();
-        q.acknowledged(a);
+        let (mut ids, mut q) = one_acknowledged_batch(1);
         let r = q.ready(true).unwrap();
         assert_eq!(q.join(batch(&mut ids), [(tp(0), 1)], 0), Err(Busy::NoFreeMember));
         q.committed(r.txn);
@@ -291,10 +295,7 @@ mod tests {
 
     #[test]
     fn a_member_fenced_mid_flight_aborts_its_transaction_and_every_later_one() {
-        let (mut ids, mut q) = (OffsetLedger::default(), TxnQueue::<u64>::new(3));
-        let a = batch(&mut ids);
-        q.join(a, [(tp(0), 0)], 0).unwrap();
-        q.acknowledged(a);
+        let (mut ids, mut q) = one_acknowledged_batch(3);
         let first = q.ready(true).unwrap();
         let b = batch(&mut ids);
         q.join(b, [(tp(0), 1)], 0).unwrap();

@@ -77,6 +77,21 @@ pub async fn json_hash<T: serde::de::DeserializeOwned>(pool: &Pool, key: &str, t
         .collect())
 }
 
+/// The JSON record in `field` of the hash `key`, `None` when there is none; `what` names it in
+/// the error when it does not parse.
+///
+/// # Errors
+/// When Redis fails or does not answer in time, or the record is not one.
+pub async fn json_hash_field<T: serde::de::DeserializeOwned>(pool: &Pool, key: &str, field: &str, timeout: Duration, what: &str) -> Result<Option<T>, StoreError> {
+    use deadpool_redis::redis::AsyncCommands as _;
+    let raw: Option<String> = timed(timeout, async {
+        let mut conn = pool.get().await?;
+        Ok::<_, StoreError>(conn.hget(key, field).await?)
+    })
+    .await?;
+    raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("{what} `{field}`: {e}")))).transpose()
+}
+
 /// Keeps an in-memory view of something in Redis current until `shutdown`: calls `reload` at
 /// once, whenever a message arrives on `channel` (pub/sub, so a change reaches every replica
 /// within milliseconds), after each resubscription (what was announced meanwhile), and every

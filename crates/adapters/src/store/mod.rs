@@ -16,7 +16,7 @@ pub mod markers;
 pub mod positions;
 pub mod records;
 
-pub use announced::{announced, json_hash, put_announced, spawn_reloader};
+pub use announced::{announced, json_hash, json_hash_field, put_announced, spawn_reloader};
 pub use records::{NewRecord, Records, Written};
 
 use std::future::Future;
