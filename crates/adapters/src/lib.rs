@@ -9,6 +9,8 @@
 //! - [`health`]: readiness, as the probes see it.
 //! - [`metrics`]: instruments, OTLP export and the Prometheus `/metrics` text.
 //! - [`process`]: a service process from start to exit (what every `main` runs).
+//! - [`pulse`]: each instance's readiness and metrics samples in Redis, summed for the console's
+//!   health page.
 //! - [`telemetry`]: `tracing` set-up, with optional OTLP trace export.
 //! - [`shutdown`]: the SIGTERM/SIGINT signal `main` hands to the services, `Interrupted`, and
 //!   the exit code of a run.
@@ -34,6 +36,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod openapi;
 pub mod process;
+pub mod pulse;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

@@ -18,7 +18,7 @@ use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality};
 
 /// Latency buckets, in seconds: 0.5 ms to 30 s.
-const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const SIZES: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
 /// Every histogram: its name, help and bucket bounds. Rendered empty (all zero) until its first
@@ -237,6 +237,51 @@ impl Metrics {
         }
     }
 
+    /// What this process counted since it started that the console's health page shows (see
+    /// [`crate::pulse`]): events acknowledged by the gateway, published and dead-lettered by
+    /// the stages, by source; and the end-to-end latency histogram's buckets, every source
+    /// together ([`SECONDS`], then +Inf).
+    pub fn totals(&self) -> crate::pulse::Totals {
+        let mut rm = ResourceMetrics::default();
+        let mut totals = crate::pulse::Totals::default();
+        if let Err(err) = self.reader.collect(&mut rm) {
+            tracing::warn!(error = %err, "collecting metrics failed");
+            return totals;
+        }
+        for metric in rm.scope_metrics().flat_map(|s| s.metrics()) {
+            match (metric.name(), metric.data()) {
+                ("metastream_events_ingested_total", AggregatedMetrics::U64(MetricData::Sum(sum))) => {
+                    for p in sum.data_points() {
+                        let source = attr(p.attributes(), "source").unwrap_or_default();
+                        *totals.ingested.entry(source).or_default() += p.value();
+                    }
+                }
+                ("metastream_events_processed_total", AggregatedMetrics::U64(MetricData::Sum(sum))) => {
+                    for p in sum.data_points().filter(|p| {
+                        attr(p.attributes(), "stage").as_deref() == Some(domain::Stage::Post.as_str())
+                            && attr(p.attributes(), "outcome").as_deref() == Some(domain::EventOutcome::Published.as_str())
+                    }) {
+                        let source = attr(p.attributes(), "source").unwrap_or_default();
+                        *totals.published.entry(source).or_default() += p.value();
+                    }
+                }
+                ("metastream_dead_letters_total", AggregatedMetrics::U64(MetricData::Sum(sum))) => {
+                    for p in sum.data_points() {
+                        let source = attr(p.attributes(), "source").unwrap_or_default();
+                        *totals.dead_lettered.entry(source).or_default() += p.value();
+                    }
+                }
+                ("metastream_e2e_latency_seconds", AggregatedMetrics::F64(MetricData::Histogram(h))) => {
+                    for p in h.data_points() {
+                        totals.add_latency_buckets(p.bucket_counts());
+                    }
+                }
+                _ => {}
+            }
+        }
+        totals
+    }
+
     /// The Prometheus text exposition of every instrument, plus process metrics.
     pub fn render(&self) -> String {
         let mut rm = ResourceMetrics::default();
@@ -298,6 +343,11 @@ fn otlp_exporter(endpoint: &str) -> Option<opentelemetry_otlp::MetricExporter> {
             None
         }
     }
+}
+
+/// The value of attribute `key`, as text.
+fn attr<'a>(mut attrs: impl Iterator<Item = &'a KeyValue>, key: &str) -> Option<String> {
+    attrs.find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
 }
 
 fn labels(service: &str, attrs: impl Iterator<Item = String>, extra: Option<(&str, String)>) -> String {

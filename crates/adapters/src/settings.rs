@@ -240,6 +240,11 @@ pub struct ConsoleSettings {
     /// `consumer_api.cors_origins`.
     #[serde(default)]
     pub consumer_api_url: Option<String>,
+    /// Where the Grafana dashboards are (`http://localhost:3000/d/metastream-pipeline` with
+    /// `deploy/docker-compose.yml`): the console's health page links there for more. Unset: no
+    /// link.
+    #[serde(default)]
+    pub dashboards_url: Option<String>,
 }
 
 /// `scheme://host[:port]` of an `http` or `https` URL without path, query or credentials (a
@@ -407,6 +412,9 @@ pub enum Service {
 }
 
 impl Service {
+    /// Every service, in the pipeline's order.
+    pub const ALL: [Service; 4] = [Service::Gateway, Service::PreTransformer, Service::PostTransformer, Service::ConsumerApi];
+
     pub fn name(self) -> &'static str {
         match self {
             Service::Gateway => "gateway",
@@ -570,6 +578,10 @@ impl Settings {
                 check(g.body_timeout_ms >= 1, "gateway.body_timeout_ms: must be at least 1");
                 if let Some(Err(e)) = g.console.consumer_api_url.as_deref().map(web_origin) {
                     check(false, &format!("gateway.console.consumer_api_url: {e}"));
+                }
+                if let Some(url) = &g.console.dashboards_url {
+                    let web = (url.starts_with("http://") || url.starts_with("https://")) && !url.chars().any(char::is_whitespace);
+                    check(web, "gateway.console.dashboards_url: must be an http:// or https:// URL");
                 }
             }
             Service::PreTransformer | Service::PostTransformer => {

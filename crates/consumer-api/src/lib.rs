@@ -88,6 +88,8 @@ impl Application {
         let webhooks = webhooks::Webhooks::start(&settings, pool.clone(), metrics.clone(), shutdown.clone());
         let probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.output)?;
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe)));
+        let pulse = adapters::store::pulse::PulseStore::new(pool.clone(), keys.clone(), settings.redis.timeout());
+        adapters::pulse::spawn(Service::ConsumerApi, Health::clone(&health), metrics.clone(), pulse, shutdown.clone());
         let state = web::Data::new(State {
             groups,
             auth,

@@ -169,6 +169,18 @@ impl KeySchema {
         format!("{}consume:cursor-secret", self.prefix)
     }
 
+    /// `<prefix>pulse:instances`: every service instance's last report (`<service>/<instance>` →
+    /// JSON: ready or not and why, when reported), written every few seconds.
+    pub fn pulse_instances(&self) -> String {
+        format!("{}pulse:instances", self.prefix)
+    }
+
+    /// `<prefix>pulse:samples`: what the instances' metrics counted, one sample per instance
+    /// every few seconds (a list, newest first, capped).
+    pub fn pulse_samples(&self) -> String {
+        format!("{}pulse:samples", self.prefix)
+    }
+
     /// `<prefix>dead-letters:replayed:<partition>:<offset>`: the dead letter at that position of
     /// the dead-letter topic was replayed.
     pub fn replayed(&self, partition: i32, offset: i64) -> String {

@@ -70,7 +70,7 @@ fn if_match(req: &HttpRequest) -> Result<Option<u64>, AdminError> {
     text.parse::<u64>().map(Some).map_err(|_| AdminError::bad_request("If-Match must be a config version number"))
 }
 
-fn unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
+pub(crate) fn unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
     AdminError::Request(RequestError::Unavailable { what: format!("redis: {err}"), retry_after_s: state.retry_after_s })
 }
 

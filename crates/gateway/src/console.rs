@@ -47,7 +47,7 @@ impl Console {
             .map(adapters::settings::web_origin)
             .transpose()
             .map_err(|e| anyhow::anyhow!("gateway.console.consumer_api_url: {e}"))?;
-        Ok(Console { csp: content_security_policy(origin.as_deref()), config: serde_json::json!({"consumer_api_url": origin}) })
+        Ok(Console { csp: content_security_policy(origin.as_deref()), config: serde_json::json!({"consumer_api_url": origin, "dashboards_url": settings.dashboards_url}) })
     }
 }
 
@@ -130,7 +130,7 @@ mod tests {
     use actix_web::{test as web_test, App};
 
     fn console(consumer_api_url: Option<&str>) -> web::Data<Console> {
-        let settings = adapters::settings::ConsoleSettings { consumer_api_url: consumer_api_url.map(str::to_owned) };
+        let settings = adapters::settings::ConsoleSettings { consumer_api_url: consumer_api_url.map(str::to_owned), dashboards_url: None };
         web::Data::new(Console::new(&settings).unwrap())
     }
 
@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(body, serde_json::json!({"consumer_api_url": "http://127.0.0.1:8084"}));
         let body: serde_json::Value = web_test::read_body_json(get("/console/config.json").await).await;
         assert_eq!(body, serde_json::json!({"consumer_api_url": null}));
-        let bad = adapters::settings::ConsoleSettings { consumer_api_url: Some("http://x/path; script-src *".into()) };
+        let bad = adapters::settings::ConsoleSettings { consumer_api_url: Some("http://x/path; script-src *".into()), dashboards_url: None };
         assert!(Console::new(&bad).is_err());
     }
 

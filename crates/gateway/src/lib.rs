@@ -10,6 +10,7 @@
 //! - `audit`: every admin action appended to the audit topic; `GET /v1/audit`.
 //! - `preview`: runs a source's operations on a sample event, as the transformers would.
 //! - `dead_letters`: `/v1/dead-letters` (list, replay).
+//! - `pipeline`: `GET /v1/pipeline`, the pipeline at a glance (instances, lag, rates, latency).
 //! - `subscriptions`: `/v1/subscriptions`, webhook subscriptions (the consumer-api delivers them).
 //! - `idempotency`: `Idempotency-Key` on `/ingest`: a retry within the window gets the first answer.
 //! - `hooks` (public): sources that speak their own protocol — `/hooks/{source}`, `/cloudevents`,
@@ -34,6 +35,7 @@ mod hooks;
 mod idempotency;
 mod keys;
 pub mod openapi;
+mod pipeline;
 mod preview;
 mod routes;
 mod subscriptions;
@@ -81,6 +83,10 @@ pub(crate) struct State {
     pub subscriptions: adapters::webhooks::SubscriptionStore,
     pub webhooks: adapters::settings::WebhookSettings,
     pub output_topic: String,
+    /// Every instance's pulse (`GET /v1/pipeline`).
+    pub pulse: adapters::store::pulse::PulseStore,
+    /// Each stage's name, consumer group and input topic (`GET /v1/pipeline`'s lag).
+    pub stages: Vec<(&'static str, String, String)>,
     /// `auth.key_secret`, which webhook secrets derive from.
     pub server_secret: Option<Vec<u8>>,
 }
@@ -133,6 +139,8 @@ impl Application {
             broker_probe()
         });
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(kafka_probe)));
+        let pulse = adapters::store::pulse::PulseStore::new(pool.clone(), keys.clone(), settings.redis.timeout());
+        adapters::pulse::spawn(Service::Gateway, Health::clone(&health), metrics.clone(), pulse.clone(), shutdown.clone());
         let state = web::Data::new(State {
             producer: producer.clone(),
             catalog,
@@ -159,6 +167,11 @@ impl Application {
             subscriptions: adapters::webhooks::SubscriptionStore::new(pool.clone(), domain::KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout()),
             webhooks: settings.webhooks.clone(),
             output_topic: settings.kafka.topics.output.clone(),
+            pulse,
+            stages: vec![
+                (domain::Stage::Pre.as_str(), settings.pre_transformer.group_id.clone(), settings.kafka.topics.ingest.clone()),
+                (domain::Stage::Post.as_str(), settings.post_transformer.group_id.clone(), settings.kafka.topics.processed.clone()),
+            ],
             server_secret: settings.auth.key_secret.as_ref().map(|s| s.expose().as_bytes().to_vec()).filter(|s| !s.is_empty()),
         });
 
@@ -199,6 +212,7 @@ impl Application {
                 .configure(keys::configure)
                 .configure(audit::configure)
                 .configure(dead_letters::configure)
+                .configure(pipeline::configure)
                 .configure(subscriptions::configure)
                 .configure(openapi::configure_admin)
                 .configure(console::configure(console.clone()))

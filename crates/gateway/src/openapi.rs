@@ -40,6 +40,7 @@ use utoipa::OpenApi;
         crate::audit::list,
         crate::dead_letters::list,
         crate::dead_letters::replay,
+        crate::pipeline::pipeline,
         crate::subscriptions::create,
         crate::subscriptions::list,
         crate::subscriptions::get,
@@ -90,6 +91,7 @@ pub(crate) fn admin_routes() -> Vec<&'static [(&'static str, &'static str)]> {
         crate::keys::ROUTES,
         crate::audit::ROUTES,
         crate::dead_letters::ROUTES,
+        crate::pipeline::ROUTES,
         crate::subscriptions::ROUTES,
         adapters::openapi::ROUTES,
     ]

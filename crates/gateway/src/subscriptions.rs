@@ -19,7 +19,8 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::{read_body, require_json, RequestError};
-use adapters::webhooks::{DeadDelivery, DeliveryStatus, StartAt};
+use adapters::kafka::groups::StartAt;
+use adapters::webhooks::{DeadDelivery, DeliveryStatus};
 use chrono::Utc;
 use domain::webhooks::{Subscription, SubscriptionState, WebhookFormat, WebhookSecret};
 use serde::{Deserialize, Serialize};
@@ -295,7 +296,7 @@ async fn create(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     };
     // Where it starts is committed for its group before any replica delivers it.
     let (config, group, topic) = (state.reader_config.clone(), format!("{}{}", state.webhooks.group_prefix, sub.id), state.output_topic.clone());
-    tokio::task::spawn_blocking(move || adapters::webhooks::commit_start(&config, &group, &topic, from))
+    tokio::task::spawn_blocking(move || adapters::kafka::groups::commit_start(&config, &group, &topic, from))
         .await
         .map_err(|e| unavailable(&state, "kafka", e))?
         .map_err(|e| unavailable(&state, "kafka", format!("{e:#}")))?;
@@ -330,7 +331,7 @@ async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<State>)
     let mut status = state.subscriptions.status(&sub.id).await.map_err(|e| unavailable(&state, "redis", e))?;
     let (config, group, topic) = (state.reader_config.clone(), format!("{}{}", state.webhooks.group_prefix, sub.id), state.output_topic.clone());
     // The lag is left out (null) when Kafka cannot say: the rest still helps an operator.
-    status.lag = tokio::task::spawn_blocking(move || adapters::webhooks::lag(&config, &group, &topic)).await.ok().and_then(Result::ok);
+    status.lag = tokio::task::spawn_blocking(move || adapters::kafka::groups::group_lag(&config, &group, &topic)).await.ok().and_then(Result::ok);
     Ok(HttpResponse::Ok().json(SubscriptionStatus { view: view(&sub, &state.webhooks.group_prefix), status }))
 }
 

@@ -342,6 +342,7 @@ pub type GroupConsumer = StreamConsumer<LoggingContext>;
 
 pub use crate::settings::FetchBatching;
 
+pub mod groups;
 mod reader;
 mod scan;
 mod send;

@@ -228,6 +228,8 @@ impl StageRunner {
         let pool = crate::store::pool(&settings.redis)?;
         let probe = crate::kafka::probe(&settings.kafka, input_topic)?;
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
+        let pulse = crate::store::pulse::PulseStore::new(pool.clone(), domain::KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout());
+        crate::pulse::spawn(service, health.clone(), metrics.clone(), pulse, shutdown.clone());
         let (producer, txn_pool, commits) = if exactly_once {
             let id = transactional_id(&t.group_id, &t.listen);
             let topics = &settings.kafka.topics;

@@ -8,12 +8,14 @@
 //!   with a pub/sub announcement, and the reloader that follows them;
 //! - [`idempotency`]: the gateway's `Idempotency-Key` claims and answers (`idempotency:<key>`);
 //! - [`markers`]: one-time markers (`dead-letters:replayed:<partition>:<offset>`);
-//! - [`positions`]: where each consumer-api group is (`consume:{<group>}:…`), its leases and lock.
+//! - [`positions`]: where each consumer-api group is (`consume:{<group>}:…`), its leases and lock;
+//! - [`pulse`]: every instance's readiness and metrics samples (`pulse:instances`, `pulse:samples`).
 
 pub mod announced;
 pub mod idempotency;
 pub mod markers;
 pub mod positions;
+pub mod pulse;
 pub mod records;
 
 pub use announced::{announced, json_hash, json_hash_field, put_announced, spawn_reloader};
