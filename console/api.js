@@ -85,18 +85,22 @@ export function query(params) {
   return s ? `?${s}` : "";
 }
 
-let consumerBase = null;
+let settings = null;
+/** The console's settings as the gateway serves them (/console/config.json), fetched once. */
+export function config() {
+  settings ||= fetch("/console/config.json", { credentials: "omit", cache: "no-store" })
+    .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`/console/config.json answered ${r.status}`))))
+    .catch((e) => ((settings = null), Promise.reject(e)));
+  return settings;
+}
+
 /**
  * The consumer-api's origin as the gateway is configured with it
- * (`gateway.console.consumer_api_url`, served in /console/config.json), or null when unset. The
- * page's Content-Security-Policy lets the console connect there and nowhere else.
+ * (`gateway.console.consumer_api_url`), or null when unset. The page's
+ * Content-Security-Policy lets the console connect there and nowhere else.
  */
 export function consumerApi() {
-  consumerBase ||= fetch("/console/config.json", { credentials: "omit", cache: "no-store" })
-    .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`/console/config.json answered ${r.status}`))))
-    .then((c) => c.consumer_api_url || null)
-    .catch((e) => ((consumerBase = null), Promise.reject(e)));
-  return consumerBase;
+  return config().then((c) => c.consumer_api_url || null);
 }
 
 /** The JSON error body of a refused answer, as an ApiError. */

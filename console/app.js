@@ -1,5 +1,5 @@
 // The console's entry: the key prompt, the theme, and a hash router over the pages
-// (#/sources, #/sources/<name>, #/dead-letters, #/subscriptions, #/keys, #/audit, #/entities,
+// (#/health, #/sources, #/sources/<name>, #/dead-letters, #/subscriptions, #/keys, #/audit, #/entities,
 // #/tail).
 
 import { session, probe, ApiError } from "./api.js";
@@ -11,6 +11,7 @@ import * as subscriptions from "./subscriptions.js";
 import * as audit from "./audit.js";
 import * as entities from "./entities.js";
 import * as tail from "./tail.js";
+import * as health from "./health.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -49,6 +50,7 @@ logout.addEventListener("click", () => {
 });
 
 const ROUTES = [
+  [/^#\/health\/?$/, () => health.page(main)],
   [/^#\/sources\/([^/]+)$/, (m) => sources.editor(main, decodeURIComponent(m[1]))],
   [/^#\/sources\/?$/, () => sources.list(main)],
   [/^#\/dead-letters\/?(\?.*)?$/, () => deadLetters.page(main)],
@@ -98,7 +100,7 @@ function render() {
   showSession();
   if (!session.key()) return loginPage();
   if (!location.hash || location.hash === "#" || location.hash === "#/") {
-    location.replace("#/sources");
+    location.replace("#/health");
     return;
   }
   markNav();
@@ -131,7 +133,7 @@ function loginPage() {
       const access = await probe(key);
       session.set(key, access);
       input.value = "";
-      if (!location.hash || location.hash === "#") location.hash = "#/sources";
+      if (!location.hash || location.hash === "#") location.hash = "#/health";
       render();
     } catch (err) {
       submit.disabled = false;

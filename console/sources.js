@@ -5,6 +5,7 @@
 import { call, get, session, query, ApiError } from "./api.js";
 import { h, replace, jsonBlock, loading, problem, note, table, field, titled, secretOnce, showPage } from "./dom.js";
 import { locate, spanOf, lineOf } from "./jsonpos.js";
+import { exportBar } from "./export.js";
 
 const kindOf = (c) => c.kind || "envelope";
 const opNames = (ops) => (ops && ops.length ? ops.map((o) => o.op).join(", ") : "—");
@@ -30,16 +31,25 @@ export async function list(main) {
     region,
   );
   try {
-    const { sources } = await get("/v1/sources");
+    // The rates come from the services' metrics (GET /v1/pipeline); without them the list
+    // still shows, with the rates unknown.
+    const [{ sources }, pipeline] = await Promise.all([get("/v1/sources"), get("/v1/pipeline").catch(() => null)]);
+    const rates = (pipeline && pipeline.rates.sources) || {};
+    const rate = (c, k) => (pipeline ? (rates[c.source] || {})[k] || 0 : null);
+    const hour = pipeline ? `Dead letters (last ${Math.max(1, Math.round(Math.min(pipeline.rates.window_s, 3600) / 60))} min)` : "Dead letters";
+    const rows = sources.map((c) => ({ ...c, events_per_s: rate(c, "ingested_per_s"), dead_letters: rate(c, "dead_letters") }));
     replace(
       region,
+      exportBar("sources", ["source", ["kind", kindOf], "version", "on_error", "events_per_s", "dead_letters", "pre", "post"], () => rows),
       table(
         `${sources.length} source${sources.length === 1 ? "" : "s"}`,
-        ["Source", "Kind", "Version", "On error", "Pre operations", "Post operations", "Signing"],
-        sources.map((c) => [
+        ["Source", "Kind", "Version", "Events/s (5 min)", hour, "On error", "Pre operations", "Post operations", "Signing"],
+        rows.map((c) => [
           h("a", { href: `#/sources/${encodeURIComponent(c.source)}` }, c.source),
           kindOf(c),
           String(c.version),
+          c.events_per_s === null ? "—" : String(c.events_per_s),
+          c.dead_letters === null ? "—" : c.dead_letters ? h("a", { href: `#/dead-letters?source=${encodeURIComponent(c.source)}` }, String(c.dead_letters)) : "0",
           c.on_error || "—",
           opNames(c.pre),
           opNames(c.post),

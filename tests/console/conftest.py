@@ -132,7 +132,7 @@ class Console:
         self.open()
         self.page.get_by_label("API key").fill(key)
         self.page.get_by_label("API key").press("Enter")
-        self.page.get_by_role("heading", name="Sources", exact=True).wait_for()
+        self.page.get_by_role("heading", name="Health", exact=True).wait_for()
         return self
 
     def go(self, fragment):

@@ -461,3 +461,73 @@ async fn a_read_key_sees_its_sources_in_the_admin_api_and_changes_nothing() {
     let (status, body) = call(writer.clone(), Method::GET, "/v1/sources", None).await;
     assert_eq!((status, body["required_scope"].as_str()), (403, Some("read:<source>")), "{body}");
 }
+
+/// A `meta:` key operates without reading: events and records of its sources come without their
+/// payloads, dead letters without their messages; a `read:` key sees dead letters masked as the
+/// source's own `mask_field` and `classify` operations say; `admin` sees them as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meta_key_sees_no_payload_and_a_read_key_sees_dead_letters_masked_as_the_source_masks() {
+    let stack = Stack::start().await;
+    let config = json!({"pre": [
+        {"op": "mask_field", "params": {"fields": ["payload.reporter.email"]}},
+        {"op": "classify", "params": {"rules": [{"tag": "PII", "field_names": ["(?i)^ssn$"]}]}},
+        {"op": "cast", "params": {"fields": {"payload.n": "int"}}}
+    ], "post": []});
+    let (status, _, body) = stack.admin(Method::PUT, "/v1/sources/jira", Some(config), None).await;
+    assert_eq!(status, 200, "{body}");
+    stack.wait_for_config("jira", body["version"].as_u64().unwrap()).await;
+    let event = |id: &str, n: &str| json!({"id": id, "source": "jira", "payload": {"n": n, "ssn": "123-45-6789", "reporter": {"email": "ann@example.com", "name": "Ann"}}});
+    assert_eq!(stack.ingest(&event("fine", "5")).await.0, 202);
+    assert_eq!(stack.ingest(&event("poison", "abc")).await.0, 202);
+    let (_, meta) = stack.create_key(json!({"name": "operator", "scopes": ["meta:jira", "consume:ops-*"]})).await;
+    let (_, reader) = stack.create_key(json!({"name": "reader", "scopes": ["read:jira"]})).await;
+    let get = |key: String, url: String| {
+        let http = stack.http.clone();
+        async move {
+            let r = http.get(url).bearer_auth(key).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // /consume: the event, its metadata (the PII tag), no payload.
+    let started = Instant::now();
+    let items = loop {
+        let (status, body) = get(meta.clone(), stack.consumer_url("/consume?group=ops-a&wait_ms=500")).await;
+        assert_eq!(status, 200, "{body}");
+        let events = body["events"].as_array().unwrap().clone();
+        if !events.is_empty() {
+            break events;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "nothing consumed");
+    };
+    let item = &items[0];
+    assert_eq!((item["event"]["id"].as_str(), &item["event"]["payload"], &item["payload_hidden"]), (Some("fine"), &json!({}), &json!(true)), "{item}");
+    assert_eq!(item["event"]["metadata"]["tags"], json!(["PII"]), "{item}");
+    // /metadata: the record, no payload; another source: refused, naming the scope.
+    let (status, record) = get(meta.clone(), stack.consumer_url("/metadata/jira/fine")).await;
+    assert_eq!((status, &record["payload"], &record["payload_hidden"]), (200, &json!({}), &json!(true)), "{record}");
+    let (status, body) = get(meta.clone(), stack.consumer_url("/metadata/github/fine")).await;
+    assert_eq!((status, body["required_scope"].as_str()), (403, Some("meta:github")), "{body}");
+    let (status, record) = get(reader.clone(), stack.consumer_url("/metadata/jira/fine")).await;
+    assert_eq!((status, record["payload"]["reporter"]["name"].as_str(), record.get("payload_hidden")), (200, Some("Ann"), None), "{record}");
+
+    // Dead letters: admin as it is, reader masked, meta without the message.
+    within(Duration::from_secs(20), || async { stack.admin(Method::GET, "/v1/dead-letters?source=jira", None, None).await.2["count"] == 1 }).await;
+    let (_, _, page) = stack.admin(Method::GET, "/v1/dead-letters?source=jira", None, None).await;
+    let admin_view = &page["dead_letters"][0];
+    assert_eq!((admin_view["payload_shown"].as_str(), admin_view["payload"]["payload"]["reporter"]["email"].as_str()), (Some("as_is"), Some("ann@example.com")), "{admin_view}");
+    let (status, page) = get(reader.clone(), stack.admin_url("/v1/dead-letters?source=jira")).await;
+    let masked = &page["dead_letters"][0];
+    assert_eq!((status, masked["payload_shown"].as_str()), (200, Some("masked")), "{masked}");
+    assert_eq!(masked["payload"]["payload"], json!({"n": "abc", "ssn": "****", "reporter": {"email": "****", "name": "Ann"}}), "{masked}");
+    let (status, page) = get(meta.clone(), stack.admin_url("/v1/dead-letters?source=jira")).await;
+    let hidden = &page["dead_letters"][0];
+    assert_eq!((status, hidden["payload_shown"].as_str(), &hidden["payload"]), (200, Some("hidden"), &Value::Null), "{hidden}");
+    assert_eq!((hidden["reason"].as_str(), hidden["event_id"].as_str()), (Some("operation_failed"), Some("poison")), "{hidden}");
+    // The glance and the sources, too; no change.
+    let (status, _) = get(meta.clone(), stack.admin_url("/v1/pipeline")).await;
+    assert_eq!(status, 200);
+    let (status, body) = get(meta.clone(), stack.admin_url("/v1/keys")).await;
+    assert_eq!((status, body["required_scope"].as_str()), (403, Some("admin")), "{body}");
+}

@@ -132,12 +132,23 @@ pub fn instance_name() -> String {
     }
 }
 
+/// A running pulse; [`Pulse::stopped`] waits for it to take this instance's report away.
+pub struct Pulse(tokio::task::JoinHandle<()>);
+
+impl Pulse {
+    /// Once shutdown was asked: waits (at most a second) until the report is taken away, so a
+    /// stopped instance is gone from the console rather than silent.
+    pub async fn stopped(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.0).await;
+    }
+}
+
 /// Reports this instance's readiness and samples its metrics until `shutdown`, then takes its
-/// report away (a stopped instance is gone, not silent). Redis trouble is logged and waited
-/// out: the pulse never holds up the service.
-pub fn spawn(service: Service, health: Health, metrics: std::sync::Arc<Metrics>, store: PulseStore, shutdown: CancellationToken) {
+/// report away (a stopped instance is gone, not silent; one that crashed stays, silent).
+/// Redis trouble is logged and waited out: the pulse never holds up the service.
+pub fn spawn(service: Service, health: Health, metrics: std::sync::Arc<Metrics>, store: PulseStore, shutdown: CancellationToken) -> Pulse {
     let service = service.name();
-    tokio::spawn(async move {
+    Pulse(tokio::spawn(async move {
         let instance = instance_name();
         let started_at = Utc::now();
         let mut last = (Utc::now(), metrics.totals());
@@ -188,7 +199,7 @@ pub fn spawn(service: Service, health: Health, metrics: std::sync::Arc<Metrics>,
             }
         };
         let _ = store.forget(&[field]).await;
-    });
+    }))
 }
 
 /// An instance as the health page shows it.

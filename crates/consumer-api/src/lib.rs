@@ -58,6 +58,7 @@ pub(crate) struct State {
 /// A built consumer-api, listening, not yet serving.
 pub struct Application {
     listeners: adapters::http::Listeners,
+    pulse: adapters::pulse::Pulse,
     shutdown: CancellationToken,
     webhooks: Arc<webhooks::Webhooks>,
 }
@@ -89,7 +90,7 @@ impl Application {
         let probe = adapters::kafka::probe(&settings.kafka, &settings.kafka.topics.output)?;
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe)));
         let pulse = adapters::store::pulse::PulseStore::new(pool.clone(), keys.clone(), settings.redis.timeout());
-        adapters::pulse::spawn(Service::ConsumerApi, Health::clone(&health), metrics.clone(), pulse, shutdown.clone());
+        let pulse_task = adapters::pulse::spawn(Service::ConsumerApi, Health::clone(&health), metrics.clone(), pulse, shutdown.clone());
         let state = web::Data::new(State {
             groups,
             auth,
@@ -137,7 +138,7 @@ impl Application {
         .run();
         tracing::info!(port, admin_port, "consumer-api listening");
         let listeners = adapters::http::Listeners::new((server, port), (admin_server, admin_port));
-        Ok(Application { listeners, shutdown, webhooks })
+        Ok(Application { listeners, pulse: pulse_task, shutdown, webhooks })
     }
 
     pub fn port(&self) -> u16 {
@@ -155,6 +156,7 @@ impl Application {
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.listeners.serve_until_stopped(&self.shutdown, "consumer-api").await?;
+        self.pulse.stopped().await;
         // Webhook workers commit what they delivered and leave their groups.
         self.webhooks.stopped().await;
         Ok(())

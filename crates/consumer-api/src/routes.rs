@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::RequestError;
 use adapters::stage::headers;
-use domain::auth::{Access, RateKind};
+use domain::auth::{Access, RateKind, Sight};
 use domain::projection::Projection;
 use domain::{Condition, Event, EventId, SourceName};
 use actix_web::web::Bytes;
@@ -150,8 +150,8 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     let limits = &state.limits;
     let group = query.group.clone().unwrap_or_else(|| limits.default_group.clone());
     principal.require(Access::Consume(&group))?;
-    // A key that may read no source could never receive anything.
-    principal.require(Access::AnyRead)?;
+    // A key that may read (or glimpse) no source could never receive anything.
+    principal.require(Access::AnyGlimpse)?;
     check_group(&group)?;
     let max = query.max.unwrap_or(limits.default_batch);
     if !(1..=limits.max_batch).contains(&max) {
@@ -179,14 +179,15 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     let mut events = Vec::with_capacity(answer.messages.iter().map(|m| m.payload_len() + 96).sum::<usize>() + 2);
     let mut count = 0usize;
     for m in &answer.messages {
-        if !reads_all && !principal.may_read(headers::source(m)) {
+        let sight = if reads_all { Sight::Full } else { principal.scopes.sight(headers::source(m)) };
+        if sight == Sight::Nothing {
             continue;
         }
         let at = events.len();
         if count > 0 {
             events.push(b',');
         }
-        if deliver(m, &group, filter.as_ref(), projection.as_ref(), query.format, &mut events) {
+        if deliver(m, &group, filter.as_ref(), projection.as_ref(), query.format, sight, &mut events) {
             count += 1;
         } else {
             events.truncate(at);
@@ -245,6 +246,10 @@ struct Delivered<'a> {
     /// on the topic is not JSON.
     #[schema(value_type = Option<Object>, required = true)]
     event: Option<&'a RawValue>,
+    /// The key may only see this source's metadata (`meta:<source>`): the event's `payload`
+    /// is left empty. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    payload_hidden: bool,
 }
 
 /// `POST /consume/reset`.
@@ -305,15 +310,21 @@ fn trace_delivery<M: Message>(m: &M, group: &str) {
 /// as `null`, so it cannot make a whole answer unreadable. (The check is a sixth of a call's
 /// CPU; telling the post-transformer's records apart by a header costs as much, as librdkafka
 /// parses a message's headers into allocations when first asked.)
-pub(crate) fn deliver<M: Message>(m: &M, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, out: &mut Vec<u8>) -> bool {
-    deliver_item(m, group, filter, projection, format, out).is_some()
+///
+/// A key that may only glimpse the event's source ([`Sight::WithoutPayload`]) is handed the
+/// event with an empty `payload` (and `payload_hidden`); its filter and projection see that
+/// event too, so no condition on the payload can tell it what the payload holds.
+pub(crate) fn deliver<M: Message>(m: &M, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, sight: Sight, out: &mut Vec<u8>) -> bool {
+    deliver_item(m, group, filter, projection, format, sight, out).is_some()
 }
 
-fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, out: &mut Vec<u8>) -> Option<()> {
+fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, sight: Sight, out: &mut Vec<u8>) -> Option<()> {
     if adapters::telemetry::exporting() {
         trace_delivery(m, group);
     }
-    let payload = m.payload().unwrap_or_default();
+    let hidden = sight == Sight::WithoutPayload;
+    let stripped = if hidden { Some(without_payload(m.payload().unwrap_or_default())?) } else { None };
+    let payload = stripped.as_deref().unwrap_or_else(|| m.payload().unwrap_or_default());
     // The event as published, read only when a filter or projection needs it; an event that does
     // not read back cannot match a filter: passed over.
     let record = if filter.is_some() || projection.is_some() { Some(Event::from_wire_read(payload)?) } else { None };
@@ -323,8 +334,8 @@ fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, proj
         }
     }
     match (format, projection, &record) {
-        (Format::Metastream, None, _) => write_item(m, serde_json::from_slice::<&RawValue>(payload).ok(), out),
-        (Format::Metastream, Some(p), Some(r)) => write_item(m, Some(&serde_json::value::to_raw_value(&p.apply(r)).ok()?), out),
+        (Format::Metastream, None, _) => write_item(m, serde_json::from_slice::<&RawValue>(payload).ok(), hidden, out),
+        (Format::Metastream, Some(p), Some(r)) => write_item(m, Some(&serde_json::value::to_raw_value(&p.apply(r)).ok()?), hidden, out),
         (Format::Cloudevents, p, r) => {
             let published = serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
             let data = match (p, r) {
@@ -332,16 +343,23 @@ fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, proj
                 _ => published.clone(),
             };
             let event = crate::cloudevents::wrap(m.topic(), m.partition(), m.offset(), &published, data);
-            write_item(m, Some(&serde_json::value::to_raw_value(&event).ok()?), out);
+            write_item(m, Some(&serde_json::value::to_raw_value(&event).ok()?), hidden, out);
         }
         (Format::Metastream, Some(_), None) => unreachable!("a projection reads the record"),
     }
     Some(())
 }
 
+/// The event with its `payload` emptied; `None` when it is not a JSON object.
+fn without_payload(published: &[u8]) -> Option<Vec<u8>> {
+    let mut event: serde_json::Map<String, Value> = serde_json::from_slice(published).ok()?;
+    event.insert("payload".into(), Value::Object(serde_json::Map::new()));
+    serde_json::to_vec(&event).ok()
+}
+
 /// One item ([`Delivered`]) with `event` (JSON, `null` when `None`) copied in as its text.
-fn write_item<M: Message>(m: &M, event: Option<&RawValue>, out: &mut Vec<u8>) {
-    let item = Delivered { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key().map(String::from_utf8_lossy), event };
+fn write_item<M: Message>(m: &M, event: Option<&RawValue>, payload_hidden: bool, out: &mut Vec<u8>) {
+    let item = Delivered { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key().map(String::from_utf8_lossy), event, payload_hidden };
     serde_json::to_writer(out, &item).expect("an item serializes into memory");
 }
 
@@ -376,7 +394,7 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
     let query: StreamQuery = adapters::http::query(&req)?;
     let group = query.group.clone().unwrap_or_else(|| state.limits.default_group.clone());
     principal.require(Access::Consume(&group))?;
-    principal.require(Access::AnyRead)?;
+    principal.require(Access::AnyGlimpse)?;
     check_group(&group)?;
     let filter = query.filter.as_deref().map(compile_filter).transpose()?;
     let projection = query.fields.as_deref().map(Projection::parse).transpose().map_err(RequestError::BadRequest)?;
@@ -394,11 +412,12 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
     }
     let (reader, name, format) = (principal.clone(), group.clone(), query.format);
     let render = Box::new(move |m: &BorrowedMessage<'_>| {
-        if !reader.may_read(headers::source(m)) {
+        let sight = reader.scopes.sight(headers::source(m));
+        if sight == Sight::Nothing {
             return None;
         }
         let mut item = Vec::with_capacity(m.payload().map_or(0, <[u8]>::len) + 96);
-        deliver(m, &name, filter.as_ref(), projection.as_ref(), format, &mut item).then_some(item)
+        deliver(m, &name, filter.as_ref(), projection.as_ref(), format, sight, &mut item).then_some(item)
     });
     let stream = crate::stream::Stream {
         state: state.clone(),
@@ -462,13 +481,20 @@ async fn ack(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> R
     security(("bearer" = [])))]
 async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
     let (source, id) = path.into_inner();
-    let principal = state.auth.authorize(&req, Access::Read(&source))?;
+    let principal = state.auth.authorize(&req, Access::Glimpse(&source))?;
+    let sight = principal.scopes.sight(&source);
     let source = SourceName::parse(source).map_err(|e| RequestError::BadRequest(e.to_string()))?;
     let id = EventId::parse(id).map_err(|e| RequestError::BadRequest(e.to_string()))?;
     state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
     let record = state.records.get(&source, &id).await;
     let record = record.map_err(|e| RequestError::Unavailable { what: format!("cannot read the record: {e}"), retry_after_s: state.retry_after_s })?;
     match record {
+        Some(bytes) if sight == Sight::WithoutPayload => {
+            let mut record: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| RequestError::Unavailable { what: format!("the stored record is not JSON: {e}"), retry_after_s: state.retry_after_s })?;
+            record.insert("payload".into(), Value::Object(serde_json::Map::new()));
+            record.insert("payload_hidden".into(), Value::Bool(true));
+            Ok(HttpResponse::Ok().json(record))
+        }
         Some(bytes) => Ok(HttpResponse::Ok().content_type("application/json").body(bytes)),
         None => Err(RequestError::NotFound(format!("no processed record for source `{source}` and id `{id}`"))),
     }
@@ -487,8 +513,26 @@ mod tests {
 
     fn item(m: &OwnedMessage) -> Value {
         let mut out = Vec::new();
-        assert!(deliver(m, "g", None, None, Format::Metastream, &mut out));
+        assert!(deliver(m, "g", None, None, Format::Metastream, Sight::Full, &mut out));
         serde_json::from_slice(&out).expect("an item is JSON")
+    }
+
+    #[test]
+    fn a_key_that_may_only_glimpse_gets_the_event_without_its_payload_and_its_filter_sees_no_more() {
+        let m = message(br#"{"id":"1","source":"jira","payload":{"ssn":"123"},"metadata":{"tags":["PII"]}}"#, Some("k"));
+        let mut out = Vec::new();
+        assert!(deliver(&m, "g", None, None, Format::Metastream, Sight::WithoutPayload, &mut out));
+        let item: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((item["event"]["payload"].clone(), item["payload_hidden"].clone()), (json!({}), json!(true)));
+        assert_eq!(item["event"]["metadata"]["tags"], json!(["PII"]));
+        let probe = compile_filter(r#"{"equals": {"path": "payload.ssn", "value": "123"}}"#).unwrap();
+        assert!(!deliver(&m, "g", Some(&probe), None, Format::Metastream, Sight::WithoutPayload, &mut Vec::new()), "a filter cannot read the hidden payload");
+        assert!(deliver(&m, "g", Some(&probe), None, Format::Metastream, Sight::Full, &mut Vec::new()));
+        assert!(item_of_full_sight_has_no_flag(&m));
+    }
+
+    fn item_of_full_sight_has_no_flag(m: &OwnedMessage) -> bool {
+        item(m).get("payload_hidden").is_none()
     }
 
     #[test]
@@ -504,7 +548,7 @@ mod tests {
     #[test]
     fn an_answer_is_its_items_between_the_pieces_around_them() {
         let mut items = Vec::new();
-        assert!(deliver(&message(br#"{"id":"1"}"#, Some("k")), "g", None, None, Format::Metastream, &mut items));
+        assert!(deliver(&message(br#"{"id":"1"}"#, Some("k")), "g", None, None, Format::Metastream, Sight::Full, &mut items));
         for (reset, cursor) in [(false, None), (true, Some("c.s".to_owned()))] {
             let (head, tail) = ConsumeAnswer { group: "g", count: 1, cursor: cursor.clone(), reset, events: Vec::new() }.around();
             let answer: Value = serde_json::from_slice(&[head, items.clone(), tail.to_vec()].concat()).expect("an answer is JSON");

@@ -145,34 +145,40 @@ pub enum Scope {
     Consume(Glob),
     /// Read records (`/metadata`) and receive events (`/consume`) of matching sources.
     Read(Glob),
+    /// See matching sources without their payloads: records and events with the payload left
+    /// out, dead letters without the message, counts, reasons and configurations — for those
+    /// who operate the pipeline but should not read what flows through it.
+    Meta(Glob),
     /// The admin API: keys, source configs, dead letters, audit.
     Admin,
 }
 
 impl Scope {
     /// # Errors
-    /// When `text` is not `ingest:<glob>`, `consume:<glob>`, `read:<glob>` or `admin`.
+    /// When `text` is not `ingest:<glob>`, `consume:<glob>`, `read:<glob>`, `meta:<glob>` or
+    /// `admin`.
     pub fn parse(text: &str) -> Result<Scope, String> {
         if text == "admin" {
             return Ok(Scope::Admin);
         }
         let (kind, pattern) = text
             .split_once(':')
-            .ok_or_else(|| format!("scope `{text}` must be `ingest:<source>`, `consume:<group>`, `read:<source>` or `admin`"))?;
+            .ok_or_else(|| format!("scope `{text}` must be `ingest:<source>`, `consume:<group>`, `read:<source>`, `meta:<source>` or `admin`"))?;
         let glob = Glob::parse(pattern).map_err(|e| format!("scope `{text}`: {e}"))?;
         match kind {
             "ingest" => Ok(Scope::Ingest(glob)),
             "consume" => Ok(Scope::Consume(glob)),
             "read" => Ok(Scope::Read(glob)),
-            _ => Err(format!("scope `{text}`: unknown kind `{kind}` (ingest, consume, read, admin)")),
+            "meta" => Ok(Scope::Meta(glob)),
+            _ => Err(format!("scope `{text}`: unknown kind `{kind}` (ingest, consume, read, meta, admin)")),
         }
     }
 
     fn grants(&self, access: &Access<'_>) -> bool {
         match (self, access) {
             (Scope::Admin, Access::Admin | Access::View(_) | Access::AnyView) => true,
-            (Scope::Read(g), Access::View(s)) => g.matches(s),
-            (Scope::Read(_), Access::AnyView) => true,
+            (Scope::Read(g) | Scope::Meta(g), Access::View(s) | Access::Glimpse(s)) => g.matches(s),
+            (Scope::Read(_) | Scope::Meta(_), Access::AnyView | Access::AnyGlimpse) => true,
             (Scope::Ingest(g), Access::Ingest(s)) | (Scope::Read(g), Access::Read(s)) | (Scope::Consume(g), Access::Consume(s)) => {
                 g.matches(s)
             }
@@ -188,6 +194,7 @@ impl fmt::Display for Scope {
             Scope::Ingest(g) => write!(f, "ingest:{}", g.as_str()),
             Scope::Consume(g) => write!(f, "consume:{}", g.as_str()),
             Scope::Read(g) => write!(f, "read:{}", g.as_str()),
+            Scope::Meta(g) => write!(f, "meta:{}", g.as_str()),
             Scope::Admin => f.write_str("admin"),
         }
     }
@@ -212,9 +219,9 @@ impl utoipa::PartialSchema for Scope {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::Type::String)
             .description(Some(
-                "A scope: `ingest:<glob>`, `consume:<glob>`, `read:<glob>` (glob: letters, digits, `_`,\n`.`, `-`, `*`), or `admin`.",
+                "A scope: `ingest:<glob>`, `consume:<glob>`, `read:<glob>`, `meta:<glob>` (glob: letters,\ndigits, `_`, `.`, `-`, `*`), or `admin`.",
             ))
-            .pattern(Some(r"^(admin|(ingest|consume|read):[A-Za-z0-9_.*-]{1,64})$"))
+            .pattern(Some(r"^(admin|(ingest|consume|read|meta):[A-Za-z0-9_.*-]{1,64})$"))
             .into()
     }
 }
@@ -241,6 +248,11 @@ pub enum Access<'a> {
     View(&'a str),
     /// See some source in the admin API (a list, filtered to what [`Access::View`] allows).
     AnyView,
+    /// See this source's records and events without their payloads: a `read:` or a `meta:`
+    /// scope covering it. (With `read:`, the payload too: [`Access::Read`].)
+    Glimpse(&'a str),
+    /// Glimpse some source.
+    AnyGlimpse,
     Admin,
 }
 
@@ -255,6 +267,8 @@ impl fmt::Display for Access<'_> {
             Access::Read(s) => write!(f, "read:{s}"),
             Access::AnyRead | Access::AnyView => f.write_str("read:<source>"),
             Access::View(s) => write!(f, "read:{s}"),
+            Access::Glimpse(s) => write!(f, "meta:{s}"),
+            Access::AnyGlimpse => f.write_str("meta:<source>"),
             Access::Admin => f.write_str("admin"),
         }
     }
@@ -284,6 +298,17 @@ impl Scopes {
         self.0.iter().any(|s| s.grants(&access))
     }
 
+    /// How much of `source`'s events and records these scopes are shown.
+    pub fn sight(&self, source: &str) -> Sight {
+        if self.allows(Access::Read(source)) {
+            Sight::Full
+        } else if self.allows(Access::Glimpse(source)) {
+            Sight::WithoutPayload
+        } else {
+            Sight::Nothing
+        }
+    }
+
     /// Whether these scopes read every source (`read:*`): a reader need not look at which
     /// source an event is of.
     pub fn reads_every_source(&self) -> bool {
@@ -307,6 +332,17 @@ impl Scopes {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// How much of a source's events and records a key is shown (see [`Scopes::sight`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sight {
+    /// Everything (`read:`).
+    Full,
+    /// All but the payload (`meta:`).
+    WithoutPayload,
+    /// Nothing.
+    Nothing,
 }
 
 /// A request needs a scope its key lacks.
@@ -509,6 +545,25 @@ mod tests {
         assert!(!writer.allows(Access::AnyView) && !writer.allows(Access::View("jira")));
     }
 
+    /// `meta:<glob>` sees what `read:` sees in the admin API and glimpses the sources it covers
+    /// (records and events without payloads), and never reads them.
+    #[test]
+    fn a_meta_scope_sees_and_glimpses_and_never_reads() {
+        let meta = Scopes::new(vec![Scope::parse("meta:jira").unwrap()]);
+        assert_eq!(serde_json::to_string(&meta).unwrap(), r#"["meta:jira"]"#);
+        assert!(meta.allows(Access::AnyView) && meta.allows(Access::View("jira")) && meta.allows(Access::Glimpse("jira")) && meta.allows(Access::AnyGlimpse));
+        assert!(!meta.allows(Access::Read("jira")) && !meta.allows(Access::AnyRead) && !meta.allows(Access::Glimpse("github")));
+        assert_eq!(meta.require(Access::Read("jira")).unwrap_err().required, "read:jira");
+        assert_eq!(meta.require(Access::Glimpse("github")).unwrap_err().required, "meta:github");
+        let reader = Scopes::new(vec![Scope::parse("read:*").unwrap()]);
+        assert!(reader.allows(Access::Glimpse("jira")), "who may read may glimpse");
+        assert!(!Scopes::admin().allows(Access::Glimpse("jira")), "admin is the admin API's, not the data's");
+        let both = Scopes::new(vec![Scope::parse("read:jira").unwrap(), Scope::parse("meta:*").unwrap()]);
+        assert_eq!((both.sight("jira"), both.sight("github")), (Sight::Full, Sight::WithoutPayload));
+        assert_eq!(reader.sight("x"), Sight::Full);
+        assert_eq!(Scopes::admin().sight("jira"), Sight::Nothing);
+    }
+
     /// The API contract's pattern of a scope takes exactly what `Scope::parse` takes.
     #[test]
     fn the_scope_schema_is_the_parser() {
@@ -516,7 +571,7 @@ mod tests {
         let pattern = regex::Regex::new(schema["pattern"].as_str().unwrap()).unwrap();
         let long = format!("read:{}", "a".repeat(64));
         let too_long = format!("read:{}", "a".repeat(65));
-        let samples = ["admin", "ingest:jira", "consume:team-a-*", "read:*", "read:a.b_c-D9", "write:x", "ingest:", "ingest", "read:a/b", "ADMIN", "admin:x", "read:é", &long, &too_long];
+        let samples = ["admin", "ingest:jira", "consume:team-a-*", "read:*", "read:a.b_c-D9", "meta:jira", "meta:", "write:x", "ingest:", "ingest", "read:a/b", "ADMIN", "admin:x", "read:é", &long, &too_long];
         for s in samples {
             assert_eq!(pattern.is_match(s), Scope::parse(s).is_ok(), "{s}");
         }

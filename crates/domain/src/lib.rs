@@ -16,6 +16,7 @@
 //! - [`auth`]: the trust model: API key format, scopes, and what a request needs.
 //! - [`object`]: an event's payload as the stages hold it, parsed only when read.
 //! - [`projection`]: the parts of an event a consumer asked for (`fields=`).
+//! - [`masking`]: what a reader is shown of a message its source's operations did not mask yet.
 //!
 //! This crate does no I/O: no tokio, rdkafka or redis anywhere in its dependency tree.
 
@@ -24,6 +25,7 @@ pub mod client;
 pub mod condition;
 pub mod event;
 pub mod limits;
+pub mod masking;
 pub mod messages;
 pub mod native;
 pub mod object;

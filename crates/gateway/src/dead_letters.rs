@@ -21,6 +21,8 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::http::{RequestError, read_body, require_json};
 use domain::schema::headers;
+use adapters::auth::Principal;
+use domain::auth::Access;
 use domain::DeadLetterReason;
 use adapters::kafka::message::{Headers as _, Message as _, OwnedMessage};
 use adapters::kafka::Record;
@@ -100,9 +102,24 @@ struct DeadLetter<'a> {
     reference: bool,
     #[schema(inline)]
     original: Original<'a>,
-    /// The message: its JSON, or its text when it is not JSON.
+    /// The message: its JSON, or its text when it is not JSON; `null` when `payload_shown` is
+    /// `hidden`.
     #[schema(value_type = Value)]
     payload: Value,
+    payload_shown: PayloadShown,
+}
+
+/// How much of a dead letter's message the key is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum PayloadShown {
+    /// As it is (`admin`: to fix and replay it).
+    AsIs,
+    /// With the fields the source's `mask_field` operations hide and its `classify` rules
+    /// recognise replaced by `****` (`read:<source>`: what the output would show it).
+    Masked,
+    /// Not at all (`meta:<source>` only).
+    Hidden,
 }
 
 /// Where a dead letter's message was when it failed.
@@ -113,8 +130,30 @@ struct Original<'a> {
     offset: Option<i64>,
 }
 
-fn describe(m: &OwnedMessage) -> DeadLetter<'_> {
-    let payload = m.payload().unwrap_or_default();
+/// `m` as `principal` may see it: the message as it is to an admin, masked as its source's
+/// operations say to a reader, left out for a key that may only see metadata.
+fn describe<'m>(m: &'m OwnedMessage, principal: &Principal, state: &State) -> DeadLetter<'m> {
+    let raw = m.payload().unwrap_or_default();
+    let source = header(m, headers::SOURCE);
+    let shown = if principal.scopes.allows(Access::Admin) {
+        PayloadShown::AsIs
+    } else if source.is_some_and(|s| principal.may_read(s)) {
+        PayloadShown::Masked
+    } else {
+        PayloadShown::Hidden
+    };
+    let payload = match shown {
+        PayloadShown::Hidden => Value::Null,
+        _ => {
+            let mut payload = serde_json::from_slice::<Value>(raw).unwrap_or_else(|_| json!(String::from_utf8_lossy(raw)));
+            if shown == PayloadShown::Masked {
+                if let Some(compiled) = source.and_then(|s| state.catalog.get(s)) {
+                    domain::masking::ViewMask::of(compiled.config()).apply(&mut payload);
+                }
+            }
+            payload
+        }
+    };
     DeadLetter {
         partition: m.partition(),
         offset: m.offset(),
@@ -132,7 +171,8 @@ fn describe(m: &OwnedMessage) -> DeadLetter<'_> {
             partition: header(m, headers::DLQ_PARTITION).and_then(|p| p.parse::<i32>().ok()),
             offset: header(m, headers::DLQ_OFFSET).and_then(|o| o.parse::<i64>().ok()),
         },
-        payload: serde_json::from_slice::<Value>(payload).unwrap_or_else(|_| json!(String::from_utf8_lossy(payload))),
+        payload,
+        payload_shown: shown,
     }
 }
 
@@ -170,7 +210,7 @@ pub(crate) fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> A
         ("reason" = Option<DeadLetterReason>, Query, description = "Only this reason"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Dead letters per page (100)"),
         ("cursor" = Option<String>, Query, pattern = r"^([0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*)?$", description = "`next_cursor` of the previous page")),
-    description = "Scope: `admin` (every dead letter), or `read:<glob>`: only the dead letters of the sources it covers (a `source` it does not cover is a 403).",
+    description = "Scope: `admin` (every dead letter, its message as it is), `read:<glob>` (the dead letters of the sources it covers, their messages masked as the source's `mask_field` and `classify` operations say) or `meta:<glob>` (likewise, without the message). A `source` the key does not cover is a 403.",
     responses((status = 200, description = "Dead letters, oldest first, with why", body = DeadLetterPage), adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = ["admin", "read:<source>"])))]
 async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, AdminError> {
@@ -187,13 +227,14 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     let filter = Filter { source: query.source.clone(), reason: query.reason };
     let st = state.clone();
     // A dead letter without a source header is the admin's only.
-    let visible = move |m: &OwnedMessage| header(m, headers::SOURCE).map_or(principal.require(domain::auth::Access::Admin).is_ok(), |s| crate::admin::may_view(&principal, s));
+    let who = principal.clone();
+    let visible = move |m: &OwnedMessage| header(m, headers::SOURCE).map_or(who.require(domain::auth::Access::Admin).is_ok(), |s| crate::admin::may_view(&who, s));
     let (kept, position) = web::block(move || scan(&st, &st.dead_letter_topic, &start, limit, |m| matches(m, &filter) && visible(m)))
         .await
         .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
         .map_err(|e| kafka_unavailable(&state, e))?;
     let cursor: Vec<String> = position.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-    Ok(HttpResponse::Ok().json(DeadLetterPage { dead_letters: kept.iter().map(describe).collect(), count: kept.len(), next_cursor: cursor.join(",") }))
+    Ok(HttpResponse::Ok().json(DeadLetterPage { dead_letters: kept.iter().map(|m| describe(m, &principal, &state)).collect(), count: kept.len(), next_cursor: cursor.join(",") }))
 }
 
 /// A dead letter, by its position on the dead-letter topic.

@@ -94,6 +94,7 @@ pub(crate) struct State {
 /// A built gateway, listening, not yet serving.
 pub struct Application {
     listeners: adapters::http::Listeners,
+    pulse: adapters::pulse::Pulse,
     producer: FutureProducer,
     shutdown: CancellationToken,
     deadline: Duration,
@@ -140,7 +141,7 @@ impl Application {
         });
         let health = web::Data::new(Health::new(Some((pool.clone(), settings.redis.timeout())), Some(kafka_probe)));
         let pulse = adapters::store::pulse::PulseStore::new(pool.clone(), keys.clone(), settings.redis.timeout());
-        adapters::pulse::spawn(Service::Gateway, Health::clone(&health), metrics.clone(), pulse.clone(), shutdown.clone());
+        let pulse_task = adapters::pulse::spawn(Service::Gateway, Health::clone(&health), metrics.clone(), pulse.clone(), shutdown.clone());
         let state = web::Data::new(State {
             producer: producer.clone(),
             catalog,
@@ -225,7 +226,7 @@ impl Application {
         .run();
         tracing::info!(port, admin_port, "gateway listening");
         let listeners = adapters::http::Listeners::new((server, port), (admin_server, admin_port));
-        Ok(Application { listeners, producer, shutdown, deadline })
+        Ok(Application { listeners, pulse: pulse_task, producer, shutdown, deadline })
     }
 
     /// The port the gateway listens on (useful with port 0).
@@ -245,6 +246,7 @@ impl Application {
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.listeners.serve_until_stopped(&self.shutdown, "gateway").await?;
+        self.pulse.stopped().await;
         let producer = self.producer;
         let deadline = self.deadline;
         tokio::task::spawn_blocking(move || adapters::kafka::flush(&producer, deadline)).await??;

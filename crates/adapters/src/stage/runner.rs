@@ -197,6 +197,8 @@ pub struct StageRunner {
     exactly_once: Option<super::pipeline::ExactlyOnce>,
     /// How long the loop has been on one step ([`crate::liveness`]).
     loop_watch: Arc<crate::liveness::LoopWatch>,
+    /// This instance's readiness and metrics in Redis, for the console ([`crate::pulse`]).
+    pulse: crate::pulse::Pulse,
     /// Whether the partitions move ([`crate::liveness`]); told what the stage commits.
     fetch_watch: Arc<crate::liveness::FetchWatch>,
 }
@@ -229,7 +231,7 @@ impl StageRunner {
         let probe = crate::kafka::probe(&settings.kafka, input_topic)?;
         let health = Health::new(Some((pool.clone(), settings.redis.timeout())), Some(probe));
         let pulse = crate::store::pulse::PulseStore::new(pool.clone(), domain::KeySchema::new(&settings.redis.key_prefix), settings.redis.timeout());
-        crate::pulse::spawn(service, health.clone(), metrics.clone(), pulse, shutdown.clone());
+        let pulse = crate::pulse::spawn(service, health.clone(), metrics.clone(), pulse, shutdown.clone());
         let (producer, txn_pool, commits) = if exactly_once {
             let id = transactional_id(&t.group_id, &t.listen);
             let topics = &settings.kafka.topics;
@@ -285,6 +287,7 @@ impl StageRunner {
                 dedupe_window: Duration::from_secs(settings.gateway.idempotency_window_s),
             },
             exactly_once,
+            pulse,
             health_server,
             port,
             settings: t.clone(),
@@ -438,6 +441,7 @@ impl StageRunner {
         }
         handle.stop(true).await;
         server.await??;
+        self.pulse.stopped().await;
         match pipeline.stopped {
             Some(Stopped::Broken(cause)) => Err(anyhow::anyhow!(cause)),
             None | Some(Stopped::Requested) => Ok(()),
