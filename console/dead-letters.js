@@ -5,6 +5,20 @@
 import { exportBar } from "./export.js";
 import { call, get, session, query } from "./api.js";
 import { h, replace, jsonBlock, loading, problem, note, field, showPage } from "./dom.js";
+import { savedFilters } from "./saved.js";
+
+/** What a key is shown of a dead letter's message (the API's `payload_shown`). */
+function message(d, id) {
+  if (d.payload_shown === "hidden") return h("span", { class: "hint" }, "Hidden: this key may see this source's metadata only (meta:).");
+  return h(
+    "details",
+    {},
+    h("summary", {}, d.payload_shown === "masked" ? "Original message (masked)" : "Original message"),
+    d.payload_shown === "masked" ? h("p", { class: "hint" }, "Fields the source's mask_field and classify operations hide are shown as ****.") : null,
+    d.reference ? h("p", {}, "Too large to keep whole: a reference.") : null,
+    jsonBlock(d.payload, `Original message of ${id}`),
+  );
+}
 
 /** The reasons, from the admin listener's own OpenAPI document (the enum is the contract). */
 async function reasons() {
@@ -54,6 +68,16 @@ export async function page(main) {
     "Dead letters",
     "Messages a stage could not process, oldest first. Fix the source's configuration, then replay: each goes back to the topic it came from, unchanged (same id), once unless forced.",
     filters,
+    savedFilters(
+      "dead-letters",
+      () => ({ source: source.value, reason: reason.value, stage: stage.value }),
+      (v) => {
+        source.value = v.source || "";
+        reason.value = v.reason || "";
+        stage.value = v.stage || "";
+        filters.requestSubmit();
+      },
+    ),
     summary,
     h(
       "div",
@@ -112,7 +136,7 @@ export async function page(main) {
         h("td", {}, d.operation ? `${d.operation}${d.operation_index !== undefined && d.operation_index !== null ? ` [${d.operation_index}]` : ""}` : "—"),
         h("td", { class: "wrap" }, d.error),
         h("td", {}, d.original ? `${d.original.topic} ${d.original.partition}:${d.original.offset}` : "—"),
-        h("td", {}, h("details", {}, h("summary", {}, "Original message"), d.reference ? h("p", {}, "Too large to keep whole: a reference.") : null, jsonBlock(d.payload, `Original message of ${id}`))),
+        h("td", {}, message(d, id)),
         h("td", {}, h("button", { type: "button", disabled: !canWrite, onclick: () => replay({ items: [{ partition: d.partition, offset: d.offset }] }, `dead letter ${id}`) }, "Replay")),
       );
     });

@@ -7,22 +7,25 @@ import { h, replace, jsonBlock, problem, field, table, showPage } from "./dom.js
 
 const NOT_SET = "The gateway has no gateway.console.consumer_api_url: the console does not know where the consumer-api is.";
 
-/** The trace id of a record: from the `traceparent` its routing headers carry (W3C), if any. */
-export function traceId(record) {
-  const headers = (record && record.routing && record.routing.headers) || [];
-  const tp = headers.find((p) => Array.isArray(p) && p[0] === "traceparent");
-  const parts = tp ? String(tp[1]).split("-") : [];
+/**
+ * The trace id (W3C `traceparent`) of an event: from its Kafka message's headers when the
+ * consumer-api handed them out, else from the routing headers its record carries, if any.
+ */
+export function traceId(record, headers) {
+  const routing = (record && record.routing && record.routing.headers) || [];
+  const tp = (headers && headers.traceparent) || (routing.find((p) => Array.isArray(p) && p[0] === "traceparent") || [])[1];
+  const parts = tp ? String(tp).split("-") : [];
   return parts.length === 4 ? parts[1] : null;
 }
 
 /**
- * A record opened: where it is (`place`: rows of [label, value]), its provenance, trace id and
- * the record itself.
+ * A record opened: where it is (`place`: rows of [label, value]), its provenance, trace id, the
+ * Kafka message's `headers` when known, and the record itself.
  */
-export function recordView(record, place = []) {
+export function recordView(record, place = [], headers = null) {
   const p = (record && record.provenance) || {};
   const show = (v) => (v === undefined || v === null ? "—" : String(v));
-  const trace = traceId(record);
+  const trace = traceId(record, headers);
   return h(
     "div",
     { class: "record" },
@@ -39,6 +42,7 @@ export function recordView(record, place = []) {
       ],
       { class: "provenance" },
     ),
+    headers ? table("Kafka headers", ["Header", "Value"], Object.entries(headers).map(([k, v]) => [h("code", {}, k), h("span", { class: "wrap" }, v)]), { class: "headers" }) : null,
     jsonBlock(record, "The record"),
   );
 }

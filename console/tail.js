@@ -8,6 +8,8 @@
 import { consumerApi, session, refusal } from "./api.js";
 import { h, replace, problem, field, showPage } from "./dom.js";
 import { recordView } from "./entities.js";
+import { savedFilters } from "./saved.js";
+import { exportBar } from "./export.js";
 
 /** Rows kept on the page: the newest this many. */
 const KEEP = 500;
@@ -42,10 +44,21 @@ function sseParser(onEvent) {
   };
 }
 
-/** The `filter` /stream takes: the source picked and the condition written, both if both. */
-export function combinedFilter(source, written) {
+/** `name=value` as a header condition; throws on text without `=`. */
+function headerCondition(text) {
+  const at = text.indexOf("=");
+  if (at <= 0) throw new Error(`a header is searched as name=value, not “${text}”`);
+  return { header: { name: text.slice(0, at).trim(), equals: text.slice(at + 1).trim() } };
+}
+
+/**
+ * The `filter` /stream takes: the source picked, the header searched (`name=value`) and the
+ * condition written, all that are given.
+ */
+export function combinedFilter(source, written, header = "") {
   const parts = [];
   if (source) parts.push({ source });
+  if (header) parts.push(headerCondition(header));
   if (written) parts.push(JSON.parse(written));
   if (!parts.length) return null;
   return JSON.stringify(parts.length === 1 ? parts[0] : { all: parts });
@@ -54,6 +67,7 @@ export function combinedFilter(source, written) {
 export async function page(main) {
   const source = h("input", { type: "text", name: "source", pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}", spellcheck: "false" });
   const filter = h("input", { type: "text", name: "filter", spellcheck: "false", placeholder: '{"exists": "payload.title"}' });
+  const header = h("input", { type: "text", name: "header", spellcheck: "false", placeholder: "metastream-source=jira" });
   const from = h(
     "select",
     { name: "from" },
@@ -70,6 +84,7 @@ export async function page(main) {
     "form",
     { class: "row card", "aria-label": "Tail settings" },
     field("Source", source, "Exact name; empty: every source the key may read"),
+    field("Header", header, "name=value: only messages with this Kafka header"),
     field("Filter", filter, "A condition as /consume's filter= takes it (JSON); empty: none"),
     field("From", from),
     start,
@@ -78,8 +93,18 @@ export async function page(main) {
   showPage(
     main,
     "Live tail",
-    "Events as they are published, from the consumer-api's stream. Needs a key with consume:console-* and read: scopes. Open an event to see its record, provenance and trace id.",
+    "Events as they are published, from the consumer-api's stream. Needs a key with consume:console-* and read: (or meta:, which leaves payloads out) scopes. Open an event to see its record, provenance, headers and trace id.",
     form,
+    savedFilters(
+      "tail",
+      () => ({ source: source.value, header: header.value, filter: filter.value }),
+      (v) => {
+        source.value = v.source || "";
+        header.value = v.header || "";
+        filter.value = v.filter || "";
+      },
+    ),
+    exportBar("live tail", ["topic", "partition", "offset", "key", "event.source", "event.id", "payload_hidden", ["traceparent", (i) => i.headers && i.headers.traceparent], "event"], () => shown),
     status,
     problems,
     h(
@@ -99,6 +124,7 @@ export async function page(main) {
   let group = null;
   let lastId = null;
   let count = 0;
+  let shown = [];
   let filterText = null;
   let startAt = "latest";
 
@@ -107,9 +133,16 @@ export async function page(main) {
     const p = e.provenance || {};
     if (!count) replace(body);
     count += 1;
+    shown.unshift(item);
+    shown.length = Math.min(shown.length, KEEP);
     const open = h("button", { type: "button", "aria-label": `Open event ${e.id}` }, "Open");
     open.addEventListener("click", () => {
-      replace(detail, h("h2", {}, `Event ${e.source} / ${e.id}`), recordView(e, [["Output topic", item.topic], ["Partition / offset", `${item.partition} / ${item.offset}`], ["Kafka key", item.key || "—"]]));
+      replace(
+        detail,
+        h("h2", {}, `Event ${e.source} / ${e.id}`),
+        item.payload_hidden ? h("p", { class: "note warn" }, "Payload hidden: this key may see this source's metadata only (meta:), not its payloads.") : null,
+        recordView(e, [["Output topic", item.topic], ["Partition / offset", `${item.partition} / ${item.offset}`], ["Kafka key", item.key || "—"]], item.headers),
+      );
       detail.querySelector("h2").scrollIntoView({ block: "nearest" });
     });
     body.prepend(
@@ -133,7 +166,7 @@ export async function page(main) {
       replace(problems, h("div", { class: "problem", role: "alert" }, "The gateway has no gateway.console.consumer_api_url: the console does not know where the consumer-api is."));
       return;
     }
-    const q = new URLSearchParams({ group });
+    const q = new URLSearchParams({ group, headers: "true" });
     if (filterText) q.set("filter", filterText);
     // Resuming: the last event's id, and no `from` (the consumer-api today fails a resume that
     // also names where to start: an endless `unavailable` from Kafka).
@@ -190,9 +223,9 @@ export async function page(main) {
     if (running) running.abort();
     pause.textContent = "Pause";
     try {
-      filterText = combinedFilter(source.value.trim(), filter.value.trim());
+      filterText = combinedFilter(source.value.trim(), filter.value.trim(), header.value.trim());
     } catch (err) {
-      replace(problems, h("div", { class: "problem", role: "alert" }, h("strong", {}, "The filter is not JSON: "), err.message));
+      replace(problems, h("div", { class: "problem", role: "alert" }, h("strong", {}, "The filter is not valid: "), err.message));
       return;
     }
     const rand = new Uint8Array(6);
@@ -201,6 +234,7 @@ export async function page(main) {
     lastId = null;
     startAt = from.value;
     count = 0;
+    shown = [];
     replace(body, h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No events yet.")));
     replace(detail);
     connect();

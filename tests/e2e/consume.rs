@@ -398,3 +398,29 @@ async fn an_answer_lost_in_transit_comes_back_to_a_client_that_passes_its_last_c
         assert_eq!(got.len(), if with_cursor { 20 } else { 15 }, "group {group}: {got:?}");
     }
 }
+
+/// An entity's history: every version the pipeline published for it, newest first, with the
+/// message headers (the trace context among them), and nothing of any other entity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entitys_history_lists_every_version_it_was_published_in_newest_first() {
+    let stack = Stack::start().await;
+    for (i, status) in ["open", "in progress", "done"].iter().enumerate() {
+        assert_eq!(stack.ingest(&json!({"id": "ENT-1", "source": "jira", "payload": {"status": status, "step": i}})).await.0, 202);
+        assert_eq!(stack.ingest(&json!({"id": format!("OTHER-{i}"), "source": "jira", "payload": {}})).await.0, 202);
+        // One after the other: each version published before the next is sent.
+        stack.consume("history-wait", 2 * (i + 1), Duration::from_secs(20)).await;
+    }
+    let (status, body) = stack.get("/metadata/jira/ENT-1/history").await;
+    assert_eq!(status, 200, "{body}");
+    let events = body["events"].as_array().unwrap();
+    let steps: Vec<i64> = events.iter().map(|e| e["event"]["payload"]["step"].as_i64().unwrap()).collect();
+    assert_eq!(steps, [2, 1, 0], "{body}");
+    assert!(events.iter().all(|e| e["event"]["id"] == "ENT-1" && e["headers"]["metastream-source"] == "jira"), "{body}");
+    assert_eq!(body["complete"], true);
+    let (status, body) = stack.get("/metadata/jira/ENT-1/history?limit=1").await;
+    assert_eq!((status, body["events"].as_array().unwrap().len()), (200, 1), "{body}");
+    let (status, body) = stack.get("/metadata/jira/NEVER/history").await;
+    assert_eq!((status, body["events"].as_array().unwrap().len()), (200, 0), "{body}");
+    let (status, body) = stack.get("/metadata/jira/ENT-1/history?limit=0").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+}

@@ -50,6 +50,9 @@ pub(crate) struct State {
     /// Signs and checks cursors, with the deployment's cursor secret from Redis (made once).
     pub cursors: tokio::sync::OnceCell<adapters::auth::KeyHasher>,
     pub records: adapters::store::Records,
+    /// Reads the output topic outside any group (an entity's history).
+    pub reader_config: adapters::kafka::ClientConfig,
+    pub output_topic: String,
     pub limits: ConsumerApiSettings,
     pub retry_after_s: u32,
     pub metrics: std::sync::Arc<adapters::metrics::Metrics>,
@@ -105,6 +108,8 @@ impl Application {
                 metrics.clone(),
                 Duration::from_secs(settings.gateway.idempotency_window_s),
             ),
+            reader_config: adapters::kafka::reader_config(&settings.kafka),
+            output_topic: settings.kafka.topics.output.clone(),
             limits: settings.consumer_api.clone(),
             retry_after_s: settings.gateway.retry_after_s,
             metrics: metrics.clone(),

@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "metastream consumer-api", description = "Processed events and records for downstream systems."),
-    paths(crate::routes::consume, crate::routes::ack, crate::routes::reset, crate::routes::stream, crate::routes::metadata),
+    paths(crate::routes::consume, crate::routes::ack, crate::routes::reset, crate::routes::stream, crate::routes::metadata, crate::routes::history),
     // A query parameter's type is referenced, not collected, by utoipa: registered here.
     components(schemas(crate::cloudevents::Format)),
     servers((url = "/"))

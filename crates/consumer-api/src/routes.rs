@@ -27,6 +27,7 @@ adapters::routes! { pub(crate) fn configure / ROUTES {
     POST "/consume/reset" => reset,
     GET "/stream" => stream,
     GET "/metadata/{source}/{id}" => metadata,
+    GET "/metadata/{source}/{id}/history" => history,
 } }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -59,6 +60,30 @@ struct ConsumeQuery {
     /// Where a group with no position yet starts: `earliest` (default), `latest`, or an RFC 3339
     /// time (the first event published at or after it).
     from: Option<String>,
+    /// `true`: each item carries the Kafka message's `headers` too (`traceparent`, the source,
+    /// the provenance headers), e.g. to follow an event's trace.
+    #[serde(default)]
+    headers: bool,
+}
+
+/// What one call asked of the events it is handed: [`deliver`] shapes each accordingly.
+pub(crate) struct Shape {
+    pub filter: Option<Condition>,
+    pub projection: Option<Projection>,
+    pub format: Format,
+    /// Each item carries the message's headers.
+    pub headers: bool,
+}
+
+impl Shape {
+    fn parse(filter: Option<&str>, fields: Option<&str>, format: Format, headers: bool) -> Result<Shape, RequestError> {
+        Ok(Shape {
+            filter: filter.map(compile_filter).transpose()?,
+            projection: fields.map(Projection::parse).transpose().map_err(RequestError::BadRequest)?,
+            format,
+            headers,
+        })
+    }
 }
 
 /// A group name: a source name's alphabet and length.
@@ -157,8 +182,7 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
     if !(1..=limits.max_batch).contains(&max) {
         return Err(RequestError::BadRequest(format!("`max` must be between 1 and {}", limits.max_batch)));
     }
-    let filter = query.filter.as_deref().map(compile_filter).transpose()?;
-    let projection = query.fields.as_deref().map(Projection::parse).transpose().map_err(RequestError::BadRequest)?;
+    let shape = Shape::parse(query.filter.as_deref(), query.fields.as_deref(), query.format, query.headers)?;
     let wait_ms = query.wait_ms.unwrap_or(limits.default_wait_ms);
     if wait_ms > limits.max_wait_ms {
         return Err(RequestError::BadRequest(format!("`wait_ms` must be at most {}", limits.max_wait_ms)));
@@ -187,7 +211,7 @@ async fn consume(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespon
         if count > 0 {
             events.push(b',');
         }
-        if deliver(m, &group, filter.as_ref(), projection.as_ref(), query.format, sight, &mut events) {
+        if deliver(m, &group, &shape, sight, &mut events) {
             count += 1;
         } else {
             events.truncate(at);
@@ -250,6 +274,10 @@ struct Delivered<'a> {
     /// is left empty. Absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     payload_hidden: bool,
+    /// The Kafka message's headers, when asked for (`headers=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    headers: Option<std::collections::BTreeMap<&'a str, std::borrow::Cow<'a, str>>>,
 }
 
 /// `POST /consume/reset`.
@@ -314,16 +342,17 @@ fn trace_delivery<M: Message>(m: &M, group: &str) {
 /// A key that may only glimpse the event's source ([`Sight::WithoutPayload`]) is handed the
 /// event with an empty `payload` (and `payload_hidden`); its filter and projection see that
 /// event too, so no condition on the payload can tell it what the payload holds.
-pub(crate) fn deliver<M: Message>(m: &M, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, sight: Sight, out: &mut Vec<u8>) -> bool {
-    deliver_item(m, group, filter, projection, format, sight, out).is_some()
+pub(crate) fn deliver<M: Message>(m: &M, group: &str, shape: &Shape, sight: Sight, out: &mut Vec<u8>) -> bool {
+    deliver_item(m, group, shape, sight, out).is_some()
 }
 
-fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, projection: Option<&Projection>, format: Format, sight: Sight, out: &mut Vec<u8>) -> Option<()> {
+fn deliver_item<M: Message>(m: &M, group: &str, shape: &Shape, sight: Sight, out: &mut Vec<u8>) -> Option<()> {
+    let (filter, projection, format) = (shape.filter.as_ref(), shape.projection.as_ref(), shape.format);
+    let item = Item { hidden: sight == Sight::WithoutPayload, headers: shape.headers };
     if adapters::telemetry::exporting() {
         trace_delivery(m, group);
     }
-    let hidden = sight == Sight::WithoutPayload;
-    let stripped = if hidden { Some(without_payload(m.payload().unwrap_or_default())?) } else { None };
+    let stripped = if item.hidden { Some(without_payload(m.payload().unwrap_or_default())?) } else { None };
     let payload = stripped.as_deref().unwrap_or_else(|| m.payload().unwrap_or_default());
     // The event as published, read only when a filter or projection needs it; an event that does
     // not read back cannot match a filter: passed over.
@@ -334,8 +363,8 @@ fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, proj
         }
     }
     match (format, projection, &record) {
-        (Format::Metastream, None, _) => write_item(m, serde_json::from_slice::<&RawValue>(payload).ok(), hidden, out),
-        (Format::Metastream, Some(p), Some(r)) => write_item(m, Some(&serde_json::value::to_raw_value(&p.apply(r)).ok()?), hidden, out),
+        (Format::Metastream, None, _) => write_item(m, serde_json::from_slice::<&RawValue>(payload).ok(), item, out),
+        (Format::Metastream, Some(p), Some(r)) => write_item(m, Some(&serde_json::value::to_raw_value(&p.apply(r)).ok()?), item, out),
         (Format::Cloudevents, p, r) => {
             let published = serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
             let data = match (p, r) {
@@ -343,7 +372,7 @@ fn deliver_item<M: Message>(m: &M, group: &str, filter: Option<&Condition>, proj
                 _ => published.clone(),
             };
             let event = crate::cloudevents::wrap(m.topic(), m.partition(), m.offset(), &published, data);
-            write_item(m, Some(&serde_json::value::to_raw_value(&event).ok()?), hidden, out);
+            write_item(m, Some(&serde_json::value::to_raw_value(&event).ok()?), item, out);
         }
         (Format::Metastream, Some(_), None) => unreachable!("a projection reads the record"),
     }
@@ -357,9 +386,22 @@ fn without_payload(published: &[u8]) -> Option<Vec<u8>> {
     serde_json::to_vec(&event).ok()
 }
 
+/// What an item carries besides the event.
+#[derive(Clone, Copy)]
+struct Item {
+    /// The payload was left out ([`Sight::WithoutPayload`]).
+    hidden: bool,
+    /// The message's headers go with it.
+    headers: bool,
+}
+
 /// One item ([`Delivered`]) with `event` (JSON, `null` when `None`) copied in as its text.
-fn write_item<M: Message>(m: &M, event: Option<&RawValue>, payload_hidden: bool, out: &mut Vec<u8>) {
-    let item = Delivered { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key().map(String::from_utf8_lossy), event, payload_hidden };
+fn write_item<M: Message>(m: &M, event: Option<&RawValue>, extra: Item, out: &mut Vec<u8>) {
+    let headers = extra.headers.then(|| {
+        use adapters::kafka::message::Headers as _;
+        m.headers().map(|hs| hs.iter().map(|h| (h.key, h.value.map(String::from_utf8_lossy).unwrap_or_default())).collect()).unwrap_or_default()
+    });
+    let item = Delivered { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key().map(String::from_utf8_lossy), event, payload_hidden: extra.hidden, headers };
     serde_json::to_writer(out, &item).expect("an item serializes into memory");
 }
 
@@ -380,6 +422,9 @@ struct StreamQuery {
     from: Option<String>,
     /// The `id` of the last event received, for clients that cannot send `Last-Event-ID`.
     last_event_id: Option<String>,
+    /// As `/consume`'s.
+    #[serde(default)]
+    headers: bool,
 }
 
 #[utoipa::path(get, path = "/stream", operation_id = "stream", tag = "consume",
@@ -396,8 +441,7 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
     principal.require(Access::Consume(&group))?;
     principal.require(Access::AnyGlimpse)?;
     check_group(&group)?;
-    let filter = query.filter.as_deref().map(compile_filter).transpose()?;
-    let projection = query.fields.as_deref().map(Projection::parse).transpose().map_err(RequestError::BadRequest)?;
+    let shape = Shape::parse(query.filter.as_deref(), query.fields.as_deref(), query.format, query.headers)?;
     let start = query.from.as_deref().map(parse_start).transpose()?.unwrap_or(crate::groups::Start::Earliest);
     let last_event_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(query.last_event_id.clone());
     state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
@@ -410,14 +454,14 @@ async fn stream(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
         api_group.resume(&state.positions, &previous, &at).await?;
         positions = at.into_iter().collect();
     }
-    let (reader, name, format) = (principal.clone(), group.clone(), query.format);
+    let (reader, name) = (principal.clone(), group.clone());
     let render = Box::new(move |m: &BorrowedMessage<'_>| {
         let sight = reader.scopes.sight(headers::source(m));
         if sight == Sight::Nothing {
             return None;
         }
         let mut item = Vec::with_capacity(m.payload().map_or(0, <[u8]>::len) + 96);
-        deliver(m, &name, filter.as_ref(), projection.as_ref(), format, sight, &mut item).then_some(item)
+        deliver(m, &name, &shape, sight, &mut item).then_some(item)
     });
     let stream = crate::stream::Stream {
         state: state.clone(),
@@ -511,9 +555,25 @@ mod tests {
         OwnedMessage::new(Some(payload.to_vec()), key.map(|k| k.as_bytes().to_vec()), "out\"put".into(), Timestamp::NotAvailable, 3, 41, None)
     }
 
+    fn plain() -> Shape {
+        Shape { filter: None, projection: None, format: Format::Metastream, headers: false }
+    }
+
+    #[test]
+    fn an_item_carries_the_messages_headers_when_asked() {
+        use adapters::kafka::message::{Header, OwnedHeaders};
+        let headers = OwnedHeaders::new().insert(Header { key: "traceparent", value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") }).insert(Header { key: "metastream-source", value: Some("jira") });
+        let m = OwnedMessage::new(Some(br#"{"id":"1"}"#.to_vec()), None, "out".into(), Timestamp::NotAvailable, 0, 1, Some(headers));
+        let mut out = Vec::new();
+        assert!(deliver(&m, "g", &Shape { headers: true, ..plain() }, Sight::Full, &mut out));
+        let item: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(item["headers"], json!({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "metastream-source": "jira"}));
+        assert!(self::item(&m).get("headers").is_none(), "not unless asked");
+    }
+
     fn item(m: &OwnedMessage) -> Value {
         let mut out = Vec::new();
-        assert!(deliver(m, "g", None, None, Format::Metastream, Sight::Full, &mut out));
+        assert!(deliver(m, "g", &plain(), Sight::Full, &mut out));
         serde_json::from_slice(&out).expect("an item is JSON")
     }
 
@@ -521,13 +581,13 @@ mod tests {
     fn a_key_that_may_only_glimpse_gets_the_event_without_its_payload_and_its_filter_sees_no_more() {
         let m = message(br#"{"id":"1","source":"jira","payload":{"ssn":"123"},"metadata":{"tags":["PII"]}}"#, Some("k"));
         let mut out = Vec::new();
-        assert!(deliver(&m, "g", None, None, Format::Metastream, Sight::WithoutPayload, &mut out));
+        assert!(deliver(&m, "g", &plain(), Sight::WithoutPayload, &mut out));
         let item: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!((item["event"]["payload"].clone(), item["payload_hidden"].clone()), (json!({}), json!(true)));
         assert_eq!(item["event"]["metadata"]["tags"], json!(["PII"]));
-        let probe = compile_filter(r#"{"equals": {"path": "payload.ssn", "value": "123"}}"#).unwrap();
-        assert!(!deliver(&m, "g", Some(&probe), None, Format::Metastream, Sight::WithoutPayload, &mut Vec::new()), "a filter cannot read the hidden payload");
-        assert!(deliver(&m, "g", Some(&probe), None, Format::Metastream, Sight::Full, &mut Vec::new()));
+        let probe = Shape::parse(Some(r#"{"equals": {"path": "payload.ssn", "value": "123"}}"#), None, Format::Metastream, false).unwrap();
+        assert!(!deliver(&m, "g", &probe, Sight::WithoutPayload, &mut Vec::new()), "a filter cannot read the hidden payload");
+        assert!(deliver(&m, "g", &probe, Sight::Full, &mut Vec::new()));
         assert!(item_of_full_sight_has_no_flag(&m));
     }
 
@@ -548,7 +608,7 @@ mod tests {
     #[test]
     fn an_answer_is_its_items_between_the_pieces_around_them() {
         let mut items = Vec::new();
-        assert!(deliver(&message(br#"{"id":"1"}"#, Some("k")), "g", None, None, Format::Metastream, Sight::Full, &mut items));
+        assert!(deliver(&message(br#"{"id":"1"}"#, Some("k")), "g", &plain(), Sight::Full, &mut items));
         for (reset, cursor) in [(false, None), (true, Some("c.s".to_owned()))] {
             let (head, tail) = ConsumeAnswer { group: "g", count: 1, cursor: cursor.clone(), reset, events: Vec::new() }.around();
             let answer: Value = serde_json::from_slice(&[head, items.clone(), tail.to_vec()].concat()).expect("an answer is JSON");
@@ -566,4 +626,83 @@ mod tests {
         assert_eq!(item(&message(b"", Some("k")))["event"], Value::Null);
         assert_eq!(item(&message(b"{\"a\":1} trailing", Some("k")))["event"], Value::Null);
     }
+}
+
+/// How many of the newest messages of each partition of the output topic an entity's history
+/// looks through, and how long it may take.
+const HISTORY_WINDOW: i64 = 5000;
+const HISTORY_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct HistoryQuery {
+    /// The newest this many (20; at most 100).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<usize>,
+}
+
+/// `GET /metadata/{source}/{id}/history`.
+#[derive(Serialize, ToSchema)]
+struct History<'a> {
+    /// The entity's events on the output topic, newest first, as `/consume` hands them out
+    /// (with their `headers`).
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<&'a RawValue>,
+    /// How far back it looked: the newest `window` messages of each partition.
+    window: i64,
+    /// Whether the whole window was read in time (false: older events may be missing).
+    complete: bool,
+}
+
+#[utoipa::path(get, path = "/metadata/{source}/{id}/history", operation_id = "metadata_history", tag = "consume",
+    description = "The entity's recent events on the output topic, newest first: every version the pipeline published, with its headers (trace context, provenance). Looks through the newest 5000 messages of each partition. Needs `read:<source>` (or `meta:<source>`: without payloads).",
+    params(
+        ("source" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description = "Source name"),
+        ("id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$", description = "Event id"),
+        HistoryQuery),
+    responses(
+        (status = 200, description = "The entity's events, newest first (none within the window: empty)", body = History),
+        adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
+    security(("bearer" = [])))]
+async fn history(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
+    let (source, id) = path.into_inner();
+    let principal = state.auth.authorize(&req, Access::Glimpse(&source))?;
+    let sight = principal.scopes.sight(&source);
+    let source = SourceName::parse(source).map_err(|e| RequestError::BadRequest(e.to_string()))?;
+    let id = EventId::parse(id).map_err(|e| RequestError::BadRequest(e.to_string()))?;
+    let query: HistoryQuery = adapters::http::query(&req)?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(RequestError::BadRequest("`limit` must be between 1 and 100".into()));
+    }
+    state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
+    let (config, topic) = (state.reader_config.clone(), state.output_topic.clone());
+    let (wanted_source, wanted_id) = (source.to_string(), id.to_string());
+    let found = web::block(move || {
+        let start = adapters::kafka::last_offsets(&config, &topic, HISTORY_WINDOW)?;
+        let (kept, stopped) = adapters::kafka::scan(&config, &topic, &start, usize::MAX, HISTORY_DEADLINE, |m| {
+            headers::source(m) == wanted_source && headers::header(m, domain::schema::headers::EVENT_ID) == Some(wanted_id.as_str())
+        })?;
+        let ends = adapters::kafka::last_offsets(&config, &topic, 0)?;
+        let complete = ends.iter().all(|(p, end)| stopped.get(p).is_some_and(|at| at >= end));
+        anyhow::Ok((kept, complete))
+    })
+    .await
+    .map_err(|e| RequestError::Unavailable { what: format!("reading the output topic: {e}"), retry_after_s: state.retry_after_s })?
+    .map_err(|e| RequestError::Unavailable { what: format!("kafka: {e:#}"), retry_after_s: state.retry_after_s })?;
+    let (mut kept, complete) = found;
+    // Newest first: by the time each was published (offsets order only within a partition).
+    kept.sort_by_key(|m| std::cmp::Reverse((m.timestamp().to_millis().unwrap_or(0), m.offset())));
+    kept.truncate(limit);
+    let shape = Shape { filter: None, projection: None, format: Format::Metastream, headers: true };
+    let items: Vec<Vec<u8>> = kept
+        .iter()
+        .filter_map(|m| {
+            let mut item = Vec::new();
+            deliver(m, "history", &shape, sight, &mut item).then_some(item)
+        })
+        .collect();
+    let events = items.iter().filter_map(|i| serde_json::from_slice::<&RawValue>(i).ok()).collect();
+    Ok(HttpResponse::Ok().json(History { events, window: HISTORY_WINDOW, complete }))
 }

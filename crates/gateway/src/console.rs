@@ -71,7 +71,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 const ASSETS: &[Asset] = assets! {
     "text/css; charset=utf-8" => ["console.css"],
     JS => ["app.js", "api.js", "dom.js", "jsonpos.js", "sources.js", "dead-letters.js", "keys.js",
-        "subscriptions.js", "audit.js", "entities.js", "tail.js", "export.js", "health.js"],
+        "subscriptions.js", "audit.js", "entities.js", "tail.js", "export.js", "health.js", "saved.js"],
 };
 
 const INDEX: &str = include_str!("../../../console/index.html");

@@ -60,7 +60,7 @@ struct ListQuery {
 }
 
 fn header<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
-    m.headers()?.iter().find(|h| h.key == name).and_then(|h| std::str::from_utf8(h.value?).ok())
+    adapters::stage::headers::header(m, name)
 }
 
 fn matches(m: &OwnedMessage, f: &Filter) -> bool {

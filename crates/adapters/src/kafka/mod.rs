@@ -348,13 +348,13 @@ mod scan;
 mod send;
 
 pub use reader::{AssignedReader, Start};
-pub use scan::scan;
+pub use scan::{last_offsets, scan};
 pub use send::{flush, send, Delivered, Record, SendError};
 
 /// The message types the stages and readers hand to services: what a record is, not how it is
 /// fetched or produced. Services name them from here, never from rdkafka.
 pub mod message {
-    pub use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders, OwnedMessage};
+    pub use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
     pub use rdkafka::Timestamp;
 }
 

@@ -1,4 +1,5 @@
-//! Reading a range of a topic outside any group: the admin API's dead-letter browser.
+//! Reading a range of a topic outside any group: the admin API's dead-letter browser, an
+//! entity's recent history on the output topic.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -23,7 +24,9 @@ pub fn scan(
     deadline: Duration,
     keep: impl Fn(&OwnedMessage) -> bool,
 ) -> anyhow::Result<(Vec<OwnedMessage>, BTreeMap<i32, i64>)> {
-    let consumer: BaseConsumer = config.create()?;
+    // A topic written in transactions ends in a commit marker, which is no message: the end of
+    // such a partition is known from its end-of-partition event, not from a last message.
+    let consumer: BaseConsumer = config.clone().set("enable.partition.eof", "true").create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let partitions: Vec<i32> = metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
     let mut position = BTreeMap::new();
@@ -56,9 +59,32 @@ pub fn scan(
                     kept.push(m);
                 }
             }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                if let Some(end) = ends.remove(&p) {
+                    position.insert(p, end);
+                }
+            }
             Some(Err(err)) => anyhow::bail!("reading {topic}: {err}"),
             None => {}
         }
     }
     Ok((kept, position))
+}
+
+/// Where the last `n` messages of each partition of `topic` start (a partition holding fewer:
+/// its low watermark), to [`scan`] from. Blocking.
+///
+/// # Errors
+/// When the client cannot be created or the broker does not answer.
+pub fn last_offsets(config: &ClientConfig, topic: &str, n: i64) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let partitions: Vec<i32> = metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+    anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions (does it exist?)");
+    let mut start = BTreeMap::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?;
+        start.insert(p, (high - n).max(low));
+    }
+    Ok(start)
 }

@@ -81,9 +81,10 @@ pub fn source_of(message: &OwnedMessage) -> String {
 
 /// [`source_of`], borrowed from any message (a fetched one not yet copied out of the client).
 pub fn source<M: rdkafka::message::Message>(message: &M) -> &str {
-    message
-        .headers()
-        .and_then(|h| h.iter().find(|h| h.key == headers::SOURCE).and_then(|h| h.value))
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .unwrap_or("unknown")
+    header(message, headers::SOURCE).unwrap_or("unknown")
+}
+
+/// The value of the message's header `name`, when it has one that is text.
+pub fn header<'m, M: rdkafka::message::Message>(message: &'m M, name: &str) -> Option<&'m str> {
+    message.headers()?.iter().find(|h| h.key == name).and_then(|h| std::str::from_utf8(h.value?).ok())
 }
