@@ -1,19 +1,61 @@
-// Webhook subscriptions: delivery status (lag, last success and error, failures in a row),
-// pause and resume, secret rotation, and each one's dead letters with replay.
+// Webhook subscriptions: create one (its signing secret shown once), delivery status (lag,
+// last success and error, failures in a row), pause and resume, secret rotation, each one's
+// dead letters with replay, and export of the list.
 
 import { call, get, session } from "./api.js";
-import { h, replace, loading, problem, note, when, secretOnce, jsonBlock, showPage } from "./dom.js";
+import { h, replace, loading, problem, note, when, secretOnce, jsonBlock, field, showPage } from "./dom.js";
+import { exportBar } from "./export.js";
+
+/** The form that creates a subscription; `created(answer)` is called with the API's answer. */
+function createForm(canWrite, outcome, created) {
+  const url = h("input", { type: "url", name: "url", required: true, spellcheck: "false", placeholder: "https://example.com/hooks/metastream" });
+  const description = h("input", { type: "text", name: "description", maxlength: 256 });
+  const filter = h("input", { type: "text", name: "filter", spellcheck: "false", placeholder: '{"exists": "metadata.tags"}' });
+  const fields = h("input", { type: "text", name: "fields", spellcheck: "false", placeholder: "payload.title,metadata.tags" });
+  const from = h("select", { name: "from" }, h("option", { value: "latest" }, "new events"), h("option", { value: "earliest" }, "the beginning"));
+  const form = h(
+    "form",
+    { class: "card", "aria-label": "New subscription" },
+    h("div", { class: "row" }, field("URL", url, "Where each event is POSTed, signed (Standard Webhooks)"), field("Description", description)),
+    h("div", { class: "row" }, field("Filter", filter, "Optional: a condition as /consume's filter= takes it"), field("Fields", fields, "Optional: a projection"), field("From", from)),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary", disabled: !canWrite, id: "sub-create" }, "Create subscription")),
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { url: url.value.trim(), from: from.value };
+    if (description.value.trim()) body.description = description.value.trim();
+    if (fields.value.trim()) body.fields = fields.value.trim();
+    try {
+      if (filter.value.trim()) body.filter = JSON.parse(filter.value);
+    } catch (err) {
+      replace(outcome, h("div", { class: "problem", role: "alert" }, h("strong", {}, "The filter is not JSON: "), err.message));
+      return;
+    }
+    try {
+      const res = await call("POST", "/v1/subscriptions", { body });
+      form.reset();
+      replace(outcome, note(`Created ${res.body.id}: deliveries to ${res.body.url} start within a second.`), secretOnce(res.body.secret, `Signing secret of ${res.body.id}`));
+      created(res.body);
+    } catch (err) {
+      replace(outcome, problem(err, "Creating the subscription"));
+    }
+  });
+  return form;
+}
 
 export async function page(main) {
   const canWrite = session.canWrite();
   const outcome = h("div", { id: "sub-outcome", "aria-live": "polite" });
   const region = h("div", {}, loading("subscriptions"));
   const refresh = h("button", { type: "button", id: "sub-refresh" }, "Refresh");
+  let listed = [];
   showPage(
     main,
     "Webhook subscriptions",
     "Every processed event POSTed to each subscription's URL, signed. Lag counts events not yet delivered, passed over or dead-lettered.",
+    createForm(canWrite, outcome, () => load()),
     h("div", { class: "actions" }, refresh),
+    exportBar("subscriptions", ["id", "url", "description", "state", "format", "filter", "fields", "status.lag", "status.delivered", "status.consecutive_failures", "status.last_success_at", "status.last_error_at", "status.last_error"], () => listed),
     outcome,
     region,
   );
@@ -24,6 +66,7 @@ export async function page(main) {
       // The list carries no status: one GET each (a handful of subscriptions, at most
       // webhooks.max_subscriptions).
       const full = await Promise.all(subscriptions.map((s) => get(`/v1/subscriptions/${encodeURIComponent(s.id)}`).catch((err) => ({ ...s, statusError: err }))));
+      listed = full.map(({ statusError, ...s }) => s);
       const head = ["Subscription", "State", "Lag", "Last success", "Last error", "Failures in a row", "Delivered", "Dead letters", "Actions"];
       replace(
         region,

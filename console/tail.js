@@ -44,21 +44,22 @@ function sseParser(onEvent) {
   };
 }
 
-/** `name=value` as a header condition; throws on text without `=`. */
-function headerCondition(text) {
+/**
+ * `name=value`: the Kafka header an event must carry to be shown (any header of the message —
+ * the pipeline's `metastream-*` ones, `traceparent`, the client's routing headers), or null for
+ * empty text; throws on text without `=`. Matched here, on the headers the stream hands out.
+ */
+export function headerSearch(text) {
+  if (!text) return null;
   const at = text.indexOf("=");
   if (at <= 0) throw new Error(`a header is searched as name=value, not “${text}”`);
-  return { header: { name: text.slice(0, at).trim(), equals: text.slice(at + 1).trim() } };
+  return { name: text.slice(0, at).trim(), value: text.slice(at + 1).trim() };
 }
 
-/**
- * The `filter` /stream takes: the source picked, the header searched (`name=value`) and the
- * condition written, all that are given.
- */
-export function combinedFilter(source, written, header = "") {
+/** The `filter` /stream takes: the source picked and the condition written, both if both. */
+export function combinedFilter(source, written) {
   const parts = [];
   if (source) parts.push({ source });
-  if (header) parts.push(headerCondition(header));
   if (written) parts.push(JSON.parse(written));
   if (!parts.length) return null;
   return JSON.stringify(parts.length === 1 ? parts[0] : { all: parts });
@@ -126,9 +127,11 @@ export async function page(main) {
   let count = 0;
   let shown = [];
   let filterText = null;
+  let wantHeader = null;
   let startAt = "latest";
 
   const show = (item) => {
+    if (wantHeader && !(item.headers && item.headers[wantHeader.name] === wantHeader.value)) return;
     const e = item.event || {};
     const p = e.provenance || {};
     if (!count) replace(body);
@@ -185,7 +188,7 @@ export async function page(main) {
         signal: controller.signal,
       });
       if (!res.ok) throw await refusal(res);
-      replace(status, `Live: group ${group}${filterText ? `, filter ${filterText}` : ""}.`);
+      replace(status, `Live: group ${group}${filterText ? `, filter ${filterText}` : ""}${wantHeader ? `, header ${wantHeader.name}=${wantHeader.value}` : ""}.`);
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       const feed = sseParser((ev) => {
         if (ev.event === "error") {
@@ -223,7 +226,8 @@ export async function page(main) {
     if (running) running.abort();
     pause.textContent = "Pause";
     try {
-      filterText = combinedFilter(source.value.trim(), filter.value.trim(), header.value.trim());
+      filterText = combinedFilter(source.value.trim(), filter.value.trim());
+      wantHeader = headerSearch(header.value.trim());
     } catch (err) {
       replace(problems, h("div", { class: "problem", role: "alert" }, h("strong", {}, "The filter is not valid: "), err.message));
       return;

@@ -508,7 +508,7 @@ async fn a_meta_key_sees_no_payload_and_a_read_key_sees_dead_letters_masked_as_t
     let (status, record) = get(meta.clone(), stack.consumer_url("/metadata/jira/fine")).await;
     assert_eq!((status, &record["payload"], &record["payload_hidden"]), (200, &json!({}), &json!(true)), "{record}");
     let (status, body) = get(meta.clone(), stack.consumer_url("/metadata/github/fine")).await;
-    assert_eq!((status, body["required_scope"].as_str()), (403, Some("meta:github")), "{body}");
+    assert_eq!((status, body["required_scope"].as_str()), (403, Some("read:github")), "{body}");
     let (status, record) = get(reader.clone(), stack.consumer_url("/metadata/jira/fine")).await;
     assert_eq!((status, record["payload"]["reporter"]["name"].as_str(), record.get("payload_hidden")), (200, Some("Ann"), None), "{record}");
 

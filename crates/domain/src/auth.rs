@@ -267,8 +267,9 @@ impl fmt::Display for Access<'_> {
             Access::Read(s) => write!(f, "read:{s}"),
             Access::AnyRead | Access::AnyView => f.write_str("read:<source>"),
             Access::View(s) => write!(f, "read:{s}"),
-            Access::Glimpse(s) => write!(f, "meta:{s}"),
-            Access::AnyGlimpse => f.write_str("meta:<source>"),
+            // `read:` grants it too, and is what most callers want.
+            Access::Glimpse(s) => write!(f, "read:{s}"),
+            Access::AnyGlimpse => f.write_str("read:<source>"),
             Access::Admin => f.write_str("admin"),
         }
     }
@@ -554,7 +555,7 @@ mod tests {
         assert!(meta.allows(Access::AnyView) && meta.allows(Access::View("jira")) && meta.allows(Access::Glimpse("jira")) && meta.allows(Access::AnyGlimpse));
         assert!(!meta.allows(Access::Read("jira")) && !meta.allows(Access::AnyRead) && !meta.allows(Access::Glimpse("github")));
         assert_eq!(meta.require(Access::Read("jira")).unwrap_err().required, "read:jira");
-        assert_eq!(meta.require(Access::Glimpse("github")).unwrap_err().required, "meta:github");
+        assert_eq!(meta.require(Access::Glimpse("github")).unwrap_err().required, "read:github", "the scope most callers want");
         let reader = Scopes::new(vec![Scope::parse("read:*").unwrap()]);
         assert!(reader.allows(Access::Glimpse("jira")), "who may read may glimpse");
         assert!(!Scopes::admin().allows(Access::Glimpse("jira")), "admin is the admin API's, not the data's");
