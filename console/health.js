@@ -28,7 +28,7 @@ const clockSeconds = (at) => new Date(at).toLocaleTimeString();
  * themselves are in the table beside it.
  */
 function chart(title, points, series, unit) {
-  const [w, hgt, left, bottom, top] = [640, 180, 56, 22, 10];
+  const [w, hgt, left, bottom, top] = [640, 180, 76, 22, 10];
   const values = series.flatMap((x) => x.values).filter((v) => v !== null && v !== undefined);
   const max = Math.max(1e-9, ...values) * 1.1;
   const x = (i) => left + (points.length <= 1 ? 0 : (i * (w - left - 8)) / (points.length - 1));

@@ -84,11 +84,11 @@ def test_health_shows_every_service_ready_each_stages_lag_and_what_flowed(consol
     assert page.locator("svg.chart path.line").count() >= 2
     latency = page.locator("#health-latency").inner_text()
     assert "p99" in latency and " ms" in latency, latency
+    console.shot("health")
     # The numbers behind the charts, for those who do not see them.
     page.get_by_text("The charts' numbers").click()
     assert page.locator("#health-series tbody tr").count() >= 30
     console.axe("health")
-    console.shot("health")
     # The sources list shows each source's rate from the same samples.
     console.go("/sources")
     page.locator("#sources-table").wait_for()
