@@ -68,16 +68,7 @@ export async function page(main) {
     "Dead letters",
     "Messages a stage could not process, oldest first. Fix the source's configuration, then replay: each goes back to the topic it came from, unchanged (same id), once unless forced.",
     filters,
-    savedFilters(
-      "dead-letters",
-      () => ({ source: source.value, reason: reason.value, stage: stage.value }),
-      (v) => {
-        source.value = v.source || "";
-        reason.value = v.reason || "";
-        stage.value = v.stage || "";
-        filters.requestSubmit();
-      },
-    ),
+    savedFilters("dead-letters", { source, reason, stage }, () => filters.requestSubmit()),
     summary,
     h(
       "div",

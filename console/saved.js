@@ -15,11 +15,16 @@ function load(view) {
 }
 
 /**
- * The saved filters of `view`: a list to pick one (which `apply(values)` puts back into the
- * fields), a button to save what `current()` returns under a name, and one to delete the one
- * picked.
+ * The saved filters of `view` over its `fields` ({name: input or select}): a list to pick one
+ * (its values put back into the fields, then `applied()`), a button to save the fields' values
+ * under a name, and one to delete the one picked.
  */
-export function savedFilters(view, current, apply) {
+export function savedFilters(view, fields, applied = () => {}) {
+  const current = () => Object.fromEntries(Object.entries(fields).map(([k, el]) => [k, el.value]));
+  const apply = (values) => {
+    for (const [k, el] of Object.entries(fields)) el.value = values[k] || "";
+    applied();
+  };
   const pick = h("select", { name: `${view}-saved`, id: `${view}-saved` });
   const said = h("span", { class: "hint", role: "status" });
   const refill = (selected = "") => {

@@ -96,15 +96,7 @@ export async function page(main) {
     "Live tail",
     "Events as they are published, from the consumer-api's stream. Needs a key with consume:console-* and read: (or meta:, which leaves payloads out) scopes. Open an event to see its record, provenance, headers and trace id.",
     form,
-    savedFilters(
-      "tail",
-      () => ({ source: source.value, header: header.value, filter: filter.value }),
-      (v) => {
-        source.value = v.source || "";
-        header.value = v.header || "";
-        filter.value = v.filter || "";
-      },
-    ),
+    savedFilters("tail", { source, header, filter }),
     exportBar("live tail", ["topic", "partition", "offset", "key", "event.source", "event.id", "payload_hidden", ["traceparent", (i) => i.headers && i.headers.traceparent], "event"], () => shown),
     status,
     problems,

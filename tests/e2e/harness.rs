@@ -144,7 +144,7 @@ impl Running {
 pub async fn start_gateway(s: &Settings) -> Running {
     let shutdown = CancellationToken::new();
     let app = gateway::Application::build(s.clone(), shutdown.clone()).await.expect("starting gateway");
-    let (port, admin_port) = (app.port(), app.admin_port());
+    let (port, admin_port) = (app.listeners().port(), app.listeners().admin_port());
     Running { port, admin_port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
 }
 
@@ -165,7 +165,7 @@ pub async fn start_post(s: &Settings) -> Running {
 pub async fn start_consumer_api(s: &Settings) -> Running {
     let shutdown = CancellationToken::new();
     let app = consumer_api::Application::build(s.clone(), shutdown.clone()).await.expect("starting consumer-api");
-    let (port, admin_port) = (app.port(), app.admin_port());
+    let (port, admin_port) = (app.listeners().port(), app.listeners().admin_port());
     Running { port, admin_port, shutdown, task: tokio::spawn(app.run_until_stopped()) }
 }
 

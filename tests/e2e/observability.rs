@@ -76,8 +76,9 @@ async fn the_pipeline_at_a_glance_shows_every_instance_the_stage_lag_and_what_fl
         assert_eq!(stack.ingest(&json!({"id": format!("glance-{i}"), "source": "github", "payload": {}})).await.0, 202);
     }
     assert_eq!(stack.consume("default", n, Duration::from_secs(30)).await.len(), n);
-    // Every instance reports every 5 s and samples its metrics every 15 s: within 40 s the
-    // samples hold every event, and both stages have committed past them.
+    // Every instance reports every 5 s and samples its metrics every 15 s: within a minute the
+    // samples hold every event, and both stages have committed past them (60 s: a loaded CI
+    // machine delays the ticks).
     let started = std::time::Instant::now();
     let body = loop {
         let (status, body) = pipeline(&stack, admin, "?minutes=5").await;
@@ -88,7 +89,7 @@ async fn the_pipeline_at_a_glance_shows_every_instance_the_stage_lag_and_what_fl
         if github["published_per_s"].as_f64() > Some(0.0) && published.round() as usize >= n && lags_zero {
             break body;
         }
-        assert!(started.elapsed() < Duration::from_secs(40), "not seen within 40 s: {body}");
+        assert!(started.elapsed() < Duration::from_secs(60), "not seen within 60 s: {body}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let services: Vec<(&str, u64, u64)> =

@@ -146,13 +146,9 @@ impl Application {
         Ok(Application { listeners, pulse: pulse_task, shutdown, webhooks })
     }
 
-    pub fn port(&self) -> u16 {
-        self.listeners.port()
-    }
-
-    /// The port of the operators' listener (`/metrics`).
-    pub fn admin_port(&self) -> u16 {
-        self.listeners.admin_port()
+    /// Its listeners: their ports (useful with port 0).
+    pub fn listeners(&self) -> &adapters::http::Listeners {
+        &self.listeners
     }
 
     /// Serves until the shutdown token is cancelled, then finishes requests in flight.

@@ -513,6 +513,17 @@ async fn ack(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> R
     Ok(HttpResponse::Ok().json(AckAnswer { group: request.group, acknowledged }))
 }
 
+/// The caller of an entity's route, how much it sees of the source, and the entity: the key's
+/// scope first, then the names.
+fn entity(req: &HttpRequest, path: web::Path<(String, String)>, state: &State) -> Result<(std::sync::Arc<adapters::auth::Principal>, Sight, SourceName, EventId), RequestError> {
+    let (source, id) = path.into_inner();
+    let principal = state.auth.authorize(req, Access::Glimpse(&source))?;
+    let sight = principal.scopes.sight(&source);
+    let source = SourceName::parse(source).map_err(|e| RequestError::BadRequest(e.to_string()))?;
+    let id = EventId::parse(id).map_err(|e| RequestError::BadRequest(e.to_string()))?;
+    Ok((principal, sight, source, id))
+}
+
 #[utoipa::path(get, path = "/metadata/{source}/{id}", operation_id = "get_metadata", tag = "consume",
     description = "The stored processed record. Needs `read:<source>`.",
     params(
@@ -524,11 +535,7 @@ async fn ack(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> R
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn metadata(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
-    let (source, id) = path.into_inner();
-    let principal = state.auth.authorize(&req, Access::Glimpse(&source))?;
-    let sight = principal.scopes.sight(&source);
-    let source = SourceName::parse(source).map_err(|e| RequestError::BadRequest(e.to_string()))?;
-    let id = EventId::parse(id).map_err(|e| RequestError::BadRequest(e.to_string()))?;
+    let (principal, sight, source, id) = entity(&req, path, &state)?;
     state.limiter.take(&principal, &[(RateKind::Requests, 1)]).await?.attach(&req);
     let record = state.records.get(&source, &id).await;
     let record = record.map_err(|e| RequestError::Unavailable { what: format!("cannot read the record: {e}"), retry_after_s: state.retry_after_s })?;
@@ -666,11 +673,7 @@ struct History<'a> {
         adapters::openapi::AuthErrors, adapters::openapi::RequestErrors),
     security(("bearer" = [])))]
 async fn history(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<State>) -> Result<HttpResponse, RequestError> {
-    let (source, id) = path.into_inner();
-    let principal = state.auth.authorize(&req, Access::Glimpse(&source))?;
-    let sight = principal.scopes.sight(&source);
-    let source = SourceName::parse(source).map_err(|e| RequestError::BadRequest(e.to_string()))?;
-    let id = EventId::parse(id).map_err(|e| RequestError::BadRequest(e.to_string()))?;
+    let (principal, sight, source, id) = entity(&req, path, &state)?;
     let query: HistoryQuery = adapters::http::query(&req)?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {

@@ -168,9 +168,9 @@ mod tests {
         let csp = res.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
         assert!(csp.contains("connect-src 'self' http://127.0.0.1:8084;"), "{csp}");
         let body: serde_json::Value = web_test::read_body_json(res).await;
-        assert_eq!(body, serde_json::json!({"consumer_api_url": "http://127.0.0.1:8084"}));
+        assert_eq!(body, serde_json::json!({"consumer_api_url": "http://127.0.0.1:8084", "dashboards_url": null}));
         let body: serde_json::Value = web_test::read_body_json(get("/console/config.json").await).await;
-        assert_eq!(body, serde_json::json!({"consumer_api_url": null}));
+        assert_eq!(body, serde_json::json!({"consumer_api_url": null, "dashboards_url": null}));
         let bad = adapters::settings::ConsoleSettings { consumer_api_url: Some("http://x/path; script-src *".into()), dashboards_url: None };
         assert!(Console::new(&bad).is_err());
     }

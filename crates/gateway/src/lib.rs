@@ -229,14 +229,9 @@ impl Application {
         Ok(Application { listeners, pulse: pulse_task, producer, shutdown, deadline })
     }
 
-    /// The port the gateway listens on (useful with port 0).
-    pub fn port(&self) -> u16 {
-        self.listeners.port()
-    }
-
-    /// The port of the admin listener (`/v1/...`, `/metrics`).
-    pub fn admin_port(&self) -> u16 {
-        self.listeners.admin_port()
+    /// Its listeners: their ports (useful with port 0).
+    pub fn listeners(&self) -> &adapters::http::Listeners {
+        &self.listeners
     }
 
     /// Serves until the shutdown token is cancelled, then stops taking requests, finishes the
