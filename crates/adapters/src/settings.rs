@@ -728,6 +728,12 @@ mod tests {
         let err = s.validate(Service::PostTransformer).unwrap_err().to_string();
         assert!(err.contains("kafka.topics.output"), "{err}");
         assert!(err.contains("redis.url"), "{err}");
+        let mut s = Settings::load_from(&config_dir(), Some("dev")).unwrap();
+        s.gateway.console.dashboards_url = Some("javascript:alert(1)".into());
+        let err = s.validate(Service::Gateway).unwrap_err().to_string();
+        assert!(err.contains("gateway.console.dashboards_url"), "{err}");
+        s.gateway.console.dashboards_url = Some("http://localhost:3000/d/metastream-pipeline".into());
+        s.validate(Service::Gateway).unwrap();
     }
 
     #[test]
