@@ -80,6 +80,7 @@ KNOWN_ENV = {
     "METASTREAM_ENV": ("set", "selects config/<env>.yaml"),
     "METASTREAM_CONFIG_DIR": ("set", "where the ConfigMap is mounted (default `config`, relative)"),
     "HOSTNAME": ("runtime", "set by the container runtime (the pod name)"),
+    "KUBERNETES_SERVICE_HOST": ("runtime", "set by Kubernetes in every pod (the pulse names an instance by its pod there)"),
     "RUST_LOG": ("default", "telemetry.log_level"),
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("default", "telemetry.otlp_endpoint; unset: no trace export"),
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ("default", "OTEL_EXPORTER_OTLP_ENDPOINT"),

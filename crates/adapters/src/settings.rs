@@ -240,9 +240,9 @@ pub struct ConsoleSettings {
     /// `consumer_api.cors_origins`.
     #[serde(default)]
     pub consumer_api_url: Option<String>,
-    /// Where the Grafana dashboards are (`http://localhost:3000/d/metastream-pipeline` with
-    /// `deploy/docker-compose.yml`): the console's health page links there for more. Unset: no
-    /// link.
+    /// Where the Grafana dashboards are (`http://localhost:3000/d/metastream-pipeline` for
+    /// `deploy/docker-compose.yml`'s Grafana): the console's health page links there for more.
+    /// Unset: no link.
     #[serde(default)]
     pub dashboards_url: Option<String>,
 }
