@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
 use opentelemetry::KeyValue;
+use serde::{Deserialize, Serialize};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::reader::MetricReader;
@@ -31,6 +32,65 @@ const HISTOGRAMS: &[(&str, &str, &[f64])] = &[
     ("metastream_e2e_latency_seconds", "Gateway acknowledgement to publication on the output topic", SECONDS),
     ("metastream_transaction_commit_seconds", "Under exactly once: from a transaction's commit starting to its output being visible", SECONDS),
 ];
+
+/// What one instance's metrics counted since it started ([`Metrics::totals`]): what its pulse
+/// samples ([`crate::pulse`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Events the gateway acknowledged, by source.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ingested: BTreeMap<String, u64>,
+    /// Events the post stage published, by source.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub published: BTreeMap<String, u64>,
+    /// Messages the stages dead-lettered, by source.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dead_lettered: BTreeMap<String, u64>,
+    /// End-to-end latency: how many events fell in each bucket of
+    /// [`SECONDS`] (the last: above them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub e2e: Vec<u64>,
+}
+
+impl Totals {
+    /// Adds a histogram's per-bucket counts to [`Self::e2e`].
+    pub fn add_latency_buckets(&mut self, counts: impl Iterator<Item = u64>) {
+        for (i, n) in counts.enumerate() {
+            if self.e2e.len() <= i {
+                self.e2e.resize(i + 1, 0);
+            }
+            self.e2e[i] += n;
+        }
+    }
+
+    /// What was counted since `earlier` (a counter never goes down; one that did — another
+    /// process — counts from zero).
+    pub fn since(&self, earlier: &Totals) -> Totals {
+        let minus = |now: &BTreeMap<String, u64>, then: &BTreeMap<String, u64>| {
+            now.iter()
+                .map(|(k, v)| (k.clone(), v.checked_sub(then.get(k).copied().unwrap_or(0)).unwrap_or(*v)))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        };
+        let e2e: Vec<u64> = self.e2e.iter().enumerate().map(|(i, v)| v.checked_sub(earlier.e2e.get(i).copied().unwrap_or(0)).unwrap_or(*v)).collect();
+        Totals {
+            ingested: minus(&self.ingested, &earlier.ingested),
+            published: minus(&self.published, &earlier.published),
+            dead_lettered: minus(&self.dead_lettered, &earlier.dead_lettered),
+            e2e: if e2e.iter().all(|n| *n == 0) { Vec::new() } else { e2e },
+        }
+    }
+
+    /// Adds what `other` counted.
+    pub fn add(&mut self, other: &Totals) {
+        for (mine, theirs) in [(&mut self.ingested, &other.ingested), (&mut self.published, &other.published), (&mut self.dead_lettered, &other.dead_lettered)] {
+            for (k, v) in theirs {
+                *mine.entry(k.clone()).or_default() += v;
+            }
+        }
+        self.add_latency_buckets(other.e2e.iter().copied());
+    }
+}
 
 /// A [`ManualReader`] shared between the meter provider and `/metrics`.
 #[derive(Debug, Clone)]
@@ -241,9 +301,9 @@ impl Metrics {
     /// [`crate::pulse`]): events acknowledged by the gateway, published and dead-lettered by
     /// the stages, by source; and the end-to-end latency histogram's buckets, every source
     /// together ([`SECONDS`], then +Inf).
-    pub fn totals(&self) -> crate::pulse::Totals {
+    pub fn totals(&self) -> Totals {
         let mut rm = ResourceMetrics::default();
-        let mut totals = crate::pulse::Totals::default();
+        let mut totals = Totals::default();
         if let Err(err) = self.reader.collect(&mut rm) {
             tracing::warn!(error = %err, "collecting metrics failed");
             return totals;

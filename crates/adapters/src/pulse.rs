@@ -3,7 +3,7 @@
 //! `/readyz` checks), and every [`SAMPLE_EVERY`] what its metrics counted since its last
 //! sample (events acknowledged, published and dead-lettered by source; the end-to-end latency
 //! histogram's buckets). The gateway's `GET /v1/pipeline` reads them back and sums them with
-//! [`overview`]: instances and their readiness, events/s and latency p50/p99 per
+//! [`instances`], [`services`] and [`rates`]: instances and their readiness, events/s and latency p50/p99 per
 //! [`STEP`] over the last minutes, rates and dead letters per source. Prometheus and Grafana
 //! remain the place for more; this is the glance.
 
@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Totals};
 use crate::settings::Service;
 use crate::shutdown::CancellationToken;
-use crate::store::pulse::PulseStore;
+use crate::store::pulse::{InstanceReport, PulseStore, Sample};
 
 /// How often an instance reports whether it is ready.
 pub const REPORT_EVERY: Duration = Duration::from_secs(5);
@@ -29,97 +29,6 @@ pub const SILENT_AFTER: Duration = Duration::from_secs(20);
 pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// The width of one point of the chart.
 pub const STEP: Duration = Duration::from_secs(30);
-
-/// What one instance's metrics counted since it started (see [`Metrics::totals`]).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Totals {
-    /// Events the gateway acknowledged, by source.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ingested: BTreeMap<String, u64>,
-    /// Events the post stage published, by source.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub published: BTreeMap<String, u64>,
-    /// Messages the stages dead-lettered, by source.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub dead_lettered: BTreeMap<String, u64>,
-    /// End-to-end latency: how many events fell in each bucket of
-    /// [`crate::metrics::SECONDS`] (the last: above them all).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub e2e: Vec<u64>,
-}
-
-impl Totals {
-    /// Adds a histogram's per-bucket counts to [`Self::e2e`].
-    pub fn add_latency_buckets(&mut self, counts: impl Iterator<Item = u64>) {
-        for (i, n) in counts.enumerate() {
-            if self.e2e.len() <= i {
-                self.e2e.resize(i + 1, 0);
-            }
-            self.e2e[i] += n;
-        }
-    }
-
-    /// What was counted since `earlier` (a counter never goes down; one that did — another
-    /// process — counts from zero).
-    pub fn since(&self, earlier: &Totals) -> Totals {
-        let minus = |now: &BTreeMap<String, u64>, then: &BTreeMap<String, u64>| {
-            now.iter()
-                .map(|(k, v)| (k.clone(), v.checked_sub(then.get(k).copied().unwrap_or(0)).unwrap_or(*v)))
-                .filter(|(_, v)| *v > 0)
-                .collect()
-        };
-        let e2e: Vec<u64> = self.e2e.iter().enumerate().map(|(i, v)| v.checked_sub(earlier.e2e.get(i).copied().unwrap_or(0)).unwrap_or(*v)).collect();
-        Totals {
-            ingested: minus(&self.ingested, &earlier.ingested),
-            published: minus(&self.published, &earlier.published),
-            dead_lettered: minus(&self.dead_lettered, &earlier.dead_lettered),
-            e2e: if e2e.iter().all(|n| *n == 0) { Vec::new() } else { e2e },
-        }
-    }
-
-    fn add(&mut self, other: &Totals) {
-        for (mine, theirs) in [(&mut self.ingested, &other.ingested), (&mut self.published, &other.published), (&mut self.dead_lettered, &other.dead_lettered)] {
-            for (k, v) in theirs {
-                *mine.entry(k.clone()).or_default() += v;
-            }
-        }
-        self.add_latency_buckets(other.e2e.iter().copied());
-    }
-}
-
-/// One instance's last word: ready or not, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InstanceReport {
-    /// `gateway`, `pre-transformer`, `post-transformer` or `consumer-api`.
-    pub service: String,
-    /// The pod's name, or `<host>-<pid>` outside Kubernetes.
-    pub instance: String,
-    pub version: String,
-    pub started_at: DateTime<Utc>,
-    pub reported_at: DateTime<Utc>,
-    /// Its `/readyz` at that moment.
-    pub ready: bool,
-    /// Each readiness check (`kafka`, `redis`, `processing`): `ok`, or what failed.
-    pub checks: BTreeMap<String, String>,
-}
-
-impl InstanceReport {
-    /// Its field in the instances' hash.
-    pub fn field(&self) -> String {
-        format!("{}/{}", self.service, self.instance)
-    }
-}
-
-/// What one instance counted over `seconds` up to `at`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    pub service: String,
-    pub instance: String,
-    pub at: DateTime<Utc>,
-    pub seconds: f64,
-    #[serde(flatten)]
-    pub counted: Totals,
-}
 
 /// This instance's name in the pulse: the pod's name in Kubernetes (unique there); elsewhere
 /// the host and the process id, since several instances may share a host.

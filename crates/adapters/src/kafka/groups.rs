@@ -80,7 +80,7 @@ const PEEK_UP_TO: i64 = 64;
 /// no record, so a group that has read everything still stands a marker or two below the end
 /// of a partition: `committed_offsets` against the watermark would show an idle stage lagging.
 /// Where the gap is small, the records in it are counted (read committed, up to the end);
-/// above [`PEEK_UP_TO`] the offsets are taken as they are (markers are noise there).
+/// above `PEEK_UP_TO` (64) the offsets are taken as they are (markers are noise there).
 ///
 /// # Errors
 /// When the broker cannot be asked.

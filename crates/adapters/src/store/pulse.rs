@@ -2,12 +2,49 @@
 //! (`<prefix>pulse:samples`, a capped list, newest first): what [`crate::pulse`] writes and the
 //! gateway's `GET /v1/pipeline` reads.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use deadpool_redis::redis::AsyncCommands as _;
+use serde::{Deserialize, Serialize};
 
 use super::{query_pipeline, timed, Pool, StoreError};
-use crate::pulse::{InstanceReport, Sample};
+use crate::metrics::Totals;
+
+/// One instance's last word: ready or not, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InstanceReport {
+    /// `gateway`, `pre-transformer`, `post-transformer` or `consumer-api`.
+    pub service: String,
+    /// The pod's name, or `<host>-<pid>` outside Kubernetes.
+    pub instance: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub reported_at: DateTime<Utc>,
+    /// Its `/readyz` at that moment.
+    pub ready: bool,
+    /// Each readiness check (`kafka`, `redis`, `processing`): `ok`, or what failed.
+    pub checks: BTreeMap<String, String>,
+}
+
+impl InstanceReport {
+    /// Its field in the instances' hash.
+    pub fn field(&self) -> String {
+        format!("{}/{}", self.service, self.instance)
+    }
+}
+
+/// What one instance counted over `seconds` up to `at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub service: String,
+    pub instance: String,
+    pub at: DateTime<Utc>,
+    pub seconds: f64,
+    #[serde(flatten)]
+    pub counted: Totals,
+}
 
 /// The most samples kept: with four services of two instances each, one sample every
 /// [`crate::pulse::SAMPLE_EVERY`] per instance, a little over an hour.
