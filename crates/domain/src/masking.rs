@@ -8,7 +8,7 @@
 use regex::RegexSet;
 use serde_json::Value;
 
-use crate::path::{FieldPath, Root, Segment};
+use crate::path::{descend_mut, FieldPath, Root};
 use crate::source::{OperationSpec, SourceConfig};
 
 /// What a masked value is replaced with.
@@ -88,22 +88,17 @@ fn recognise(spec: &OperationSpec) -> Option<Recognise> {
     Some(Recognise { scope, names: patterns("field_names"), values: patterns("values") })
 }
 
-/// The value at `path` in `message`, if present.
+/// The value at `path` in `message` (an event's JSON), if present.
 fn at<'m>(message: &'m mut Value, path: &FieldPath) -> Option<&'m mut Value> {
     let root = match path.root() {
-        Root::Payload => "payload",
-        Root::Metadata => "metadata",
+        Root::Payload => message.get_mut("payload")?,
+        Root::Metadata => message.get_mut("metadata")?,
         _ => return None,
     };
-    let mut current = message.get_mut(root)?;
-    for segment in path.segments() {
-        current = match (segment, current) {
-            (Segment::Key(k), Value::Object(m)) => m.get_mut(k)?,
-            (Segment::Index(i), Value::Array(a)) => a.get_mut(*i)?,
-            _ => return None,
-        };
+    if path.is_root() {
+        return Some(root);
     }
-    Some(current)
+    descend_mut(root.as_object_mut()?, path.segments())
 }
 
 /// Masks, below `value`, every field whose name a rule recognises (its whole value) and every

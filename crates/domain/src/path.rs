@@ -399,7 +399,7 @@ enum Cursor<'e> {
 }
 
 /// The value `segments` lead to from a root map.
-fn descend_mut<'e>(map: &'e mut Map<String, Value>, segments: &[Segment]) -> Option<&'e mut Value> {
+pub(crate) fn descend_mut<'e>(map: &'e mut Map<String, Value>, segments: &[Segment]) -> Option<&'e mut Value> {
     let (Segment::Key(k), rest) = segments.split_first()? else { return None };
     let mut current = map.get_mut(k)?;
     for seg in rest {
