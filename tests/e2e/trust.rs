@@ -14,11 +14,16 @@ fn event(source: &str, id: &str) -> Value {
 }
 
 impl Stack {
-    /// Creates a key through the admin API; returns (id, key).
+    /// Creates a key through the admin API and waits until the gateway and the consumer-api know
+    /// it (a new key reaches each replica over pub/sub, within a second); returns (id, key).
     async fn create_key(&self, body: Value) -> (String, String) {
         let (status, _, created) = self.admin(Method::POST, "/v1/keys", Some(body), None).await;
         assert_eq!(status, 201, "{created}");
-        (created["id"].as_str().unwrap().to_owned(), created["key"].as_str().unwrap().to_owned())
+        let key = created["key"].as_str().unwrap().to_owned();
+        for url in [self.admin_url("/v1/pipeline"), self.consumer_url("/metadata/jira/none")] {
+            within(Duration::from_secs(5), || async { self.http.get(&url).bearer_auth(&key).send().await.unwrap().status().as_u16() != 401 }).await;
+        }
+        (created["id"].as_str().unwrap().to_owned(), key)
     }
 }
 
