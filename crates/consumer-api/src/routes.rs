@@ -684,7 +684,10 @@ async fn history(req: HttpRequest, path: web::Path<(String, String)>, state: web
     let (wanted_source, wanted_id) = (source.to_string(), id.to_string());
     let found = web::block(move || {
         let start = adapters::kafka::last_offsets(&config, &topic, HISTORY_WINDOW)?;
-        let (kept, stopped) = adapters::kafka::scan(&config, &topic, &start, usize::MAX, HISTORY_DEADLINE, |m| {
+        // The newest `limit` of the entity's versions are among the newest `limit` of each
+        // partition: only those are held, however many versions the window has.
+        let bound = adapters::kafka::Bound::NewestPerPartition(limit);
+        let (kept, stopped) = adapters::kafka::scan(&config, &topic, &start, bound, HISTORY_DEADLINE, |m| {
             headers::source(m) == wanted_source && headers::header(m, domain::schema::headers::EVENT_ID) == Some(wanted_id.as_str())
         })?;
         let ends = adapters::kafka::last_offsets(&config, &topic, 0)?;

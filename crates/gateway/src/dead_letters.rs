@@ -186,7 +186,7 @@ pub(crate) fn scan(
     limit: usize,
     keep: impl Fn(&OwnedMessage) -> bool,
 ) -> anyhow::Result<(Vec<OwnedMessage>, BTreeMap<i32, i64>)> {
-    adapters::kafka::scan(&state.reader_config, topic, start, limit, READ_DEADLINE, keep)
+    adapters::kafka::scan(&state.reader_config, topic, start, adapters::kafka::Bound::First(limit), READ_DEADLINE, keep)
 }
 
 pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, AdminError> {
