@@ -27,6 +27,13 @@ impl Stack {
     }
 }
 
+/// GETs `url` with `key`: the status and the JSON body (null when none).
+async fn get_as(http: reqwest::Client, key: String, url: String) -> (u16, Value) {
+    let r = http.get(url).bearer_auth(key).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn ingest_on(http: &reqwest::Client, port: u16, key: &str, body: &Value) -> (u16, Value) {
     let r = http.post(format!("http://127.0.0.1:{port}/ingest")).bearer_auth(key).json(body).send().await.unwrap();
     let status = r.status().as_u16();
@@ -85,14 +92,7 @@ async fn a_scoped_key_writes_and_reads_only_its_sources_and_changes_reach_every_
     assert_eq!(body["results"][1]["error"], "forbidden", "{body}");
 
     // Reads: its own source only.
-    let get = |path: String| {
-        let (http, url, key) = (stack.http.clone(), stack.consumer_url(&path), key.clone());
-        async move {
-            let r = http.get(url).bearer_auth(key).send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let get = |path: String| get_as(stack.http.clone(), key.clone(), stack.consumer_url(&path));
     let (status, body) = get("/metadata/github/g-1".into()).await;
     assert_eq!((status, body["required_scope"].as_str()), (403, Some("read:github")), "{body}");
     within(Duration::from_secs(10), || async { get("/metadata/jira/j-1".into()).await.0 == 200 }).await;
@@ -206,14 +206,7 @@ async fn a_key_holds_at_most_its_caps_of_groups_and_long_polls_and_idle_groups_c
     })
     .await;
     let (_, key) = stack.create_key(json!({"name": "reader", "scopes": ["consume:*", "read:*"]})).await;
-    let consume = |group: &'static str, wait_ms: u64| {
-        let (http, url, key) = (stack.http.clone(), stack.consumer_url(&format!("/consume?group={group}&wait_ms={wait_ms}")), key.clone());
-        async move {
-            let r = http.get(url).bearer_auth(key).send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let consume = |group: &'static str, wait_ms: u64| get_as(stack.http.clone(), key.clone(), stack.consumer_url(&format!("/consume?group={group}&wait_ms={wait_ms}")));
     within(Duration::from_secs(2), || async { consume("g1", 0).await.0 == 200 }).await;
     assert_eq!(consume("g2", 0).await.0, 200);
     let (status, body) = consume("g3", 0).await;
@@ -241,14 +234,7 @@ async fn a_replica_holds_at_most_its_caps_of_groups_and_long_polls_over_all_keys
     .await;
     let (_, a) = stack.create_key(json!({"name": "reader a", "scopes": ["consume:*", "read:*"]})).await;
     let (_, b) = stack.create_key(json!({"name": "reader b", "scopes": ["consume:*", "read:*"]})).await;
-    let consume = |key: &String, group: &'static str, wait_ms: u64| {
-        let (http, url, key) = (stack.http.clone(), stack.consumer_url(&format!("/consume?group={group}&wait_ms={wait_ms}")), key.clone());
-        async move {
-            let r = http.get(url).bearer_auth(key).send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let consume = |key: &String, group: &'static str, wait_ms: u64| get_as(stack.http.clone(), key.clone(), stack.consumer_url(&format!("/consume?group={group}&wait_ms={wait_ms}")));
     within(Duration::from_secs(2), || async { consume(&a, "g1", 0).await.0 == 200 }).await;
     within(Duration::from_secs(2), || async { consume(&b, "g2", 0).await.0 == 200 }).await;
     // Key b holds one group, under its own cap of two, but the replica holds its two.
@@ -486,14 +472,7 @@ async fn a_meta_key_sees_no_payload_and_a_read_key_sees_dead_letters_masked_as_t
     assert_eq!(stack.ingest(&event("poison", "abc")).await.0, 202);
     let (_, meta) = stack.create_key(json!({"name": "operator", "scopes": ["meta:jira", "consume:ops-*"]})).await;
     let (_, reader) = stack.create_key(json!({"name": "reader", "scopes": ["read:jira"]})).await;
-    let get = |key: String, url: String| {
-        let http = stack.http.clone();
-        async move {
-            let r = http.get(url).bearer_auth(key).send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let get = |key: String, url: String| get_as(stack.http.clone(), key, url);
 
     // /consume: the event, its metadata (the PII tag), no payload.
     let started = Instant::now();
