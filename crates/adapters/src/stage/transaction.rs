@@ -273,10 +273,10 @@ impl Pool {
             let Some(group) = group else { return Err(NotCommitted::Aborted("the consumer has no group metadata".into())) };
             if tpl.count() > 0 {
                 let group = Arc::new(group);
-                call.retrying("sending offsets", Duration::from_secs(30), move |p, t| p.send_offsets_to_transaction(&tpl, &group, t)).await?;
+                call.retrying("sending offsets", SEND_OFFSETS_TIMEOUT, move |p, t| p.send_offsets_to_transaction(&tpl, &group, t)).await?;
             }
             let started = std::time::Instant::now();
-            call.retrying("committing", Duration::from_secs(60), |p, t| p.commit_transaction(t)).await?;
+            call.retrying("committing", COMMIT_TIMEOUT, |p, t| p.commit_transaction(t)).await?;
             if started.elapsed() > Duration::from_secs(1) {
                 tracing::warn!(took = ?started.elapsed(), "a transaction commit was slow");
             }
@@ -381,7 +381,7 @@ impl Pool {
             // Adding the offsets partition comes first; the commit of offsets that follows can be
             // refused (a consumer not in its group yet has no generation) and the abort still
             // reaches that partition.
-            match call.attempts("sweeping the group's offsets", Duration::from_secs(30), move |p, t| p.send_offsets_to_transaction(&tpl, &group, t)).await {
+            match call.attempts("sweeping the group's offsets", SEND_OFFSETS_TIMEOUT, move |p, t| p.send_offsets_to_transaction(&tpl, &group, t)).await {
                 Err(err) if is_fatal(&err) => return Err(SweepFailed { why: format!("adding the group's offsets: {err}"), broken: true }),
                 Err(err) => tracing::debug!(error = %err, "a sweep's offsets were refused; it is aborted all the same"),
                 Ok(()) => {}
@@ -563,13 +563,27 @@ impl Call {
 
 /// How long the revoke hook waits for a commit call under way to end before it aborts anyway
 /// (the commit then fails and its work is redone).
-const REVOKE_WAITS_FOR_CALL: Duration = Duration::from_secs(45);
+/// A call under way ends by then: it returns within its timeout, or is given up [`HUNG_AFTER`]
+/// past it.
+const REVOKE_WAITS_FOR_CALL: Duration = Duration::from_secs(COMMIT_TIMEOUT.as_secs() + HUNG_AFTER.as_secs() + 5);
+
+/// The timeouts a commit (and a sweep) gives librdkafka's `send_offsets_to_transaction`, and a
+/// commit gives `commit_transaction`. Short, because a call that times out is retried (librdkafka says a
+/// timeout is retriable and resumes the same operation) while a call that hangs is given up only
+/// [`HUNG_AFTER`] past its timeout, and delivery waits meanwhile: a rolling restart saw
+/// `send_offsets_to_transaction` hang with 30 s (40 s without delivery). A commit flushes the
+/// transaction's records first, which `transaction.timeout.ms` (10 s) bounds, hence its 20 s.
+const SEND_OFFSETS_TIMEOUT: Duration = Duration::from_secs(10);
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long past its own timeout a blocking transactional call may take before the producer is
 /// given up as stuck: librdkafka's `send_offsets_to_transaction` was seen waiting for ever (on
 /// an internal condition, its timeout ignored) after the broker leading its partitions was
-/// killed — the stage then published nothing more until it was restarted.
-const HUNG_AFTER: Duration = Duration::from_secs(10);
+/// killed, and again during a rolling restart — the stage then published nothing more until it
+/// was restarted. Upstream: librdkafka#5456 (a coordinator request's timeout is never checked;
+/// fix proposed in librdkafka#5457) and librdkafka#5511 (a decommissioned coordinator stays
+/// cached). A call cut short this way costs a redo of the transaction's work, never a loss.
+const HUNG_AFTER: Duration = Duration::from_secs(5);
 
 /// Whether the producer must be replaced: librdkafka says so, or a call on it hung or was
 /// cancelled (its state is unknown).
