@@ -169,18 +169,33 @@ export async function page(main) {
     }
   };
 
+  // The API replays at most a page per call and says where to go on (`next_cursor`) until it
+  // is `complete`; so many calls at most from one click.
+  const MAX_CALLS = 50;
+
   // Each asked-for item ends in one of three places: replayed (where to), skipped (why), or
   // not found (the API names neither).
   const replay = async (request, what) => {
     replace(results, h("p", { class: "loading", role: "status" }, `Replaying ${what}…`));
     try {
-      const res = await call("POST", "/v1/dead-letters/replay", { body: { ...request, force: force.checked } });
-      const { replayed, skipped } = res.body;
+      const replayed = [];
+      const skipped = [];
+      let body = { ...request, force: force.checked };
+      let complete = false;
+      for (let calls = 0; !complete && calls < MAX_CALLS; calls++) {
+        const res = await call("POST", "/v1/dead-letters/replay", { body });
+        replayed.push(...res.body.replayed);
+        skipped.push(...res.body.skipped);
+        complete = res.body.complete;
+        body = { ...body, cursor: res.body.next_cursor };
+        if (!complete) replace(results, h("p", { class: "loading", role: "status" }, `Replaying ${what}… ${replayed.length} so far`));
+      }
       const named = new Set([...replayed, ...skipped].map((r) => `${r.partition}:${r.offset}`));
-      const missing = (request.items || []).filter((i) => !named.has(`${i.partition}:${i.offset}`));
+      const missing = complete ? (request.items || []).filter((i) => !named.has(`${i.partition}:${i.offset}`)) : [];
+      const rest = complete ? "" : ` Stopped after ${MAX_CALLS} calls; more may match: replay again to go on (those replayed are skipped).`;
       replace(
         results,
-        note(`Replayed ${replayed.length}, skipped ${skipped.length}${missing.length ? `, not found ${missing.length}` : ""} (${what}).`, skipped.length || missing.length ? "warn" : "ok"),
+        note(`Replayed ${replayed.length}, skipped ${skipped.length}${missing.length ? `, not found ${missing.length}` : ""} (${what}).${rest}`, skipped.length || missing.length || !complete ? "warn" : "ok"),
         h(
           "ul",
           { id: "replay-results" },

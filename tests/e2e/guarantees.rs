@@ -83,12 +83,24 @@ async fn dead_letters_are_listed_and_replayed_after_a_config_fix() {
     let (status, _, result) = stack.admin(Method::POST, "/v1/dead-letters/replay", Some(json!({"source": "github"})), None).await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["replayed"].as_array().unwrap().len(), 2, "{result}");
+    assert_eq!((&result["complete"], result.get("next_cursor")), (&json!(true), None), "the topic was read to its end: {result}");
     let replayed = stack.consume("default", 2, Duration::from_secs(20)).await;
     let ids: HashSet<_> = replayed.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, HashSet::from(["bad-1".to_owned(), "bad-2".to_owned()]));
     // A second replay does nothing unless forced.
     let (_, _, again) = stack.admin(Method::POST, "/v1/dead-letters/replay", Some(json!({"source": "github"})), None).await;
     assert_eq!(again["replayed"].as_array().unwrap().len(), 0, "{again}");
+    // Named items: complete once each is found; a cursor goes on from where it says.
+    let first = &result["replayed"][0];
+    let item = json!({"partition": first["partition"], "offset": first["offset"]});
+    let (_, _, named) = stack.admin(Method::POST, "/v1/dead-letters/replay", Some(json!({"items": [item], "force": true})), None).await;
+    assert_eq!((named["replayed"].as_array().unwrap().len(), &named["complete"]), (1, &json!(true)), "{named}");
+    let (_, _, page) = stack.admin(Method::GET, "/v1/dead-letters?source=github", None, None).await;
+    let end = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, _, past) = stack.admin(Method::POST, "/v1/dead-letters/replay", Some(json!({"source": "github", "force": true, "cursor": end})), None).await;
+    assert_eq!((past["replayed"].as_array().unwrap().len(), &past["complete"]), (0, &json!(true)), "nothing past the end: {past}");
+    let (status, _, body) = stack.admin(Method::POST, "/v1/dead-letters/replay", Some(json!({"source": "github", "cursor": "x"})), None).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -687,12 +687,10 @@ async fn history(req: HttpRequest, path: web::Path<(String, String)>, state: web
         // The newest `limit` of the entity's versions are among the newest `limit` of each
         // partition: only those are held, however many versions the window has.
         let bound = adapters::kafka::Bound::NewestPerPartition(limit);
-        let (kept, stopped) = adapters::kafka::scan(&config, &topic, &start, bound, HISTORY_DEADLINE, |m| {
+        let scanned = adapters::kafka::scan(&config, &topic, &start, bound, HISTORY_DEADLINE, |m| {
             headers::source(m) == wanted_source && headers::header(m, domain::schema::headers::EVENT_ID) == Some(wanted_id.as_str())
         })?;
-        let ends = adapters::kafka::last_offsets(&config, &topic, 0)?;
-        let complete = ends.iter().all(|(p, end)| stopped.get(p).is_some_and(|at| at >= end));
-        anyhow::Ok((kept, complete))
+        anyhow::Ok((scanned.messages, scanned.complete))
     })
     .await
     .map_err(|e| RequestError::Unavailable { what: format!("reading the output topic: {e}"), retry_after_s: state.retry_after_s })?

@@ -18,7 +18,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::admin::AdminError;
-use crate::dead_letters::{kafka_unavailable, parse_cursor, scan};
+use crate::dead_letters::{format_cursor, kafka_unavailable, parse_cursor, scan};
 use crate::State;
 
 adapters::routes! { pub(crate) fn configure / ROUTES {
@@ -101,7 +101,7 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     }
     let start = parse_cursor(query.cursor.as_deref())?;
     let st = state.clone();
-    let (kept, position) = web::block(move || scan(&st, &st.audit_topic, &start, limit, |_| true))
+    let adapters::kafka::Scanned { messages: kept, position, .. } = web::block(move || scan(&st, &st.audit_topic, &start, limit, |_| true))
         .await
         .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
         .map_err(|e| kafka_unavailable(&state, e))?;
@@ -109,6 +109,5 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
         .iter()
         .filter_map(|m| m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()))
         .collect();
-    let cursor: Vec<String> = position.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-    Ok(HttpResponse::Ok().json(AuditPage { count: records.len(), records, next_cursor: cursor.join(",") }))
+    Ok(HttpResponse::Ok().json(AuditPage { count: records.len(), records, next_cursor: format_cursor(&position) }))
 }

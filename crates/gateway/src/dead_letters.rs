@@ -7,7 +7,9 @@
 //!   came from, unchanged (same key, same event id), e.g. after a config fix. A message is
 //!   replayed once; `"force": true` replays it again. A reference (a dead letter standing for
 //!   an original too large for the dead-letter topic, `"reference": true`) is not replayed: it
-//!   names where the original is.
+//!   names where the original is. A call replays at most 1,000 and reads for at most 5 s; when it
+//!   did not read to the end, it answers `"complete": false` with a `next_cursor` to call again
+//!   with (as `cursor`).
 //!
 //! Listing needs `admin` or a `read:<glob>` scope: a `read:` key sees the dead letters of the
 //! sources it covers only (a `source` it does not cover is a 403). Replaying needs `admin`.
@@ -25,7 +27,7 @@ use adapters::auth::Principal;
 use domain::auth::Access;
 use domain::DeadLetterReason;
 use adapters::kafka::message::{Headers as _, Message as _, OwnedMessage};
-use adapters::kafka::Record;
+use adapters::kafka::{Record, Scanned};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -178,14 +180,14 @@ fn describe<'m>(m: &'m OwnedMessage, principal: &Principal, state: &State) -> De
 
 /// Reads `topic` from `start` (per partition), keeping messages `keep` accepts, until `limit`
 /// are kept, every partition is read to its end, or [`READ_DEADLINE`] passes
-/// ([`adapters::kafka::scan`]). Returns the kept messages and where each partition stopped.
+/// ([`adapters::kafka::scan`]).
 pub(crate) fn scan(
     state: &State,
     topic: &str,
     start: &BTreeMap<i32, i64>,
     limit: usize,
     keep: impl Fn(&OwnedMessage) -> bool,
-) -> anyhow::Result<(Vec<OwnedMessage>, BTreeMap<i32, i64>)> {
+) -> anyhow::Result<adapters::kafka::Scanned> {
     adapters::kafka::scan(&state.reader_config, topic, start, adapters::kafka::Bound::First(limit), READ_DEADLINE, keep)
 }
 
@@ -198,6 +200,11 @@ pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<BTreeMap<i32, i64>, A
         out.insert(p, o);
     }
     Ok(out)
+}
+
+/// `partition:offset,...`, as [`parse_cursor`] reads it.
+pub(crate) fn format_cursor(position: &BTreeMap<i32, i64>) -> String {
+    position.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(",")
 }
 
 pub(crate) fn kafka_unavailable(state: &State, err: impl std::fmt::Display) -> AdminError {
@@ -229,12 +236,11 @@ async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse,
     // A dead letter without a source header is the admin's only.
     let who = principal.clone();
     let visible = move |m: &OwnedMessage| header(m, headers::SOURCE).map_or(who.require(domain::auth::Access::Admin).is_ok(), |s| crate::admin::may_view(&who, s));
-    let (kept, position) = web::block(move || scan(&st, &st.dead_letter_topic, &start, limit, |m| matches(m, &filter) && visible(m)))
+    let Scanned { messages: kept, position, .. } = web::block(move || scan(&st, &st.dead_letter_topic, &start, limit, |m| matches(m, &filter) && visible(m)))
         .await
         .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
         .map_err(|e| kafka_unavailable(&state, e))?;
-    let cursor: Vec<String> = position.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-    Ok(HttpResponse::Ok().json(DeadLetterPage { dead_letters: kept.iter().map(|m| describe(m, &principal, &state)).collect(), count: kept.len(), next_cursor: cursor.join(",") }))
+    Ok(HttpResponse::Ok().json(DeadLetterPage { dead_letters: kept.iter().map(|m| describe(m, &principal, &state)).collect(), count: kept.len(), next_cursor: format_cursor(&position) }))
 }
 
 /// A dead letter, by its position on the dead-letter topic.
@@ -251,12 +257,16 @@ struct Item {
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
     #[serde(default)]
+    #[schema(max_items = 1000)]
     items: Vec<Item>,
     source: Option<String>,
     reason: Option<DeadLetterReason>,
     /// Replay also what was replayed before.
     #[serde(default)]
     force: bool,
+    /// `next_cursor` of the previous answer, when it was not complete: go on from there.
+    #[schema(pattern = r"^([0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*)?$")]
+    cursor: Option<String>,
 }
 
 /// What a replay did, dead letter by dead letter.
@@ -266,6 +276,12 @@ struct ReplayAnswer<'a> {
     replayed: Vec<Replayed<'a>>,
     #[schema(inline)]
     skipped: Vec<Skipped>,
+    /// Whether every selected dead letter was reached: the named `items` all found, or the
+    /// topic read to its end. False when the call stopped at 1,000 or after 5 s of reading.
+    complete: bool,
+    /// Where to go on from when not `complete`: pass it as `cursor` with the same selection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
 /// A dead letter sent back to where it came from.
@@ -294,7 +310,7 @@ struct Skipped {
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/replay", operation_id = "replay_dead_letters", tag = "admin",
-    description = "Scope: `admin`.",
+    description = "Scope: `admin`. Replays at most 1000 dead letters per call and reads for at most 5 s: an answer with `complete: false` has a `next_cursor` to call again with, as `cursor`, with the same selection.",
     request_body(content = ReplayRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What was replayed and what was skipped", body = ReplayAnswer),
@@ -309,17 +325,25 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     if request.items.is_empty() && request.source.is_none() {
         return Err(AdminError::bad_request("name `items` to replay, or a `source` (optionally with a `reason`)"));
     }
+    if request.items.len() > MAX_PAGE {
+        return Err(AdminError::bad_request(format!("at most {MAX_PAGE} `items` per call")));
+    }
+    let start = parse_cursor(request.cursor.as_deref())?;
     let wanted: std::collections::HashSet<(i32, i64)> = request.items.iter().map(|i| (i.partition, i.offset)).collect();
+    // The named items, or a page of those matching: memory stays bounded however many match.
+    let named = wanted.len();
+    let limit = if named == 0 { MAX_PAGE } else { named };
     let filter = Filter { source: request.source.clone(), reason: request.reason };
     let st = state.clone();
-    let (selected, _) = web::block(move || {
-        scan(&st, &st.dead_letter_topic, &BTreeMap::new(), usize::MAX, |m| {
+    let Scanned { messages: selected, position, complete: read_to_end } = web::block(move || {
+        scan(&st, &st.dead_letter_topic, &start, limit, |m| {
             if wanted.is_empty() { matches(m, &filter) } else { wanted.contains(&(m.partition(), m.offset())) }
         })
     })
     .await
     .map_err(|e| AdminError::internal(anyhow::anyhow!("{e}")))?
     .map_err(|e| kafka_unavailable(&state, e))?;
+    let complete = read_to_end || (named > 0 && selected.len() == named);
 
     let mut replayed = Vec::new();
     let mut skipped = Vec::new();
@@ -373,5 +397,6 @@ async fn replay(req: HttpRequest, body: web::Payload, state: web::Data<State>) -
     tracing::info!(replayed = replayed.len(), skipped = skipped.len(), "dead letters replayed");
     let selection = json!({"items": request.items.len(), "source": request.source, "reason": request.reason, "force": request.force});
     crate::audit::record(&state, &admin, "dead_letters.replay", &state.dead_letter_topic, json!({"selection": selection, "replayed": replayed.len(), "skipped": skipped.len()})).await;
-    Ok(HttpResponse::Ok().json(ReplayAnswer { replayed, skipped }))
+    let next_cursor = (!complete).then(|| format_cursor(&position));
+    Ok(HttpResponse::Ok().json(ReplayAnswer { replayed, skipped, complete, next_cursor }))
 }

@@ -348,7 +348,7 @@ mod scan;
 mod send;
 
 pub use reader::{AssignedReader, Start};
-pub use scan::{last_offsets, scan, Bound};
+pub use scan::{last_offsets, scan, Bound, Scanned};
 pub use send::{flush, send, Delivered, Record, SendError};
 
 /// The message types the stages and readers hand to services: what a record is, not how it is

@@ -60,10 +60,22 @@ impl Kept {
     }
 }
 
+/// What a [`scan`] read.
+#[derive(Debug)]
+pub struct Scanned {
+    /// The messages kept, within the scan's [`Bound`].
+    pub messages: Vec<OwnedMessage>,
+    /// Where each partition stopped: the next offset to read.
+    pub position: BTreeMap<i32, i64>,
+    /// Whether every partition was read to the end it had when the scan began (not stopped by
+    /// the deadline or a full [`Bound::First`]). Known here rather than from the watermarks
+    /// after: a transaction's marker written meanwhile moves them without adding a message.
+    pub complete: bool,
+}
+
 /// Reads `topic` from `start` (partition → offset; a partition not named starts at its low
 /// watermark) up to the end each partition had when the scan began, keeping the messages `keep`
-/// accepts within `bound`, until `deadline` passes. Returns them and where each partition stopped
-/// (the next offset to read). Blocking: call it from a blocking thread.
+/// accepts within `bound`, until `deadline` passes. Blocking: call it from a blocking thread.
 ///
 /// # Errors
 /// When the client cannot be created or the broker does not answer.
@@ -74,7 +86,7 @@ pub fn scan(
     bound: Bound,
     deadline: Duration,
     keep: impl Fn(&OwnedMessage) -> bool,
-) -> anyhow::Result<(Vec<OwnedMessage>, BTreeMap<i32, i64>)> {
+) -> anyhow::Result<Scanned> {
     // A topic written in transactions ends in a commit marker, which is no message: the end of
     // such a partition is known from its end-of-partition event, not from a last message.
     let consumer: BaseConsumer = config.clone().set("enable.partition.eof", "true").create()?;
@@ -94,7 +106,7 @@ pub fn scan(
     }
     let mut kept = Kept::new(bound);
     if ends.is_empty() {
-        return Ok((Vec::new(), position));
+        return Ok(Scanned { messages: Vec::new(), position, complete: true });
     }
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + deadline;
@@ -119,7 +131,7 @@ pub fn scan(
             None => {}
         }
     }
-    Ok((kept.into_vec(), position))
+    Ok(Scanned { messages: kept.into_vec(), position, complete: ends.is_empty() })
 }
 
 /// Where the last `n` messages of each partition of `topic` start (a partition holding fewer:
