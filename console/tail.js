@@ -47,7 +47,8 @@ function sseParser(onEvent) {
 /**
  * `name=value`: the Kafka header an event must carry to be shown (any header of the message —
  * the pipeline's `metastream-*` ones, `traceparent`, the client's routing headers), or null for
- * empty text; throws on text without `=`. Matched here, on the headers the stream hands out.
+ * empty text; throws on text without `=`. The consumer-api matches it, as a `header` condition
+ * of the filter: events without it are passed over there, not sent here.
  */
 export function headerSearch(text) {
   if (!text) return null;
@@ -56,11 +57,12 @@ export function headerSearch(text) {
   return { name: text.slice(0, at).trim(), value: text.slice(at + 1).trim() };
 }
 
-/** The `filter` /stream takes: the source picked and the condition written, both if both. */
-export function combinedFilter(source, written) {
+/** The `filter` /stream takes: the source picked, the condition written and the header searched, all that are given. */
+export function combinedFilter(source, written, header) {
   const parts = [];
   if (source) parts.push({ source });
   if (written) parts.push(JSON.parse(written));
+  if (header) parts.push({ header: { name: header.name, equals: header.value } });
   if (!parts.length) return null;
   return JSON.stringify(parts.length === 1 ? parts[0] : { all: parts });
 }
@@ -119,11 +121,9 @@ export async function page(main) {
   let count = 0;
   let shown = [];
   let filterText = null;
-  let wantHeader = null;
   let startAt = "latest";
 
   const show = (item) => {
-    if (wantHeader && !(item.headers && item.headers[wantHeader.name] === wantHeader.value)) return;
     const e = item.event || {};
     const p = e.provenance || {};
     if (!count) replace(body);
@@ -180,7 +180,7 @@ export async function page(main) {
         signal: controller.signal,
       });
       if (!res.ok) throw await refusal(res);
-      replace(status, `Live: group ${group}${filterText ? `, filter ${filterText}` : ""}${wantHeader ? `, header ${wantHeader.name}=${wantHeader.value}` : ""}.`);
+      replace(status, `Live: group ${group}${filterText ? `, filter ${filterText}` : ""}.`);
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       const feed = sseParser((ev) => {
         if (ev.event === "error") {
@@ -218,8 +218,7 @@ export async function page(main) {
     if (running) running.abort();
     pause.textContent = "Pause";
     try {
-      filterText = combinedFilter(source.value.trim(), filter.value.trim());
-      wantHeader = headerSearch(header.value.trim());
+      filterText = combinedFilter(source.value.trim(), filter.value.trim(), headerSearch(header.value.trim()));
     } catch (err) {
       replace(problems, h("div", { class: "problem", role: "alert" }, h("strong", {}, "The filter is not valid: "), err.message));
       return;

@@ -340,6 +340,19 @@ async fn consume_filters_and_projects_server_side_and_filtered_events_still_coun
     let (status, body) = stack.get("/consume?group=pii&wait_ms=1000").await;
     assert_eq!((status, body["count"].as_u64()), (200, Some(0)), "{body}");
 
+    // A header condition tests the message's Kafka headers (the pipeline's own among them).
+    let by_header = urlencode(r#"{"header":{"name":"metastream-event-id","equals":"a-4"}}"#);
+    let url = format!("/consume?group=hdr&max=100&wait_ms=500&filter={by_header}");
+    let mut ids: Vec<String> = Vec::new();
+    let started = Instant::now();
+    while ids.is_empty() && started.elapsed() < Duration::from_secs(20) {
+        let (status, body) = stack.get(&url).await;
+        assert_eq!(status, 200, "{body}");
+        ids.extend(body["events"].as_array().unwrap().iter().map(|e| e["event"]["id"].as_str().unwrap().to_owned()));
+    }
+    let (status, body) = stack.get(&url).await;
+    assert_eq!((ids, status, body["count"].as_u64()), (vec!["a-4".to_owned()], 200, Some(0)), "only that one: {body}");
+
     // CloudEvents 1.0, structured JSON, chosen per call (a new group reads from the start).
     let mut cloud: Vec<Value> = Vec::new();
     let started = Instant::now();

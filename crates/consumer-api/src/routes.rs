@@ -356,7 +356,7 @@ fn deliver_item<M: Message>(m: &M, group: &str, shape: &Shape, sight: Sight, out
     let payload = stripped.as_deref().unwrap_or_else(|| m.payload().unwrap_or_default());
     // The event as published, read only when a filter or projection needs it; an event that does
     // not read back cannot match a filter: passed over.
-    let record = if filter.is_some() || projection.is_some() { Some(Event::from_wire_read(payload)?) } else { None };
+    let record = if filter.is_some() || projection.is_some() { Some(published_event(m, payload)?) } else { None };
     if let (Some(f), Some(r)) = (filter, &record) {
         if !f.eval(r) {
             return None;
@@ -377,6 +377,16 @@ fn deliver_item<M: Message>(m: &M, group: &str, shape: &Shape, sight: Sight, out
         (Format::Metastream, Some(_), None) => unreachable!("a projection reads the record"),
     }
     Some(())
+}
+
+/// The event as published (`payload`: the message's, or what is left of it to show), with every
+/// Kafka header of the message as its headers, so that a `header` condition of a filter tests
+/// them all (the pipeline's `metastream-*` ones, `traceparent`, the routing headers operations
+/// set); `None` when it does not read back.
+pub(crate) fn published_event<M: Message>(m: &M, payload: &[u8]) -> Option<Event> {
+    let mut event = Event::from_wire_read(payload)?;
+    event.routing.headers = headers::message_headers(m);
+    Some(event)
 }
 
 /// The event with its `payload` emptied; `None` when it is not a JSON object.
@@ -576,6 +586,18 @@ mod tests {
         let item: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(item["headers"], json!({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "metastream-source": "jira"}));
         assert!(self::item(&m).get("headers").is_none(), "not unless asked");
+    }
+
+    #[test]
+    fn a_header_condition_tests_every_kafka_header_of_the_message() {
+        use adapters::kafka::message::{Header, OwnedHeaders};
+        let headers = OwnedHeaders::new().insert(Header { key: "metastream-source", value: Some("jira") }).insert(Header { key: "x-tenant", value: Some("acme") });
+        let m = OwnedMessage::new(Some(br#"{"id":"1","source":"jira","payload":{}}"#.to_vec()), None, "out".into(), Timestamp::NotAvailable, 0, 1, Some(headers));
+        let passes = |filter: &str| deliver(&m, "g", &Shape::parse(Some(filter), None, Format::Metastream, false).unwrap(), Sight::Full, &mut Vec::new());
+        assert!(passes(r#"{"header": {"name": "x-tenant", "equals": "acme"}}"#));
+        assert!(passes(r#"{"header": {"name": "metastream-source", "matches": "^ji"}}"#));
+        assert!(!passes(r#"{"header": {"name": "x-tenant", "equals": "other"}}"#));
+        assert!(!passes(r#"{"header": {"name": "traceparent", "exists": true}}"#));
     }
 
     fn item(m: &OwnedMessage) -> Value {

@@ -26,7 +26,7 @@ use adapters::webhooks::{DeadDelivery, SubscriptionStore};
 use chrono::Utc;
 use domain::projection::Projection;
 use domain::webhooks::{parse_retry_after, signature_header, Subscription, SubscriptionState, Verdict};
-use domain::{Condition, Event};
+use domain::Condition;
 use opentelemetry::KeyValue;
 use adapters::kafka::message::{Message as _, OwnedMessage};
 use serde_json::{json, Value};
@@ -452,7 +452,7 @@ fn webhook_id(m: &OwnedMessage) -> String {
 /// over (or, with a filter or projection, when the event does not read back).
 fn render(prepared: &Prepared, m: &OwnedMessage) -> Option<(Vec<u8>, &'static str)> {
     let payload = m.payload().unwrap_or_default();
-    let record = if prepared.filter.is_some() || prepared.projection.is_some() { Some(Event::from_wire_read(payload)?) } else { None };
+    let record = if prepared.filter.is_some() || prepared.projection.is_some() { Some(crate::routes::published_event(m, payload)?) } else { None };
     if let (Some(f), Some(r)) = (&prepared.filter, &record) {
         if !f.eval(r) {
             return None;

@@ -63,7 +63,7 @@ pub fn output_headers(id: &domain::EventId, source: &domain::SourceName, routing
 }
 
 /// The headers of a consumed message, as (name, UTF-8 value) pairs.
-pub fn message_headers(message: &OwnedMessage) -> Vec<(String, String)> {
+pub fn message_headers<M: Message>(message: &M) -> Vec<(String, String)> {
     message
         .headers()
         .map(|h| {
