@@ -65,8 +65,8 @@ impl Default for Limits {
     }
 }
 /// Trouble reported this recently means the runner is retrying a dependency: longer than one
-/// attempt of the slowest retried call (a transactional call: 30 s, 10 s more before it is
-/// given up) and its backoff.
+/// attempt of the slowest retried call (a sweep's abort: 30 s, 5 s more before it is given up)
+/// and its backoff (at most 5 s).
 const TROUBLE_FRESH: Duration = Duration::from_secs(90);
 
 /// One partition as librdkafka's statistics describe it.
