@@ -356,7 +356,7 @@ fn deliver_item<M: Message>(m: &M, group: &str, shape: &Shape, sight: Sight, out
     let payload = stripped.as_deref().unwrap_or_else(|| m.payload().unwrap_or_default());
     // The event as published, read only when a filter or projection needs it; an event that does
     // not read back cannot match a filter: passed over.
-    let record = if filter.is_some() || projection.is_some() { Some(published_event(m, payload)?) } else { None };
+    let record = if filter.is_some() || projection.is_some() { Some(published_event(m, payload, filter.is_some())?) } else { None };
     if let (Some(f), Some(r)) = (filter, &record) {
         if !f.eval(r) {
             return None;
@@ -379,13 +379,15 @@ fn deliver_item<M: Message>(m: &M, group: &str, shape: &Shape, sight: Sight, out
     Some(())
 }
 
-/// The event as published (`payload`: the message's, or what is left of it to show), with every
-/// Kafka header of the message as its headers, so that a `header` condition of a filter tests
-/// them all (the pipeline's `metastream-*` ones, `traceparent`, the routing headers operations
-/// set); `None` when it does not read back.
-pub(crate) fn published_event<M: Message>(m: &M, payload: &[u8]) -> Option<Event> {
+/// The event as published (`payload`: the message's, or what is left of it to show); `None` when
+/// it does not read back. For a filter (`filtering`), with every Kafka header of the message as
+/// its headers, so that a `header` condition tests them all (the pipeline's `metastream-*` ones,
+/// `traceparent`, the routing headers operations set); a projection alone does not need them.
+pub(crate) fn published_event<M: Message>(m: &M, payload: &[u8], filtering: bool) -> Option<Event> {
     let mut event = Event::from_wire_read(payload)?;
-    event.routing.headers = headers::message_headers(m);
+    if filtering {
+        event.routing.headers = headers::message_headers(m);
+    }
     Some(event)
 }
 

@@ -452,7 +452,7 @@ fn webhook_id(m: &OwnedMessage) -> String {
 /// over (or, with a filter or projection, when the event does not read back).
 fn render(prepared: &Prepared, m: &OwnedMessage) -> Option<(Vec<u8>, &'static str)> {
     let payload = m.payload().unwrap_or_default();
-    let record = if prepared.filter.is_some() || prepared.projection.is_some() { Some(crate::routes::published_event(m, payload)?) } else { None };
+    let record = if prepared.filter.is_some() || prepared.projection.is_some() { Some(crate::routes::published_event(m, payload, prepared.filter.is_some())?) } else { None };
     if let (Some(f), Some(r)) = (&prepared.filter, &record) {
         if !f.eval(r) {
             return None;

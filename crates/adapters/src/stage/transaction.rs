@@ -562,17 +562,17 @@ impl Call {
 }
 
 /// How long the revoke hook waits for a commit call under way to end before it aborts anyway
-/// (the commit then fails and its work is redone).
-/// A call under way ends by then: it returns within its timeout, or is given up [`HUNG_AFTER`]
-/// past it.
+/// (the commit then fails and its work is redone): longer than any such call takes, since one
+/// returns within its timeout or is given up [`HUNG_AFTER`] past it.
 const REVOKE_WAITS_FOR_CALL: Duration = Duration::from_secs(COMMIT_TIMEOUT.as_secs() + HUNG_AFTER.as_secs() + 5);
 
 /// The timeouts a commit (and a sweep) gives librdkafka's `send_offsets_to_transaction`, and a
-/// commit gives `commit_transaction`. Short, because a call that times out is retried (librdkafka says a
-/// timeout is retriable and resumes the same operation) while a call that hangs is given up only
-/// [`HUNG_AFTER`] past its timeout, and delivery waits meanwhile: a rolling restart saw
-/// `send_offsets_to_transaction` hang with 30 s (40 s without delivery). A commit flushes the
-/// transaction's records first, which `transaction.timeout.ms` (10 s) bounds, hence its 20 s.
+/// commit gives `commit_transaction`. Short, because a call that times out is retried
+/// (librdkafka says a timeout is retriable and resumes the same operation) while a call that
+/// hangs is given up only [`HUNG_AFTER`] past its timeout, and delivery waits meanwhile: a
+/// rolling restart saw `send_offsets_to_transaction` hang with 30 s (40 s without delivery). A
+/// commit flushes the transaction's records first, which `transaction.timeout.ms` (10 s)
+/// bounds, hence its 20 s.
 const SEND_OFFSETS_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(20);
 
